@@ -1,0 +1,42 @@
+"""Morning health check, step 1: every core service answers its health endpoint.
+
+The runbook does this with ``curl -f http://HOST:PORT/health`` per service: a status
+below 400 passes. Here a JSON body that reports its own status must also say healthy.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from acgs_checks.probes.http import DEGRADED, UNHEALTHY, UNRECOGNISED, HttpResult, summary
+from acgs_checks.verdict import blocked, breached, unreachable
+
+pytestmark = [pytest.mark.daily, pytest.mark.health]
+
+
+def _down(seen: HttpResult) -> bool:
+    return not seen.reachable or (seen.status or 0) >= 400 or seen.health == UNHEALTHY
+
+
+@pytest.mark.p0
+@pytest.mark.runbook("daily.service-health", "alerts.critical.service-down")
+def test_service_health(health: HttpResult) -> None:
+    """The health endpoint answers with a status below 400 and does not report itself failing."""
+    if not health.reachable:
+        unreachable(summary(health))
+    if health.status is not None and health.status >= 400:
+        breached(summary(health), "status < 400")
+    if health.health == UNHEALTHY:
+        breached(f"{summary(health)}, body {health.health_field}={health.health_value!r}",
+                 "a healthy status: healthy, ok, up or pass")
+
+
+@pytest.mark.p1
+@pytest.mark.runbook("daily.service-health")
+def test_service_not_degraded(health: HttpResult) -> None:
+    """A service that answers but reports itself degraded (warn) is a P1 warning."""
+    if _down(health):
+        blocked(health.target, "is down", see=f"test_service_health[{health.target}]")
+    if health.health in (DEGRADED, UNRECOGNISED):
+        breached(f"{summary(health)}, body {health.health_field}={health.health_value!r}",
+                 "a healthy status: healthy, ok, up or pass")

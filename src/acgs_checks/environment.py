@@ -1,0 +1,291 @@
+"""Environment files: TOML that names the targets of a run and overrides thresholds.
+
+``${VAR}`` and ``${VAR:-default}`` are expanded from the process environment in every
+string value, so secrets stay out of files; ``$$`` is a literal dollar sign.
+Everything wrong with a file is a :class:`ConfigError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from acgs_checks.errors import ConfigError
+from acgs_checks.thresholds import Thresholds
+
+SANDBOX = "sandbox"
+ENVIRONMENTS_DIR = Path("fixtures") / "environments"
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_MAX_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Service:
+    """One HTTP service of the stack, checked at ``url + health_path``."""
+
+    name: str
+    title: str
+    url: str
+    health_path: str = "/health"
+    timeout_seconds: float = 2.0
+    verify_tls: bool = True
+    ca_file: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def health_url(self) -> str:
+        return self.url.rstrip("/") + self.health_path
+
+
+@dataclass(frozen=True)
+class Defaults:
+    timeout_seconds: float = 2.0
+    concurrency: int = 64
+
+
+@dataclass(frozen=True)
+class Environment:
+    """A validated environment: the targets of a run and its thresholds."""
+
+    name: str
+    source: str
+    description: str = ""
+    defaults: Defaults = field(default_factory=Defaults)
+    services: tuple[Service, ...] = ()
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    secrets: frozenset[str] = frozenset()
+
+    def service(self, name: str) -> Service:
+        for service in self.services:
+            if service.name == name:
+                return service
+        raise KeyError(name)
+
+    def redact(self, text: str) -> str:
+        """Replace every known secret in ``text`` with ``***``."""
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+
+
+def display_url(url: str) -> str:
+    """The URL with any password in it replaced, for messages and reports."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def resolve_path(spec: str, *, rootdir: Path) -> Path:
+    """``NAME`` means ``fixtures/environments/NAME.toml``; anything path-like is a path."""
+    if spec.endswith(".toml") or os.sep in spec or "/" in spec:
+        path = Path(spec).expanduser()
+        return path if path.is_absolute() else (Path.cwd() / path)
+    return rootdir / ENVIRONMENTS_DIR / f"{spec}.toml"
+
+
+def known_names(rootdir: Path) -> list[str]:
+    folder = rootdir / ENVIRONMENTS_DIR
+    names = sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
+    return [SANDBOX, *names]
+
+
+def load(spec: str, *, rootdir: Path, environ: Mapping[str, str] | None = None) -> Environment:
+    """Load and validate the environment named or pointed to by ``spec``."""
+    path = resolve_path(spec, rootdir=rootdir)
+    shown = _shown_path(path, rootdir)
+    if not path.is_file():
+        raise ConfigError(
+            source=shown, key="", problem="environment file not found",
+            fix="pass --env with one of " + ", ".join(known_names(rootdir)) + " or a path to a .toml file",
+        )
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            source=shown, key="", problem=f"not valid TOML ({exc})",
+            fix="correct the syntax at that line",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            source=shown, key="", problem=f"cannot be read ({exc})", fix="check the file",
+        ) from None
+    return from_mapping(data, source=shown, environ=os.environ if environ is None else environ)
+
+
+def _shown_path(path: Path, rootdir: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(rootdir.resolve()))
+    except ValueError:
+        return str(path)
+
+
+class _Reader:
+    """Walks the parsed TOML, expanding variables and naming keys in every error."""
+
+    def __init__(self, source: str, environ: Mapping[str, str]) -> None:
+        self.source = source
+        self.environ = environ
+        self.secrets: set[str] = set()
+
+    def fail(self, key: str, problem: str, fix: str) -> ConfigError:
+        return ConfigError(source=self.source, key=key, problem=problem, fix=fix)
+
+    def expand(self, key: str, value: str) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            var, default = match.group(1), match.group(2)
+            if var in self.environ:
+                return self.environ[var]
+            if default is not None:
+                return default
+            raise self.fail(
+                key, f"variable {var} is not set and has no default",
+                f"export {var}=... before the run, or write ${{{var}:-default}}",
+            )
+
+        return _VAR_RE.sub(substitute, value)
+
+    def table(self, key: str, value: Any, allowed: Iterable[str], required: Iterable[str] = ()) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a table, got {type(value).__name__}", f"write [{key}] as a table")
+        allowed = set(allowed)
+        for name in value:
+            if name not in allowed:
+                where = f"{key}.{name}" if key else name
+                raise self.fail(where, "unknown key", "remove it or use one of " + ", ".join(sorted(allowed)))
+        for name in required:
+            if name not in value:
+                where = f"{key}.{name}" if key else name
+                raise self.fail(where, "missing required key", f"add {name} = ...")
+        return value
+
+    def string(self, key: str, value: Any) -> str:
+        if not isinstance(value, str):
+            raise self.fail(key, f"{value!r} is not a string", "quote the value")
+        return self.expand(key, value)
+
+    def number(self, key: str, value: Any, *, low: float, high: float) -> float:
+        if isinstance(value, str):
+            text = self.expand(key, value)
+            try:
+                value = float(text)
+            except ValueError:
+                raise self.fail(key, f"{text!r} is not a number", "write a number") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(key, f"{value!r} is not a number", "write a number")
+        if not low < float(value) <= high:
+            raise self.fail(key, f"{value!r} is out of range", f"use a value above {low} and at most {high}")
+        return float(value)
+
+    def boolean(self, key: str, value: Any) -> bool:
+        if isinstance(value, str):
+            text = self.expand(key, value).strip().lower()
+            if text in {"true", "1", "yes", "on"}:
+                return True
+            if text in {"false", "0", "no", "off"}:
+                return False
+        if not isinstance(value, bool):
+            raise self.fail(key, f"{value!r} is not true or false", "write true or false")
+        return value
+
+    def url(self, key: str, value: Any, schemes: tuple[str, ...]) -> str:
+        text = self.string(key, value).strip()
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError as exc:
+            raise self.fail(key, f"{display_url(text)!r} is not a valid URL ({exc})",
+                            "write scheme://host:port") from None
+        if parts.scheme not in schemes or not parts.hostname:
+            raise self.fail(
+                key, f"{display_url(text)!r} is not a {'/'.join(schemes)} URL",
+                f"write {schemes[0]}://host:port",
+            )
+        del port
+        if parts.password:
+            self.secrets.add(parts.password)
+        return text
+
+
+def from_mapping(data: Mapping[str, Any], *, source: str, environ: Mapping[str, str]) -> Environment:
+    """Validate an already-parsed environment (the sandbox builds one this way too)."""
+    r = _Reader(source, environ)
+    top = r.table("", dict(data), ("name", "description", "defaults", "services", "thresholds"), ("name",))
+    name = r.string("name", top["name"])
+    if not _NAME_RE.match(name):
+        raise r.fail("name", f"{name!r} is not a valid environment name",
+                     "use lower-case letters, digits, '-', '_' or '.'")
+    description = r.string("description", top.get("description", ""))
+
+    d = r.table("defaults", top.get("defaults", {}), ("timeout_seconds", "concurrency"))
+    defaults = Defaults(
+        timeout_seconds=r.number("defaults.timeout_seconds", d.get("timeout_seconds", 2.0),
+                                 low=0.0, high=_MAX_TIMEOUT),
+        concurrency=int(r.number("defaults.concurrency", d.get("concurrency", 64), low=0, high=1024)),
+    )
+
+    raw_services = top.get("services", [])
+    if not isinstance(raw_services, list):
+        raise r.fail("services", "expected an array of tables", "write each service as [[services]]")
+    services: list[Service] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_services):
+        key = f"services[{index}]"
+        s = r.table(key, raw, ("name", "title", "url", "health_path", "timeout_seconds",
+                               "verify_tls", "ca_file", "headers"), ("name", "url"))
+        sname = r.string(f"{key}.name", s["name"])
+        key = f"services[{sname}]" if _NAME_RE.match(sname) else key
+        if not _NAME_RE.match(sname):
+            raise r.fail(f"{key}.name", f"{sname!r} is not a valid service name",
+                         "use lower-case letters, digits, '-', '_' or '.' (it becomes the test id)")
+        if sname in seen:
+            raise r.fail(f"{key}.name", f"service {sname!r} is defined twice", "give each service its own name")
+        seen.add(sname)
+        health_path = r.string(f"{key}.health_path", s.get("health_path", "/health"))
+        if not health_path.startswith("/"):
+            raise r.fail(f"{key}.health_path", f"{health_path!r} does not start with '/'",
+                         f"write \"/{health_path}\"")
+        headers_raw = r.table(f"{key}.headers", s.get("headers", {}), s.get("headers", {}).keys()
+                              if isinstance(s.get("headers", {}), dict) else ())
+        headers = tuple((hname, r.string(f"{key}.headers.{hname}", hvalue))
+                        for hname, hvalue in headers_raw.items())
+        # Header values usually carry tokens; treat every one as a secret.
+        r.secrets.update(value for _, value in headers if len(value) >= 4)
+        ca_file = s.get("ca_file")
+        services.append(Service(
+            name=sname,
+            title=r.string(f"{key}.title", s.get("title", sname)),
+            url=r.url(f"{key}.url", s["url"], ("http", "https")),
+            health_path=health_path,
+            timeout_seconds=r.number(f"{key}.timeout_seconds",
+                                     s.get("timeout_seconds", defaults.timeout_seconds),
+                                     low=0.0, high=_MAX_TIMEOUT),
+            verify_tls=r.boolean(f"{key}.verify_tls", s.get("verify_tls", True)),
+            ca_file=None if ca_file is None else r.string(f"{key}.ca_file", ca_file),
+            headers=headers,
+        ))
+
+    thresholds_raw = r.table("thresholds", top.get("thresholds", {}), top.get("thresholds", {}).keys()
+                             if isinstance(top.get("thresholds", {}), dict) else ())
+    expanded = {
+        k: (r.number(f"thresholds.{k}", v, low=float("-inf"), high=float("inf"))
+            if isinstance(v, str) else v)
+        for k, v in thresholds_raw.items()
+    }
+    thresholds = Thresholds.from_table(expanded, source=source)
+    return Environment(
+        name=name, source=source, description=description, defaults=defaults,
+        services=tuple(services), thresholds=thresholds, secrets=frozenset(r.secrets),
+    )

@@ -1,0 +1,22 @@
+"""The one error type a user sees: a problem with their input, said in one line."""
+
+from __future__ import annotations
+
+
+class ConfigError(Exception):
+    """A user's mistake: which file, which key, what is wrong and what to do.
+
+    ``str(error)`` is the whole line shown to the user; the plugin turns it into
+    pytest's usage error (exit code 4) and never prints a traceback for it.
+    """
+
+    def __init__(self, *, source: str, key: str, problem: str, fix: str) -> None:
+        self.source = source
+        self.key = key
+        self.problem = problem
+        self.fix = fix
+        super().__init__(self.line())
+
+    def line(self) -> str:
+        where = f"{self.source}: {self.key}" if self.key else self.source
+        return f"{where}: {self.problem}; fix: {self.fix}"

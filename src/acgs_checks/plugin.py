@@ -1,0 +1,424 @@
+"""pytest glue: options, markers, target parametrization, shared probes, exit codes.
+
+Everything here is wiring; what is measured lives in ``probes``, what is judged in
+``checks/``, and what the runbook says in ``runbook``, ``severity`` and ``thresholds``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import allure
+import pytest
+
+from acgs_checks import __version__, environment, runbook
+from acgs_checks.environment import Environment, Service
+from acgs_checks.errors import ConfigError
+from acgs_checks.probes import http
+from acgs_checks.reporting import allure_files, evidence
+from acgs_checks.sandbox import Sandbox, faults
+from acgs_checks.severity import SEVERITY_MARKERS, Severity
+from acgs_checks.shared import SharedResults
+
+REVIEW_DAYS = {
+    "daily": "the 09:00 UTC morning health check",
+    "monday": "the Monday security review",
+    "wednesday": "the Wednesday performance review",
+    "friday": "the Friday backup verification",
+}
+AREAS = {
+    "health": "service health endpoints",
+    "database": "PostgreSQL and its connection pool",
+    "cache": "Redis",
+    "slo": "latency and error-rate objectives",
+    "security": "authentication, TLS and access",
+    "performance": "performance trends and slow queries",
+    "backup": "backups and restoration",
+    "infra": "hosts: CPU, memory, disk, network",
+    "business": "compliance score and policy evaluation",
+}
+ENV_VAR = "ACGS_ENV"
+TARGET_ARGS = ("service",)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The run's options, resolved once in pytest_configure."""
+
+    env_spec: str
+    fail_on: Severity
+    faults: tuple[faults.Fault, ...]
+    results_dir: Path | None
+
+
+@dataclass
+class RunState:
+    settings: Settings
+    environment: Environment
+    sandbox: Sandbox | None = None
+    shared_dir: Path | None = None
+    owns_shared_dir: bool = False
+    results: SharedResults = field(default_factory=lambda: SharedResults(None))
+    selected: dict[str, set[str]] = field(default_factory=dict)
+    outcomes: list[tuple[str, Severity | None, str, str]] = field(default_factory=list)
+
+
+STATE = pytest.StashKey[RunState]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("acgs-checks", "ACGS-2 runbook checks")
+    group.addoption(
+        "--env", dest="acgs_env", default=None, metavar="NAME|PATH",
+        help=f"environment to check: NAME for fixtures/environments/NAME.toml, a path, "
+        f"or 'sandbox' (default; also from ${ENV_VAR}). Required when CI is set.",
+    )
+    group.addoption(
+        "--fail-on", dest="acgs_fail_on", default="P3", metavar="P0|P1|P2|P3",
+        help="only failures at or above this severity make the exit code non-zero (default P3)",
+    )
+    group.addoption(
+        "--sandbox-fault", dest="acgs_faults", action="append", default=[],
+        metavar="TARGET:FAULT[=ARG]",
+        help=f"inject a fault into the sandbox; repeatable. {faults.describe()}",
+    )
+
+
+def _ci_is_set() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}
+
+
+def _resolve_settings(config: pytest.Config) -> Settings:
+    spec = config.getoption("acgs_env") or os.environ.get(ENV_VAR, "").strip()
+    if not spec:
+        if _ci_is_set():
+            raise ConfigError(
+                source="--env", key="", problem="CI is set but no environment was given",
+                fix=f"pass --env NAME|PATH or set {ENV_VAR}; a pipeline never checks the sandbox by accident",
+            )
+        spec = environment.SANDBOX
+    try:
+        fail_on = Severity.parse(config.getoption("acgs_fail_on"))
+    except ValueError as exc:
+        raise ConfigError(source="--fail-on", key="", problem=str(exc),
+                          fix="pass --fail-on P0, P1, P2 or P3") from None
+    parsed = faults.parse_all(config.getoption("acgs_faults"))
+    if parsed and spec != environment.SANDBOX:
+        raise ConfigError(source="--sandbox-fault", key="", problem=f"faults apply only to the sandbox, "
+                          f"but the environment is {spec!r}", fix="drop --sandbox-fault or use --env sandbox")
+    results_dir = config.getoption("allure_report_dir", None)
+    return Settings(env_spec=spec, fail_on=fail_on, faults=parsed,
+                    results_dir=Path(results_dir) if results_dir else None)
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return not _is_worker(config) and config.getoption("dist", "no") != "no"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    for day, meaning in REVIEW_DAYS.items():
+        config.addinivalue_line("markers", f"{day}: review day; runs in {meaning}")
+    for severity in Severity:
+        config.addinivalue_line(
+            "markers", f"{severity.marker}: severity {severity.name}, {severity.response.meaning}")
+    for area, meaning in AREAS.items():
+        config.addinivalue_line("markers", f"{area}: runbook area: {meaning}")
+    config.addinivalue_line(
+        "markers", "runbook(*requirement_ids): the runbook requirements this check covers, e.g. "
+        "runbook('daily.service-health'); the first one places it in the report")
+
+    # Allure results go to reports/allure-results unless --alluredir says otherwise;
+    # that default folder holds the latest run only.
+    if config.getoption("allure_report_dir", None) is None and hasattr(config.option, "allure_report_dir"):
+        config.option.allure_report_dir = str(config.rootpath / "reports" / "allure-results")
+        config.option.clean_alluredir = True
+    if _is_worker(config):
+        config.option.clean_alluredir = False  # the controller cleaned it before workers started
+
+    try:
+        settings = _resolve_settings(config)
+        state = _start_environment(config, settings)
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[STATE] = state
+    config.pluginmanager.register(_Recorder(state), "acgs-recorder")
+    if _is_xdist_controller(config):
+        config.pluginmanager.register(_XdistController(state), "acgs-xdist-controller")
+
+
+def _start_environment(config: pytest.Config, settings: Settings) -> RunState:
+    if _is_worker(config):
+        shared = Path(config.workerinput["acgs_shared_dir"])  # type: ignore[attr-defined]
+        mapping = config.workerinput.get("acgs_sandbox")  # type: ignore[attr-defined]
+        env = (environment.from_mapping(mapping, source="sandbox", environ={}) if mapping
+               else environment.load(settings.env_spec, rootdir=config.rootpath))
+        return RunState(settings, env, shared_dir=shared, results=SharedResults(shared))
+    sandbox = None
+    if settings.env_spec == environment.SANDBOX:
+        sandbox = Sandbox(settings.faults)
+        sandbox.start()
+        env = sandbox.environment()
+    else:
+        env = environment.load(settings.env_spec, rootdir=config.rootpath)
+    state = RunState(settings, env, sandbox=sandbox)
+    if _is_xdist_controller(config):
+        state.shared_dir = Path(tempfile.mkdtemp(prefix="acgs-run-"))
+        state.owns_shared_dir = True
+    return state
+
+
+class _XdistController:
+    """Hands workers the sandbox's environment and the folder where probe results meet."""
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["acgs_shared_dir"] = str(self.state.shared_dir)
+        if self.state.sandbox is not None:
+            node.workerinput["acgs_sandbox"] = self.state.sandbox.as_mapping()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return
+    if state.sandbox is not None:
+        state.sandbox.stop()
+    if state.owns_shared_dir and state.shared_dir is not None:
+        shutil.rmtree(state.shared_dir, ignore_errors=True)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    state = config.stash[STATE]
+    env = state.environment
+    where = "embedded sandbox" if state.sandbox else env.source
+    lines = [
+        f"acgs-checks {__version__}: environment '{env.name}' ({where}), "
+        f"{len(env.services)} services, timeout {env.defaults.timeout_seconds:g} s, "
+        f"fail-on {state.settings.fail_on.name}",
+    ]
+    if state.settings.faults:
+        lines.append("sandbox faults: " + ", ".join(map(str, state.settings.faults)))
+    overrides = env.thresholds.overrides()
+    if overrides:
+        lines.append("thresholds overridden: " + ", ".join(f"{k}={v:g}" for k, v in overrides.items()))
+    results_dir = config.getoption("allure_report_dir", None)
+    if results_dir:
+        lines.append(f"allure results: {results_dir}")
+    return lines
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Targets the testinfra way: one case per service, the service name as its id."""
+    if "service" in metafunc.fixturenames:
+        env = metafunc.config.stash[STATE].environment
+        metafunc.parametrize("service", env.services, ids=[s.name for s in env.services],
+                             scope="function")
+
+
+def _is_check(item: pytest.Item, rootpath: Path) -> bool:
+    if item.get_closest_marker("runbook") is not None:
+        return True
+    try:
+        return item.path.relative_to(rootpath).parts[0] == "checks"
+    except (ValueError, IndexError):
+        return False
+
+
+def _severity_of(names: Any) -> Severity | None:
+    found = [SEVERITY_MARKERS[n] for n in SEVERITY_MARKERS if n in names]
+    return found[0] if len(found) == 1 else None
+
+
+def _check_markers(item: pytest.Item) -> tuple[list[str], Severity | None, str | None,
+                                                 runbook.Requirement | None, str | None]:
+    names = {m.name for m in item.iter_markers()}
+    problems: list[str] = []
+    severities = sorted(names & SEVERITY_MARKERS.keys())
+    days = sorted(names & REVIEW_DAYS.keys())
+    areas = sorted(names & AREAS.keys())
+    if len(severities) != 1:
+        problems.append("needs exactly one severity marker (p0, p1, p2 or p3), has "
+                        + (", ".join(severities) or "none"))
+    if len(days) != 1:
+        problems.append("needs exactly one review-day marker (daily, monday, wednesday or friday), has "
+                        + (", ".join(days) or "none"))
+    requirement = None
+    mark = item.get_closest_marker("runbook")
+    if mark is None or not mark.args:
+        problems.append("needs @pytest.mark.runbook('REQUIREMENT-ID')")
+    else:
+        unknown = [a for a in mark.args if not isinstance(a, str) or runbook.get(a) is None]
+        if unknown:
+            problems.append(f"runbook marker names unknown requirement(s) {unknown}; known: "
+                            + ", ".join(sorted(runbook.REQUIREMENTS)))
+        else:
+            requirement = runbook.get(mark.args[0])
+    return (problems, SEVERITY_MARKERS[severities[0]] if len(severities) == 1 else None,
+            days[0] if len(days) == 1 else None, requirement, areas[0] if areas else None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse checks without one severity and one review day; label the rest for Allure."""
+    state = config.stash[STATE]
+    errors: list[str] = []
+    for item in items:
+        if not _is_check(item, config.rootpath):
+            continue
+        problems, severity, day, requirement, area = _check_markers(item)
+        if problems:
+            errors.append(f"{item.nodeid}: " + "; ".join(problems))
+            continue
+        assert severity is not None and day is not None and requirement is not None
+        doc = getattr(getattr(item, "function", None), "__doc__", None)
+        for mark in allure_files.markers_for(requirement, severity, day, area, state.environment, doc):
+            item.add_marker(mark)
+    if errors:
+        raise pytest.UsageError("invalid checks:\n  " + "\n  ".join(dict.fromkeys(errors)))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Remember which targets the selected checks need, so only those get probed."""
+    state = session.config.stash[STATE]
+    for item in session.items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None:
+            continue
+        for arg in TARGET_ARGS:
+            target = callspec.params.get(arg)
+            if target is not None:
+                state.selected.setdefault(arg, set()).add(target.name)
+
+
+@pytest.fixture(scope="session")
+def acgs_environment(pytestconfig: pytest.Config) -> Environment:
+    """The environment under check (validated, thresholds resolved)."""
+    return pytestconfig.stash[STATE].environment
+
+
+@pytest.fixture(scope="session")
+def health_results(pytestconfig: pytest.Config) -> dict[str, http.HttpResult]:
+    """One health probe per selected service, all run concurrently, shared by every check."""
+    state = pytestconfig.stash[STATE]
+    env = state.environment
+    wanted = state.selected.get("service") or {s.name for s in env.services}
+    targets = [s for s in env.services if s.name in wanted]
+
+    def compute() -> dict[str, dict[str, Any]]:
+        results = http.probe_services(targets, concurrency=env.defaults.concurrency)
+        return {name: result.to_json() for name, result in results.items()}
+
+    raw = state.results.get("http-health", compute)
+    return {name: http.HttpResult.from_json(data) for name, data in raw.items()}
+
+
+@pytest.fixture
+def health(service: Service, health_results: dict[str, http.HttpResult],
+           acgs_environment: Environment) -> http.HttpResult:
+    """This service's health probe result, with its evidence attached to the report."""
+    result = health_results[service.name]
+    evidence.attach_http(result, acgs_environment)
+    return result
+
+
+@pytest.fixture(autouse=True)
+def _acgs_environment_parameter(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The environment is an Allure parameter, so two environments keep two histories."""
+    if _is_check(request.node, request.config.rootpath):
+        allure.dynamic.parameter("environment", request.config.stash[STATE].environment.name)
+    yield
+
+
+class _Recorder:
+    """Collects outcomes per severity for the exit code and the summary (controller side)."""
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call" and report.outcome == "passed":
+            return
+        message = ""
+        if report.failed or report.skipped:
+            longrepr = report.longrepr
+            if isinstance(longrepr, tuple):
+                message = str(longrepr[2])
+            else:
+                crash = getattr(longrepr, "reprcrash", None)
+                message = crash.message if crash is not None else str(longrepr)
+            message = message.removeprefix("Failed: ")
+        self.state.outcomes.append(
+            (report.nodeid, _severity_of(report.keywords), report.outcome, message.strip()))
+
+
+def _failures(state: RunState) -> list[tuple[str, Severity | None, str]]:
+    seen: dict[str, tuple[str, Severity | None, str]] = {}
+    for nodeid, severity, outcome, message in state.outcomes:
+        if outcome == "failed" and nodeid not in seen:
+            seen[nodeid] = (nodeid, severity, message)
+    return list(seen.values())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    state = config.stash.get(STATE, None)
+    if state is None or _is_worker(config):
+        return
+    failures = _failures(state)
+    if exitstatus == pytest.ExitCode.TESTS_FAILED and failures:
+        fail_on = state.settings.fail_on
+        # A failure of a test that carries no severity is never waived.
+        if all(sev is not None and not sev.at_or_above(fail_on) for _, sev, _ in failures):
+            session.exitstatus = pytest.ExitCode.OK
+    results_dir = config.getoption("allure_report_dir", None)
+    if results_dir:
+        allure_files.write_launch_files(
+            Path(results_dir), state.environment, fail_on=state.settings.fail_on,
+            faults=[str(f) for f in state.settings.faults])
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = config.stash.get(STATE, None)
+    if state is None or _is_worker(config) or not state.outcomes:
+        return
+    tr = terminalreporter
+    counts: Counter[tuple[str, str]] = Counter()
+    last: dict[str, tuple[Severity | None, str]] = {}
+    for nodeid, severity, outcome, _ in state.outcomes:
+        if last.get(nodeid, (None, ""))[1] != "failed":
+            last[nodeid] = (severity, outcome)
+    for severity, outcome in last.values():
+        counts[(severity.name if severity is not None else "-", outcome)] += 1
+    tr.section("acgs-checks summary")
+    for severity in Severity:
+        row = {o: counts[(severity.name, o)] for o in ("passed", "failed", "skipped")}
+        if any(row.values()):
+            tr.write_line(f"{severity.name}: {row['failed']} failed, {row['passed']} passed, "
+                          f"{row['skipped']} skipped")
+    failures = _failures(state)
+    for nodeid, severity, message in sorted(failures, key=lambda f: f[1] if f[1] is not None else -1):
+        tr.write_line(f"FAILED {severity.name if severity is not None else '--'} {nodeid}: {message.splitlines()[0] if message else ''}")
+    rated = [s for _, s, _ in failures if s is not None]
+    if rated:
+        worst = min(rated)
+        tr.write_line(f"{worst.name} failing: {worst.response.summary()}", bold=True, red=True)
+        fail_on = state.settings.fail_on
+        waived = [s for s in rated if not s.at_or_above(fail_on)]
+        if waived:
+            tr.write_line(f"--fail-on {fail_on.name}: {len(waived)} failure(s) below {fail_on.name} "
+                          "are reported but do not fail the run")

@@ -1,0 +1,272 @@
+"""HTTP health probe: one GET per service, with a hard time bound and precise failure kinds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from acgs_checks import __version__
+from acgs_checks.environment import Service, display_url
+from acgs_checks.probes import _aio
+
+BODY_LIMIT = 64 * 1024
+EXCERPT_LIMIT = 2048
+
+# What a failed exchange was, so each gets its own message.
+RESPONSE = "response"        # an HTTP response arrived (any status)
+REFUSED = "refused"          # TCP connection refused: nothing listening
+DNS = "dns"                  # the host name did not resolve
+TLS = "tls"                  # TLS handshake or certificate verification failed
+CONNECT_TIMEOUT = "connect-timeout"
+TIMEOUT = "timeout"          # connected, but no complete response in time
+CLOSED = "closed"            # the peer closed or reset before a full response
+PROTOCOL = "protocol"        # the bytes were not HTTP
+NETWORK = "network"          # any other socket error (unreachable network, ...)
+
+UNREACHABLE = frozenset({REFUSED, DNS, TLS, CONNECT_TIMEOUT, TIMEOUT, CLOSED, PROTOCOL, NETWORK})
+
+# Health statuses services report in their body, normalised.
+HEALTHY = "healthy"
+DEGRADED = "degraded"
+UNHEALTHY = "unhealthy"
+UNRECOGNISED = "unrecognised"
+NOT_REPORTED = "not-reported"
+
+_HEALTHY_WORDS = frozenset({"healthy", "ok", "up", "pass", "passing", "green"})
+_DEGRADED_WORDS = frozenset({"warn", "warning", "degraded", "yellow"})
+_UNHEALTHY_WORDS = frozenset({"fail", "failed", "failing", "down", "unhealthy", "error",
+                              "critical", "out_of_service", "red"})
+
+
+@dataclass(frozen=True)
+class HttpResult:
+    """What one GET saw. ``outcome`` is RESPONSE or one of the failure kinds."""
+
+    target: str
+    url: str
+    outcome: str
+    detail: str
+    timeout_seconds: float
+    elapsed_seconds: float
+    connect_seconds: float | None = None
+    first_byte_seconds: float | None = None
+    status: int | None = None
+    reason: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    body_excerpt: str = ""
+    body_bytes: int = 0
+    health: str = NOT_REPORTED
+    health_field: str = ""
+    health_value: str = ""
+
+    @property
+    def reachable(self) -> bool:
+        return self.outcome == RESPONSE
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HttpResult:
+        data = dict(data)
+        data["headers"] = tuple(tuple(h) for h in data.get("headers", ()))
+        return cls(**data)
+
+
+def classify_health(body: bytes, content_type: str) -> tuple[str, str, str]:
+    """Read a conventional status field from a JSON body: (health, field, raw value).
+
+    Understood: ``{"status": "healthy|ok|up|pass"}``, Spring Boot's ``UP``/``DOWN``,
+    and the IETF health-check draft's ``pass``/``warn``/``fail``.
+    """
+    text = body.strip()
+    if "json" not in content_type.lower() and not text.startswith(b"{"):
+        return NOT_REPORTED, "", ""
+    try:
+        document = json.loads(text.decode("utf-8", errors="replace"))
+    except ValueError:
+        return NOT_REPORTED, "", ""
+    if not isinstance(document, dict) or "status" not in document:
+        return NOT_REPORTED, "", ""
+    raw = document["status"]
+    if not isinstance(raw, str):
+        return UNRECOGNISED, "status", json.dumps(raw)[:80]
+    word = raw.strip().lower().replace(" ", "_")
+    if word in _HEALTHY_WORDS:
+        return HEALTHY, "status", raw
+    if word in _DEGRADED_WORDS:
+        return DEGRADED, "status", raw
+    if word in _UNHEALTHY_WORDS:
+        return UNHEALTHY, "status", raw
+    return UNRECOGNISED, "status", raw
+
+
+def _ssl_context(service: Service) -> ssl.SSLContext:
+    if not service.verify_tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=service.ca_file)
+
+
+def _request(service: Service, parts: Any) -> bytes:
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    host = parts.hostname if ":" not in (parts.hostname or "") else f"[{parts.hostname}]"
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {host}",
+        f"User-Agent: acgs-checks/{__version__}",
+        "Accept: application/health+json, application/json;q=0.9, */*;q=0.1",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in service.headers),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        chunks: list[bytes] = []
+        size = 0
+        while size < BODY_LIMIT:
+            line = await reader.readline()
+            length = int(line.split(b";")[0].strip() or b"0", 16)
+            if length == 0:
+                break
+            chunk = await reader.readexactly(length)
+            await reader.readexactly(2)
+            chunks.append(chunk)
+            size += length
+        return b"".join(chunks)[:BODY_LIMIT]
+    if "content-length" in headers:
+        length = min(int(headers["content-length"]), BODY_LIMIT)
+        return await reader.readexactly(length)
+    return await reader.read(BODY_LIMIT)
+
+
+async def _connect(host: str, port: int, context: ssl.SSLContext | None) -> tuple[
+        asyncio.StreamReader, asyncio.StreamWriter]:
+    """Try each resolved address in turn, as curl does (e.g. ::1, then 127.0.0.1)."""
+    infos = await _aio.resolve(host, port)
+    last: OSError | None = None
+    for family, _type, _proto, _canon, sockaddr in infos:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        try:
+            return await asyncio.open_connection(
+                sockaddr[0], sockaddr[1], ssl=context,
+                server_hostname=host if context is not None else None,
+            )
+        except ConnectionRefusedError as exc:
+            last = exc
+        except OSError as exc:
+            if isinstance(exc, ssl.SSLError):
+                raise
+            last = exc
+    raise last if last is not None else OSError(f"no usable address for {host}")
+
+
+async def probe_service(service: Service) -> HttpResult:
+    """GET the service's health URL once; never raises for an unhealthy target."""
+    url = service.health_url
+    shown = display_url(url)
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    timeout = service.timeout_seconds
+    start = time.perf_counter()
+    connect_at: float | None = None
+    first_byte_at: float | None = None
+    writer: asyncio.StreamWriter | None = None
+
+    def result(outcome: str, detail: str, **fields: Any) -> HttpResult:
+        return HttpResult(
+            target=service.name, url=shown, outcome=outcome, detail=detail,
+            timeout_seconds=timeout, elapsed_seconds=round(time.perf_counter() - start, 6),
+            connect_seconds=None if connect_at is None else round(connect_at - start, 6),
+            first_byte_seconds=None if first_byte_at is None else round(first_byte_at - start, 6),
+            **fields,
+        )
+
+    try:
+        async with asyncio.timeout(timeout):
+            context = _ssl_context(service) if parts.scheme == "https" else None
+            reader, writer = await _connect(host, port, context)
+            connect_at = time.perf_counter()
+            writer.write(_request(service, parts))
+            await writer.drain()
+            status_line = await reader.readline()
+            first_byte_at = time.perf_counter()
+            if not status_line:
+                return result(CLOSED, "the server closed the connection without answering")
+            pieces = status_line.decode("latin-1").rstrip("\r\n").split(" ", 2)
+            if len(pieces) < 2 or not pieces[0].startswith("HTTP/") or not pieces[1].isdigit():
+                return result(PROTOCOL, f"not an HTTP response: {status_line[:60]!r}")
+            headers: dict[str, str] = {}
+            header_list: list[tuple[str, str]] = []
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b"\n", b""):
+                    break
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+                header_list.append((name.strip(), value.strip()))
+            body = await _read_body(reader, headers)
+            health, field, value = classify_health(body, headers.get("content-type", ""))
+            return result(
+                RESPONSE, "", status=int(pieces[1]), reason=pieces[2] if len(pieces) > 2 else "",
+                headers=tuple(header_list),
+                body_excerpt=body[:EXCERPT_LIMIT].decode("utf-8", errors="replace"),
+                body_bytes=len(body), health=health, health_field=field, health_value=value,
+            )
+    except TimeoutError:
+        if connect_at is None:
+            return result(CONNECT_TIMEOUT, f"could not connect within {timeout:g} s")
+        return result(TIMEOUT, f"connected, but no complete response within {timeout:g} s")
+    except ConnectionRefusedError:
+        return result(REFUSED, f"connection refused: nothing is listening on {host}:{port}")
+    except socket.gaierror as exc:
+        return result(DNS, f"DNS lookup for {host!r} failed: {exc.strerror or exc}")
+    except ssl.SSLCertVerificationError as exc:
+        return result(TLS, f"TLS certificate rejected: {exc.verify_message or exc.reason}")
+    except ssl.SSLError as exc:
+        return result(TLS, f"TLS handshake failed: {exc.reason or exc}")
+    except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
+        return result(CLOSED, "the server closed the connection before a full response")
+    except (ValueError, asyncio.LimitOverrunError) as exc:
+        return result(PROTOCOL, f"malformed HTTP response: {exc}")
+    except OSError as exc:
+        return result(NETWORK, f"network error: {exc.strerror or exc}")
+    finally:
+        if writer is not None:
+            writer.transport.abort()
+
+
+def probe_services(services: Sequence[Service], *, concurrency: int = 64) -> dict[str, HttpResult]:
+    """Probe every service concurrently; the whole pass costs about one timeout."""
+    async def all_of() -> list[HttpResult]:
+        return await _aio.gather_bounded(
+            [lambda s=s: probe_service(s) for s in services], limit=concurrency,  # type: ignore[misc]
+        )
+
+    results = _aio.run(all_of) if services else []
+    return {r.target: r for r in results}
+
+
+def summary(result: HttpResult) -> str:
+    """``auth: GET http://host/health → 503 in 0.012 s`` or ``… → connection refused: …``."""
+    head = f"{result.target}: GET {result.url} →"
+    if result.outcome != RESPONSE:
+        return f"{head} {result.detail}"
+    return f"{head} {result.status} in {result.elapsed_seconds:.3f} s"

@@ -1,0 +1,1 @@
+"""Reporting: Allure labels and files, evidence attachments."""

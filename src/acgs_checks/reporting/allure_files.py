@@ -1,0 +1,92 @@
+"""Allure labels for a check and the launch files only the controller writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Iterable
+from pathlib import Path
+
+import allure
+import pytest
+
+from acgs_checks import __version__
+from acgs_checks.environment import Environment
+from acgs_checks.runbook import Requirement
+from acgs_checks.severity import Severity
+
+# Category names are matched on the one-line messages the checks produce.
+CATEGORIES = [
+    {
+        "name": "Target unreachable",
+        "description": "The target did not answer: refused, DNS, TLS, timeout or closed.",
+        "matchedStatuses": ["failed", "broken"],
+        "messageRegex": r"(?s).*\(target unreachable\).*",
+    },
+    {
+        "name": "Threshold breached",
+        "description": "The target answered, and the measured value broke the runbook's threshold.",
+        "matchedStatuses": ["failed"],
+        "messageRegex": r"(?s).*\(expected .*",
+    },
+    {
+        "name": "Configuration error",
+        "description": "The check could not run as configured (a broken fixture or environment).",
+        "matchedStatuses": ["broken"],
+    },
+]
+
+
+def description(requirement: Requirement, severity: Severity, doc: str | None) -> str:
+    response = severity.response
+    parts = [
+        f"**Runbook:** {requirement.epic} → {requirement.feature} → {requirement.story} "
+        f"(`{requirement.id}`)",
+        "",
+        f"**What it checks:** {(doc or '').strip() or 'see the check.'}",
+        "",
+        f"**Severity {severity.name}** ({response.meaning}). If it fails: {response.summary()}.",
+        "",
+        f"**Remediation:** {requirement.remediation}",
+    ]
+    return "\n".join(parts)
+
+
+def markers_for(requirement: Requirement, severity: Severity, day: str, area: str | None,
+                environment: Environment, doc: str | None) -> list[pytest.MarkDecorator]:
+    """Allure reads these markers when it writes the result, under xdist too."""
+    marks = [
+        allure.severity(severity.response.allure_severity),
+        allure.epic(requirement.epic),
+        allure.feature(requirement.feature),
+        allure.story(requirement.story),
+        allure.tag(severity.name, day),
+        allure.label("environment", environment.name),
+        allure.label("runbook", requirement.id),
+        allure.description(description(requirement, severity, doc)),
+    ]
+    if area:
+        marks.append(allure.tag(area))
+    return marks
+
+
+def write_launch_files(results_dir: Path, environment: Environment, *, fail_on: Severity,
+                       faults: Iterable[str]) -> None:
+    """environment.properties and categories.json; no secret goes in either."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    props = {
+        "environment": environment.name,
+        "environment.source": environment.source,
+        "environment.description": environment.description,
+        "services": ", ".join(s.name for s in environment.services),
+        "fail_on": fail_on.name,
+        "sandbox.faults": ", ".join(faults),
+        "thresholds.overridden": ", ".join(f"{k}={v:g}" for k, v in environment.thresholds.overrides().items()),
+        "acgs_checks.version": __version__,
+        "python": platform.python_version(),
+        "ci": os.environ.get("CI", ""),
+    }
+    lines = [f"{key}={environment.redact(str(value))}" for key, value in props.items() if value]
+    (results_dir / "environment.properties").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (results_dir / "categories.json").write_text(json.dumps(CATEGORIES, indent=2), encoding="utf-8")

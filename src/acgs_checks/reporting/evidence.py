@@ -1,0 +1,36 @@
+"""Evidence attachments: what a probe saw, redacted, in the check's Allure entry."""
+
+from __future__ import annotations
+
+import json
+
+import allure
+
+from acgs_checks.environment import Environment
+from acgs_checks.probes.http import HttpResult
+
+
+def attach_http(result: HttpResult, environment: Environment) -> None:
+    """Status, timings and headers as one JSON attachment; the body excerpt as text."""
+    facts = {
+        "url": result.url,
+        "outcome": result.outcome,
+        "detail": result.detail,
+        "status": result.status,
+        "reason": result.reason,
+        "timings_seconds": {
+            "connect": result.connect_seconds,
+            "first_byte": result.first_byte_seconds,
+            "total": result.elapsed_seconds,
+            "timeout": result.timeout_seconds,
+        },
+        "health": {"normalised": result.health, "field": result.health_field,
+                   "value": result.health_value},
+        "headers": dict(result.headers),
+        "body_bytes": result.body_bytes,
+    }
+    allure.attach(environment.redact(json.dumps(facts, indent=2)), name="evidence",
+                  attachment_type=allure.attachment_type.JSON)
+    if result.body_excerpt:
+        allure.attach(environment.redact(result.body_excerpt), name="body excerpt",
+                      attachment_type=allure.attachment_type.TEXT)

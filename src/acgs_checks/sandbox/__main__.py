@@ -1,0 +1,56 @@
+"""Run the sandbox on its own: ``python -m acgs_checks.sandbox [--fault auth:503 ...]``.
+
+Prints the environment file it serves, then serves until interrupted, so the stack
+can be explored with curl, psql or redis-cli, or checked with ``pytest --env FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from acgs_checks.errors import ConfigError
+from acgs_checks.sandbox.faults import describe, parse_all
+from acgs_checks.sandbox.servers import SandboxError
+from acgs_checks.sandbox.stack import Sandbox
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m acgs_checks.sandbox", description=__doc__)
+    parser.add_argument("--fault", action="append", default=[], metavar="TARGET:FAULT[=ARG]",
+                        help=f"inject a fault; repeatable. {describe()}")
+    parser.add_argument("--write", metavar="PATH", help="also write the environment file to PATH")
+    parser.add_argument("--no-backends", action="store_true", help="do not start PostgreSQL and Redis")
+    args = parser.parse_args(argv)
+    try:
+        faults = parse_all(args.fault)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    sandbox = Sandbox(faults)
+    try:
+        sandbox.start()
+        if not args.no_backends:
+            sandbox.start_backends()
+        text = sandbox.to_toml()
+        if args.write:
+            Path(args.write).write_text(text, encoding="utf-8")
+        print(text, flush=True)
+        print("# serving; stop with Ctrl-C", file=sys.stderr, flush=True)
+        stop.wait()
+    except SandboxError as exc:
+        print(f"error: sandbox: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        sandbox.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Every threshold the runbook states, in one place, each with what it means there.
+
+Environment files may override any of them under ``[thresholds]`` with the same key.
+Ratios are written in percent, as the runbook writes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from acgs_checks.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ThresholdSpec:
+    key: str
+    unit: str  # "seconds" or "percent"
+    meaning: str
+
+
+SPECS: tuple[ThresholdSpec, ...] = (
+    ThresholdSpec("p95_warning_seconds", "seconds",
+                  "P95 response time above this is a warning alert (daily target P95 < 2 s)"),
+    ThresholdSpec("p99_warning_seconds", "seconds",
+                  "P99 response time above this misses the daily target (P99 < 5 s)"),
+    ThresholdSpec("p99_critical_seconds", "seconds",
+                  "P99 response time above this is a critical alert"),
+    ThresholdSpec("error_rate_warning_percent", "percent",
+                  "error rate above this is a warning alert (daily target < 1 %)"),
+    ThresholdSpec("error_rate_critical_percent", "percent",
+                  "error rate above this is a critical alert"),
+    ThresholdSpec("cache_hit_rate_min_percent", "percent",
+                  "cache hit rate below this is a warning alert"),
+    ThresholdSpec("pool_usage_max_percent", "percent",
+                  "database connection pool usage must stay below this"),
+    ThresholdSpec("cpu_max_percent", "percent",
+                  "CPU utilisation above this is a warning alert"),
+    ThresholdSpec("memory_max_percent", "percent",
+                  "memory utilisation above this is a warning alert"),
+    ThresholdSpec("disk_warning_percent", "percent",
+                  "disk utilisation must stay below this"),
+    ThresholdSpec("disk_critical_percent", "percent",
+                  "disk usage above this is a critical alert"),
+    ThresholdSpec("long_query_seconds", "seconds",
+                  "a statement running longer than this (5 minutes) is a long-running query"),
+)
+
+_BY_KEY = {spec.key: spec for spec in SPECS}
+# Pairs that must stay ordered: (lower, higher).
+_ORDERED = (
+    ("p95_warning_seconds", "p99_critical_seconds"),
+    ("p99_warning_seconds", "p99_critical_seconds"),
+    ("error_rate_warning_percent", "error_rate_critical_percent"),
+    ("disk_warning_percent", "disk_critical_percent"),
+)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Resolved thresholds: the runbook's values with an environment's overrides applied.
+
+    The defaults here are the runbook's numbers; ``SPECS`` says what each one means.
+    """
+
+    p95_warning_seconds: float = 2.0
+    p99_warning_seconds: float = 5.0
+    p99_critical_seconds: float = 10.0
+    error_rate_warning_percent: float = 1.0
+    error_rate_critical_percent: float = 5.0
+    cache_hit_rate_min_percent: float = 85.0
+    pool_usage_max_percent: float = 80.0
+    cpu_max_percent: float = 80.0
+    memory_max_percent: float = 85.0
+    disk_warning_percent: float = 90.0
+    disk_critical_percent: float = 95.0
+    long_query_seconds: float = 300.0
+
+    @staticmethod
+    def spec(key: str) -> ThresholdSpec:
+        return _BY_KEY[key]
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any], *, source: str) -> Thresholds:
+        """Build from a ``[thresholds]`` table; unknown keys and bad values are ConfigErrors."""
+        values: dict[str, float] = {}
+        for key, raw in table.items():
+            spec = _BY_KEY.get(key)
+            if spec is None:
+                raise ConfigError(
+                    source=source, key=f"thresholds.{key}", problem="unknown threshold",
+                    fix="use one of " + ", ".join(sorted(_BY_KEY)),
+                )
+            if isinstance(raw, bool) or not isinstance(raw, int | float):
+                raise ConfigError(
+                    source=source, key=f"thresholds.{key}",
+                    problem=f"{raw!r} is not a number", fix=f"write a number of {spec.unit}",
+                )
+            value = float(raw)
+            if value <= 0 or (spec.unit == "percent" and value > 100):
+                allowed = "between 0 and 100" if spec.unit == "percent" else "above 0"
+                raise ConfigError(
+                    source=source, key=f"thresholds.{key}", problem=f"{raw!r} is out of range",
+                    fix=f"use a value {allowed} ({spec.unit})",
+                )
+            values[key] = value
+        resolved = cls(**values)
+        for low, high in _ORDERED:
+            if getattr(resolved, low) > getattr(resolved, high):
+                raise ConfigError(
+                    source=source, key=f"thresholds.{low}",
+                    problem=f"{getattr(resolved, low)} is above {high} = {getattr(resolved, high)}",
+                    fix=f"keep {low} at or below {high}",
+                )
+        return resolved
+
+    def overrides(self) -> dict[str, float]:
+        """The values that differ from the runbook's, for the report header."""
+        default = Thresholds()
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(default, f.name)
+        }
