@@ -27,7 +27,7 @@ _VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MAX_TIMEOUT = 60.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Service:
     """One HTTP service of the stack, checked at ``url + health_path``."""
 
@@ -39,6 +39,10 @@ class Service:
     verify_tls: bool = True
     ca_file: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
+
+    def __repr__(self) -> str:
+        # Short and secret-free: reports and histories show targets by name.
+        return f"Service({self.name!r})"
 
     @property
     def health_url(self) -> str:

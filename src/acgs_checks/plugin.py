@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
+import tomllib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,9 +73,12 @@ class RunState:
 
 
 STATE = pytest.StashKey[RunState]()
+EVIDENCE = pytest.StashKey[list[Callable[[], None]]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini("acgs_checks", type="bool", default=False,
+                  help="arm the acgs-checks plugin for this rootdir (the suite's pyproject sets it)")
     group = parser.getgroup("acgs-checks", "ACGS-2 runbook checks")
     group.addoption(
         "--env", dest="acgs_env", default=None, metavar="NAME|PATH",
@@ -147,6 +152,17 @@ def pytest_configure(config: pytest.Config) -> None:
     if _is_worker(config):
         config.option.clean_alluredir = False  # the controller cleaned it before workers started
 
+    if not config.getini("acgs_checks"):
+        _rerun_if_path_option_moved_rootdir(config)
+        # Installed but not armed (another project, or the suite's own self-tests).
+        used = [o for o, d in (("--env", "acgs_env"), ("--sandbox-fault", "acgs_faults"))
+                if config.getoption(d)]
+        if used:
+            raise pytest.UsageError(
+                f"{config.inipath or config.rootpath}: acgs_checks: {', '.join(used)} given, but the "
+                "acgs-checks plugin is not armed here; fix: run from the suite's folder, or set "
+                "acgs_checks = true in the pytest configuration")
+        return
     try:
         settings = _resolve_settings(config)
         state = _start_environment(config, settings)
@@ -156,6 +172,52 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_Recorder(state), "acgs-recorder")
     if _is_xdist_controller(config):
         config.pluginmanager.register(_XdistController(state), "acgs-xdist-controller")
+
+
+PATH_OPTIONS = ("--env", "--alluredir")
+_RERUN_GUARD = "ACGS_CHECKS_RERUN"
+
+
+def _armed_suite_above(folder: Path) -> Path | None:
+    for candidate in (folder, *folder.parents):
+        pyproject = candidate / "pyproject.toml"
+        if pyproject.is_file():
+            try:
+                data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError):
+                return None
+            options = data.get("tool", {}).get("pytest", {}).get("ini_options", {})
+            return candidate if options.get("acgs_checks") in (True, "true") else None
+    return None
+
+
+def _rerun_if_path_option_moved_rootdir(config: pytest.Config) -> None:
+    """``--env /elsewhere/prod.toml`` must work as ``--env=/elsewhere/prod.toml`` does.
+
+    pytest picks its rootdir before plugins add their options, so a separate option
+    value that is an existing path counts as a test path and can move the rootdir
+    away from the suite. When that happened, run once more with ``--env=PATH``.
+    """
+    args = list(config.invocation_params.args)
+    if os.environ.get(_RERUN_GUARD) or _armed_suite_above(config.invocation_params.dir) is None:
+        return
+    fixed: list[str] = []
+    changed = False
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg in PATH_OPTIONS and index + 1 < len(args):
+            fixed.append(f"{arg}={args[index + 1]}")
+            changed = True
+            index += 2
+            continue
+        fixed.append(arg)
+        index += 1
+    if changed:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.environ[_RERUN_GUARD] = "1"
+        os.execv(sys.executable, [sys.executable, "-m", "pytest", *fixed])
 
 
 def _start_environment(config: pytest.Config, settings: Settings) -> RunState:
@@ -203,7 +265,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    state = config.stash[STATE]
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return []
     env = state.environment
     where = "embedded sandbox" if state.sandbox else env.source
     lines = [
@@ -224,8 +288,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Targets the testinfra way: one case per service, the service name as its id."""
-    if "service" in metafunc.fixturenames:
-        env = metafunc.config.stash[STATE].environment
+    state = metafunc.config.stash.get(STATE, None)
+    if state is not None and "service" in metafunc.fixturenames:
+        env = state.environment
         metafunc.parametrize("service", env.services, ids=[s.name for s in env.services],
                              scope="function")
 
@@ -244,13 +309,12 @@ def _severity_of(names: Any) -> Severity | None:
     return found[0] if len(found) == 1 else None
 
 
-def _check_markers(item: pytest.Item) -> tuple[list[str], Severity | None, str | None,
-                                                 runbook.Requirement | None, str | None]:
+def _check_markers(item: pytest.Item) -> tuple[list[str], Severity | None, runbook.Requirement | None]:
+    """What is wrong with a check's markers, and its severity and requirement when nothing is."""
     names = {m.name for m in item.iter_markers()}
     problems: list[str] = []
     severities = sorted(names & SEVERITY_MARKERS.keys())
     days = sorted(names & REVIEW_DAYS.keys())
-    areas = sorted(names & AREAS.keys())
     if len(severities) != 1:
         problems.append("needs exactly one severity marker (p0, p1, p2 or p3), has "
                         + (", ".join(severities) or "none"))
@@ -268,25 +332,26 @@ def _check_markers(item: pytest.Item) -> tuple[list[str], Severity | None, str |
                             + ", ".join(sorted(runbook.REQUIREMENTS)))
         else:
             requirement = runbook.get(mark.args[0])
-    return (problems, SEVERITY_MARKERS[severities[0]] if len(severities) == 1 else None,
-            days[0] if len(days) == 1 else None, requirement, areas[0] if areas else None)
+    return problems, SEVERITY_MARKERS[severities[0]] if len(severities) == 1 else None, requirement
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Refuse checks without one severity and one review day; label the rest for Allure."""
-    state = config.stash[STATE]
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return
     errors: list[str] = []
     for item in items:
         if not _is_check(item, config.rootpath):
             continue
-        problems, severity, day, requirement, area = _check_markers(item)
+        problems, severity, requirement = _check_markers(item)
         if problems:
             errors.append(f"{item.nodeid}: " + "; ".join(problems))
             continue
-        assert severity is not None and day is not None and requirement is not None
+        assert severity is not None and requirement is not None
         doc = getattr(getattr(item, "function", None), "__doc__", None)
-        for mark in allure_files.markers_for(requirement, severity, day, area, state.environment, doc):
+        for mark in allure_files.markers_for(requirement, severity, state.environment, doc):
             item.add_marker(mark)
     if errors:
         raise pytest.UsageError("invalid checks:\n  " + "\n  ".join(dict.fromkeys(errors)))
@@ -294,7 +359,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Remember which targets the selected checks need, so only those get probed."""
-    state = session.config.stash[STATE]
+    state = session.config.stash.get(STATE, None)
+    if state is None:
+        return
     for item in session.items:
         callspec = getattr(item, "callspec", None)
         if callspec is None:
@@ -305,16 +372,24 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 state.selected.setdefault(arg, set()).add(target.name)
 
 
+def _armed(config: pytest.Config) -> RunState:
+    state = config.stash.get(STATE, None)
+    if state is None:
+        pytest.fail("acgs-checks is not armed here: set acgs_checks = true in the pytest configuration",
+                    pytrace=False)
+    return state
+
+
 @pytest.fixture(scope="session")
 def acgs_environment(pytestconfig: pytest.Config) -> Environment:
     """The environment under check (validated, thresholds resolved)."""
-    return pytestconfig.stash[STATE].environment
+    return _armed(pytestconfig).environment
 
 
 @pytest.fixture(scope="session")
 def health_results(pytestconfig: pytest.Config) -> dict[str, http.HttpResult]:
     """One health probe per selected service, all run concurrently, shared by every check."""
-    state = pytestconfig.stash[STATE]
+    state = _armed(pytestconfig)
     env = state.environment
     wanted = state.selected.get("service") or {s.name for s in env.services}
     targets = [s for s in env.services if s.name in wanted]
@@ -327,20 +402,37 @@ def health_results(pytestconfig: pytest.Config) -> dict[str, http.HttpResult]:
     return {name: http.HttpResult.from_json(data) for name, data in raw.items()}
 
 
+def _attach_during_call(request: pytest.FixtureRequest, attach: Callable[[], None]) -> None:
+    """Fixtures run in setup, where Allure files attachments under the fixture; defer to the call."""
+    request.node.stash.setdefault(EVIDENCE, []).append(attach)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    for attach in item.stash.get(EVIDENCE, []):
+        attach()
+    return (yield)
+
+
 @pytest.fixture
-def health(service: Service, health_results: dict[str, http.HttpResult],
-           acgs_environment: Environment) -> http.HttpResult:
+def health(request: pytest.FixtureRequest, service: Service,
+           health_results: dict[str, http.HttpResult], acgs_environment: Environment) -> http.HttpResult:
     """This service's health probe result, with its evidence attached to the report."""
     result = health_results[service.name]
-    evidence.attach_http(result, acgs_environment)
+    _attach_during_call(request, lambda: evidence.attach_http(result, acgs_environment))
     return result
 
 
 @pytest.fixture(autouse=True)
 def _acgs_environment_parameter(request: pytest.FixtureRequest) -> Iterator[None]:
     """The environment is an Allure parameter, so two environments keep two histories."""
-    if _is_check(request.node, request.config.rootpath):
-        allure.dynamic.parameter("environment", request.config.stash[STATE].environment.name)
+    state = request.config.stash.get(STATE, None)
+    if state is not None and _is_check(request.node, request.config.rootpath):
+        allure.dynamic.parameter("environment", state.environment.name)
+        callspec = getattr(request.node, "callspec", None)
+        for arg in TARGET_ARGS:
+            if callspec is not None and arg in callspec.params:
+                allure.dynamic.parameter(arg, callspec.params[arg].name)
     yield
 
 

@@ -53,21 +53,21 @@ def description(requirement: Requirement, severity: Severity, doc: str | None) -
     return "\n".join(parts)
 
 
-def markers_for(requirement: Requirement, severity: Severity, day: str, area: str | None,
-                environment: Environment, doc: str | None) -> list[pytest.MarkDecorator]:
-    """Allure reads these markers when it writes the result, under xdist too."""
+def markers_for(requirement: Requirement, severity: Severity, environment: Environment,
+                doc: str | None) -> list[pytest.MarkDecorator]:
+    """Allure reads these markers when it writes the result, under xdist too.
+
+    The pytest markers (p0, daily, health) become Allure tags by themselves.
+    """
     marks = [
         allure.severity(severity.response.allure_severity),
         allure.epic(requirement.epic),
         allure.feature(requirement.feature),
         allure.story(requirement.story),
-        allure.tag(severity.name, day),
         allure.label("environment", environment.name),
         allure.label("runbook", requirement.id),
         allure.description(description(requirement, severity, doc)),
     ]
-    if area:
-        marks.append(allure.tag(area))
     return marks
 
 

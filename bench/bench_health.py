@@ -1,0 +1,107 @@
+"""Wall time of ``pytest -m daily`` against many endpoints, some of which never answer.
+
+    python bench/bench_health.py --endpoints 200 --hanging 20 --timeout 2 --runs 5
+
+It starts N real HTTP listeners on loopback in a separate process (the hanging ones
+accept the connection and never answer), writes an environment file for them, then
+times whole ``pytest`` runs, interpreter start included, and prints the median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def _serve(endpoints: int, hanging: int, ready_file: Path) -> None:
+    body = json.dumps({"status": "ok"}).encode()
+    response = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    held: list[asyncio.StreamWriter] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+            pass
+        writer.write(response)
+        await writer.drain()
+        writer.close()
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accept, read nothing, answer never
+
+    ports = []
+    for index in range(endpoints):
+        handler = hang if index < hanging else answer
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, backlog=512)
+        ports.append((index < hanging, server.sockets[0].getsockname()[1]))
+    ready_file.write_text(json.dumps(ports))
+    await asyncio.Event().wait()
+
+
+def _environment(ports: list[tuple[bool, int]], timeout: float) -> str:
+    lines = ['name = "bench"', "[defaults]", f"timeout_seconds = {timeout}", "concurrency = 256"]
+    for index, (hangs, port) in enumerate(ports):
+        kind = "hang" if hangs else "ok"
+        lines += ["[[services]]", f'name = "svc-{index:03d}-{kind}"', f'url = "http://127.0.0.1:{port}"']
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--endpoints", type=int, default=200)
+    parser.add_argument("--hanging", type=int, default=20)
+    parser.add_argument("--timeout", type=float, default=2.0)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--xdist", default="", help="also pass -n VALUE to pytest")
+    parser.add_argument("--serve", metavar="READY_FILE", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(_serve(args.endpoints, args.hanging, Path(args.serve)))
+        return 0
+
+    work = Path(tempfile.mkdtemp(prefix="acgs-bench-"))
+    ready = work / "ports.json"
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(ready),
+                               "--endpoints", str(args.endpoints), "--hanging", str(args.hanging)])
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        env_file = work / "bench.toml"
+        env_file.write_text(_environment(json.loads(ready.read_text()), args.timeout))
+        command = [sys.executable, "-m", "pytest", "-m", "daily", "-q", "-p", "no:cacheprovider",
+                   f"--env={env_file}", f"--alluredir={work / 'allure'}"]
+        if args.xdist:
+            command += ["-n", args.xdist]
+        environ = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        environ.pop("CI", None)
+        walls = []
+        for run in range(args.runs):
+            start = time.perf_counter()
+            done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=environ, check=False)
+            walls.append(time.perf_counter() - start)
+            tail = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-300:]
+            print(f"run {run + 1}: {walls[-1]:.2f} s (exit {done.returncode}; {tail})", flush=True)
+        median = statistics.median(walls)
+        print(f"endpoints={args.endpoints} hanging={args.hanging} timeout={args.timeout:g}s "
+              f"xdist={args.xdist or 'off'} runs={args.runs}: median {median:.2f} s, "
+              f"min {min(walls):.2f} s, max {max(walls):.2f} s, "
+              f"median/timeout = {median / args.timeout:.2f}")
+    finally:
+        server.terminate()
+        server.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
