@@ -214,7 +214,7 @@ class _Reader:
                             "write scheme://host:port") from None
         if parts.scheme not in schemes or not parts.hostname:
             raise self.fail(
-                key, f"{display_url(text)!r} is not a {'/'.join(schemes)} URL",
+                key, f"{display_url(text)!r} is not an {' or '.join(schemes)} URL",
                 f"write {schemes[0]}://host:port",
             )
         del port

@@ -1,0 +1,91 @@
+"""Helpers for the self-tests: run the suite as a user would, read what it wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from servers import RealServers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    allure_dir: Path
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def results(self) -> dict[str, dict[str, Any]]:
+        """Allure test results by test name (``test_service_health[auth]``)."""
+        found: dict[str, dict[str, Any]] = {}
+        for path in self.allure_dir.glob("*-result.json"):
+            data = json.loads(path.read_text())
+            found[data["name"]] = data
+        return found
+
+    def statuses(self) -> dict[str, str]:
+        return {name: data["status"] for name, data in self.results().items()}
+
+    def failed(self) -> set[str]:
+        return {name for name, status in self.statuses().items() if status == "failed"}
+
+    def all_files_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.allure_dir.rglob("*") if p.is_file())
+
+
+def label(result: dict[str, Any], name: str) -> list[str]:
+    return [item["value"] for item in result["labels"] if item["name"] == name]
+
+
+RunSuite = Callable[..., Run]
+
+
+@pytest.fixture
+def run_suite(tmp_path: Path) -> RunSuite:
+    """Run ``python -m pytest ARGS`` in the suite's folder, with CI and ACGS_ENV cleared."""
+    counter = iter(range(1000))
+
+    def run(*args: str, environ: dict[str, str] | None = None, cwd: Path = ROOT,
+            alluredir: bool = True, timeout: float = 180) -> Run:
+        allure_dir = tmp_path / f"allure-{next(counter)}"
+        env = {k: v for k, v in os.environ.items() if k not in ("CI", "ACGS_ENV", "PYTEST_ADDOPTS")}
+        env.update(environ or {})
+        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+        if alluredir:
+            command.append(f"--alluredir={allure_dir}")
+        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        return Run(done.returncode, done.stdout, done.stderr, allure_dir)
+
+    return run
+
+
+@pytest.fixture
+def servers() -> Iterator[RealServers]:
+    """Real HTTP(S) servers on loopback, in this process, for the probe's edge cases."""
+    with RealServers() as real:
+        yield real
+
+
+@pytest.fixture
+def write_env(tmp_path: Path) -> Callable[[str], Path]:
+    def write(text: str, name: str = "env.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write

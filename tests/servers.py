@@ -1,0 +1,109 @@
+"""Real servers for the self-tests: plain HTTP with a chosen answer, TLS, and ones that hang."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+
+import trustme
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Handler(BaseHTTPRequestHandler):
+    answer: tuple[int, str, bytes, bool] = (200, "application/json", b'{"status": "ok"}', False)
+    seen_headers: list[dict[str, str]]
+
+    def do_GET(self) -> None:
+        self.server.seen_headers.append(dict(self.headers))  # type: ignore[attr-defined]
+        status, content_type, body, chunked = self.server.answer  # type: ignore[attr-defined]
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for piece in (body[: len(body) // 2], body[len(body) // 2:]):
+                self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class RealServers:
+    """Start servers with :meth:`http`, :meth:`https`, :meth:`hang`; all stop on exit."""
+
+    def __init__(self) -> None:
+        self._servers: list[ThreadingHTTPServer] = []
+        self._sockets: list[socket.socket] = []
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self.ca = trustme.CA()
+
+    def __enter__(self) -> RealServers:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        for sock in self._sockets + self._held:
+            sock.close()
+
+    def http(self, status: int = 200, body: bytes = b'{"status": "ok"}',
+             content_type: str = "application/json", *, chunked: bool = False,
+             tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+        server = ThreadingHTTPServer((host, 0), _Handler)
+        server.daemon_threads = True
+        server.answer = (status, content_type, body, chunked)  # type: ignore[attr-defined]
+        server.seen_headers = []  # type: ignore[attr-defined]
+        if tls is not None:
+            server.socket = tls.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self._servers.append(server)
+        return server
+
+    def https(self, *, hostname: str = "localhost", trusted_ca: trustme.CA | None = None) -> int:
+        """A TLS server whose certificate is for ``hostname``, signed by ``trusted_ca`` or its own CA."""
+        ca = trusted_ca or trustme.CA()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert(hostname).configure_cert(context)
+        return int(self.http(tls=context).server_address[1])
+
+    def ca_file(self, folder: Path) -> Path:
+        path = folder / "ca.pem"
+        self.ca.cert_pem.write_to_path(str(path))
+        return path
+
+    def hang(self) -> int:
+        """Accept connections and never answer (the listen backlog accepts them)."""
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        self._sockets.append(sock)
+
+        def accept() -> None:
+            sock.settimeout(0.2)
+            while not self._stop.is_set():
+                try:
+                    conn, _ = sock.accept()
+                except (TimeoutError, OSError):
+                    continue
+                self._held.append(conn)
+
+        threading.Thread(target=accept, daemon=True).start()
+        return int(sock.getsockname()[1])

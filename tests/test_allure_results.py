@@ -1,0 +1,74 @@
+"""What a failed check leaves in Allure: severity, runbook place, environment, response, remediation, evidence."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import RunSuite, label
+
+
+def test_failed_p0_case_in_allure(run_suite: RunSuite) -> None:
+    run = run_suite("-m", "daily", "--env", "sandbox", "--sandbox-fault", "auth:down")
+    assert run.returncode == 1
+    result = run.results()["test_service_health[auth]"]
+    assert result["status"] == "failed"
+    assert label(result, "severity") == ["blocker"]
+    assert label(result, "epic") == ["Daily Operations"]
+    assert label(result, "feature") == ["Morning Health Check (09:00 UTC)"]
+    assert label(result, "story") == ["Service Health Verification"]
+    assert label(result, "environment") == ["sandbox"]
+    assert {"p0", "daily", "health"} <= set(label(result, "tag"))
+    assert {"name": "environment", "value": "'sandbox'"} in result["parameters"]
+    assert {"name": "service", "value": "'auth'"} in result["parameters"]
+    description = result["description"]
+    assert "respond within 15 minutes" in description
+    assert "status page update within 30 minutes" in description
+    assert "docker-compose -f docker-compose.production.yml restart <service_name>" in description
+    assert "rolling_restart.sh" in description
+
+    attachments = {a["name"]: a for a in result["attachments"]}
+    evidence = json.loads((run.allure_dir / attachments["evidence"]["source"]).read_text())
+    assert evidence["outcome"] == "refused"
+    assert evidence["timings_seconds"]["timeout"] == 2.0
+
+
+def test_severity_mapping_and_evidence_of_a_p1(run_suite: RunSuite) -> None:
+    run = run_suite("-m", "daily", "--env", "sandbox", "--sandbox-fault", "auth:degraded")
+    result = run.results()["test_service_not_degraded[auth]"]
+    assert label(result, "severity") == ["critical"]
+    assert "respond within 1 hour" in result["description"]
+    attachments = {a["name"]: a for a in result["attachments"]}
+    evidence = json.loads((run.allure_dir / attachments["evidence"]["source"]).read_text())
+    assert evidence["status"] == 200
+    assert evidence["health"] == {"normalised": "degraded", "field": "status", "value": "warn"}
+    assert "content-type" in {k.lower() for k in evidence["headers"]}
+    body = (run.allure_dir / attachments["body excerpt"]["source"]).read_text()
+    assert '"warn"' in body
+
+
+def test_launch_files(run_suite: RunSuite) -> None:
+    run = run_suite("-m", "daily", "--env", "sandbox", "--sandbox-fault", "auth:503", "--fail-on", "P1")
+    props = dict(line.split("=", 1) for line in
+                 (run.allure_dir / "environment.properties").read_text().splitlines())
+    assert props["environment"] == "sandbox"
+    assert props["fail_on"] == "P1"
+    assert props["sandbox.faults"] == "auth:503"
+    categories = json.loads((run.allure_dir / "categories.json").read_text())
+    assert [c["name"] for c in categories] == ["Target unreachable", "Threshold breached",
+                                               "Configuration error"]
+
+
+def test_two_environments_keep_two_histories(run_suite: RunSuite) -> None:
+    sandbox = run_suite("-m", "daily", "--env", "sandbox").results()["test_service_health[auth]"]
+    local = run_suite("-m", "daily", "--env", "local").results()["test_service_health[auth]"]
+    assert sandbox["historyId"] != local["historyId"]
+    again = run_suite("-m", "daily", "--env", "sandbox").results()["test_service_health[auth]"]
+    assert again["historyId"] == sandbox["historyId"]
+
+
+def test_default_results_folder_is_reports(run_suite: RunSuite) -> None:
+    # Without --alluredir the results land in the suite's reports/allure-results.
+    run = run_suite("-m", "daily", "--env", "sandbox", alluredir=False)
+    assert run.returncode == 0
+    assert "allure results: " in run.stdout
+    assert "reports/allure-results" in run.stdout

@@ -1,0 +1,137 @@
+"""The HTTP probe against real servers: each way of failing gets its own message."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from acgs_checks.environment import Service
+from acgs_checks.probes import http
+from conftest import RunSuite
+from servers import RealServers, free_port
+
+
+def service(url: str, **kw: object) -> Service:
+    return Service(name="svc", title="svc", url=url, timeout_seconds=kw.pop("timeout", 1.0), **kw)  # type: ignore[arg-type]
+
+
+def probe(svc: Service) -> http.HttpResult:
+    return http.probe_services([svc])["svc"]
+
+
+def test_healthy_json(servers: RealServers) -> None:
+    port = servers.http(body=b'{"status": "UP"}').server_address[1]
+    result = probe(service(f"http://127.0.0.1:{port}"))
+    assert (result.outcome, result.status, result.health) == ("response", 200, "healthy")
+    assert result.connect_seconds is not None and result.first_byte_seconds is not None
+
+
+def test_chunked_body_is_read(servers: RealServers) -> None:
+    port = servers.http(body=b'{"status": "fail", "checks": {}}', chunked=True).server_address[1]
+    result = probe(service(f"http://127.0.0.1:{port}"))
+    assert result.health == "unhealthy"
+    assert result.body_excerpt == '{"status": "fail", "checks": {}}'
+
+
+def test_refused() -> None:
+    result = probe(service(f"http://127.0.0.1:{free_port()}"))
+    assert result.outcome == http.REFUSED
+    assert "connection refused" in result.detail
+
+
+def test_dns_failure() -> None:
+    result = probe(service("http://acgs-checks-no-such-host.invalid:8000"))
+    assert result.outcome == http.DNS
+    assert "DNS lookup for 'acgs-checks-no-such-host.invalid' failed" in result.detail
+
+
+def test_tls_untrusted_certificate(servers: RealServers) -> None:
+    port = servers.https()
+    result = probe(service(f"https://localhost:{port}"))
+    assert result.outcome == http.TLS
+    assert "certificate" in result.detail
+
+
+def test_tls_with_the_right_ca_file(servers: RealServers, tmp_path: Path) -> None:
+    port = servers.https(trusted_ca=servers.ca)
+    ca = servers.ca_file(tmp_path)
+    result = probe(service(f"https://localhost:{port}", ca_file=str(ca)))
+    assert (result.outcome, result.status) == ("response", 200), result.detail
+
+
+def test_tls_hostname_mismatch(servers: RealServers, tmp_path: Path) -> None:
+    port = servers.https(hostname="other.example", trusted_ca=servers.ca)
+    result = probe(service(f"https://localhost:{port}", ca_file=str(servers.ca_file(tmp_path))))
+    assert result.outcome == http.TLS
+    assert "hostname" in result.detail.lower() or "match" in result.detail.lower()
+
+
+def test_hang_is_a_timeout(servers: RealServers) -> None:
+    result = probe(service(f"http://127.0.0.1:{servers.hang()}", timeout=0.5))
+    assert result.outcome == http.TIMEOUT
+    assert "no complete response within 0.5 s" in result.detail
+
+
+def test_localhost_falls_back_to_ipv4(servers: RealServers) -> None:
+    # "localhost" may resolve to ::1 first; the server listens on 127.0.0.1 only.
+    port = servers.http().server_address[1]
+    result = probe(service(f"http://localhost:{port}"))
+    assert result.status == 200, result.detail
+
+
+def test_configured_headers_are_sent(servers: RealServers) -> None:
+    server = servers.http()
+    port = server.server_address[1]
+    probe(service(f"http://127.0.0.1:{port}", headers=(("Authorization", "Bearer abc"),)))
+    assert server.seen_headers[0]["Authorization"] == "Bearer abc"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "expected"),
+    [
+        (b'{"status": "healthy"}', "application/json", "healthy"),
+        (b'{"status": "ok"}', "application/json", "healthy"),
+        (b'{"status": "UP"}', "application/vnd.spring-boot.actuator.v3+json", "healthy"),
+        (b'{"status": "pass"}', "application/health+json", "healthy"),
+        (b'{"status": "warn"}', "application/health+json", "degraded"),
+        (b'{"status": "fail"}', "application/health+json", "unhealthy"),
+        (b'{"status": "DOWN"}', "application/json", "unhealthy"),
+        (b'{"status": "OUT_OF_SERVICE"}', "application/json", "unhealthy"),
+        (b'{"status": "maybe"}', "application/json", "unrecognised"),
+        (b'{"status": 1}', "application/json", "unrecognised"),
+        (b'{"uptime": 3}', "application/json", "not-reported"),
+        (b"OK", "text/plain", "not-reported"),
+        (b"{not json", "application/json", "not-reported"),
+    ],
+)
+def test_classify_health(body: bytes, content_type: str, expected: str) -> None:
+    assert http.classify_health(body, content_type)[0] == expected
+
+
+def test_each_failure_has_its_own_message_in_the_suite(
+        run_suite: RunSuite, servers: RealServers, write_env: Callable[[str], Path]) -> None:
+    targets = {
+        "refused": f"http://127.0.0.1:{free_port()}",
+        "dns": "http://acgs-checks-no-such-host.invalid:8000",
+        "tls": f"https://localhost:{servers.https()}",
+        "hangs": f"http://127.0.0.1:{servers.hang()}",
+        "error": f"http://127.0.0.1:{servers.http(status=500, body=b'boom').server_address[1]}",
+        "unhealthy": f"http://127.0.0.1:{servers.http(body=json.dumps({'status': 'DOWN'}).encode()).server_address[1]}",
+    }
+    text = 'name = "edge"\n[defaults]\ntimeout_seconds = 1.0\n' + "".join(
+        f'[[services]]\nname = "{name}"\nurl = "{url}"\n' for name, url in targets.items())
+    run = run_suite("-m", "daily and p0", "--env", str(write_env(text)))
+    assert run.returncode == 1
+    messages = {name.split("[")[1].rstrip("]"): r["statusDetails"]["message"]
+                for name, r in run.results().items()}
+    assert "connection refused: nothing is listening on 127.0.0.1:" in messages["refused"]
+    assert "DNS lookup for 'acgs-checks-no-such-host.invalid' failed" in messages["dns"]
+    assert "TLS certificate rejected" in messages["tls"]
+    assert "connected, but no complete response within 1 s (target unreachable)" in messages["hangs"]
+    assert "→ 500 in" in messages["error"] and "(expected status < 400)" in messages["error"]
+    assert "body status='DOWN'" in messages["unhealthy"]
+    for name in ("refused", "dns", "tls", "hangs"):
+        assert messages[name].endswith("(target unreachable)"), messages[name]

@@ -1,0 +1,78 @@
+"""The sandbox on its own: a real stack to poke at with curl, psql and redis-cli."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from acgs_checks import environment
+from conftest import ROOT, RunSuite
+
+
+@pytest.fixture
+def standalone(tmp_path: Path):  # noqa: ANN201 - generator fixture
+    env_file = tmp_path / "sandbox.toml"
+    process = subprocess.Popen([sys.executable, "-m", "acgs_checks.sandbox", "--write", str(env_file)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not env_file.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert env_file.exists(), process.stderr.read() if process.stderr else ""
+    yield env_file
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+
+
+def _backend(env_file: Path, kind: str) -> str:
+    for line in env_file.read_text().splitlines():
+        if line.startswith(f"# {kind}:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no {kind} line")
+
+
+def test_standalone_serves_a_real_stack(standalone: Path) -> None:
+    env = environment.load(str(standalone), rootdir=ROOT)
+    assert [s.name for s in env.services] == [
+        "auth", "constitutional-ai", "policy-governance", "governance-synthesis"]
+    with urllib.request.urlopen(env.service("auth").health_url, timeout=5) as response:
+        assert json.loads(response.read())["status"] == "pass"
+    with urllib.request.urlopen(env.service("auth").url + "/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    assert 'http_requests_total{service="auth",method="GET",path="/health",status="200"} 1' in metrics
+    assert "http_request_duration_seconds_bucket" in metrics
+
+    with psycopg.connect(_backend(standalone, "PostgreSQL"), connect_timeout=5) as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == ("acgs_production",)
+    client = redis.Redis.from_url(_backend(standalone, "Redis"), socket_timeout=5)
+    assert client.ping() is True
+
+
+def test_one_probe_per_service_per_run_even_under_xdist(standalone: Path, run_suite: RunSuite) -> None:
+    run = run_suite("-m", "daily", "-n", "2", "--env", str(standalone))
+    assert run.returncode == 0, run.output
+    env = environment.load(str(standalone), rootdir=ROOT)
+    for svc in env.services:
+        with urllib.request.urlopen(svc.url + "/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        health_lines = [line for line in metrics.splitlines()
+                        if line.startswith("http_requests_total") and 'path="/health"' in line]
+        assert health_lines == [
+            f'http_requests_total{{service="{svc.name}",method="GET",path="/health",status="200"}} 1'
+        ], metrics
+
+
+def test_unknown_fault_is_one_line() -> None:
+    done = subprocess.run([sys.executable, "-m", "acgs_checks.sandbox", "--fault", "auth:melt"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 4
+    assert done.stderr.strip().count("\n") == 0
+    assert "unknown fault 'melt'" in done.stderr

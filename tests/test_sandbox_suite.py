@@ -1,0 +1,80 @@
+"""The daily run against the embedded sandbox: healthy, and each fault failing exactly its case."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import RunSuite, label
+
+HEALTH = "test_service_health[{}]"
+DEGRADED = "test_service_not_degraded[{}]"
+SERVICES = ("auth", "constitutional-ai", "policy-governance", "governance-synthesis")
+
+
+def test_healthy_sandbox_passes_every_case(run_suite: RunSuite) -> None:
+    run = run_suite("-m", "daily", "--env", "sandbox")
+    assert run.returncode == 0, run.output
+    statuses = run.statuses()
+    assert len(statuses) == 2 * len(SERVICES)
+    assert set(statuses.values()) == {"passed"}
+    assert "environment 'sandbox' (embedded sandbox)" in run.stdout
+
+
+@pytest.mark.parametrize(
+    ("fault", "failing", "severity", "message"),
+    [
+        ("auth:down", HEALTH.format("auth"), "blocker", "connection refused: nothing is listening on"),
+        ("constitutional-ai:503", HEALTH.format("constitutional-ai"), "blocker",
+         "→ 503 in"),
+        ("policy-governance:slow=3", HEALTH.format("policy-governance"), "blocker",
+         "connected, but no complete response within 2 s (target unreachable)"),
+        ("governance-synthesis:hang", HEALTH.format("governance-synthesis"), "blocker",
+         "connected, but no complete response within 2 s (target unreachable)"),
+        ("auth:degraded", DEGRADED.format("auth"), "critical", "body status='warn'"),
+    ],
+    ids=["down", "503", "slow", "hang", "degraded"],
+)
+def test_each_fault_fails_exactly_its_case(run_suite: RunSuite, fault: str, failing: str,
+                                           severity: str, message: str) -> None:
+    run = run_suite("-m", "daily", "--env", "sandbox", "--sandbox-fault", fault)
+    assert run.returncode == 1, run.output
+    results = run.results()
+    assert run.failed() == {failing}, run.output
+    failed = results[failing]
+    assert message in failed["statusDetails"]["message"]
+    assert label(failed, "severity") == [severity]
+    # A P0 failure blocks its P1 twin instead of raising a second alarm.
+    target = failing.split("[")[1].rstrip("]")
+    if failing.startswith("test_service_health"):
+        twin = results[DEGRADED.format(target)]
+        assert twin["status"] == "skipped"
+        assert f"blocked: {target} is down; see test_service_health[{target}]" in twin["statusDetails"]["message"]
+    others = {n: s for n, s in run.statuses().items() if target not in n}
+    assert set(others.values()) == {"passed"}, others
+    assert f"FAILED checks/test_service_health.py::{failing}" in run.stdout
+
+
+def test_slow_service_within_timeout_passes(run_suite: RunSuite) -> None:
+    run = run_suite("-m", "daily", "--env", "sandbox", "--sandbox-fault", "auth:slow=0.3")
+    assert run.returncode == 0, run.output
+
+
+def test_marker_selection_runs_only_p0(run_suite: RunSuite) -> None:
+    run = run_suite("-m", "daily and p0", "--env", "sandbox", "--sandbox-fault", "auth:degraded")
+    assert run.returncode == 0, run.output
+    assert set(run.statuses()) == {HEALTH.format(s) for s in SERVICES}
+
+
+def test_keyword_selection_probes_only_the_selected_service(run_suite: RunSuite) -> None:
+    # Only auth is selected, so the hanging service is never probed and the run does not wait.
+    run = run_suite("-m", "daily", "-k", "auth", "--env", "sandbox",
+                    "--sandbox-fault", "governance-synthesis:hang")
+    assert run.returncode == 0, run.output
+    assert set(run.statuses()) == {HEALTH.format("auth"), DEGRADED.format("auth")}
+
+
+def test_xdist_gives_the_same_verdicts(run_suite: RunSuite) -> None:
+    run = run_suite("-m", "daily", "--env", "sandbox", "-n", "2", "--sandbox-fault", "auth:down")
+    assert run.returncode == 1, run.output
+    assert run.failed() == {HEALTH.format("auth")}
+    assert "environment.properties" in {p.name for p in run.allure_dir.iterdir()}
