@@ -48,8 +48,8 @@ async def _serve(endpoints: int, hanging: int, ready_file: Path) -> None:
     await asyncio.Event().wait()
 
 
-def _environment(ports: list[tuple[bool, int]], timeout: float) -> str:
-    lines = ['name = "bench"', "[defaults]", f"timeout_seconds = {timeout}", "concurrency = 256"]
+def _environment(ports: list[tuple[bool, int]], timeout: float, concurrency: int) -> str:
+    lines = ['name = "bench"', "[defaults]", f"timeout_seconds = {timeout}", f"concurrency = {concurrency}"]
     for index, (hangs, port) in enumerate(ports):
         kind = "hang" if hangs else "ok"
         lines += ["[[services]]", f'name = "svc-{index:03d}-{kind}"', f'url = "http://127.0.0.1:{port}"']
@@ -63,6 +63,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=2.0)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--xdist", default="", help="also pass -n VALUE to pytest")
+    parser.add_argument("--concurrency", type=int, default=256,
+                        help="probes in flight at once (1 = one target after another, the naive way)")
     parser.add_argument("--serve", metavar="READY_FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -78,7 +80,7 @@ def main() -> int:
         while not ready.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         env_file = work / "bench.toml"
-        env_file.write_text(_environment(json.loads(ready.read_text()), args.timeout))
+        env_file.write_text(_environment(json.loads(ready.read_text()), args.timeout, args.concurrency))
         command = [sys.executable, "-m", "pytest", "-m", "daily", "-q", "-p", "no:cacheprovider",
                    f"--env={env_file}", f"--alluredir={work / 'allure'}"]
         if args.xdist:
@@ -94,7 +96,7 @@ def main() -> int:
             print(f"run {run + 1}: {walls[-1]:.2f} s (exit {done.returncode}; {tail})", flush=True)
         median = statistics.median(walls)
         print(f"endpoints={args.endpoints} hanging={args.hanging} timeout={args.timeout:g}s "
-              f"xdist={args.xdist or 'off'} runs={args.runs}: median {median:.2f} s, "
+              f"concurrency={args.concurrency} xdist={args.xdist or 'off'} runs={args.runs}: median {median:.2f} s, "
               f"min {min(walls):.2f} s, max {max(walls):.2f} s, "
               f"median/timeout = {median / args.timeout:.2f}")
     finally:

@@ -26,7 +26,8 @@ def test_healthy_json(servers: RealServers) -> None:
     port = servers.http(body=b'{"status": "UP"}').server_address[1]
     result = probe(service(f"http://127.0.0.1:{port}"))
     assert (result.outcome, result.status, result.health) == ("response", 200, "healthy")
-    assert result.connect_seconds is not None and result.first_byte_seconds is not None
+    assert result.connect_seconds is not None
+    assert result.first_byte_seconds is not None
 
 
 def test_chunked_body_is_read(servers: RealServers) -> None:
@@ -131,7 +132,8 @@ def test_each_failure_has_its_own_message_in_the_suite(
     assert "DNS lookup for 'acgs-checks-no-such-host.invalid' failed" in messages["dns"]
     assert "TLS certificate rejected" in messages["tls"]
     assert "connected, but no complete response within 1 s (target unreachable)" in messages["hangs"]
-    assert "→ 500 in" in messages["error"] and "(expected status < 400)" in messages["error"]
+    assert "→ 500 in" in messages["error"]
+    assert "(expected status < 400)" in messages["error"]
     assert "body status='DOWN'" in messages["unhealthy"]
     for name in ("refused", "dns", "tls", "hangs"):
         assert messages[name].endswith("(target unreachable)"), messages[name]

@@ -19,7 +19,7 @@ from conftest import ROOT, RunSuite
 
 
 @pytest.fixture
-def standalone(tmp_path: Path):  # noqa: ANN201 - generator fixture
+def standalone(tmp_path: Path):
     env_file = tmp_path / "sandbox.toml"
     process = subprocess.Popen([sys.executable, "-m", "acgs_checks.sandbox", "--write", str(env_file)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

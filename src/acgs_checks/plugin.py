@@ -12,7 +12,7 @@ import sys
 import tempfile
 import tomllib
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,7 +217,7 @@ def _rerun_if_path_option_moved_rootdir(config: pytest.Config) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os.environ[_RERUN_GUARD] = "1"
-        os.execv(sys.executable, [sys.executable, "-m", "pytest", *fixed])
+        os.execv(sys.executable, [sys.executable, "-m", "pytest", *fixed])  # noqa: S606 - same interpreter, same args
 
 
 def _start_environment(config: pytest.Config, settings: Settings) -> RunState:
@@ -342,6 +342,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if state is None:
         return
     errors: list[str] = []
+    with_allure = config.pluginmanager.hasplugin("allure_pytest")
     for item in items:
         if not _is_check(item, config.rootpath):
             continue
@@ -349,10 +350,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if problems:
             errors.append(f"{item.nodeid}: " + "; ".join(problems))
             continue
-        assert severity is not None and requirement is not None
-        doc = getattr(getattr(item, "function", None), "__doc__", None)
-        for mark in allure_files.markers_for(requirement, severity, state.environment, doc):
-            item.add_marker(mark)
+        assert severity is not None
+        assert requirement is not None
+        if with_allure:
+            doc = getattr(getattr(item, "function", None), "__doc__", None)
+            for mark in allure_files.markers_for(requirement, severity, state.environment, doc):
+                item.add_marker(mark)
     if errors:
         raise pytest.UsageError("invalid checks:\n  " + "\n  ".join(dict.fromkeys(errors)))
 
@@ -409,31 +412,28 @@ def _attach_during_call(request: pytest.FixtureRequest, attach: Callable[[], Non
 
 @pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    for attach in item.stash.get(EVIDENCE, []):
-        attach()
+    """Allure parameters and evidence, added while the test result is the active one."""
+    state = item.config.stash.get(STATE, None)
+    if state is not None and _is_check(item, item.config.rootpath):
+        # The environment is a parameter so that two environments keep two histories.
+        allure.dynamic.parameter("environment", state.environment.name)
+        callspec = getattr(item, "callspec", None)
+        for arg in TARGET_ARGS:
+            if callspec is not None and arg in callspec.params:
+                allure.dynamic.parameter(arg, callspec.params[arg].name)
+        for attach in item.stash.get(EVIDENCE, []):
+            attach()
     return (yield)
 
 
 @pytest.fixture
 def health(request: pytest.FixtureRequest, service: Service,
-           health_results: dict[str, http.HttpResult], acgs_environment: Environment) -> http.HttpResult:
+           health_results: dict[str, http.HttpResult]) -> http.HttpResult:
     """This service's health probe result, with its evidence attached to the report."""
     result = health_results[service.name]
-    _attach_during_call(request, lambda: evidence.attach_http(result, acgs_environment))
+    env = _armed(request.config).environment
+    _attach_during_call(request, lambda: evidence.attach_http(result, env))
     return result
-
-
-@pytest.fixture(autouse=True)
-def _acgs_environment_parameter(request: pytest.FixtureRequest) -> Iterator[None]:
-    """The environment is an Allure parameter, so two environments keep two histories."""
-    state = request.config.stash.get(STATE, None)
-    if state is not None and _is_check(request.node, request.config.rootpath):
-        allure.dynamic.parameter("environment", state.environment.name)
-        callspec = getattr(request.node, "callspec", None)
-        for arg in TARGET_ARGS:
-            if callspec is not None and arg in callspec.params:
-                allure.dynamic.parameter(arg, callspec.params[arg].name)
-    yield
 
 
 class _Recorder:
@@ -504,7 +504,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                           f"{row['skipped']} skipped")
     failures = _failures(state)
     for nodeid, severity, message in sorted(failures, key=lambda f: f[1] if f[1] is not None else -1):
-        tr.write_line(f"FAILED {severity.name if severity is not None else '--'} {nodeid}: {message.splitlines()[0] if message else ''}")
+        level = severity.name if severity is not None else "--"
+        first_line = message.splitlines()[0] if message else ""
+        tr.write_line(f"FAILED {level} {nodeid}: {first_line}")
     rated = [s for _, s, _ in failures if s is not None]
     if rated:
         worst = min(rated)

@@ -59,7 +59,7 @@ def markers_for(requirement: Requirement, severity: Severity, environment: Envir
 
     The pytest markers (p0, daily, health) become Allure tags by themselves.
     """
-    marks = [
+    return [
         allure.severity(severity.response.allure_severity),
         allure.epic(requirement.epic),
         allure.feature(requirement.feature),
@@ -68,7 +68,6 @@ def markers_for(requirement: Requirement, severity: Severity, environment: Envir
         allure.label("runbook", requirement.id),
         allure.description(description(requirement, severity, doc)),
     ]
-    return marks
 
 
 def write_launch_files(results_dir: Path, environment: Environment, *, fail_on: Severity,
