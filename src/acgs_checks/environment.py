@@ -124,7 +124,8 @@ def load(spec: str, *, rootdir: Path, environ: Mapping[str, str] | None = None) 
         raise ConfigError(
             source=shown, key="", problem=f"cannot be read ({exc})", fix="check the file",
         ) from None
-    return from_mapping(data, source=shown, environ=os.environ if environ is None else environ)
+    return from_mapping(data, source=shown, environ=os.environ if environ is None else environ,
+                        base_dir=path.parent)
 
 
 def _shown_path(path: Path, rootdir: Path) -> str:
@@ -204,6 +205,14 @@ class _Reader:
             raise self.fail(key, f"{value!r} is not true or false", "write true or false")
         return value
 
+    def path(self, key: str, value: Any, base_dir: Path | None) -> str:
+        path = Path(self.string(key, value)).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if not path.is_file():
+            raise self.fail(key, f"file {str(path)!r} does not exist", "point it at a readable PEM file")
+        return str(path)
+
     def url(self, key: str, value: Any, schemes: tuple[str, ...]) -> str:
         text = self.string(key, value).strip()
         try:
@@ -223,8 +232,12 @@ class _Reader:
         return text
 
 
-def from_mapping(data: Mapping[str, Any], *, source: str, environ: Mapping[str, str]) -> Environment:
-    """Validate an already-parsed environment (the sandbox builds one this way too)."""
+def from_mapping(data: Mapping[str, Any], *, source: str, environ: Mapping[str, str],
+                 base_dir: Path | None = None) -> Environment:
+    """Validate an already-parsed environment (the sandbox builds one this way too).
+
+    Relative file paths in it are taken relative to ``base_dir`` (the file's folder).
+    """
     r = _Reader(source, environ)
     top = r.table("", dict(data), ("name", "description", "defaults", "services", "thresholds"), ("name",))
     name = r.string("name", top["name"])
@@ -267,7 +280,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str, environ: Mapping[str, 
                         for hname, hvalue in headers_raw.items())
         # Header values usually carry tokens; treat every one as a secret.
         r.secrets.update(value for _, value in headers if len(value) >= 4)
-        ca_file = s.get("ca_file")
+        ca_file = None if s.get("ca_file") is None else r.path(f"{key}.ca_file", s["ca_file"], base_dir)
         services.append(Service(
             name=sname,
             title=r.string(f"{key}.title", s.get("title", sname)),
@@ -277,7 +290,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str, environ: Mapping[str, 
                                      s.get("timeout_seconds", defaults.timeout_seconds),
                                      low=0.0, high=_MAX_TIMEOUT),
             verify_tls=r.boolean(f"{key}.verify_tls", s.get("verify_tls", True)),
-            ca_file=None if ca_file is None else r.string(f"{key}.ca_file", ca_file),
+            ca_file=ca_file,
             headers=headers,
         ))
 
