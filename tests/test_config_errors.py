@@ -40,7 +40,7 @@ def assert_one_line(run_output: str, *needles: str) -> None:
         ('name = "x"\n' + GOOD_SERVICE + "[thresholds]\nlatency = 3\n", ["thresholds.latency", "unknown threshold"]),
         ('name = "x"\n' + GOOD_SERVICE + GOOD_SERVICE, ["services[auth].name", "defined twice"]),
         ('name = "x"\n[defaults]\ntimeout_seconds = 0\n' + GOOD_SERVICE, ["defaults.timeout_seconds", "out of range"]),
-        ('name = "x"\n[[services]]\nname = "Auth Service"\nurl = "http://h"\n', ["not a valid service name"]),
+        ('name = "x"\n[[services]]\nname = "Auth Service"\nurl = "http://h"\n', ["is not a valid name"]),
     ],
     ids=["malformed", "missing-name", "unknown-key", "bad-scheme", "bad-port", "unset-variable",
          "threshold-not-number", "threshold-order", "unknown-threshold", "duplicate", "zero-timeout",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,10 +49,52 @@ class Service:
         return self.url.rstrip("/") + self.health_path
 
 
+@dataclass(frozen=True, repr=False)
+class Database:
+    """A PostgreSQL database, reached with a ``postgresql://`` DSN."""
+
+    name: str
+    title: str
+    dsn: str
+    timeout_seconds: float = 2.0
+
+    def __repr__(self) -> str:
+        return f"Database({self.name!r})"
+
+
+@dataclass(frozen=True, repr=False)
+class Pooler:
+    """A PgBouncer admin console (``postgresql://user@host:6432/pgbouncer``)."""
+
+    name: str
+    title: str
+    dsn: str
+    timeout_seconds: float = 2.0
+
+    def __repr__(self) -> str:
+        return f"Pooler({self.name!r})"
+
+
+@dataclass(frozen=True, repr=False)
+class Cache:
+    """A Redis, reached with a ``redis://`` or ``rediss://`` URL."""
+
+    name: str
+    title: str
+    url: str
+    timeout_seconds: float = 2.0
+    ca_file: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Cache({self.name!r})"
+
+
 @dataclass(frozen=True)
 class Defaults:
     timeout_seconds: float = 2.0
     concurrency: int = 64
+    # Cache hit rate is measured between two INFO samples this far apart.
+    cache_window_seconds: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +106,9 @@ class Environment:
     description: str = ""
     defaults: Defaults = field(default_factory=Defaults)
     services: tuple[Service, ...] = ()
+    databases: tuple[Database, ...] = ()
+    poolers: tuple[Pooler, ...] = ()
+    caches: tuple[Cache, ...] = ()
     thresholds: Thresholds = field(default_factory=Thresholds)
     secrets: frozenset[str] = frozenset()
 
@@ -72,6 +117,12 @@ class Environment:
             if service.name == name:
                 return service
         raise KeyError(name)
+
+    def targets(self, kind: str) -> tuple[Service | Database | Pooler | Cache, ...]:
+        """The targets of one kind: ``service``, ``database``, ``pooler`` or ``cache``."""
+        by_kind: dict[str, tuple[Service | Database | Pooler | Cache, ...]] = {
+            "service": self.services, "database": self.databases, "pooler": self.poolers, "cache": self.caches}
+        return by_kind[kind]
 
     def redact(self, text: str) -> str:
         """Replace every known secret in ``text`` with ``***``."""
@@ -229,6 +280,10 @@ class _Reader:
         del port
         if parts.password:
             self.secrets.add(parts.password)
+        for pair in parts.query.split("&"):
+            qkey, _, qvalue = pair.partition("=")
+            if qkey == "password" and qvalue:
+                self.secrets.add(qvalue)
         return text
 
 
@@ -239,60 +294,57 @@ def from_mapping(data: Mapping[str, Any], *, source: str, environ: Mapping[str, 
     Relative file paths in it are taken relative to ``base_dir`` (the file's folder).
     """
     r = _Reader(source, environ)
-    top = r.table("", dict(data), ("name", "description", "defaults", "services", "thresholds"), ("name",))
+    top = r.table("", dict(data), ("name", "description", "defaults", "services", "databases", "poolers",
+                                   "caches", "thresholds"), ("name",))
     name = r.string("name", top["name"])
     if not _NAME_RE.match(name):
         raise r.fail("name", f"{name!r} is not a valid environment name",
                      "use lower-case letters, digits, '-', '_' or '.'")
     description = r.string("description", top.get("description", ""))
 
-    d = r.table("defaults", top.get("defaults", {}), ("timeout_seconds", "concurrency"))
+    d = r.table("defaults", top.get("defaults", {}), ("timeout_seconds", "concurrency", "cache_window_seconds"))
     defaults = Defaults(
         timeout_seconds=r.number("defaults.timeout_seconds", d.get("timeout_seconds", 2.0),
                                  low=0.0, high=_MAX_TIMEOUT),
         concurrency=int(r.number("defaults.concurrency", d.get("concurrency", 64), low=0, high=1024)),
+        cache_window_seconds=r.number("defaults.cache_window_seconds", d.get("cache_window_seconds", 3.0),
+                                      low=0.0, high=_MAX_TIMEOUT),
     )
 
-    raw_services = top.get("services", [])
-    if not isinstance(raw_services, list):
-        raise r.fail("services", "expected an array of tables", "write each service as [[services]]")
-    services: list[Service] = []
-    seen: set[str] = set()
-    for index, raw in enumerate(raw_services):
-        key = f"services[{index}]"
-        s = r.table(key, raw, ("name", "title", "url", "health_path", "timeout_seconds",
-                               "verify_tls", "ca_file", "headers"), ("name", "url"))
-        sname = r.string(f"{key}.name", s["name"])
-        key = f"services[{sname}]" if _NAME_RE.match(sname) else key
-        if not _NAME_RE.match(sname):
-            raise r.fail(f"{key}.name", f"{sname!r} is not a valid service name",
-                         "use lower-case letters, digits, '-', '_' or '.' (it becomes the test id)")
-        if sname in seen:
-            raise r.fail(f"{key}.name", f"service {sname!r} is defined twice", "give each service its own name")
-        seen.add(sname)
-        health_path = r.string(f"{key}.health_path", s.get("health_path", "/health"))
-        if not health_path.startswith("/"):
-            raise r.fail(f"{key}.health_path", f"{health_path!r} does not start with '/'",
-                         f"write \"/{health_path}\"")
-        headers_raw = r.table(f"{key}.headers", s.get("headers", {}), s.get("headers", {}).keys()
-                              if isinstance(s.get("headers", {}), dict) else ())
-        headers = tuple((hname, r.string(f"{key}.headers.{hname}", hvalue))
-                        for hname, hvalue in headers_raw.items())
-        # Header values usually carry tokens; treat every one as a secret.
-        r.secrets.update(value for _, value in headers if len(value) >= 4)
-        ca_file = None if s.get("ca_file") is None else r.path(f"{key}.ca_file", s["ca_file"], base_dir)
-        services.append(Service(
-            name=sname,
-            title=r.string(f"{key}.title", s.get("title", sname)),
+    def timeout(key: str, table: dict[str, Any]) -> float:
+        return r.number(f"{key}.timeout_seconds", table.get("timeout_seconds", defaults.timeout_seconds),
+                        low=0.0, high=_MAX_TIMEOUT)
+
+    services = tuple(
+        Service(
+            name=tname,
+            title=r.string(f"{key}.title", s.get("title", tname)),
             url=r.url(f"{key}.url", s["url"], ("http", "https")),
-            health_path=health_path,
-            timeout_seconds=r.number(f"{key}.timeout_seconds",
-                                     s.get("timeout_seconds", defaults.timeout_seconds),
-                                     low=0.0, high=_MAX_TIMEOUT),
+            health_path=_health_path(r, key, s),
+            timeout_seconds=timeout(key, s),
             verify_tls=r.boolean(f"{key}.verify_tls", s.get("verify_tls", True)),
-            ca_file=ca_file,
-            headers=headers,
-        ))
+            ca_file=None if s.get("ca_file") is None else r.path(f"{key}.ca_file", s["ca_file"], base_dir),
+            headers=_headers(r, key, s),
+        )
+        for key, tname, s in _targets(r, top, "services", ("name", "title", "url", "health_path", "timeout_seconds",
+                                                          "verify_tls", "ca_file", "headers"), "url")
+    )
+    databases = tuple(
+        Database(name=tname, title=r.string(f"{key}.title", t.get("title", tname)),
+                 dsn=r.url(f"{key}.dsn", t["dsn"], ("postgresql", "postgres")), timeout_seconds=timeout(key, t))
+        for key, tname, t in _targets(r, top, "databases", ("name", "title", "dsn", "timeout_seconds"), "dsn")
+    )
+    poolers = tuple(
+        Pooler(name=tname, title=r.string(f"{key}.title", t.get("title", tname)),
+               dsn=r.url(f"{key}.dsn", t["dsn"], ("postgresql", "postgres")), timeout_seconds=timeout(key, t))
+        for key, tname, t in _targets(r, top, "poolers", ("name", "title", "dsn", "timeout_seconds"), "dsn")
+    )
+    caches = tuple(
+        Cache(name=tname, title=r.string(f"{key}.title", t.get("title", tname)),
+              url=r.url(f"{key}.url", t["url"], ("redis", "rediss")), timeout_seconds=timeout(key, t),
+              ca_file=None if t.get("ca_file") is None else r.path(f"{key}.ca_file", t["ca_file"], base_dir))
+        for key, tname, t in _targets(r, top, "caches", ("name", "title", "url", "timeout_seconds", "ca_file"), "url")
+    )
 
     thresholds_raw = r.table("thresholds", top.get("thresholds", {}), top.get("thresholds", {}).keys()
                              if isinstance(top.get("thresholds", {}), dict) else ())
@@ -303,6 +355,43 @@ def from_mapping(data: Mapping[str, Any], *, source: str, environ: Mapping[str, 
     }
     thresholds = Thresholds.from_table(expanded, source=source)
     return Environment(
-        name=name, source=source, description=description, defaults=defaults,
-        services=tuple(services), thresholds=thresholds, secrets=frozenset(r.secrets),
+        name=name, source=source, description=description, defaults=defaults, services=services,
+        databases=databases, poolers=poolers, caches=caches, thresholds=thresholds, secrets=frozenset(r.secrets),
     )
+
+
+def _targets(r: _Reader, top: dict[str, Any], section: str, allowed: tuple[str, ...],
+             address_key: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Each ``[[section]]`` table as (key for messages, validated name, table)."""
+    raw_list = top.get(section, [])
+    if not isinstance(raw_list, list):
+        raise r.fail(section, "expected an array of tables", f"write each entry as [[{section}]]")
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_list):
+        key = f"{section}[{index}]"
+        table = r.table(key, raw, allowed, ("name", address_key))
+        tname = r.string(f"{key}.name", table["name"])
+        if not _NAME_RE.match(tname):
+            raise r.fail(f"{key}.name", f"{tname!r} is not a valid name",
+                         "use lower-case letters, digits, '-', '_' or '.' (it becomes the test id)")
+        key = f"{section}[{tname}]"
+        if tname in seen:
+            raise r.fail(f"{key}.name", f"{tname!r} is defined twice", "give each entry its own name")
+        seen.add(tname)
+        yield key, tname, table
+
+
+def _health_path(r: _Reader, key: str, table: dict[str, Any]) -> str:
+    health_path = r.string(f"{key}.health_path", table.get("health_path", "/health"))
+    if not health_path.startswith("/"):
+        raise r.fail(f"{key}.health_path", f"{health_path!r} does not start with '/'", f'write "/{health_path}"')
+    return health_path
+
+
+def _headers(r: _Reader, key: str, table: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    raw = table.get("headers", {})
+    headers_raw = r.table(f"{key}.headers", raw, raw.keys() if isinstance(raw, dict) else ())
+    headers = tuple((hname, r.string(f"{key}.headers.{hname}", hvalue)) for hname, hvalue in headers_raw.items())
+    # Header values usually carry tokens; treat every one as a secret.
+    r.secrets.update(value for _, value in headers if len(value) >= 4)
+    return headers

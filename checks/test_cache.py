@@ -1,0 +1,113 @@
+"""Morning health check, step 3: Cache Performance Check, and the cache lines of Monitor Key Metrics.
+
+Every case reads one snapshot: PING, then two INFO samples a window apart, on one
+connection per cache. Redis has no ``hit_rate`` field (the runbook's grep finds
+nothing): the hit rate is keyspace_hits / (keyspace_hits + keyspace_misses).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from acgs_checks.environment import Environment
+from acgs_checks.probes.cache import CacheSnapshot
+from acgs_checks.verdict import breached, unreachable
+
+pytestmark = [pytest.mark.daily, pytest.mark.cache]
+
+MIB = 1024 * 1024
+
+
+@pytest.mark.p0
+@pytest.mark.runbook("daily.cache-performance.reachable")
+def test_cache_reachable(cache_probe: CacheSnapshot) -> None:
+    """Redis answers PING (the round trip is in the evidence)."""
+    seen = cache_probe
+    if not seen.reachable:
+        unreachable(f"{seen.target}: PING {seen.url} → {seen.error}")
+    if "info" in seen.errors:
+        breached(f"{seen.target}: INFO failed: {seen.errors['info']}", "the monitoring user to be allowed INFO")
+
+
+@pytest.mark.p1
+@pytest.mark.runbook("daily.key-metrics.cache-hit-rate", "alerts.warning.cache-hit-rate")
+def test_cache_hit_rate(redis_info: CacheSnapshot, acgs_environment: Environment) -> None:
+    """The hit rate over the measuring window stays above 85 %.
+
+    Counters since the last restart would hide a recent collapse, so the window decides;
+    only when the window saw no lookups does the cumulative figure stand in.
+    """
+    seen = redis_info
+    hits, misses = seen.delta("keyspace_hits"), seen.delta("keyspace_misses")
+    source = f"over the last {seen.window_seconds:g} s"
+    if hits + misses == 0:
+        hits, misses = float(seen.second.get("keyspace_hits", 0)), float(seen.second.get("keyspace_misses", 0))
+        source = f"cumulative since restart ({seen.second.get('uptime_in_seconds', '?')} s; no lookups in the window)"
+    if hits + misses == 0:
+        pytest.skip(f"{seen.target}: no lookups at all since the last restart; nothing to judge")
+    rate = 100.0 * hits / (hits + misses)
+    limit = acgs_environment.thresholds.cache_hit_rate_min_percent
+    if rate < limit:
+        total_hits = float(seen.second.get("keyspace_hits", 0))
+        total = total_hits + float(seen.second.get("keyspace_misses", 0))
+        # Say what the cumulative figure would have shown: it is what hides a recent collapse.
+        note = f"; cumulative {100.0 * total_hits / total:.1f} %" if source.startswith("over") else ""
+        breached(f"{seen.target}: hit rate {rate:.1f} % {source} ({hits:.0f} hits / {hits + misses:.0f} lookups"
+                 f"{note})", f"> {limit:g} %")
+
+
+@pytest.mark.p1
+@pytest.mark.runbook("daily.cache-performance.memory")
+def test_cache_memory(redis_info: CacheSnapshot, acgs_environment: Environment) -> None:
+    """used_memory stays below 85 % of maxmemory.
+
+    Without maxmemory Redis grows until the host runs out; that case compares against the
+    host's total memory as Redis reports it (total_system_memory).
+    """
+    info = redis_info.second
+    used = float(info.get("used_memory", 0))
+    limit = acgs_environment.thresholds.cache_memory_max_percent
+    maxmemory = float(info.get("maxmemory", 0))
+    if maxmemory:
+        share, against = 100.0 * used / maxmemory, f"maxmemory {info.get('maxmemory_human')}"
+    elif info.get("total_system_memory"):
+        share, against = 100.0 * used / float(info["total_system_memory"]), "host memory (no maxmemory set)"
+    else:
+        pytest.skip(f"{redis_info.target}: neither maxmemory nor the host's memory is known")
+    if share >= limit:
+        breached(f"{redis_info.target}: used_memory {info.get('used_memory_human')} = {share:.1f} % of {against}"
+                 f" (policy {info.get('maxmemory_policy')})", f"< {limit:g} %")
+
+
+@pytest.mark.p2
+@pytest.mark.runbook("daily.cache-performance.evictions")
+def test_cache_evictions(redis_info: CacheSnapshot) -> None:
+    """No key was evicted for lack of memory during the measuring window."""
+    evicted = redis_info.delta("evicted_keys")
+    if evicted > 0:
+        breached(f"{redis_info.target}: {evicted:.0f} key(s) evicted in {redis_info.window_seconds:g} s "
+                 f"(evicted_keys {redis_info.second.get('evicted_keys')} since restart, "
+                 f"policy {redis_info.second.get('maxmemory_policy')})", "0 evictions")
+
+
+@pytest.mark.p1
+@pytest.mark.runbook("daily.cache-performance.connections")
+def test_cache_rejected_connections(redis_info: CacheSnapshot) -> None:
+    """Redis did not refuse clients (maxclients reached) during the measuring window."""
+    rejected = redis_info.delta("rejected_connections")
+    if rejected > 0:
+        breached(f"{redis_info.target}: {rejected:.0f} connection(s) rejected in {redis_info.window_seconds:g} s "
+                 f"({redis_info.second.get('rejected_connections')} since restart)", "0 rejected")
+
+
+@pytest.mark.p3
+@pytest.mark.runbook("daily.cache-performance.fragmentation")
+def test_cache_fragmentation(redis_info: CacheSnapshot, acgs_environment: Environment) -> None:
+    """RSS does not exceed used_memory by more than the ratio allows, once the excess is large enough to matter."""
+    t = acgs_environment.thresholds
+    info = redis_info.second
+    ratio = float(info.get("mem_fragmentation_ratio", 0))
+    excess = (float(info.get("used_memory_rss", 0)) - float(info.get("used_memory", 0))) / MIB
+    if ratio > t.cache_fragmentation_max_ratio and excess >= t.cache_fragmentation_min_excess_mib:
+        breached(f"{redis_info.target}: mem_fragmentation_ratio {ratio:.2f} ({excess:.0f} MiB of RSS beyond "
+                 f"used_memory)", f"≤ {t.cache_fragmentation_max_ratio:g}")

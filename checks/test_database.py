@@ -1,0 +1,177 @@
+"""Morning health check, step 2: the database (runbook: Database Health Check, Monitor Key Metrics).
+
+Every case reads one snapshot taken over one read-only connection per database
+(see ``acgs_checks.probes.postgres``). When the database cannot be reached, the
+connectivity case fails and every other case here is skipped as blocked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from acgs_checks.environment import Environment
+from acgs_checks.probes.postgres import XID_LIMIT, PgSnapshot
+from acgs_checks.verdict import breached, not_applicable, unreachable
+
+pytestmark = [pytest.mark.daily, pytest.mark.database]
+
+IDLE_IN_TRANSACTION = ("idle in transaction", "idle in transaction (aborted)")
+
+
+def _who(row: dict[str, Any]) -> str:
+    app = f", application {row['application_name']!r}" if row.get("application_name") else ""
+    return f"pid {row['pid']} (user {row.get('user')}{app})"
+
+
+def _statement(row: dict[str, Any]) -> str:
+    text = " ".join(str(row.get("query") or "").split())
+    return text[:80] + ("…" if len(text) > 80 else "")
+
+
+def _first(rows: list[str], more: int) -> str:
+    return "; ".join(rows) + (f"; and {more} more" if more else "")
+
+
+@pytest.mark.p0
+@pytest.mark.runbook("daily.database-health.connectivity", "alerts.critical.database-connection-failures")
+def test_database_connectivity(database_probe: PgSnapshot) -> None:
+    """The database accepts a connection and answers SELECT 1 (check_database_health.py in the runbook)."""
+    seen = database_probe
+    if not seen.reachable:
+        unreachable(f"{seen.target}: connect {seen.url} → {seen.error}")
+    if "select 1" in seen.errors:
+        breached(f"{seen.target}: SELECT 1 on {seen.url} failed: {seen.errors['select 1']}", "SELECT 1 to succeed")
+
+
+@pytest.mark.p1
+@pytest.mark.runbook("daily.database-health.long-queries")
+def test_no_long_running_queries(db: PgSnapshot, acgs_environment: Environment) -> None:
+    """No statement has been running longer than the long-query threshold (5 minutes).
+
+    Backends waiting for a lock are left to the lock-wait check, which names their blocker.
+    """
+    limit = acgs_environment.thresholds.long_query_seconds
+    long = [row for row in db.activity
+            if row.get("state") not in (None, "idle", *IDLE_IN_TRANSACTION)
+            and row.get("wait_event_type") != "Lock"
+            and (row.get("query_seconds") or 0) > limit]
+    if long:
+        shown = [f"{_who(r)} running {r['query_seconds']:.1f} s: {_statement(r)}" for r in long[:3]]
+        breached(f"{db.target}: {len(long)} statement(s) running longer than {limit:g} s: "
+                 + _first(shown, len(long) - 3 if len(long) > 3 else 0), f"none longer than {limit:g} s")
+
+
+@pytest.mark.p1
+@pytest.mark.runbook("daily.database-health.idle-in-transaction")
+def test_no_idle_in_transaction_sessions(db: PgSnapshot, acgs_environment: Environment) -> None:
+    """No session sits idle inside an open transaction longer than the threshold."""
+    limit = acgs_environment.thresholds.idle_in_transaction_seconds
+    idle = [row for row in db.activity
+            if row.get("state") in IDLE_IN_TRANSACTION and (row.get("state_seconds") or 0) > limit]
+    if idle:
+        shown = [f"{_who(r)} idle in transaction for {r['state_seconds']:.1f} s "
+                 f"(transaction open {r.get('transaction_seconds') or 0:.1f} s), last: {_statement(r)}"
+                 for r in idle[:3]]
+        breached(f"{db.target}: {len(idle)} session(s) idle in transaction: "
+                 + _first(shown, len(idle) - 3 if len(idle) > 3 else 0), f"none idle longer than {limit:g} s")
+
+
+@pytest.mark.p1
+@pytest.mark.runbook("daily.key-metrics.pool-usage")
+def test_connection_usage(db: PgSnapshot, acgs_environment: Environment) -> None:
+    """Client backends stay below 80 % of the usable slots (max_connections minus reserved ones)."""
+    c = db.connections
+    if not c:
+        breached(f"{db.target}: connection counts unreadable ({db.errors.get('connections', 'no data')})",
+                 "pg_stat_activity and the connection settings to be readable")
+    usable = c["max_connections"] - c["superuser_reserved"] - c.get("reserved", 0)
+    share = 100.0 * c["backends"] / usable
+    limit = acgs_environment.thresholds.pool_usage_max_percent
+    if share >= limit:
+        breached(f"{db.target}: {c['backends']} of {usable} usable connections in use = {share:.1f} % "
+                 f"(max_connections {c['max_connections']} - {c['superuser_reserved']} superuser-reserved"
+                 + (f" - {c['reserved']} reserved" if c.get("reserved") else "") + ")", f"< {limit:g} %")
+
+
+@pytest.mark.p1
+@pytest.mark.runbook("daily.database-health.locks")
+def test_no_blocked_lock_waits(db: PgSnapshot, acgs_environment: Environment) -> None:
+    """No backend has waited for a lock longer than the threshold; the message names the blocker."""
+    limit = acgs_environment.thresholds.lock_wait_seconds
+    blockers = {row["pid"]: row for row in db.blockers}
+    waits = [w for w in db.lock_waits if (w.get("wait_seconds") or 0) > limit]
+    if waits:
+        shown = []
+        for w in waits[:3]:
+            held_by = ", ".join(
+                f"{_who(blockers[pid])} ({blockers[pid].get('state')}, transaction open "
+                f"{blockers[pid].get('transaction_seconds') or 0:.1f} s)" if pid in blockers else f"pid {pid}"
+                for pid in w.get("blocking_pids") or [])
+            shown.append(f"{_who(w)} has waited {w['wait_seconds']:.1f} s for {w.get('mode')} on "
+                         f"{w.get('relation') or w.get('locktype')}, blocked by {held_by or 'unknown'}")
+        breached(f"{db.target}: {len(waits)} blocked lock wait(s): "
+                 + _first(shown, len(waits) - 3 if len(waits) > 3 else 0), f"no wait longer than {limit:g} s")
+
+
+@pytest.mark.p2
+@pytest.mark.runbook("daily.database-health.buffer-cache")
+def test_buffer_cache_hit_ratio(db: PgSnapshot, acgs_environment: Environment) -> None:
+    """Most block reads are served from shared buffers (blks_hit / (blks_hit + blks_read))."""
+    hits, reads = db.buffer_cache.get("hits"), db.buffer_cache.get("reads")
+    if hits is None or reads is None:
+        breached(f"{db.target}: pg_stat_database unreadable ({db.errors.get('buffer cache', 'no data')})",
+                 "the statistics to be readable")
+    if hits + reads < 1000:
+        pytest.skip(f"{db.target}: only {hits + reads:.0f} block reads since the statistics reset; too few to judge")
+    ratio = 100.0 * hits / (hits + reads)
+    limit = acgs_environment.thresholds.buffer_cache_hit_min_percent
+    if ratio < limit:
+        breached(f"{db.target}: buffer cache hit ratio {ratio:.2f} % ({hits:.0f} hits, {reads:.0f} reads)",
+                 f"≥ {limit:g} %")
+
+
+@pytest.mark.p1
+@pytest.mark.runbook("daily.database-health.wraparound")
+def test_transaction_id_age(db: PgSnapshot, acgs_environment: Environment) -> None:
+    """The oldest unfrozen transaction ID stays well away from the 2^31 wraparound limit."""
+    if not db.xid_age:
+        breached(f"{db.target}: pg_database unreadable ({db.errors.get('xid age', 'no data')})",
+                 "transaction-ID ages to be readable")
+    oldest = max(db.xid_age, key=lambda row: row["xid_age"])
+    share = 100.0 * oldest["xid_age"] / XID_LIMIT
+    limit = acgs_environment.thresholds.xid_age_max_percent
+    if share >= limit:
+        breached(f"{db.target}: database {oldest['database']} has transaction-ID age {oldest['xid_age']:.0f} "
+                 f"= {share:.1f} % of the 2^31 wraparound limit", f"< {limit:g} %")
+
+
+@pytest.mark.p1
+@pytest.mark.runbook("daily.database-health.replication")
+def test_replication_lag(db: PgSnapshot, acgs_environment: Environment) -> None:
+    """Replicas stream and replay within the lag threshold (on a primary with replicas, or a replica)."""
+    limit = acgs_environment.thresholds.replication_lag_max_seconds
+    if db.server.get("in_recovery"):
+        receiver = db.receiver
+        if receiver.get("receiver_status") != "streaming":
+            breached(f"{db.target}: replica's WAL receiver is {receiver.get('receiver_status') or 'not running'}",
+                     "streaming")
+        backlog = receiver.get("replay_backlog_bytes") or 0
+        behind = receiver.get("since_last_replay_seconds") or 0
+        if backlog > 0 and behind > limit:
+            breached(f"{db.target}: replica {backlog:.0f} bytes behind, last replay {behind:.1f} s ago",
+                     f"replay within {limit:g} s")
+        return
+    if not db.replicas:
+        not_applicable(f"{db.target} is a primary with no replicas attached")
+    problems = []
+    for replica in db.replicas:
+        name = replica.get("application_name") or replica.get("client") or "replica"
+        lag = replica.get("replay_lag_seconds") or 0
+        if replica.get("state") != "streaming":
+            problems.append(f"{name} is {replica.get('state')}")
+        elif lag > limit:
+            problems.append(f"{name} replays {lag:.1f} s behind ({replica.get('replay_lag_bytes') or 0:.0f} bytes)")
+    if problems:
+        breached(f"{db.target}: " + "; ".join(problems), f"every replica streaming, replay lag ≤ {limit:g} s")

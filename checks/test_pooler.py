@@ -1,0 +1,49 @@
+"""Monitor Key Metrics: database connection pool usage, as PgBouncer sees it.
+
+Read from the admin console with SHOW POOLS, SHOW DATABASES and SHOW CONFIG
+(a PgBouncer ``stats_users`` account is enough).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from acgs_checks.environment import Environment
+from acgs_checks.probes.postgres import PoolerSnapshot
+from acgs_checks.verdict import breached, unreachable
+
+pytestmark = [pytest.mark.daily, pytest.mark.database]
+
+
+@pytest.mark.p0
+@pytest.mark.runbook("daily.database-health.connectivity", "alerts.critical.database-connection-failures")
+def test_pooler_reachable(pooler_probe: PoolerSnapshot) -> None:
+    """The PgBouncer admin console accepts a connection and answers SHOW POOLS."""
+    seen = pooler_probe
+    if not seen.reachable:
+        unreachable(f"{seen.target}: connect {seen.url} → {seen.error}")
+    if "SHOW POOLS" in seen.errors:
+        breached(f"{seen.target}: SHOW POOLS failed: {seen.errors['SHOW POOLS']}",
+                 "the monitoring user to be in stats_users or admin_users")
+
+
+@pytest.mark.p1
+@pytest.mark.runbook("daily.key-metrics.pool-usage")
+def test_pool_saturation(pool: PoolerSnapshot, acgs_environment: Environment) -> None:
+    """No client waits for a server connection, and active server connections stay below 80 % of the pool."""
+    limit = acgs_environment.thresholds.pool_usage_max_percent
+    sizes = {row["name"]: row.get("pool_size") for row in pool.databases}
+    default = int(pool.config.get("default_pool_size", "20") or 20)
+    problems = []
+    for row in pool.pools:
+        if row.get("database") == "pgbouncer":
+            continue  # the admin console's own pseudo-pool
+        where = f"{row['database']}/{row['user']}"
+        size = sizes.get(row["database"]) or default
+        if row.get("cl_waiting"):
+            problems.append(f"{where}: {row['cl_waiting']} client(s) waiting, longest {row.get('maxwait', 0)} s")
+        share = 100.0 * (row.get("sv_active") or 0) / size
+        if share >= limit:
+            problems.append(f"{where}: {row.get('sv_active')} of {size} server connections active = {share:.0f} %")
+    if problems:
+        breached(f"{pool.target}: " + "; ".join(problems), f"no waiting clients and active < {limit:g} % of pool_size")

@@ -1,0 +1,105 @@
+"""Redis probe: PING and two INFO samples a window apart, on one connection.
+
+Only read commands are sent (PING, INFO, and CLIENT SETNAME so the connection shows as
+``acgs-checks`` in CLIENT LIST). ``maxmemory`` and the eviction policy come from INFO, so
+the probe needs no CONFIG permission. A least-privilege ACL user is enough::
+
+    ACL SETUSER acgs_monitor on >PASSWORD resetkeys -@all +ping +info +client|setname
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from acgs_checks.environment import Cache, display_url
+
+CLIENT_NAME = "acgs-checks"
+FIELDS = (
+    "redis_version", "role", "uptime_in_seconds", "connected_clients", "keyspace_hits", "keyspace_misses",
+    "evicted_keys", "rejected_connections", "total_connections_received", "used_memory", "used_memory_human",
+    "used_memory_rss", "maxmemory", "maxmemory_human", "maxmemory_policy", "mem_fragmentation_ratio",
+    "total_system_memory",
+)
+
+
+@dataclass(frozen=True)
+class CacheSnapshot:
+    """``first`` and ``second`` are INFO samples taken ``window_seconds`` apart."""
+
+    target: str
+    url: str
+    reachable: bool
+    error: str = ""
+    ping_seconds: float | None = None
+    window_seconds: float = 0.0
+    first: dict[str, Any] = field(default_factory=dict)
+    second: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def delta(self, key: str) -> float:
+        """How much a counter grew within the window."""
+        return float(self.second.get(key, 0)) - float(self.first.get(key, 0))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CacheSnapshot:
+        return cls(**data)
+
+
+def _pick(info: dict[str, Any]) -> dict[str, Any]:
+    return {key: info[key] for key in FIELDS if key in info}
+
+
+def _error(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, TimeoutError | redis.exceptions.TimeoutError):
+        return f"no answer within {timeout:g} s"
+    text = str(exc).strip() or type(exc).__name__
+    return f"connection failed: {text}"
+
+
+async def probe_cache(cache: Cache, *, window_seconds: float) -> CacheSnapshot:
+    """PING, INFO, wait ``window_seconds``, INFO; never raises for a sick server."""
+    url = display_url(cache.url)
+    timeout = cache.timeout_seconds
+    options: dict[str, Any] = {}
+    if cache.url.startswith("rediss://") and cache.ca_file:
+        options["ssl_ca_certs"] = cache.ca_file
+    client = aioredis.Redis.from_url(
+        cache.url, socket_timeout=timeout, socket_connect_timeout=timeout, client_name=CLIENT_NAME,
+        single_connection_client=True, retry_on_timeout=False, health_check_interval=0, **options,
+    )
+    errors: dict[str, str] = {}
+    try:
+        try:
+            async with asyncio.timeout(timeout):
+                started = time.perf_counter()
+                await client.ping()
+                ping = time.perf_counter() - started
+        except (OSError, redis.exceptions.RedisError, TimeoutError) as exc:
+            return CacheSnapshot(target=cache.name, url=url, reachable=False, error=_error(exc, timeout))
+        first: dict[str, Any] = {}
+        second: dict[str, Any] = {}
+        measured = 0.0
+        try:
+            async with asyncio.timeout(timeout * 2 + window_seconds):
+                first = _pick(await client.info())
+                t0 = time.monotonic()
+                await asyncio.sleep(window_seconds)
+                second = _pick(await client.info())
+                measured = time.monotonic() - t0
+        except redis.exceptions.ResponseError as exc:
+            errors["info"] = str(exc)
+        except (OSError, redis.exceptions.RedisError, TimeoutError) as exc:
+            errors["info"] = _error(exc, timeout)
+        return CacheSnapshot(target=cache.name, url=url, reachable=True, ping_seconds=round(ping, 6),
+                             window_seconds=round(measured, 3), first=first, second=second, errors=errors)
+    finally:
+        await client.aclose()

@@ -1,0 +1,291 @@
+"""PostgreSQL probe: one read-only connection per database, every statistic in one pass.
+
+Safety, because operators run this against production:
+
+* the connection has a connect timeout, and the whole pass a deadline;
+* the session sets ``default_transaction_read_only``, ``statement_timeout``,
+  ``lock_timeout`` and ``idle_in_transaction_session_timeout``, and every query runs
+  in its own ``BEGIN READ ONLY`` transaction;
+* only catalog and statistics views are read: no DDL, no DML, no function with side effects.
+
+A query the role may not run (or that the server version lacks) is recorded in
+``errors``; the rest of the snapshot still stands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from acgs_checks.environment import Database, Pooler, display_url
+
+APPLICATION_NAME = "acgs-checks"
+XID_LIMIT = 2**31
+ROW_LIMIT = 500
+
+_ACTIVITY = f"""
+SELECT pid, usename AS user, application_name, client_addr::text AS client, state,
+       wait_event_type, wait_event, backend_type,
+       extract(epoch FROM now() - query_start)::float8 AS query_seconds,
+       extract(epoch FROM now() - state_change)::float8 AS state_seconds,
+       extract(epoch FROM now() - xact_start)::float8 AS transaction_seconds,
+       left(query, 1000) AS query
+FROM pg_stat_activity
+WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'
+ORDER BY query_start NULLS LAST
+LIMIT {ROW_LIMIT}
+"""
+
+_CONNECTIONS = """
+SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int AS backends,
+       current_setting('max_connections')::int AS max_connections,
+       current_setting('superuser_reserved_connections')::int AS superuser_reserved,
+       coalesce(current_setting('reserved_connections', true), '0')::int AS reserved
+"""
+
+# waitstart arrived in PostgreSQL 14; older servers fall back to the statement start.
+_LOCK_WAITS = f"""
+SELECT w.pid, w.usename AS user, w.application_name,
+       extract(epoch FROM now() - coalesce({{waitstart}}, w.query_start))::float8 AS wait_seconds,
+       l.locktype, l.mode, l.relation::regclass::text AS relation, left(w.query, 300) AS query,
+       pg_blocking_pids(w.pid) AS blocking_pids
+FROM pg_stat_activity w
+JOIN pg_locks l ON l.pid = w.pid AND NOT l.granted
+WHERE w.pid <> pg_backend_pid()
+ORDER BY wait_seconds DESC
+LIMIT {ROW_LIMIT}
+"""
+
+_BLOCKERS = """
+SELECT pid, usename AS user, application_name, state,
+       extract(epoch FROM now() - xact_start)::float8 AS transaction_seconds, left(query, 300) AS query
+FROM pg_stat_activity WHERE pid = ANY(%s)
+"""
+
+_BUFFER_CACHE = """
+SELECT blks_hit::float8 AS hits, blks_read::float8 AS reads,
+       extract(epoch FROM now() - coalesce(stats_reset, pg_postmaster_start_time()))::float8 AS since_seconds
+FROM pg_stat_database WHERE datname = current_database()
+"""
+
+_XID_AGE = """
+SELECT datname AS database, age(datfrozenxid)::float8 AS xid_age, mxid_age(datminmxid)::float8 AS mxid_age
+FROM pg_database WHERE datallowconn ORDER BY age(datfrozenxid) DESC
+"""
+
+_REPLICAS = f"""
+SELECT application_name, client_addr::text AS client, state, sync_state,
+       extract(epoch FROM replay_lag)::float8 AS replay_lag_seconds,
+       extract(epoch FROM write_lag)::float8 AS write_lag_seconds,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::float8 AS replay_lag_bytes
+FROM pg_stat_replication LIMIT {ROW_LIMIT}
+"""
+
+_RECEIVER = """
+SELECT (SELECT status FROM pg_stat_wal_receiver) AS receiver_status,
+       pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::float8 AS replay_backlog_bytes,
+       extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 AS since_last_replay_seconds
+"""
+
+# User tables only: pg_stat_user_tables leaves out pg_catalog and information_schema,
+# so a fresh database's never-analyzed catalogs are not flagged.
+_MAINTENANCE = f"""
+SELECT schemaname AS schema, relname AS table, n_live_tup::float8 AS live_rows,
+       n_dead_tup::float8 AS dead_rows, n_mod_since_analyze::float8 AS changed_since_analyze,
+       extract(epoch FROM now() - greatest(last_vacuum, last_autovacuum))::float8 AS since_vacuum_seconds,
+       extract(epoch FROM now() - greatest(last_analyze, last_autoanalyze))::float8 AS since_analyze_seconds
+FROM pg_stat_user_tables
+ORDER BY n_mod_since_analyze + n_dead_tup DESC
+LIMIT {ROW_LIMIT}
+"""
+
+
+@dataclass(frozen=True)
+class PgSnapshot:
+    """What one pass over a database saw. ``reachable`` False means only ``error`` is set."""
+
+    target: str
+    url: str
+    reachable: bool
+    error: str = ""
+    connect_seconds: float | None = None
+    select1_seconds: float | None = None
+    elapsed_seconds: float = 0.0
+    server: dict[str, Any] = field(default_factory=dict)
+    activity: list[dict[str, Any]] = field(default_factory=list)
+    connections: dict[str, Any] = field(default_factory=dict)
+    lock_waits: list[dict[str, Any]] = field(default_factory=list)
+    blockers: list[dict[str, Any]] = field(default_factory=list)
+    buffer_cache: dict[str, Any] = field(default_factory=dict)
+    xid_age: list[dict[str, Any]] = field(default_factory=list)
+    replicas: list[dict[str, Any]] = field(default_factory=list)
+    receiver: dict[str, Any] = field(default_factory=dict)
+    maintenance: list[dict[str, Any]] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PgSnapshot:
+        return cls(**data)
+
+
+def _connect_error(exc: BaseException, url: str, timeout: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no connection within {timeout:g} s"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if text.startswith("connection failed") else f"connection failed: {text}"
+
+
+async def _session(dsn: str, timeout: float) -> psycopg.AsyncConnection[dict[str, Any]]:
+    conn = await psycopg.AsyncConnection.connect(
+        dsn, connect_timeout=max(2, int(timeout + 0.999)), application_name=APPLICATION_NAME,
+        autocommit=True, row_factory=dict_row,
+    )
+    millis = int(timeout * 1000)
+    for setting in (
+        "SET default_transaction_read_only = on",
+        f"SET statement_timeout = {millis}",
+        f"SET lock_timeout = {millis}",
+        f"SET idle_in_transaction_session_timeout = {millis * 2}",
+    ):
+        await conn.execute(setting)
+    await conn.set_read_only(True)  # psycopg now opens every transaction with BEGIN READ ONLY
+    await conn.set_autocommit(False)
+    return conn
+
+
+async def _query(conn: psycopg.AsyncConnection[dict[str, Any]], errors: dict[str, str], name: str,
+                 sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+    try:
+        async with conn.transaction():
+            cursor = await conn.execute(sql, params)
+            return list(await cursor.fetchall())
+    except psycopg.Error as exc:
+        errors[name] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return []
+
+
+def _jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: (float(v) if hasattr(v, "as_integer_ratio") and not isinstance(v, int | bool) else v)
+             for k, v in row.items()} for row in rows]
+
+
+async def probe_database(db: Database) -> PgSnapshot:
+    """One connection, every statistic the database checks need; never raises for a sick server."""
+    url = display_url(db.dsn)
+    start = time.perf_counter()
+    errors: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(db.timeout_seconds):
+            conn = await _session(db.dsn, db.timeout_seconds)
+    except (OSError, psycopg.Error, TimeoutError) as exc:
+        return PgSnapshot(target=db.name, url=url, reachable=False,
+                          error=_connect_error(exc, url, db.timeout_seconds),
+                          elapsed_seconds=round(time.perf_counter() - start, 6))
+    connected = time.perf_counter()
+    fields: dict[str, Any] = {}
+    try:
+        # The whole pass gets one more timeout's worth of time; statement_timeout bounds each query.
+        async with asyncio.timeout(db.timeout_seconds * 2):
+            t0 = time.perf_counter()
+            await _query(conn, errors, "select 1", "SELECT 1")
+            fields["select1_seconds"] = round(time.perf_counter() - t0, 6)
+            server = await _query(conn, errors, "server", """
+                SELECT current_setting('server_version') AS version, pg_is_in_recovery() AS in_recovery,
+                       extract(epoch FROM now() - pg_postmaster_start_time())::float8 AS uptime_seconds,
+                       current_database() AS database, current_user AS user""")
+            fields["server"] = server[0] if server else {}
+            fields["activity"] = _jsonable(await _query(conn, errors, "activity", _ACTIVITY))
+            connections = await _query(conn, errors, "connections", _CONNECTIONS)
+            fields["connections"] = connections[0] if connections else {}
+            waits = await _query(conn, errors, "lock waits", _LOCK_WAITS.format(waitstart="l.waitstart"))
+            if "lock waits" in errors:
+                del errors["lock waits"]
+                waits = await _query(conn, errors, "lock waits", _LOCK_WAITS.format(waitstart="NULL::timestamptz"))
+            fields["lock_waits"] = _jsonable(waits)
+            blocking = sorted({pid for w in waits for pid in (w.get("blocking_pids") or [])})
+            if blocking:
+                fields["blockers"] = _jsonable(await _query(conn, errors, "blockers", _BLOCKERS, [blocking]))
+            cache = await _query(conn, errors, "buffer cache", _BUFFER_CACHE)
+            fields["buffer_cache"] = cache[0] if cache else {}
+            fields["xid_age"] = _jsonable(await _query(conn, errors, "xid age", _XID_AGE))
+            if fields["server"].get("in_recovery"):
+                receiver = await _query(conn, errors, "wal receiver", _RECEIVER)
+                fields["receiver"] = receiver[0] if receiver else {}
+            else:
+                fields["replicas"] = _jsonable(await _query(conn, errors, "replicas", _REPLICAS))
+            fields["maintenance"] = _jsonable(await _query(conn, errors, "maintenance", _MAINTENANCE))
+    except TimeoutError:
+        errors["deadline"] = f"the pass did not finish within {db.timeout_seconds * 2:g} s"
+    finally:
+        await conn.close()
+    return PgSnapshot(
+        target=db.name, url=url, reachable=True, connect_seconds=round(connected - start, 6),
+        elapsed_seconds=round(time.perf_counter() - start, 6), errors=errors, **fields,
+    )
+
+
+@dataclass(frozen=True)
+class PoolerSnapshot:
+    """``SHOW POOLS``, ``SHOW DATABASES`` and ``SHOW CONFIG`` from a PgBouncer admin console."""
+
+    target: str
+    url: str
+    reachable: bool
+    error: str = ""
+    connect_seconds: float | None = None
+    pools: list[dict[str, Any]] = field(default_factory=list)
+    databases: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PoolerSnapshot:
+        return cls(**data)
+
+
+async def probe_pooler(pooler: Pooler) -> PoolerSnapshot:
+    """The admin console speaks only the simple query protocol and has no transactions."""
+    url = display_url(pooler.dsn)
+    start = time.perf_counter()
+    try:
+        async with asyncio.timeout(pooler.timeout_seconds):
+            conn = await psycopg.AsyncConnection.connect(
+                pooler.dsn, connect_timeout=max(2, int(pooler.timeout_seconds + 0.999)), autocommit=True,
+                row_factory=dict_row, prepare_threshold=None,
+            )
+    except (OSError, psycopg.Error, TimeoutError) as exc:
+        return PoolerSnapshot(target=pooler.name, url=url, reachable=False,
+                              error=_connect_error(exc, url, pooler.timeout_seconds))
+    connected = time.perf_counter()
+    errors: dict[str, str] = {}
+    results: dict[str, list[dict[str, Any]]] = {}
+    try:
+        async with asyncio.timeout(pooler.timeout_seconds * 2):
+            for command in ("SHOW POOLS", "SHOW DATABASES", "SHOW CONFIG"):
+                try:
+                    cursor = psycopg.AsyncClientCursor(conn)
+                    await cursor.execute(command)
+                    results[command] = _jsonable(list(await cursor.fetchall()))
+                except psycopg.Error as exc:
+                    errors[command] = str(exc).strip()
+    except TimeoutError:
+        errors["deadline"] = f"the pass did not finish within {pooler.timeout_seconds * 2:g} s"
+    finally:
+        await conn.close()
+    return PoolerSnapshot(
+        target=pooler.name, url=url, reachable=True, connect_seconds=round(connected - start, 6),
+        pools=results.get("SHOW POOLS", []), databases=results.get("SHOW DATABASES", []),
+        config={str(row["key"]): str(row["value"]) for row in results.get("SHOW CONFIG", [])}, errors=errors,
+    )
