@@ -159,6 +159,9 @@ def test_replication_lag(db: PgSnapshot, acgs_environment: Environment) -> None:
                      "streaming")
         backlog = receiver.get("replay_backlog_bytes") or 0
         behind = receiver.get("since_last_replay_seconds") or 0
+        if receiver.get("replay_paused") and backlog > 0:
+            breached(f"{db.target}: replica's replay is paused with {backlog:.0f} bytes received and not applied",
+                     "replay running")
         if backlog > 0 and behind > limit:
             breached(f"{db.target}: replica {backlog:.0f} bytes behind, last replay {behind:.1f} s ago",
                      f"replay within {limit:g} s")

@@ -32,13 +32,6 @@ def standalone(tmp_path: Path):
     assert process.wait(timeout=30) == 0
 
 
-def _backend(env_file: Path, kind: str) -> str:
-    for line in env_file.read_text().splitlines():
-        if line.startswith(f"# {kind}:"):
-            return line.split(":", 1)[1].strip()
-    raise AssertionError(f"no {kind} line")
-
-
 def test_standalone_serves_a_real_stack(standalone: Path) -> None:
     env = environment.load(str(standalone), rootdir=ROOT)
     assert [s.name for s in env.services] == [
@@ -50,10 +43,17 @@ def test_standalone_serves_a_real_stack(standalone: Path) -> None:
     assert 'http_requests_total{service="auth",method="GET",path="/health",status="200"} 1' in metrics
     assert "http_request_duration_seconds_bucket" in metrics
 
-    with psycopg.connect(_backend(standalone, "PostgreSQL"), connect_timeout=5) as conn:
-        assert conn.execute("SELECT current_database()").fetchone() == ("acgs_production",)
-    client = redis.Redis.from_url(_backend(standalone, "Redis"), socket_timeout=5)
+    # The environment's accounts are the least-privilege monitoring ones.
+    with psycopg.connect(env.databases[0].dsn, connect_timeout=5) as conn:
+        row = conn.execute("SELECT current_database(), current_user, current_setting('default_transaction_read_only'),"
+                           " pg_has_role('pg_monitor', 'member'), rolsuper FROM pg_roles WHERE rolname = current_user"
+                           ).fetchone()
+        assert row == ("acgs_production", "acgs_monitor", "on", True, False)
+    client = redis.Redis.from_url(env.caches[0].url, socket_timeout=5)
     assert client.ping() is True
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.get("acgs:policy:1")
+    assert env.poolers[0].dsn.endswith("/pgbouncer")
 
 
 def test_one_probe_per_service_per_run_even_under_xdist(standalone: Path, run_suite: RunSuite) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from acgs_checks.sandbox.servers import pgbouncer_binary
 from conftest import RunSuite, label
 
 HEALTH = "test_service_health[{}]"
@@ -15,8 +16,11 @@ def test_healthy_sandbox_passes_every_case(run_suite: RunSuite) -> None:
     run = run_suite("-m", "daily", "--env", "sandbox")
     assert run.returncode == 0, run.output
     statuses = run.statuses()
-    assert len(statuses) == 2 * len(SERVICES)
+    assert {HEALTH.format(s) for s in SERVICES} | {DEGRADED.format(s) for s in SERVICES} <= set(statuses)
+    # The sandbox's database is a standalone primary: replication does not apply.
+    assert statuses.pop("test_replication_lag[primary]") == "skipped"
     assert set(statuses.values()) == {"passed"}
+    assert len(statuses) == (23 if pgbouncer_binary() else 21)
     assert "environment 'sandbox' (embedded sandbox)" in run.stdout
 
 
@@ -36,7 +40,7 @@ def test_healthy_sandbox_passes_every_case(run_suite: RunSuite) -> None:
 )
 def test_each_fault_fails_exactly_its_case(run_suite: RunSuite, fault: str, failing: str,
                                            severity: str, message: str) -> None:
-    run = run_suite("-m", "daily", "--env", "sandbox", "--sandbox-fault", fault)
+    run = run_suite("-m", "daily and health", "--env", "sandbox", "--sandbox-fault", fault)
     assert run.returncode == 1, run.output
     results = run.results()
     assert run.failed() == {failing}, run.output
@@ -62,7 +66,9 @@ def test_slow_service_within_timeout_passes(run_suite: RunSuite) -> None:
 def test_marker_selection_runs_only_p0(run_suite: RunSuite) -> None:
     run = run_suite("-m", "daily and p0", "--env", "sandbox", "--sandbox-fault", "auth:degraded")
     assert run.returncode == 0, run.output
-    assert set(run.statuses()) == {HEALTH.format(s) for s in SERVICES}
+    pooler = {"test_pooler_reachable[pgbouncer]"} if pgbouncer_binary() else set()
+    assert set(run.statuses()) == {HEALTH.format(s) for s in SERVICES} | pooler | {
+        "test_database_connectivity[primary]", "test_cache_reachable[main]"}
 
 
 def test_keyword_selection_probes_only_the_selected_service(run_suite: RunSuite) -> None:
@@ -77,4 +83,5 @@ def test_xdist_gives_the_same_verdicts(run_suite: RunSuite) -> None:
     run = run_suite("-m", "daily", "--env", "sandbox", "-n", "2", "--sandbox-fault", "auth:down")
     assert run.returncode == 1, run.output
     assert run.failed() == {HEALTH.format("auth")}
+    assert run.statuses()["test_cache_hit_rate[main]"] == "passed"
     assert "environment.properties" in {p.name for p in run.allure_dir.iterdir()}

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import allure
 import pytest
@@ -23,14 +23,18 @@ import pytest
 from acgs_checks import __version__, environment, runbook, verdict
 from acgs_checks.environment import Cache, Database, Environment, Pooler, Service
 from acgs_checks.errors import ConfigError
-from acgs_checks.probes import cache as cache_probes
-from acgs_checks.probes import http, postgres
+from acgs_checks.probes import http
 from acgs_checks.probes.targets import KINDS, probe_selected
 from acgs_checks.reporting import allure_files, evidence
 from acgs_checks.sandbox import Sandbox, faults
 from acgs_checks.sandbox.servers import SandboxError
 from acgs_checks.severity import SEVERITY_MARKERS, Severity
 from acgs_checks.shared import SharedResults
+
+if TYPE_CHECKING:
+    # Loaded lazily in the fixtures: a health-only run never imports the database/cache clients.
+    from acgs_checks.probes.cache import CacheSnapshot
+    from acgs_checks.probes.postgres import PgSnapshot, PoolerSnapshot
 
 REVIEW_DAYS = {
     "daily": "the 09:00 UTC morning health check",
@@ -376,6 +380,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(mark)
     if errors:
         raise pytest.UsageError("invalid checks:\n  " + "\n  ".join(dict.fromkeys(errors)))
+    # Checks of a kind the environment has none of (say, no poolers) do not apply: leave them out
+    # rather than report pytest's "empty parameter set" skip for each.
+    missing = {kind for kind in TARGET_ARGS if not state.environment.targets(kind)}
+    if missing:
+        keep = [i for i in items if not missing & set(getattr(i, "fixturenames", ()))]
+        dropped = [i for i in items if missing & set(getattr(i, "fixturenames", ()))]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = keep
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -463,13 +476,15 @@ def health(request: pytest.FixtureRequest, service: Service,
 
 @pytest.fixture
 def database_probe(request: pytest.FixtureRequest, database: Database,
-                   probe_results: dict[str, dict[str, dict[str, Any]]]) -> postgres.PgSnapshot:
+                   probe_results: dict[str, dict[str, dict[str, Any]]]) -> PgSnapshot:
     """What one read-only pass over this database saw, reachable or not."""
-    return postgres.PgSnapshot.from_json(_observed(request, "database", database.name, probe_results))
+    from acgs_checks.probes.postgres import PgSnapshot  # noqa: PLC0415 - lazy, see TYPE_CHECKING
+
+    return PgSnapshot.from_json(_observed(request, "database", database.name, probe_results))
 
 
 @pytest.fixture
-def db(database_probe: postgres.PgSnapshot) -> postgres.PgSnapshot:
+def db(database_probe: PgSnapshot) -> PgSnapshot:
     """The database's snapshot; the case is skipped as blocked when the database is unreachable."""
     if not database_probe.reachable:
         verdict.blocked(database_probe.target, "is unreachable",
@@ -479,13 +494,15 @@ def db(database_probe: postgres.PgSnapshot) -> postgres.PgSnapshot:
 
 @pytest.fixture
 def pooler_probe(request: pytest.FixtureRequest, pooler: Pooler,
-                 probe_results: dict[str, dict[str, dict[str, Any]]]) -> postgres.PoolerSnapshot:
+                 probe_results: dict[str, dict[str, dict[str, Any]]]) -> PoolerSnapshot:
     """What the PgBouncer admin console reported, reachable or not."""
-    return postgres.PoolerSnapshot.from_json(_observed(request, "pooler", pooler.name, probe_results))
+    from acgs_checks.probes.postgres import PoolerSnapshot  # noqa: PLC0415 - lazy, see TYPE_CHECKING
+
+    return PoolerSnapshot.from_json(_observed(request, "pooler", pooler.name, probe_results))
 
 
 @pytest.fixture
-def pool(pooler_probe: postgres.PoolerSnapshot) -> postgres.PoolerSnapshot:
+def pool(pooler_probe: PoolerSnapshot) -> PoolerSnapshot:
     """The pooler's snapshot; skipped as blocked when its admin console is unreachable."""
     if not pooler_probe.reachable:
         verdict.blocked(pooler_probe.target, "is unreachable", see=f"test_pooler_reachable[{pooler_probe.target}]")
@@ -494,13 +511,15 @@ def pool(pooler_probe: postgres.PoolerSnapshot) -> postgres.PoolerSnapshot:
 
 @pytest.fixture
 def cache_probe(request: pytest.FixtureRequest, cache: Cache,
-                probe_results: dict[str, dict[str, dict[str, Any]]]) -> cache_probes.CacheSnapshot:
+                probe_results: dict[str, dict[str, dict[str, Any]]]) -> CacheSnapshot:
     """PING and the two INFO samples of this cache, reachable or not."""
-    return cache_probes.CacheSnapshot.from_json(_observed(request, "cache", cache.name, probe_results))
+    from acgs_checks.probes.cache import CacheSnapshot  # noqa: PLC0415 - lazy, see TYPE_CHECKING
+
+    return CacheSnapshot.from_json(_observed(request, "cache", cache.name, probe_results))
 
 
 @pytest.fixture
-def redis_info(cache_probe: cache_probes.CacheSnapshot) -> cache_probes.CacheSnapshot:
+def redis_info(cache_probe: CacheSnapshot) -> CacheSnapshot:
     """The cache's snapshot; skipped as blocked when Redis is unreachable."""
     if not cache_probe.reachable:
         verdict.blocked(cache_probe.target, "is unreachable", see=f"test_cache_reachable[{cache_probe.target}]")

@@ -88,7 +88,7 @@ FROM pg_stat_replication LIMIT {ROW_LIMIT}
 """
 
 _RECEIVER = """
-SELECT (SELECT status FROM pg_stat_wal_receiver) AS receiver_status,
+SELECT (SELECT status FROM pg_stat_wal_receiver) AS receiver_status, pg_is_wal_replay_paused() AS replay_paused,
        pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::float8 AS replay_backlog_bytes,
        extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 AS since_last_replay_seconds
 """

@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from acgs_checks.environment import Environment
-from acgs_checks.probes import _aio, cache, http, postgres
+from acgs_checks.probes import _aio, http
 
 KINDS = ("service", "database", "pooler", "cache")
 
@@ -26,6 +26,11 @@ class _Result(Protocol):
 def probe_selected(env: Environment, selected: Mapping[str, set[str]]) -> dict[str, dict[str, dict[str, Any]]]:
     """Probe the named targets of each kind; results as JSON-ready dicts, by kind and name."""
     jobs: list[tuple[str, Callable[[], Awaitable[_Result]]]] = []
+    # The database and cache client libraries load only when such targets are selected.
+    if selected.get("database") or selected.get("pooler"):
+        from acgs_checks.probes import postgres  # noqa: PLC0415
+    if selected.get("cache"):
+        from acgs_checks.probes import cache  # noqa: PLC0415
     for svc in env.services:
         if svc.name in selected.get("service", ()):
             jobs.append(("service", partial(http.probe_service, svc)))

@@ -6,7 +6,7 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from acgs_checks import environment
 from acgs_checks.environment import Environment
@@ -19,7 +19,9 @@ from acgs_checks.sandbox.servers import (
     pgbouncer_binary,
 )
 from acgs_checks.sandbox.services import SandboxService
-from acgs_checks.sandbox.workload import PoolSaturation, PostgresFaults, RedisWorkload
+
+if TYPE_CHECKING:
+    from acgs_checks.sandbox.workload import PoolSaturation, PostgresFaults, RedisWorkload
 
 TITLES = {
     "auth": "Auth Service",
@@ -51,12 +53,12 @@ class Sandbox:
         self.pgbouncer = PgBouncerServer(port=free_port(), postgres=self.postgres) if pgbouncer_binary() else None
         self.redis = RedisServer(port=free_port())
         self._db_fault = by_target.get(DATABASE)
-        self._pool_saturation = (
-            PoolSaturation(self.pgbouncer.client_dsn, self.pgbouncer.pool_size)
-            if self.pgbouncer is not None and POOLER in by_target else None)
+        self._pool_fault = by_target.get(POOLER)
         self._cache_fault = by_target.get(CACHE)
-        self._db_faults = PostgresFaults(self.postgres, self._db_fault, settle_seconds=AGE_THRESHOLD_SECONDS + 0.3)
-        self._cache_workload = RedisWorkload(self.redis, self._cache_fault, window_seconds=CACHE_WINDOW_SECONDS)
+        # Created with the backends: their client libraries are only imported when needed.
+        self._db_faults: PostgresFaults | None = None
+        self._pool_saturation: PoolSaturation | None = None
+        self._cache_workload: RedisWorkload | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="acgs-sandbox", daemon=True)
         self._backends_lock = threading.Lock()
@@ -88,19 +90,26 @@ class Sandbox:
                     future.result()
 
     def _start_database(self) -> None:
+        from acgs_checks.sandbox.workload import PoolSaturation, PostgresFaults  # noqa: PLC0415 - see __init__
+
         # db:down leaves the reserved port closed (connection refused); PgBouncer still runs.
         if self._db_fault is None or self._db_fault.name != "down":
             self.postgres.start()
         if self.pgbouncer is not None:
             self.pgbouncer.start()
+            if self._pool_fault is not None:
+                self._pool_saturation = PoolSaturation(self.pgbouncer.client_dsn, self.pgbouncer.pool_size)
+                self._pool_saturation.start()
+        self._db_faults = PostgresFaults(self.postgres, self._db_fault, settle_seconds=AGE_THRESHOLD_SECONDS + 0.3)
         self._db_faults.start()
-        if self._pool_saturation is not None:
-            self._pool_saturation.start()
 
     def _start_cache(self) -> None:
+        from acgs_checks.sandbox.workload import RedisWorkload  # noqa: PLC0415 - see __init__
+
         if self._cache_fault is not None and self._cache_fault.name == "down":
             return
         self.redis.start()
+        self._cache_workload = RedisWorkload(self.redis, self._cache_fault, window_seconds=CACHE_WINDOW_SECONDS)
         self._cache_workload.start()
 
     def stop(self) -> None:
@@ -112,10 +121,9 @@ class Sandbox:
             finally:
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._thread.join(timeout=5)
-        self._cache_workload.stop()
-        if self._pool_saturation is not None:
-            self._pool_saturation.stop()
-        self._db_faults.stop()
+        for part in (self._cache_workload, self._pool_saturation, self._db_faults):
+            if part is not None:
+                part.stop()
         self.redis.stop()
         if self.pgbouncer is not None:
             self.pgbouncer.stop()

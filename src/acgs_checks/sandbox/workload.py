@@ -158,7 +158,8 @@ class RedisWorkload:
     Healthy traffic reads known policy keys with about 2 % misses. ``misses`` turns every
     lookup into a miss after a long healthy history, so only a windowed hit rate sees it.
     ``evictions`` waits for the checker's PING, then, in the middle of the checker's
-    measuring window, briefly lowers maxmemory so that cold keys are evicted.
+    measuring window, briefly lowers maxmemory so that keys with a TTL are evicted
+    (volatile-lru: the policy keys the traffic reads have none, so hits stay hits).
     """
 
     def __init__(self, server: RedisServer, fault: Fault | None, *, window_seconds: float) -> None:
@@ -178,10 +179,11 @@ class RedisWorkload:
         for i in range(POLICY_KEYS):
             pipe.set(f"acgs:policy:{i}", json.dumps({"id": i, "allow": i % 7 != 0, "version": 1 + i % 4}))
         for i in range(BLOB_KEYS):
-            pipe.set(f"acgs:blob:{i}", b"x" * 4096)
+            # Rendered pages with a TTL: the only keys a volatile-* policy may evict.
+            pipe.set(f"acgs:blob:{i}", b"x" * 4096, ex=3600)
         pipe.execute()
         # A long healthy history: the cumulative hit rate stays high whatever happens next.
-        for _ in range(20):
+        for _ in range(10):
             pipe = client.pipeline(transaction=False)
             for i in range(2000):
                 pipe.get(f"acgs:policy:{i % POLICY_KEYS}")
@@ -190,7 +192,7 @@ class RedisWorkload:
             used = int(client.info("memory")["used_memory"])
             client.config_set("maxmemory", int(used * 100 / (self.fault.arg or 90.0)))
         if self.fault is not None and self.fault.name == "evictions":
-            client.config_set("maxmemory-policy", "allkeys-lru")
+            client.config_set("maxmemory-policy", "volatile-lru")
         self._thread = threading.Thread(target=self._run, daemon=True, name="acgs-sandbox-cache-traffic")
         self._thread.start()
 
@@ -231,7 +233,7 @@ class RedisWorkload:
         client.config_set("maxmemory", max(1_000_000, used - 200_000))
         try:
             for i in range(20):
-                client.set(f"acgs:burst:{time.monotonic_ns()}:{i}", b"y" * 4096)
+                client.set(f"acgs:burst:{time.monotonic_ns()}:{i}", b"y" * 4096, ex=3600)
         finally:
             client.config_set("maxmemory", "256mb")
 

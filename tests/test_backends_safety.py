@@ -1,0 +1,185 @@
+"""Safe against production: read-only sessions, one connection per target, least privilege, no secrets.
+
+These use the machine's own PostgreSQL and Redis, passed in by .ci/run as
+ACGS_TEST_PG_DSN (a superuser DSN) and ACGS_TEST_REDIS_URL; without them they skip.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+import redis
+
+from acgs_checks.probes import _aio, postgres
+from conftest import RunSuite
+
+PG_DSN = os.environ.get("ACGS_TEST_PG_DSN", "")
+REDIS_URL = os.environ.get("ACGS_TEST_REDIS_URL", "")
+needs_servers = pytest.mark.skipif(
+    not (PG_DSN and REDIS_URL),
+    reason="set ACGS_TEST_PG_DSN and ACGS_TEST_REDIS_URL to the machine's PostgreSQL and Redis (.ci/run does)")
+pytestmark = [needs_servers, pytest.mark.needs_system_servers]
+
+
+def _with(url: str, *, user: str, password: str, path: str | None = None) -> str:
+    parts = urlsplit(url)
+    netloc = f"{user}:{password}@{parts.hostname}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc, path=path if path is not None else parts.path))
+
+
+@dataclass
+class Monitor:
+    """A throw-away database, a pg_monitor role and a Redis ACL user on the machine's servers."""
+
+    database: str
+    pg_dsn: str
+    redis_url: str
+    pg_password: str
+    redis_password: str
+    admin_dsn: str
+
+
+@pytest.fixture
+def monitor() -> Iterator[Monitor]:
+    suffix = uuid.uuid4().hex[:8]
+    database, role, acl_user = f"acgs_checks_{suffix}", f"acgs_monitor_{suffix}", f"acgs_monitor_{suffix}"
+    pg_password, redis_password = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    with psycopg.connect(PG_DSN, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {database}")
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{pg_password}' IN ROLE pg_monitor")
+        admin.execute(f"ALTER ROLE {role} SET default_transaction_read_only = on")
+    admin_dsn = urlunsplit(urlsplit(PG_DSN)._replace(path=f"/{database}"))
+    cache = redis.Redis.from_url(REDIS_URL)
+    cache.execute_command("ACL", "SETUSER", acl_user, "on", f">{redis_password}", "resetkeys", "-@all",
+                          "+ping", "+info", "+client|setname")
+    try:
+        yield Monitor(database, _with(PG_DSN, user=role, password=pg_password, path=f"/{database}"),
+                      _with(REDIS_URL, user=acl_user, password=redis_password), pg_password, redis_password, admin_dsn)
+    finally:
+        cache.execute_command("ACL", "DELUSER", acl_user)
+        cache.close()
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def env_text(m: Monitor, thresholds: str = "") -> str:
+    return (f'name = "machine"\n[defaults]\ncache_window_seconds = 0.5\n'
+            f'[[databases]]\nname = "primary"\ndsn = "{m.pg_dsn}"\n'
+            f'[[caches]]\nname = "main"\nurl = "{m.redis_url}"\n' + thresholds)
+
+
+def test_least_privilege_accounts_pass_the_daily_suite(
+        run_suite: RunSuite, monitor: Monitor, write_env: Callable[[str], Path]) -> None:
+    # Some lookups before the run, none during it: the hit rate falls back to the cumulative figure.
+    app = redis.Redis.from_url(REDIS_URL)
+    app.set("acgs-checks-test:key", "v")
+    for _ in range(50):
+        app.get("acgs-checks-test:key")
+    app.delete("acgs-checks-test:key")
+    app.close()
+    run = run_suite("-m", "(daily or wednesday) and (database or cache)", "--env", str(write_env(env_text(monitor))))
+    assert run.returncode == 0, run.output
+    statuses = run.statuses()
+    assert statuses.pop("test_replication_lag[primary]") == "skipped"
+    # Buffer cache is judged only with enough reads; a fresh database may have too few.
+    statuses.pop("test_buffer_cache_hit_ratio[primary]")
+    assert set(statuses.values()) == {"passed"}, run.output
+    assert len(statuses) == 13
+    assert "pooler" not in " ".join(run.statuses())  # no poolers configured: those checks do not apply
+
+
+def test_sessions_are_read_only_with_timeouts() -> None:
+    async def attempt() -> tuple[str, str, str]:
+        conn = await postgres._session(PG_DSN, 1.5)
+        try:
+            async with conn.transaction():
+                timeouts = await (await conn.execute("SELECT current_setting('statement_timeout') AS s, "
+                                                     "current_setting('lock_timeout') AS l")).fetchone()
+            try:
+                async with conn.transaction():
+                    await conn.execute("CREATE TEMP TABLE acgs_checks_must_not_exist (x int)")
+            except psycopg.errors.ReadOnlySqlTransaction as exc:
+                return timeouts["s"], timeouts["l"], type(exc).__name__
+            return timeouts["s"], timeouts["l"], "write succeeded"
+        finally:
+            await conn.close()
+
+    # Even with a superuser DSN, the probe's session refuses to write.
+    assert _aio.run(attempt) == ("1500ms", "1500ms", "ReadOnlySqlTransaction")
+
+
+def test_one_connection_per_target_per_run(run_suite: RunSuite, monitor: Monitor,
+                                           write_env: Callable[[str], Path]) -> None:
+    def sessions() -> int:
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:
+            row = admin.execute("SELECT sessions FROM pg_stat_database WHERE datname = %s",
+                                [monitor.database]).fetchone()
+            assert row is not None
+            return int(row[0])
+
+    watcher = redis.Redis.from_url(REDIS_URL)
+    before_pg, before_redis = sessions(), int(watcher.info("stats")["total_connections_received"])
+    run = run_suite("-m", "(daily or wednesday) and (database or cache)", "-n", "2",
+                    "--env", str(write_env(env_text(monitor))))
+    assert run.returncode == 0, run.output
+    assert sessions() - before_pg == 1
+    assert int(watcher.info("stats")["total_connections_received"]) - before_redis == 1
+    watcher.close()
+
+
+def test_no_secret_in_any_output(run_suite: RunSuite, monitor: Monitor, write_env: Callable[[str], Path]) -> None:
+    # Impossible thresholds make every judged case fail, so messages and evidence carry the DSNs' places.
+    impossible = ("[thresholds]\npool_usage_max_percent = 0.0001\ncache_memory_max_percent = 0.0001\n"
+                  "xid_age_max_percent = 0.0000001\n")
+    unreachable = f'[[databases]]\nname = "gone"\ndsn = "postgresql://x:{monitor.pg_password}@127.0.0.1:9/none"\n'
+    text = env_text(monitor, "") + unreachable + impossible
+    run = run_suite("-v", "-m", "daily and (database or cache)", "--env", str(write_env(text)))
+    assert run.returncode == 1, run.output
+    assert {"test_connection_usage[primary]", "test_cache_memory[main]", "test_transaction_id_age[primary]",
+            "test_database_connectivity[gone]"} <= run.failed()
+    everything = run.output + run.all_files_text()
+    assert monitor.pg_password not in everything
+    assert monitor.redis_password not in everything
+    assert "***@127.0.0.1" in everything
+
+
+def test_maintenance_flags_a_neglected_table_but_never_catalogs(
+        run_suite: RunSuite, monitor: Monitor, write_env: Callable[[str], Path]) -> None:
+    env_file = write_env(env_text(monitor))
+    fresh = run_suite("-m", "wednesday", "--env", str(env_file))
+    assert fresh.returncode == 0, fresh.output  # a fresh database: catalogs such as pg_authid are not flagged
+    with psycopg.connect(monitor.admin_dsn, autocommit=True) as admin:
+        admin.execute("CREATE TABLE neglected (id int) WITH (autovacuum_enabled = off)")
+        admin.execute("INSERT INTO neglected SELECT generate_series(1, 5000)")
+        admin.execute("DELETE FROM neglected WHERE id <= 2000")
+    run = run_suite("-m", "wednesday", "--env", str(env_file))
+    assert run.returncode == 1, run.output
+    message = run.results()["test_tables_vacuumed_and_analyzed[primary]"]["statusDetails"]["message"]
+    assert "public.neglected: 7000 rows changed, last analyze never" in message
+    assert "public.neglected: 2000 dead rows, last vacuum never" in message
+    assert "pg_catalog" not in message
+
+
+def test_thresholds_can_fail_every_judged_metric(run_suite: RunSuite, monitor: Monitor,
+                                                 write_env: Callable[[str], Path]) -> None:
+    strict = ("[thresholds]\nbuffer_cache_hit_min_percent = 100\ncache_fragmentation_max_ratio = 0.01\n"
+              "cache_fragmentation_min_excess_mib = 0.0001\nxid_age_max_percent = 0.0000001\n")
+    with psycopg.connect(monitor.admin_dsn, autocommit=True) as admin:
+        admin.execute("CREATE TABLE warm AS SELECT generate_series(1, 20000) AS id")
+        for _ in range(5):
+            admin.execute("SELECT count(*) FROM warm").fetchone()
+    run = run_suite("-m", "daily and (database or cache)", "--env", str(write_env(env_text(monitor, strict))))
+    results = run.results()
+    assert {"test_transaction_id_age[primary]", "test_cache_fragmentation[main]"} <= run.failed(), run.output
+    assert "% of the 2^31 wraparound limit" in results["test_transaction_id_age[primary]"]["statusDetails"]["message"]
+    assert "mem_fragmentation_ratio" in results["test_cache_fragmentation[main]"]["statusDetails"]["message"]
+    assert "buffer cache hit ratio" in results["test_buffer_cache_hit_ratio[primary]"]["statusDetails"]["message"]
