@@ -85,7 +85,7 @@ def main() -> int:
                    f"--env={env_file}", f"--alluredir={work / 'allure'}"]
         if args.xdist:
             command += ["-n", args.xdist]
-        environ = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        environ = dict(os.environ)
         environ.pop("CI", None)
         walls = []
         for run in range(args.runs):

@@ -7,16 +7,19 @@ connectivity case fails and every other case here is skipped as blocked.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.probes.postgres import XID_LIMIT, PgSnapshot
 from acgs_checks.verdict import breached, not_applicable, unreachable
+
+if TYPE_CHECKING:  # the client libraries load only when such checks run
+    from acgs_checks.probes.postgres import PgSnapshot
 
 pytestmark = [pytest.mark.daily, pytest.mark.database]
 
+XID_LIMIT = 2**31  # transaction IDs wrap around here
 IDLE_IN_TRANSACTION = ("idle in transaction", "idle in transaction (aborted)")
 
 

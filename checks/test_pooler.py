@@ -6,11 +6,15 @@ Read from the admin console with SHOW POOLS, SHOW DATABASES and SHOW CONFIG
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.probes.postgres import PoolerSnapshot
 from acgs_checks.verdict import breached, unreachable
+
+if TYPE_CHECKING:  # the client libraries load only when such checks run
+    from acgs_checks.probes.postgres import PoolerSnapshot
 
 pytestmark = [pytest.mark.daily, pytest.mark.database]
 
