@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import pytest
@@ -109,9 +110,11 @@ def test_unreachable_target_is_one_failure_and_blocked_dependents(
     assert re.search(pattern, failed["statusDetails"]["message"]), failed["statusDetails"]["message"]
     assert label(failed, "severity") == ["blocker"]
     target = connectivity.split("[")[1].rstrip("]")
+    allure_id = hashlib.md5(failed["uuid"].encode()).hexdigest()  # how Allure 3 names a result
     for name in dependents:
         assert results[name]["status"] == "skipped", name
         assert f"blocked: {target} is unreachable; see {connectivity}" in results[name]["statusDetails"]["message"]
+        assert {"name": f"blocked by {connectivity}", "url": f"#/{allure_id}", "type": "link"} in results[name]["links"]
     # The pooler is its own target: it stays reachable while PostgreSQL is down.
     if fault == "db:down" and HAS_PGBOUNCER:
         assert results[f"test_pooler_reachable{POOL}"]["status"] == "passed"

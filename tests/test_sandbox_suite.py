@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from acgs_checks.sandbox.servers import pgbouncer_binary
@@ -84,4 +86,9 @@ def test_xdist_gives_the_same_verdicts(run_suite: RunSuite) -> None:
     assert run.returncode == 1, run.output
     assert run.failed() == {HEALTH.format("auth")}
     assert run.statuses()["test_cache_hit_rate[main]"] == "passed"
+    # The blocked twin ran on whichever worker; the controller still links it to the failure.
+    results = run.results()
+    allure_id = hashlib.md5(results[HEALTH.format("auth")]["uuid"].encode()).hexdigest()
+    assert results[DEGRADED.format("auth")]["links"] == [
+        {"name": f"blocked by {HEALTH.format('auth')}", "url": f"#/{allure_id}", "type": "link"}]
     assert "environment.properties" in {p.name for p in run.allure_dir.iterdir()}

@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import tomllib
 from collections import Counter
 from collections.abc import Callable, Generator
@@ -77,6 +78,7 @@ class RunState:
     results: SharedResults = field(default_factory=lambda: SharedResults(None))
     selected: dict[str, set[str]] = field(default_factory=dict)
     outcomes: list[tuple[str, Severity | None, str, str]] = field(default_factory=list)
+    started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
 
 STATE = pytest.StashKey[RunState]()
@@ -572,6 +574,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         allure_files.write_launch_files(
             Path(results_dir), state.environment, fail_on=state.settings.fail_on,
             faults=[str(f) for f in state.settings.faults])
+        allure_files.link_blocked_results(Path(results_dir), since_ms=state.started_ms)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

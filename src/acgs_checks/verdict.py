@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NoReturn
 
+import allure
 import pytest
 
 UNREACHABLE_TAG = "(target unreachable)"
@@ -24,8 +25,15 @@ def breached(measured: str, expected: str) -> NoReturn:
     fail(f"{measured} (expected {expected})")
 
 
+BLOCKED_BY_LABEL = "blocked_by"
+
+
 def blocked(target: str, reason: str, *, see: str) -> NoReturn:
-    """Skip a dependent case: one alarm for one broken target, not one per check."""
+    """Skip a dependent case: one alarm for one broken target, not one per check.
+
+    ``see`` names the failing case; the report links the skipped case to it.
+    """
+    allure.dynamic.label(BLOCKED_BY_LABEL, see)
     pytest.skip(_clean(f"blocked: {target} {reason}; see {see}"))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -89,3 +90,34 @@ def write_launch_files(results_dir: Path, environment: Environment, *, fail_on: 
     lines = [f"{key}={environment.redact(str(value))}" for key, value in props.items() if value]
     (results_dir / "environment.properties").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (results_dir / "categories.json").write_text(json.dumps(CATEGORIES, indent=2), encoding="utf-8")
+
+
+def link_blocked_results(results_dir: Path, *, since_ms: int) -> int:
+    """Link each case skipped as blocked to the failed case it names; returns how many.
+
+    Run by the controller after all workers finished, so it works under xdist too. The
+    link opens the failed case in an Allure 3 report (its result id is the md5 of the uuid).
+    """
+    results: list[tuple[Path, dict[str, object]]] = []
+    for path in results_dir.glob("*-result.json"):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if int(data.get("start") or 0) >= since_ms:
+            results.append((path, data))
+    failed = {str(d["name"]): str(d["uuid"]) for _, d in results if d.get("status") in ("failed", "broken")}
+    linked = 0
+    for path, data in results:
+        labels = data.get("labels") or []
+        assert isinstance(labels, list)
+        for label in labels:
+            if label.get("name") == "blocked_by" and label.get("value") in failed:
+                target = str(label["value"])
+                result_id = hashlib.md5(failed[target].encode(), usedforsecurity=False).hexdigest()
+                links = data.setdefault("links", [])
+                assert isinstance(links, list)
+                links.append({"name": f"blocked by {target}", "url": f"#/{result_id}", "type": "link"})
+                path.write_text(json.dumps(data), encoding="utf-8")
+                linked += 1
+    return linked
