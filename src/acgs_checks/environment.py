@@ -39,10 +39,28 @@ class Service:
     verify_tls: bool = True
     ca_file: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    # For the SLO checks: what synthetic sampling requests, where /metrics is, how PromQL selects it.
+    slo_path: str = "/health"
+    metrics_path: str = "/metrics"
+    prometheus_selector: str = ""
+    queries: tuple[tuple[str, str], ...] = ()
 
     def __repr__(self) -> str:
         # Short and secret-free: reports and histories show targets by name.
         return f"Service({self.name!r})"
+
+    @property
+    def slo_url(self) -> str:
+        return self.url.rstrip("/") + self.slo_path
+
+    @property
+    def metrics_url(self) -> str:
+        return self.url.rstrip("/") + self.metrics_path
+
+    @property
+    def selector(self) -> str:
+        """The PromQL label matcher for this service's series (default ``service="<name>"``)."""
+        return self.prometheus_selector or f'service="{self.name}"'
 
     @property
     def health_url(self) -> str:
@@ -89,6 +107,54 @@ class Cache:
         return f"Cache({self.name!r})"
 
 
+SLO_QUERY_KEYS = ("p50", "p95", "p99", "error_rate", "client_error_rate", "request_rate", "active_connections")
+SLO_SOURCES = ("prometheus", "synthetic", "scrape")
+BUSINESS_METRICS = ("compliance", "policy_success")
+
+
+@dataclass(frozen=True)
+class SloSettings:
+    """Where latency and error numbers come from, and the bounds on measuring them."""
+
+    source: str = "synthetic"
+    window: str = "5m"                 # PromQL range for the prometheus source
+    samples: int = 50                  # synthetic: requests per service
+    concurrency: int = 10              # synthetic: requests in flight per service
+    max_seconds: float = 10.0          # synthetic: no new request after this long
+    request_timeout_seconds: float = 15.0  # synthetic: each request (above the 10 s P99 critical)
+    scrape_window_seconds: float = 10.0    # scrape: seconds between the two /metrics scrapes
+
+
+@dataclass(frozen=True, repr=False)
+class Prometheus:
+    """A Prometheus HTTP API; credentials come from variables and are redacted."""
+
+    url: str
+    timeout_seconds: float = 2.0
+    username: str = ""
+    password: str = ""
+    bearer_token: str = ""
+    ca_file: str | None = None
+    queries: tuple[tuple[str, str], ...] = ()
+
+    name: str = "prometheus"
+
+    def __repr__(self) -> str:
+        return "Prometheus('prometheus')"
+
+
+@dataclass(frozen=True)
+class BusinessMetric:
+    """A business metric from a PromQL query, or from a JSON endpoint and a dotted field path."""
+
+    name: str
+    query: str = ""
+    url: str = ""
+    field: str = ""
+    unit: str = "ratio"  # "ratio" (0..1) or "percent" (0..100)
+    timeout_seconds: float = 2.0
+
+
 @dataclass(frozen=True)
 class Defaults:
     timeout_seconds: float = 2.0
@@ -109,6 +175,9 @@ class Environment:
     databases: tuple[Database, ...] = ()
     poolers: tuple[Pooler, ...] = ()
     caches: tuple[Cache, ...] = ()
+    prometheus: Prometheus | None = None
+    slo: SloSettings = field(default_factory=SloSettings)
+    business: tuple[BusinessMetric, ...] = ()
     thresholds: Thresholds = field(default_factory=Thresholds)
     secrets: frozenset[str] = frozenset()
 
@@ -295,7 +364,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str, environ: Mapping[str, 
     """
     r = _Reader(source, environ)
     top = r.table("", dict(data), ("name", "description", "defaults", "services", "databases", "poolers",
-                                   "caches", "thresholds"), ("name",))
+                                   "caches", "prometheus", "slo", "business", "thresholds"), ("name",))
     name = r.string("name", top["name"])
     if not _NAME_RE.match(name):
         raise r.fail("name", f"{name!r} is not a valid environment name",
@@ -325,9 +394,14 @@ def from_mapping(data: Mapping[str, Any], *, source: str, environ: Mapping[str, 
             verify_tls=r.boolean(f"{key}.verify_tls", s.get("verify_tls", True)),
             ca_file=None if s.get("ca_file") is None else r.path(f"{key}.ca_file", s["ca_file"], base_dir),
             headers=_headers(r, key, s),
+            slo_path=_path(r, f"{key}.slo_path", s.get("slo_path", s.get("health_path", "/health"))),
+            metrics_path=_path(r, f"{key}.metrics_path", s.get("metrics_path", "/metrics")),
+            prometheus_selector=r.string(f"{key}.prometheus_selector", s.get("prometheus_selector", "")),
+            queries=_queries(r, f"{key}.queries", s.get("queries", {})),
         )
         for key, tname, s in _targets(r, top, "services", ("name", "title", "url", "health_path", "timeout_seconds",
-                                                          "verify_tls", "ca_file", "headers"), "url")
+                                                          "verify_tls", "ca_file", "headers", "slo_path",
+                                                          "metrics_path", "prometheus_selector", "queries"), "url")
     )
     databases = tuple(
         Database(name=tname, title=r.string(f"{key}.title", t.get("title", tname)),
@@ -346,6 +420,13 @@ def from_mapping(data: Mapping[str, Any], *, source: str, environ: Mapping[str, 
         for key, tname, t in _targets(r, top, "caches", ("name", "title", "url", "timeout_seconds", "ca_file"), "url")
     )
 
+    prometheus = _prometheus(r, top.get("prometheus"), defaults.timeout_seconds, base_dir)
+    slo = _slo(r, top.get("slo", {}), prometheus is not None)
+    if slo.source == "prometheus" and prometheus is None:
+        raise r.fail("slo.source", "is prometheus, but there is no [prometheus] section",
+                     'add [prometheus] url = "..." or choose source = "synthetic"')
+    business = _business(r, top.get("business", {}), defaults.timeout_seconds, prometheus is not None)
+
     thresholds_raw = r.table("thresholds", top.get("thresholds", {}), top.get("thresholds", {}).keys()
                              if isinstance(top.get("thresholds", {}), dict) else ())
     expanded = {
@@ -356,7 +437,8 @@ def from_mapping(data: Mapping[str, Any], *, source: str, environ: Mapping[str, 
     thresholds = Thresholds.from_table(expanded, source=source)
     return Environment(
         name=name, source=source, description=description, defaults=defaults, services=services,
-        databases=databases, poolers=poolers, caches=caches, thresholds=thresholds, secrets=frozenset(r.secrets),
+        databases=databases, poolers=poolers, caches=caches, prometheus=prometheus, slo=slo, business=business,
+        thresholds=thresholds, secrets=frozenset(r.secrets),
     )
 
 
@@ -382,10 +464,86 @@ def _targets(r: _Reader, top: dict[str, Any], section: str, allowed: tuple[str, 
 
 
 def _health_path(r: _Reader, key: str, table: dict[str, Any]) -> str:
-    health_path = r.string(f"{key}.health_path", table.get("health_path", "/health"))
-    if not health_path.startswith("/"):
-        raise r.fail(f"{key}.health_path", f"{health_path!r} does not start with '/'", f'write "/{health_path}"')
-    return health_path
+    return _path(r, f"{key}.health_path", table.get("health_path", "/health"))
+
+
+def _path(r: _Reader, key: str, value: Any) -> str:
+    path = r.string(key, value)
+    if not path.startswith("/"):
+        raise r.fail(key, f"{path!r} does not start with '/'", f'write "/{path}"')
+    return path
+
+
+def _queries(r: _Reader, key: str, raw: Any) -> tuple[tuple[str, str], ...]:
+    table = r.table(key, raw, SLO_QUERY_KEYS)
+    return tuple((name, r.string(f"{key}.{name}", text)) for name, text in table.items())
+
+
+def _prometheus(r: _Reader, raw: Any, timeout: float, base_dir: Path | None) -> Prometheus | None:
+    if raw is None:
+        return None
+    t = r.table("prometheus", raw, ("url", "timeout_seconds", "username", "password", "bearer_token", "ca_file",
+                                    "queries"), ("url",))
+    password = r.string("prometheus.password", t.get("password", ""))
+    token = r.string("prometheus.bearer_token", t.get("bearer_token", ""))
+    r.secrets.update(v for v in (password, token) if v)
+    return Prometheus(
+        url=r.url("prometheus.url", t["url"], ("http", "https")),
+        timeout_seconds=r.number("prometheus.timeout_seconds", t.get("timeout_seconds", timeout),
+                                 low=0.0, high=_MAX_TIMEOUT),
+        username=r.string("prometheus.username", t.get("username", "")), password=password, bearer_token=token,
+        ca_file=None if t.get("ca_file") is None else r.path("prometheus.ca_file", t["ca_file"], base_dir),
+        queries=_queries(r, "prometheus.queries", t.get("queries", {})),
+    )
+
+
+_DURATION = re.compile(r"^\d+(ms|s|m|h|d)$")
+
+
+def _slo(r: _Reader, raw: Any, has_prometheus: bool) -> SloSettings:
+    t = r.table("slo", raw, ("source", "window", "samples", "concurrency", "max_seconds",
+                             "request_timeout_seconds", "scrape_window_seconds"))
+    source = r.string("slo.source", t.get("source", "prometheus" if has_prometheus else "synthetic"))
+    if source not in SLO_SOURCES:
+        raise r.fail("slo.source", f"{source!r} is not a source", "use one of " + ", ".join(SLO_SOURCES))
+    window = r.string("slo.window", t.get("window", "5m"))
+    if not _DURATION.match(window):
+        raise r.fail("slo.window", f"{window!r} is not a PromQL duration", 'write e.g. "5m", "30s" or "1h"')
+    return SloSettings(
+        source=source, window=window,
+        samples=int(r.number("slo.samples", t.get("samples", 50), low=0, high=10_000)),
+        concurrency=int(r.number("slo.concurrency", t.get("concurrency", 10), low=0, high=256)),
+        max_seconds=r.number("slo.max_seconds", t.get("max_seconds", 10.0), low=0, high=300),
+        request_timeout_seconds=r.number("slo.request_timeout_seconds", t.get("request_timeout_seconds", 15.0),
+                                         low=0, high=120),
+        scrape_window_seconds=r.number("slo.scrape_window_seconds", t.get("scrape_window_seconds", 10.0),
+                                       low=0, high=600),
+    )
+
+
+def _business(r: _Reader, raw: Any, timeout: float, has_prometheus: bool) -> tuple[BusinessMetric, ...]:
+    table = r.table("business", raw, BUSINESS_METRICS)
+    metrics = []
+    for name, spec in table.items():
+        key = f"business.{name}"
+        t = r.table(key, spec, ("query", "url", "field", "unit", "timeout_seconds"))
+        query, url = r.string(f"{key}.query", t.get("query", "")), t.get("url", "")
+        if bool(query) == bool(url):
+            raise r.fail(key, "needs exactly one of query or url", 'write query = "PromQL" or url = "..." with field')
+        if query and not has_prometheus:
+            raise r.fail(f"{key}.query", "a PromQL query needs a [prometheus] section", "add [prometheus] url")
+        field = r.string(f"{key}.field", t.get("field", ""))
+        if url and not field:
+            raise r.fail(f"{key}.field", "missing: which JSON field holds the value", 'write field = "data.score"')
+        unit = r.string(f"{key}.unit", t.get("unit", "ratio"))
+        if unit not in ("ratio", "percent"):
+            raise r.fail(f"{key}.unit", f"{unit!r} is not a unit", 'use "ratio" (0..1) or "percent" (0..100)')
+        metrics.append(BusinessMetric(
+            name=name, query=query, url=r.url(f"{key}.url", url, ("http", "https")) if url else "",
+            field=field, unit=unit,
+            timeout_seconds=r.number(f"{key}.timeout_seconds", t.get("timeout_seconds", timeout),
+                                     low=0.0, high=_MAX_TIMEOUT)))
+    return tuple(metrics)
 
 
 def _headers(r: _Reader, key: str, table: dict[str, Any]) -> tuple[tuple[str, str], ...]:

@@ -25,7 +25,7 @@ from acgs_checks import __version__, environment, runbook, verdict
 from acgs_checks.environment import Cache, Database, Environment, Pooler, Service
 from acgs_checks.errors import ConfigError
 from acgs_checks.probes import http
-from acgs_checks.probes.targets import KINDS, probe_selected
+from acgs_checks.probes.targets import KINDS, PROBE_FIXTURES, applicable, probe_selected
 from acgs_checks.reporting import allure_files, evidence
 from acgs_checks.sandbox import Sandbox, faults
 from acgs_checks.sandbox.servers import SandboxError
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     # Loaded lazily in the fixtures: a health-only run never imports the database/cache clients.
     from acgs_checks.probes.cache import CacheSnapshot
     from acgs_checks.probes.postgres import PgSnapshot, PoolerSnapshot
+    from acgs_checks.probes.slo import BusinessSnapshot, SloSnapshot, SourceStatus
 
 REVIEW_DAYS = {
     "daily": "the 09:00 UTC morning health check",
@@ -385,6 +386,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Checks of a kind the environment has none of (say, no poolers) do not apply: leave them out
     # rather than report pytest's "empty parameter set" skip for each.
     missing = {kind for kind in TARGET_ARGS if not state.environment.targets(kind)}
+    missing |= {f for f in PROBE_FIXTURES if not applicable(state.environment, f)}
     if missing:
         keep = [i for i in items if not missing & set(getattr(i, "fixturenames", ()))]
         dropped = [i for i in items if missing & set(getattr(i, "fixturenames", ()))]
@@ -399,13 +401,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if state is None:
         return
     for item in session.items:
-        callspec = getattr(item, "callspec", None)
-        if callspec is None:
-            continue
-        for arg in TARGET_ARGS:
-            target = callspec.params.get(arg)
-            if target is not None:
-                state.selected.setdefault(arg, set()).add(target.name)
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        for fixture in set(getattr(item, "fixturenames", ())) & PROBE_FIXTURES.keys():
+            kind, arg = PROBE_FIXTURES[fixture]
+            name = arg[1:] if arg.startswith("=") else getattr(params.get(arg), "name", None)
+            if name is not None:
+                state.selected.setdefault(kind, set()).add(name)
 
 
 def _armed(config: pytest.Config) -> RunState:
@@ -427,7 +428,7 @@ def probe_results(pytestconfig: pytest.Config) -> dict[str, dict[str, dict[str, 
     """Every selected target probed once, concurrently, shared by every check (and xdist worker)."""
     state = _armed(pytestconfig)
     env = state.environment
-    selected = state.selected or {kind: {t.name for t in env.targets(kind)} for kind in KINDS}
+    selected = state.selected
 
     def compute() -> dict[str, dict[str, dict[str, Any]]]:
         if state.sandbox is not None and any(selected.get(k) for k in ("database", "pooler", "cache")):
@@ -526,6 +527,58 @@ def redis_info(cache_probe: CacheSnapshot) -> CacheSnapshot:
     if not cache_probe.reachable:
         verdict.blocked(cache_probe.target, "is unreachable", see=f"test_cache_reachable[{cache_probe.target}]")
     return cache_probe
+
+
+@pytest.fixture
+def slo_probe(request: pytest.FixtureRequest, service: Service,
+              probe_results: dict[str, dict[str, dict[str, Any]]]) -> SloSnapshot:
+    """This service's latency and error numbers from the environment's SLO source."""
+    from acgs_checks.probes.slo import SloSnapshot  # noqa: PLC0415 - lazy, see TYPE_CHECKING
+
+    return SloSnapshot.from_json(_observed(request, "slo", service.name, probe_results))
+
+
+@pytest.fixture
+def slo(slo_probe: SloSnapshot, acgs_environment: Environment) -> SloSnapshot:
+    """The numbers; skipped as blocked when their source could not be read at all."""
+    if not slo_probe.reachable:
+        see = ("test_metrics_source_reachable" if acgs_environment.slo.source == "prometheus"
+               else f"test_service_health[{slo_probe.target}]")
+        verdict.blocked(slo_probe.target, f"has no SLO data ({slo_probe.error})", see=see)
+    return slo_probe
+
+
+@pytest.fixture
+def metrics_source_probe(request: pytest.FixtureRequest,
+                         probe_results: dict[str, dict[str, dict[str, Any]]]) -> SourceStatus:
+    """Whether the Prometheus HTTP API answers."""
+    from acgs_checks.probes.slo import SourceStatus  # noqa: PLC0415 - lazy, see TYPE_CHECKING
+
+    return SourceStatus.from_json(_observed(request, "metrics_source", "prometheus", probe_results))
+
+
+def _business(request: pytest.FixtureRequest, name: str,
+              probe_results: dict[str, dict[str, dict[str, Any]]]) -> BusinessSnapshot:
+    from acgs_checks.probes.slo import BusinessSnapshot  # noqa: PLC0415 - lazy, see TYPE_CHECKING
+
+    seen = BusinessSnapshot.from_json(_observed(request, "business", name, probe_results))
+    if not seen.reachable and seen.source.startswith("PromQL"):
+        verdict.blocked(name, f"has no data ({seen.error})", see="test_metrics_source_reachable")
+    return seen
+
+
+@pytest.fixture
+def compliance_probe(request: pytest.FixtureRequest,
+                     probe_results: dict[str, dict[str, dict[str, Any]]]) -> BusinessSnapshot:
+    """The constitutional compliance score (as a ratio) and where it came from."""
+    return _business(request, "compliance", probe_results)
+
+
+@pytest.fixture
+def policy_success_probe(request: pytest.FixtureRequest,
+                         probe_results: dict[str, dict[str, dict[str, Any]]]) -> BusinessSnapshot:
+    """The policy evaluation success rate (as a ratio) and where it came from."""
+    return _business(request, "policy_success", probe_results)
 
 
 class _Recorder:

@@ -97,3 +97,42 @@ REQUIREMENTS: dict[str, Requirement] = {
 
 def get(requirement_id: str) -> Requirement | None:
     return REQUIREMENTS.get(requirement_id)
+
+
+_SLO_REMEDIATION = (
+    "Find what changed: a deploy, traffic growth, a slow dependency (database and cache checks in the same "
+    "report). Roll back a bad deploy; scale out or restart the service (graceful restart, or "
+    "`./scripts/operations/rolling_restart.sh`); review the slow query log. Then re-run the check."
+)
+_ERROR_REMEDIATION = (
+    "Read the service's logs for the failing requests, check its dependencies (database, cache, other services), "
+    "roll back a bad deploy, and restart the service if it is wedged (graceful or rolling restart)."
+)
+REQUIREMENTS.update({r.id: r for r in (
+    _r("daily.key-metrics.response-times", KEY_METRICS, "Response times (P95 < 2 s, P99 < 5 s)", _SLO_REMEDIATION),
+    _r("alerts.warning.p95", WARNING, "Response time P95 > 2 s", _SLO_REMEDIATION),
+    _r("alerts.critical.p99", CRITICAL, "Response time P99 > 10 s", _SLO_REMEDIATION),
+    _r("daily.key-metrics.error-rates", KEY_METRICS, "Error rates (< 1 %)", _ERROR_REMEDIATION),
+    _r("alerts.warning.error-rate", WARNING, "Error rate > 1 %", _ERROR_REMEDIATION),
+    _r("alerts.critical.error-rate", CRITICAL, "Error rate > 5 %", _ERROR_REMEDIATION),
+    _r("monitoring.application.client-errors", ("Monitoring and Alerting", "Application Metrics"),
+       "Error rate (4xx responses)",
+       "A rise in 4xx usually means a client or an integration sends bad requests (or auth broke): look at "
+       "the access logs by client and path."),
+    _r("monitoring.application.request-rate", ("Monitoring and Alerting", "Application Metrics"),
+       "Request rate (requests/second) and active connections",
+       "A service with no traffic is often cut off rather than idle: check the load balancer, DNS and the "
+       "service's registration; compare with yesterday's rate."),
+    _r("monitoring.metrics-source", ("Monitoring and Alerting", "Key Metrics to Monitor"),
+       "The metrics source answers",
+       "Without Prometheus no alert can fire: check the Prometheus server, its storage and its network path; "
+       "until it is back, run the suite with synthetic sampling (`[slo] source = \"synthetic\"`)."),
+    _r("monitoring.business.compliance", ("Monitoring and Alerting", "Business Metrics"),
+       "Constitutional compliance score (> 95 %)",
+       "Review the recent decisions of the Constitutional AI service that scored low, the principles and "
+       "policies changed lately, and roll back a policy change that lowered the score."),
+    _r("monitoring.business.policy-success", ("Monitoring and Alerting", "Business Metrics"),
+       "Policy evaluation success rate (> 99 %)",
+       "Look at the failing policy evaluations in the Policy Governance service's logs: a broken policy "
+       "bundle, a missing dependency or timeouts; roll back the last policy deployment if it coincides."),
+)})

@@ -15,7 +15,7 @@ from acgs_checks.errors import ConfigError
 @dataclass(frozen=True)
 class ThresholdSpec:
     key: str
-    unit: str  # "seconds", "percent", "hours", "rows", "ratio" or "MiB"
+    unit: str  # "seconds", "percent", "hours", "rows", "ratio", "MiB" or "req/s"
     meaning: str
 
 
@@ -65,6 +65,14 @@ SPECS: tuple[ThresholdSpec, ...] = (
                   "Redis used_memory as a share of maxmemory (memory usage warning alert)"),
     ThresholdSpec("cache_fragmentation_max_ratio", "ratio",
                   "Redis RSS / used_memory above this wastes memory"),
+    ThresholdSpec("client_error_max_percent", "percent",
+                  "share of 4xx responses above which client errors are worth a look (P3)"),
+    ThresholdSpec("request_rate_min_per_second", "req/s",
+                  "a service must receive more traffic than this (0: any traffic at all)"),
+    ThresholdSpec("compliance_min_percent", "percent",
+                  "constitutional compliance score must stay above this (runbook: > 95 %)"),
+    ThresholdSpec("policy_success_min_percent", "percent",
+                  "policy evaluation success rate must stay above this (runbook: > 99 %)"),
     ThresholdSpec("cache_fragmentation_min_excess_mib", "MiB",
                   "the ratio is judged only when RSS exceeds used_memory by this much (small instances "
                   "always show a high ratio)"),
@@ -112,6 +120,10 @@ class Thresholds:
     cache_memory_max_percent: float = 85.0
     cache_fragmentation_max_ratio: float = 1.5
     cache_fragmentation_min_excess_mib: float = 64.0
+    client_error_max_percent: float = 10.0
+    request_rate_min_per_second: float = 0.0
+    compliance_min_percent: float = 95.0
+    policy_success_min_percent: float = 99.0
 
     @staticmethod
     def spec(key: str) -> ThresholdSpec:
@@ -134,8 +146,10 @@ class Thresholds:
                     problem=f"{raw!r} is not a number", fix=f"write a number of {spec.unit}",
                 )
             value = float(raw)
-            if value <= 0 or (spec.unit == "percent" and value > 100):
-                allowed = "between 0 and 100" if spec.unit == "percent" else "above 0"
+            floor_ok = value >= 0 if spec.unit == "req/s" else value > 0
+            if not floor_ok or (spec.unit == "percent" and value > 100):
+                allowed = "between 0 and 100" if spec.unit == "percent" else "of 0 or more" if spec.unit == "req/s" \
+                    else "above 0"
                 raise ConfigError(
                     source=source, key=f"thresholds.{key}", problem=f"{raw!r} is out of range",
                     fix=f"use a value {allowed} ({spec.unit})",

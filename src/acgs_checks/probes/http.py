@@ -109,16 +109,16 @@ def classify_health(body: bytes, content_type: str) -> tuple[str, str, str]:
     return UNRECOGNISED, "status", raw
 
 
-def _ssl_context(service: Service) -> ssl.SSLContext:
-    if not service.verify_tls:
+def _ssl_context(verify_tls: bool, ca_file: str | None) -> ssl.SSLContext:
+    if not verify_tls:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
-    return ssl.create_default_context(cafile=service.ca_file)
+    return ssl.create_default_context(cafile=ca_file)
 
 
-def _request(service: Service, parts: Any) -> bytes:
+def _request(headers: Sequence[tuple[str, str]], parts: Any) -> bytes:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
@@ -131,16 +131,16 @@ def _request(service: Service, parts: Any) -> bytes:
         f"User-Agent: acgs-checks/{__version__}",
         "Accept: application/health+json, application/json;q=0.9, */*;q=0.1",
         "Connection: close",
-        *(f"{name}: {value}" for name, value in service.headers),
+        *(f"{name}: {value}" for name, value in headers),
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], limit: int) -> bytes:
     if headers.get("transfer-encoding", "").lower() == "chunked":
         chunks: list[bytes] = []
         size = 0
-        while size < BODY_LIMIT:
+        while size < limit:
             line = await reader.readline()
             length = int(line.split(b";")[0].strip() or b"0", 16)
             if length == 0:
@@ -149,11 +149,11 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
             await reader.readexactly(2)
             chunks.append(chunk)
             size += length
-        return b"".join(chunks)[:BODY_LIMIT]
+        return b"".join(chunks)[:limit]
     if "content-length" in headers:
-        length = min(int(headers["content-length"]), BODY_LIMIT)
+        length = min(int(headers["content-length"]), limit)
         return await reader.readexactly(length)
-    return await reader.read(BODY_LIMIT)
+    return await reader.read(limit)
 
 
 async def _connect(host: str, port: int, context: ssl.SSLContext | None) -> tuple[
@@ -180,12 +180,19 @@ async def _connect(host: str, port: int, context: ssl.SSLContext | None) -> tupl
 
 async def probe_service(service: Service) -> HttpResult:
     """GET the service's health URL once; never raises for an unhealthy target."""
-    url = service.health_url
+    result, _ = await exchange(service.health_url, target=service.name, timeout=service.timeout_seconds,
+                               headers=service.headers, verify_tls=service.verify_tls, ca_file=service.ca_file)
+    return result
+
+
+async def exchange(url: str, *, target: str, timeout: float, headers: Sequence[tuple[str, str]] = (),
+                   verify_tls: bool = True, ca_file: str | None = None,
+                   body_limit: int = BODY_LIMIT) -> tuple[HttpResult, bytes]:
+    """One GET, bounded by ``timeout`` in total: what was seen, and the body (up to ``body_limit``)."""
     shown = display_url(url)
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    timeout = service.timeout_seconds
     start = time.perf_counter()
     connect_at: float | None = None
     first_byte_at: float | None = None
@@ -193,7 +200,7 @@ async def probe_service(service: Service) -> HttpResult:
 
     def result(outcome: str, detail: str, **fields: Any) -> HttpResult:
         return HttpResult(
-            target=service.name, url=shown, outcome=outcome, detail=detail,
+            target=target, url=shown, outcome=outcome, detail=detail,
             timeout_seconds=timeout, elapsed_seconds=round(time.perf_counter() - start, 6),
             connect_seconds=None if connect_at is None else round(connect_at - start, 6),
             first_byte_seconds=None if first_byte_at is None else round(first_byte_at - start, 6),
@@ -202,53 +209,53 @@ async def probe_service(service: Service) -> HttpResult:
 
     try:
         async with asyncio.timeout(timeout):
-            context = _ssl_context(service) if parts.scheme == "https" else None
+            context = _ssl_context(verify_tls, ca_file) if parts.scheme == "https" else None
             reader, writer = await _connect(host, port, context)
             connect_at = time.perf_counter()
-            writer.write(_request(service, parts))
+            writer.write(_request(headers, parts))
             await writer.drain()
             status_line = await reader.readline()
             first_byte_at = time.perf_counter()
             if not status_line:
-                return result(CLOSED, "the server closed the connection without answering")
+                return result(CLOSED, "the server closed the connection without answering"), b""
             pieces = status_line.decode("latin-1").rstrip("\r\n").split(" ", 2)
             if len(pieces) < 2 or not pieces[0].startswith("HTTP/") or not pieces[1].isdigit():
-                return result(PROTOCOL, f"not an HTTP response: {status_line[:60]!r}")
-            headers: dict[str, str] = {}
+                return result(PROTOCOL, f"not an HTTP response: {status_line[:60]!r}"), b""
+            response_headers: dict[str, str] = {}
             header_list: list[tuple[str, str]] = []
             while True:
                 line = await reader.readline()
                 if line in (b"\r\n", b"\n", b""):
                     break
                 name, _, value = line.decode("latin-1").partition(":")
-                headers[name.strip().lower()] = value.strip()
+                response_headers[name.strip().lower()] = value.strip()
                 header_list.append((name.strip(), value.strip()))
-            body = await _read_body(reader, headers)
-            health, field, value = classify_health(body, headers.get("content-type", ""))
+            body = await _read_body(reader, response_headers, body_limit)
+            health, field, value = classify_health(body, response_headers.get("content-type", ""))
             return result(
                 RESPONSE, "", status=int(pieces[1]), reason=pieces[2] if len(pieces) > 2 else "",
                 headers=tuple(header_list),
                 body_excerpt=body[:EXCERPT_LIMIT].decode("utf-8", errors="replace"),
                 body_bytes=len(body), health=health, health_field=field, health_value=value,
-            )
+            ), body
     except TimeoutError:
         if connect_at is None:
-            return result(CONNECT_TIMEOUT, f"could not connect within {timeout:g} s")
-        return result(TIMEOUT, f"connected, but no complete response within {timeout:g} s")
+            return result(CONNECT_TIMEOUT, f"could not connect within {timeout:g} s"), b""
+        return result(TIMEOUT, f"connected, but no complete response within {timeout:g} s"), b""
     except ConnectionRefusedError:
-        return result(REFUSED, f"connection refused: nothing is listening on {host}:{port}")
+        return result(REFUSED, f"connection refused: nothing is listening on {host}:{port}"), b""
     except socket.gaierror as exc:
-        return result(DNS, f"DNS lookup for {host!r} failed: {exc.strerror or exc}")
+        return result(DNS, f"DNS lookup for {host!r} failed: {exc.strerror or exc}"), b""
     except ssl.SSLCertVerificationError as exc:
-        return result(TLS, f"TLS certificate rejected: {exc.verify_message or exc.reason}")
+        return result(TLS, f"TLS certificate rejected: {exc.verify_message or exc.reason}"), b""
     except ssl.SSLError as exc:
-        return result(TLS, f"TLS handshake failed: {exc.reason or exc}")
+        return result(TLS, f"TLS handshake failed: {exc.reason or exc}"), b""
     except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
-        return result(CLOSED, "the server closed the connection before a full response")
+        return result(CLOSED, "the server closed the connection before a full response"), b""
     except (ValueError, asyncio.LimitOverrunError) as exc:
-        return result(PROTOCOL, f"malformed HTTP response: {exc}")
+        return result(PROTOCOL, f"malformed HTTP response: {exc}"), b""
     except OSError as exc:
-        return result(NETWORK, f"network error: {exc.strerror or exc}")
+        return result(NETWORK, f"network error: {exc.strerror or exc}"), b""
     finally:
         if writer is not None:
             writer.transport.abort()

@@ -1,11 +1,13 @@
 """One concurrent pass over every selected target of every kind.
 
-The pass costs about the slowest target's bound (one timeout, or the cache window),
-not the sum: HTTP services, databases, poolers and caches are probed side by side.
+The pass costs about the slowest target's bound (one timeout, the cache window, the
+synthetic sampling bound), not the sum: HTTP services, databases, poolers, caches, SLO
+sources and business metrics are probed side by side.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any, Protocol
@@ -13,7 +15,20 @@ from typing import Any, Protocol
 from acgs_checks.environment import Environment
 from acgs_checks.probes import _aio, http
 
+# The parametrized target arguments of checks.
 KINDS = ("service", "database", "pooler", "cache")
+# Probe fixture -> (probe kind, the target argument naming the target, or a fixed target name).
+PROBE_FIXTURES: dict[str, tuple[str, str]] = {
+    "health": ("service", "service"),
+    "slo_probe": ("slo", "service"),
+    "database_probe": ("database", "database"),
+    "pooler_probe": ("pooler", "pooler"),
+    "cache_probe": ("cache", "cache"),
+    "metrics_source_probe": ("metrics_source", "=prometheus"),
+    "compliance_probe": ("business", "=compliance"),
+    "policy_success_probe": ("business", "=policy_success"),
+}
+PROBE_KINDS = ("service", "database", "pooler", "cache", "slo", "business", "metrics_source")
 
 
 class _Result(Protocol):
@@ -23,33 +38,97 @@ class _Result(Protocol):
     def to_json(self) -> dict[str, Any]: ...
 
 
+def applicable(env: Environment, fixture: str) -> bool:
+    """Whether checks using this probe fixture apply to the environment at all."""
+    from acgs_checks.probes.slo import business_metrics  # noqa: PLC0415 - keeps the import graph light
+
+    kind, arg = PROBE_FIXTURES[fixture]
+    if kind == "metrics_source":
+        return env.prometheus is not None
+    if kind == "business":
+        return arg[1:] in {m.name for m in business_metrics(env.business, env.prometheus)}
+    return bool(env.targets(arg))
+
+
 def probe_selected(env: Environment, selected: Mapping[str, set[str]]) -> dict[str, dict[str, dict[str, Any]]]:
     """Probe the named targets of each kind; results as JSON-ready dicts, by kind and name."""
     jobs: list[tuple[str, Callable[[], Awaitable[_Result]]]] = []
-    # The database and cache client libraries load only when such targets are selected.
-    if selected.get("database") or selected.get("pooler"):
-        from acgs_checks.probes import postgres  # noqa: PLC0415
-    if selected.get("cache"):
-        from acgs_checks.probes import cache  # noqa: PLC0415
     for svc in env.services:
         if svc.name in selected.get("service", ()):
             jobs.append(("service", partial(http.probe_service, svc)))
-    for db in env.databases:
-        if db.name in selected.get("database", ()):
-            jobs.append(("database", partial(postgres.probe_database, db)))
-    for pooler in env.poolers:
-        if pooler.name in selected.get("pooler", ()):
-            jobs.append(("pooler", partial(postgres.probe_pooler, pooler)))
-    window = env.defaults.cache_window_seconds
-    for store in env.caches:
-        if store.name in selected.get("cache", ()):
-            jobs.append(("cache", partial(cache.probe_cache, store, window_seconds=window)))
+    # The database and cache client libraries load only when such targets are selected.
+    if selected.get("database") or selected.get("pooler"):
+        from acgs_checks.probes import postgres  # noqa: PLC0415
+        for db in env.databases:
+            if db.name in selected.get("database", ()):
+                jobs.append(("database", partial(postgres.probe_database, db)))
+        for pooler in env.poolers:
+            if pooler.name in selected.get("pooler", ()):
+                jobs.append(("pooler", partial(postgres.probe_pooler, pooler)))
+    if selected.get("cache"):
+        from acgs_checks.probes import cache  # noqa: PLC0415
+        window = env.defaults.cache_window_seconds
+        for store in env.caches:
+            if store.name in selected.get("cache", ()):
+                jobs.append(("cache", partial(cache.probe_cache, store, window_seconds=window)))
+    metrics_jobs = _metrics_jobs(env, selected)
 
-    async def all_of() -> list[_Result]:
-        return await _aio.gather_bounded([job for _, job in jobs], limit=env.defaults.concurrency)
+    async def all_of() -> list[list[tuple[str, _Result]]]:
+        plain = _aio.gather_bounded([job for _, job in jobs], limit=env.defaults.concurrency)
+        results, from_metrics = await asyncio.gather(plain, metrics_jobs())
+        return [list(zip([kind for kind, _ in jobs], results, strict=True)), from_metrics]
 
-    results = _aio.run(all_of) if jobs else []
-    out: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in KINDS}
-    for (kind, _), result in zip(jobs, results, strict=True):
-        out[kind][result.target] = result.to_json()
+    out: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in PROBE_KINDS}
+    for batch in _aio.run(all_of):
+        for kind, result in batch:
+            out[kind][result.target] = result.to_json()
     return out
+
+
+def _metrics_jobs(env: Environment, selected: Mapping[str, set[str]]) -> Callable[
+        [], Awaitable[list[tuple[str, _Result]]]]:
+    """SLO and business numbers; with a Prometheus source, first ask whether it answers at all."""
+    slo_services = [s for s in env.services if s.name in selected.get("slo", ())]
+    wanted_business = selected.get("business", set())
+    wants_source = bool(selected.get("metrics_source"))
+
+    async def run() -> list[tuple[str, _Result]]:
+        if not (slo_services or wanted_business or wants_source):
+            return []
+        from acgs_checks.probes import slo  # noqa: PLC0415
+
+        settings = env.slo
+        prometheus = env.prometheus
+        business = [m for m in slo.business_metrics(env.business, prometheus) if m.name in wanted_business]
+        down = ""
+        needs_prometheus = wants_source or any(m.query for m in business) or (
+            slo_services and settings.source == "prometheus")
+        if prometheus is not None and needs_prometheus:
+            down = await slo.prometheus_reachable(prometheus)
+        found: list[tuple[str, _Result]] = []
+        if prometheus is not None and wants_source:
+            found.append(("metrics_source", slo.SourceStatus(target="prometheus", url=slo.shown(prometheus.url),
+                                                              reachable=not down, error=down)))
+        jobs: list[tuple[str, Callable[[], Awaitable[_Result]]]] = []
+        for service in slo_services:
+            if settings.source == "prometheus" and prometheus is not None:
+                if down:
+                    source = f"Prometheus {slo.shown(prometheus.url)}"
+                    found.append(("slo", slo.SloSnapshot(target=service.name, source=source, window=settings.window,
+                                                         reachable=False, error=down)))
+                    continue
+                jobs.append(("slo", partial(slo.from_prometheus, service, prometheus, settings)))
+            elif settings.source == "scrape":
+                jobs.append(("slo", partial(slo.from_scrapes, service, settings)))
+            else:
+                jobs.append(("slo", partial(slo.from_samples, service, settings)))
+        for metric in business:
+            if metric.query and down:
+                found.append(("business", slo.BusinessSnapshot(metric.name, f"PromQL {metric.query}", None, down,
+                                                               reachable=False)))
+                continue
+            jobs.append(("business", partial(slo.business_metric, metric, prometheus, settings.window)))
+        results = await _aio.gather_bounded([job for _, job in jobs], limit=env.defaults.concurrency)
+        return found + list(zip([kind for kind, _ in jobs], results, strict=True))
+
+    return run

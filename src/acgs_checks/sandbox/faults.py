@@ -20,6 +20,17 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    """A share as a ratio: 0.05, 5% and 5 all mean five percent."""
+    raw = text.strip()
+    value = float(raw.rstrip("%")) / 100 if raw.endswith("%") else float(raw)
+    if value > 1:
+        value /= 100
+    if not 0 <= value <= 1:
+        raise ValueError("must be a share between 0 and 1 (or a percentage)")
+    return value
+
+
 def _percent(text: str) -> float:
     value = float(text.rstrip("%"))
     if not 0 < value <= 100:
@@ -41,6 +52,14 @@ SERVICE_FAULTS: dict[str, FaultSpec] = {
         FaultSpec("slow", "the health endpoint answers after SECONDS", _seconds),
         FaultSpec("hang", "the service accepts the connection and never answers"),
         FaultSpec("degraded", "the health endpoint answers 200 with status warn"),
+        FaultSpec("latency", "the SLO endpoint's latency is spread so that its P95 is SECONDS", _seconds),
+        FaultSpec("errors", "this SHARE of the SLO endpoint's responses are 500", _share),
+    )
+}
+GLOBAL_FAULTS: dict[str, FaultSpec] = {
+    spec.name: spec for spec in (
+        FaultSpec("compliance", "the constitutional compliance score becomes SCORE (0..1 or %)", _share),
+        FaultSpec("policy-success", "the policy evaluation success rate becomes SHARE (0..1 or %)", _share),
     )
 }
 DATABASE_FAULTS: dict[str, FaultSpec] = {
@@ -81,7 +100,7 @@ class Fault:
 
     def __str__(self) -> str:
         arg = "" if self.arg is None else f"={self.arg:g}"
-        return f"{self.target}:{self.name}{arg}"
+        return f"{self.target}:{self.name}{arg}" if self.target else f"{self.name}{arg}"
 
 
 def _usage(text: str, problem: str, fix: str) -> ConfigError:
@@ -91,6 +110,8 @@ def _usage(text: str, problem: str, fix: str) -> ConfigError:
 def parse(text: str) -> Fault:
     """Parse one ``--sandbox-fault`` value; a bad one is a one-line ConfigError."""
     target, sep, rest = text.strip().partition(":")
+    if not sep and "=" in text:
+        return _parse_global(text.strip())
     if not sep or not target or not rest:
         raise _usage(text, "not of the form TARGET:FAULT[=ARG]",
                      "write e.g. auth:down or auth:slow=3")
@@ -116,19 +137,32 @@ def parse(text: str) -> Fault:
         raise _usage(text, f"bad argument {raw_arg!r} ({exc})", f"write {target}:{name}=VALUE") from None
 
 
+def _parse_global(text: str) -> Fault:
+    name, _, raw_arg = text.partition("=")
+    spec = GLOBAL_FAULTS.get(name)
+    if spec is None or spec.parse_arg is None:
+        raise _usage(text, f"unknown fault {name!r}",
+                     "use TARGET:FAULT[=ARG], or one of " + ", ".join(f"{n}=ARG" for n in GLOBAL_FAULTS))
+    try:
+        return Fault("", name, spec.parse_arg(raw_arg))
+    except ValueError as exc:
+        raise _usage(text, f"bad argument {raw_arg!r} ({exc})", f"write {name}=VALUE") from None
+
+
 def parse_all(texts: Iterable[str]) -> tuple[Fault, ...]:
     faults = tuple(parse(text) for text in texts)
     seen: dict[str, Fault] = {}
     for fault in faults:
-        if fault.target in seen:
-            raise _usage(str(fault), f"{fault.target} already has fault {seen[fault.target]}",
-                         "give each target at most one fault")
-        seen[fault.target] = fault
+        key = fault.target or fault.name  # a global fault is its own target
+        if key in seen:
+            raise _usage(str(fault), f"{key} already has fault {seen[key]}", "give each target at most one fault")
+        seen[key] = fault
     return faults
 
 
 def describe() -> str:
     groups = (("<service>", SERVICE_FAULTS), (DATABASE, DATABASE_FAULTS), (POOLER, POOLER_FAULTS),
               (CACHE, CACHE_FAULTS))
-    return "; ".join(f"{target}:{n}{'=ARG' if s.parse_arg else ''} ({s.help})"
-                     for target, specs in groups for n, s in specs.items())
+    scoped = [f"{target}:{n}{'=ARG' if s.parse_arg else ''} ({s.help})"
+              for target, specs in groups for n, s in specs.items()]
+    return "; ".join(scoped + [f"{n}=ARG ({s.help})" for n, s in GLOBAL_FAULTS.items()])

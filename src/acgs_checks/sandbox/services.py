@@ -1,73 +1,115 @@
-"""A small ACGS-shaped HTTP service: ``/health``, ``/metrics`` and ``/``, with injectable faults."""
+"""A small ACGS-shaped HTTP service with injectable faults.
+
+Endpoints: ``/health``; an SLO endpoint that does the service's "work" (the one latency
+and error faults affect); ``/metrics`` in the Prometheus text format, counting the real
+traffic; and for two services a JSON business endpoint.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import random
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from acgs_checks.sandbox.faults import Fault
 
-# Prometheus default buckets, as client libraries use them.
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+# Finer than the client libraries' defaults around the runbook's 2 s / 5 s / 10 s lines,
+# so that histogram_quantile lands close to the truth.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.5,
+           10.0, 12.5, 15.0, 20.0, 30.0)
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
+            503: "Service Unavailable"}
+SLO_PATHS = {
+    "auth": "/api/v1/auth/validate",
+    "constitutional-ai": "/api/v1/constitutional/validate",
+    "policy-governance": "/api/v1/policies/evaluate",
+    "governance-synthesis": "/api/v1/synthesize",
+}
+COMPLIANCE_PATH = "/api/v1/compliance"      # on constitutional-ai
+POLICY_STATS_PATH = "/api/v1/policies/stats"  # on policy-governance
+
+
+@dataclass
+class Business:
+    """The stack's business numbers, shared by the services that report them."""
+
+    compliance_score: float = 0.97
+    policy_success_rate: float = 0.995
+    evaluations: Counter[str] = field(default_factory=Counter)
+
+    def evaluate(self) -> None:
+        total = sum(self.evaluations.values())
+        expected_failures = round((total + 1) * (1 - self.policy_success_rate))
+        self.evaluations["failure" if self.evaluations["failure"] < expected_failures else "success"] += 1
 
 
 @dataclass
 class Metrics:
-    """Request counters and a latency histogram that reflect the service's real traffic."""
+    """Request counters, an in-flight gauge and a latency histogram, by path."""
 
     requests: Counter[tuple[str, str, int]] = field(default_factory=Counter)
-    bucket_counts: Counter[float] = field(default_factory=Counter)
-    duration_sum: float = 0.0
-    duration_count: int = 0
+    buckets: Counter[tuple[str, float]] = field(default_factory=Counter)
+    sums: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    counts: Counter[str] = field(default_factory=Counter)
+    in_flight: Counter[str] = field(default_factory=Counter)
 
     def observe(self, method: str, path: str, status: int, seconds: float) -> None:
         self.requests[(method, path, status)] += 1
-        self.duration_sum += seconds
-        self.duration_count += 1
+        self.sums[path] += seconds
+        self.counts[path] += 1
         for bound in BUCKETS:
             if seconds <= bound:
-                self.bucket_counts[bound] += 1
+                self.buckets[(path, bound)] += 1
 
-    def render(self, service: str) -> str:
-        lines = [
-            "# HELP http_requests_total Requests handled, by method, path and status.",
-            "# TYPE http_requests_total counter",
-        ]
+    def render(self, service: str, business: Business | None) -> str:
+        lines = ["# HELP http_requests_total Requests handled, by method, path and status.",
+                 "# TYPE http_requests_total counter"]
         for (method, path, status), count in sorted(self.requests.items()):
-            lines.append(
-                f'http_requests_total{{service="{service}",method="{method}",'
-                f'path="{path}",status="{status}"}} {count}'
-            )
-        lines += [
-            "# HELP http_request_duration_seconds Time to answer a request.",
-            "# TYPE http_request_duration_seconds histogram",
-        ]
-        for bound in BUCKETS:
-            lines.append(f'http_request_duration_seconds_bucket{{service="{service}",le="{bound:g}"}} '
-                         f"{self.bucket_counts[bound]}")
-        lines += [
-            f'http_request_duration_seconds_bucket{{service="{service}",le="+Inf"}} {self.duration_count}',
-            f'http_request_duration_seconds_sum{{service="{service}"}} {self.duration_sum:.6f}',
-            f'http_request_duration_seconds_count{{service="{service}"}} {self.duration_count}',
-        ]
+            lines.append(f'http_requests_total{{service="{service}",method="{method}",path="{path}",'
+                         f'status="{status}"}} {count}')
+        lines += ["# HELP http_requests_in_flight Requests being served now.",
+                  "# TYPE http_requests_in_flight gauge"]
+        for path in sorted(set(self.counts) | set(self.in_flight)):
+            lines.append(f'http_requests_in_flight{{service="{service}",path="{path}"}} {self.in_flight[path]}')
+        lines += ["# HELP http_request_duration_seconds Time to answer a request.",
+                  "# TYPE http_request_duration_seconds histogram"]
+        for path in sorted(self.counts):
+            labels = f'service="{service}",path="{path}"'
+            for bound in BUCKETS:
+                lines.append(f'http_request_duration_seconds_bucket{{{labels},le="{bound:g}"}} '
+                             f"{self.buckets[(path, bound)]}")
+            lines += [f'http_request_duration_seconds_bucket{{{labels},le="+Inf"}} {self.counts[path]}',
+                      f"http_request_duration_seconds_sum{{{labels}}} {self.sums[path]:.6f}",
+                      f"http_request_duration_seconds_count{{{labels}}} {self.counts[path]}"]
+        if business is not None and service == "constitutional-ai":
+            lines += ["# TYPE acgs_constitutional_compliance_score gauge",
+                      f"acgs_constitutional_compliance_score {business.compliance_score}"]
+        if business is not None and service == "policy-governance":
+            lines.append("# TYPE acgs_policy_evaluations_total counter")
+            lines += [f'acgs_policy_evaluations_total{{result="{result}"}} {business.evaluations[result]}'
+                      for result in ("success", "failure")]
         return "\n".join(lines) + "\n"
 
 
 class SandboxService:
-    """One service on a free loopback port; ``fault`` changes how ``/health`` behaves."""
+    """One service on a free loopback port; ``fault`` changes how it behaves."""
 
-    def __init__(self, name: str, title: str, fault: Fault | None = None) -> None:
+    def __init__(self, name: str, title: str, fault: Fault | None = None, business: Business | None = None) -> None:
         self.name = name
         self.title = title
         self.fault = fault
+        self.business = business
+        self.slo_path = SLO_PATHS[name]
         self.metrics = Metrics()
         self.port = 0
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._served = 0
+        self._random = random.Random(name)  # noqa: S311 - a fixed seed: the same latencies on every run
 
     async def start(self) -> None:
         if self.fault is not None and self.fault.name == "down":
@@ -77,7 +119,7 @@ class SandboxService:
             probe.close()
             await probe.wait_closed()
             return
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=512)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -108,8 +150,7 @@ class SandboxService:
             return False
         started = time.perf_counter()
         method, _, rest = request_line.decode("latin-1").partition(" ")
-        target = rest.split(" ", 1)[0]
-        path = target.split("?", 1)[0]
+        path = rest.split(" ", 1)[0].split("?", 1)[0]
         keep_alive = True
         while True:
             line = await reader.readline()
@@ -118,7 +159,11 @@ class SandboxService:
             name, _, value = line.decode("latin-1").partition(":")
             if name.strip().lower() == "connection" and value.strip().lower() == "close":
                 keep_alive = False
-        status, content_type, body = await self._route(method, path)
+        self.metrics.in_flight[path] += 1
+        try:
+            status, content_type, body = await self._route(method, path)
+        finally:
+            self.metrics.in_flight[path] -= 1
         head = (
             f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\n"
             f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
@@ -134,12 +179,37 @@ class SandboxService:
         if method not in ("GET", "HEAD"):
             return 405, "text/plain", b"method not allowed\n"
         if path == "/metrics":
-            return 200, "text/plain; version=0.0.4", self.metrics.render(self.name).encode()
+            return 200, "text/plain; version=0.0.4", self.metrics.render(self.name, self.business).encode()
         if path == "/health":
             return await self._health()
+        if path == self.slo_path:
+            return await self._work()
+        if self.business is not None and self.name == "constitutional-ai" and path == COMPLIANCE_PATH:
+            return 200, "application/json", json.dumps(
+                {"compliance": {"score": self.business.compliance_score}}).encode()
+        if self.business is not None and self.name == "policy-governance" and path == POLICY_STATS_PATH:
+            total = sum(self.business.evaluations.values())
+            return 200, "application/json", json.dumps({"evaluations": {
+                "success_rate": self.business.policy_success_rate, "total": total}}).encode()
         if path == "/":
             return 200, "application/json", json.dumps({"service": self.title}).encode()
         return 404, "application/json", b'{"error": "not found"}'
+
+    async def _work(self) -> tuple[int, str, bytes]:
+        """The service's unit of work: where latency and error faults act."""
+        self._served += 1
+        fault = self.fault.name if self.fault else None
+        if fault == "latency" and self.fault is not None and self.fault.arg:
+            # Uniform on [0, P95 / 0.95]: its 95th percentile is exactly the injected P95.
+            await asyncio.sleep(self._random.uniform(0, self.fault.arg / 0.95))
+        if self.business is not None and self.name == "policy-governance":
+            self.business.evaluate()
+        if fault == "errors" and self.fault is not None and self.fault.arg is not None:
+            # Deterministic: exactly the given share of requests so far has failed.
+            share = self.fault.arg
+            if int(self._served * share) > int((self._served - 1) * share):
+                return 500, "application/json", b'{"error": "injected"}'
+        return 200, "application/json", json.dumps({"service": self.name, "ok": True}).encode()
 
     async def _health(self) -> tuple[int, str, bytes]:
         fault = self.fault.name if self.fault else None
@@ -155,3 +225,39 @@ class SandboxService:
             document["status"] = "warn"
             document["notes"] = ["dependency latency above normal"]
         return status, "application/health+json", json.dumps(document).encode()
+
+
+async def background_traffic(services: list[SandboxService], *, per_second: float, stop: asyncio.Event) -> None:
+    """Application-like traffic to every service's SLO endpoint, so /metrics and Prometheus see rates.
+
+    Requests start on a fixed schedule whatever the latency (at most 200 in flight), as
+    real clients do; their outcomes only show in the services' own metrics.
+    """
+    in_flight: set[asyncio.Task[None]] = set()
+
+    async def one(service: SandboxService) -> None:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+        except OSError:
+            return
+        try:
+            writer.write(f"GET {service.slo_path} HTTP/1.1\r\nHost: sandbox\r\nConnection: close\r\n\r\n".encode())
+            await writer.drain()
+            await asyncio.wait_for(reader.read(), 30)
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            writer.transport.abort()
+
+    live = [s for s in services if s.fault is None or s.fault.name not in ("down", "hang")]
+    while not stop.is_set():
+        for service in live:
+            if len(in_flight) < 200:
+                task = asyncio.create_task(one(service))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1 / per_second)
+    for task in list(in_flight):
+        task.cancel()
+    await asyncio.gather(*in_flight, return_exceptions=True)

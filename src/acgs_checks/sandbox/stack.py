@@ -18,7 +18,13 @@ from acgs_checks.sandbox.servers import (
     free_port,
     pgbouncer_binary,
 )
-from acgs_checks.sandbox.services import SandboxService
+from acgs_checks.sandbox.services import (
+    COMPLIANCE_PATH,
+    POLICY_STATS_PATH,
+    Business,
+    SandboxService,
+    background_traffic,
+)
 
 if TYPE_CHECKING:
     from acgs_checks.sandbox.workload import PoolSaturation, PostgresFaults, RedisWorkload
@@ -45,10 +51,18 @@ class Sandbox:
     Their ports are chosen up front, so the environment is complete before they run.
     """
 
-    def __init__(self, faults: Sequence[Fault] = ()) -> None:
-        by_target = {f.target: f for f in faults}
+    def __init__(self, faults: Sequence[Fault] = (), *, traffic_per_second: float = 10.0) -> None:
+        by_target = {f.target or f.name: f for f in faults}
         self.faults = tuple(faults)
-        self.services = [SandboxService(n, TITLES[n], by_target.get(n)) for n in SERVICE_NAMES]
+        self.business = Business()
+        if "compliance" in by_target and by_target["compliance"].arg is not None:
+            self.business.compliance_score = by_target["compliance"].arg
+        if "policy-success" in by_target and by_target["policy-success"].arg is not None:
+            self.business.policy_success_rate = by_target["policy-success"].arg
+        self.services = [SandboxService(n, TITLES[n], by_target.get(n), self.business) for n in SERVICE_NAMES]
+        self.traffic_per_second = traffic_per_second
+        self._traffic_stop: asyncio.Event | None = None
+        self._traffic: asyncio.Future[None] | None = None
         self.postgres = PostgresServer(port=free_port())
         self.pgbouncer = PgBouncerServer(port=free_port(), postgres=self.postgres) if pgbouncer_binary() else None
         self.redis = RedisServer(port=free_port())
@@ -77,6 +91,10 @@ class Sandbox:
 
     async def _start_services(self) -> None:
         await asyncio.gather(*(s.start() for s in self.services))
+        if self.traffic_per_second > 0:
+            self._traffic_stop = asyncio.Event()
+            self._traffic = asyncio.ensure_future(
+                background_traffic(self.services, per_second=self.traffic_per_second, stop=self._traffic_stop))
 
     def start_backends(self) -> None:
         """Start PostgreSQL (+ PgBouncer) and Redis side by side, with their faults; idempotent."""
@@ -130,6 +148,9 @@ class Sandbox:
         self.postgres.stop()
 
     async def _stop_services(self) -> None:
+        if self._traffic_stop is not None and self._traffic is not None:
+            self._traffic_stop.set()
+            await asyncio.wait_for(self._traffic, 5)
         await asyncio.gather(*(s.stop() for s in self.services))
 
     def as_mapping(self) -> dict[str, Any]:
@@ -138,20 +159,33 @@ class Sandbox:
             "description": "embedded sandbox" + (
                 " with faults " + ", ".join(map(str, self.faults)) if self.faults else ""),
             "defaults": {"timeout_seconds": TIMEOUT_SECONDS, "cache_window_seconds": CACHE_WINDOW_SECONDS},
+            # One round of concurrent samples: a run costs about the slowest request, not fifty of them.
+            "slo": {"source": "synthetic", "samples": 50, "concurrency": 50, "max_seconds": 5.0,
+                    "request_timeout_seconds": 15.0},
             "services": [
-                {"name": s.name, "title": s.title, "url": f"http://127.0.0.1:{s.port}", "health_path": "/health"}
+                {"name": s.name, "title": s.title, "url": f"http://127.0.0.1:{s.port}", "health_path": "/health",
+                 "slo_path": s.slo_path, "prometheus_selector": f'service="{s.name}",path="{s.slo_path}"'}
                 for s in self.services
             ],
             "databases": [{"name": "primary", "title": "ACGS production database", "dsn": self.postgres.dsn}],
             "poolers": ([{"name": "pgbouncer", "title": "PgBouncer", "dsn": self.pgbouncer.dsn}]
                         if self.pgbouncer is not None else []),
             "caches": [{"name": "main", "title": "Redis cache", "url": self.redis.url}],
+            "business": {
+                "compliance": {"url": f"{self._service_url('constitutional-ai')}{COMPLIANCE_PATH}",
+                               "field": "compliance.score"},
+                "policy_success": {"url": f"{self._service_url('policy-governance')}{POLICY_STATS_PATH}",
+                                   "field": "evaluations.success_rate"},
+            },
             "thresholds": {
                 "long_query_seconds": AGE_THRESHOLD_SECONDS,
                 "idle_in_transaction_seconds": AGE_THRESHOLD_SECONDS,
                 "lock_wait_seconds": AGE_THRESHOLD_SECONDS,
             },
         }
+
+    def _service_url(self, name: str) -> str:
+        return next(f"http://127.0.0.1:{s.port}" for s in self.services if s.name == name)
 
     def environment(self) -> Environment:
         return environment.from_mapping(self.as_mapping(), source="sandbox", environ={})
@@ -171,11 +205,16 @@ def _toml_value(value: Any) -> str:
 
 def render_toml(data: dict[str, Any]) -> str:
     """A small TOML writer for the environment shape (scalars, tables, arrays of tables)."""
+    return "\n".join(_toml_lines(data, prefix="")) + "\n"
+
+
+def _toml_lines(data: dict[str, Any], *, prefix: str) -> list[str]:
     lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict | list)]
     for key, value in data.items():
+        name = f"{prefix}{key}"
         if isinstance(value, dict):
-            lines += ["", f"[{key}]"] + [f"{k} = {_toml_value(v)}" for k, v in value.items()]
+            lines += ["", f"[{name}]", *_toml_lines(value, prefix=f"{name}.")]
         elif isinstance(value, list):
             for table in value:
-                lines += ["", f"[[{key}]]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
-    return "\n".join(lines) + "\n"
+                lines += ["", f"[[{name}]]", *_toml_lines(table, prefix=f"{name}.")]
+    return lines

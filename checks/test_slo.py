@@ -1,0 +1,107 @@
+"""Monitor Key Metrics and the alert thresholds: latency, error rates and traffic per service.
+
+The numbers come from the environment's SLO source: Prometheus (PromQL over a window),
+synthetic sampling by the suite itself, or two scrapes of the service's /metrics.
+Warning and critical are separate cases with the runbook's severities. A value the
+source could not provide is a failure ("no data"), never a pass.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from acgs_checks.environment import Environment
+from acgs_checks.verdict import breached, fail, not_applicable, unreachable
+
+if TYPE_CHECKING:  # the probe modules load only when such checks run
+    from acgs_checks.probes.slo import SloSnapshot, SourceStatus
+
+pytestmark = [pytest.mark.daily, pytest.mark.slo]
+
+
+def _value(slo: SloSnapshot, key: str) -> float:
+    """The measured value, or a failure that says which query or sample gave no data."""
+    value = slo.values.get(key)
+    if value is None:
+        fail(f"{slo.target}: no data for {key} over {slo.window} "
+             f"({slo.errors.get(key) or 'the source returned nothing'}; source: {slo.sources.get(key, slo.source)})")
+    return value
+
+
+def _where(slo: SloSnapshot, key: str) -> str:
+    return f"over {slo.window}; source: {slo.sources.get(key, slo.source)}"
+
+
+def _above(slo: SloSnapshot, key: str, label: str, limit: float, unit: str) -> None:
+    value = _value(slo, key)
+    if value > limit:
+        shown = f"{value * 100:.2f} %" if unit == "%" else f"{value:.3f} s"
+        bound = f"{limit * 100:g} %" if unit == "%" else f"{limit:g} s"
+        breached(f"{slo.target}: {label} {shown} {_where(slo, key)}", f"≤ {bound}")
+
+
+@pytest.mark.p1
+@pytest.mark.runbook("daily.key-metrics.response-times", "alerts.warning.p95")
+def test_p95_latency(slo: SloSnapshot, acgs_environment: Environment) -> None:
+    """P95 response time stays at or below 2 s (above it: warning alert)."""
+    _above(slo, "p95", "P95 latency", acgs_environment.thresholds.p95_warning_seconds, "s")
+
+
+@pytest.mark.p1
+@pytest.mark.runbook("daily.key-metrics.response-times")
+def test_p99_latency_target(slo: SloSnapshot, acgs_environment: Environment) -> None:
+    """P99 response time meets the daily target of 5 s."""
+    _above(slo, "p99", "P99 latency", acgs_environment.thresholds.p99_warning_seconds, "s")
+
+
+@pytest.mark.p0
+@pytest.mark.runbook("alerts.critical.p99")
+def test_p99_latency_critical(slo: SloSnapshot, acgs_environment: Environment) -> None:
+    """P99 response time stays at or below 10 s (above it: critical alert)."""
+    _above(slo, "p99", "P99 latency", acgs_environment.thresholds.p99_critical_seconds, "s")
+
+
+@pytest.mark.p1
+@pytest.mark.runbook("daily.key-metrics.error-rates", "alerts.warning.error-rate")
+def test_error_rate_warning(slo: SloSnapshot, acgs_environment: Environment) -> None:
+    """The share of 5xx responses stays at or below 1 % (above it: warning alert)."""
+    _above(slo, "error_rate", "5xx error rate", acgs_environment.thresholds.error_rate_warning_percent / 100, "%")
+
+
+@pytest.mark.p0
+@pytest.mark.runbook("alerts.critical.error-rate")
+def test_error_rate_critical(slo: SloSnapshot, acgs_environment: Environment) -> None:
+    """The share of 5xx responses stays at or below 5 % (above it: critical alert)."""
+    _above(slo, "error_rate", "5xx error rate", acgs_environment.thresholds.error_rate_critical_percent / 100, "%")
+
+
+@pytest.mark.p3
+@pytest.mark.runbook("monitoring.application.client-errors")
+def test_client_error_share(slo: SloSnapshot, acgs_environment: Environment) -> None:
+    """4xx responses are evidence; above the configured share they are worth a look (P3)."""
+    _above(slo, "client_error_rate", "4xx share", acgs_environment.thresholds.client_error_max_percent / 100, "%")
+
+
+@pytest.mark.p2
+@pytest.mark.runbook("monitoring.application.request-rate")
+def test_request_rate_floor(slo: SloSnapshot, acgs_environment: Environment) -> None:
+    """The service receives traffic: request rate above the floor (active connections are evidence)."""
+    if "synthetic requests" in slo.source:
+        not_applicable(f"{slo.target}: synthetic sampling sends its own traffic, so it cannot see the real rate")
+    floor = acgs_environment.thresholds.request_rate_min_per_second
+    rate = _value(slo, "request_rate")
+    if rate <= floor:
+        connections = slo.values.get("active_connections")
+        extra = f", active connections {connections:g}" if connections is not None else ""
+        breached(f"{slo.target}: request rate {rate:.3f} req/s{extra} {_where(slo, 'request_rate')}",
+                 f"> {floor:g} req/s")
+
+
+@pytest.mark.p0
+@pytest.mark.runbook("monitoring.metrics-source")
+def test_metrics_source_reachable(metrics_source_probe: SourceStatus) -> None:
+    """The Prometheus HTTP API answers; without it no latency or error alert can be judged."""
+    if not metrics_source_probe.reachable:
+        unreachable(f"metrics source unreachable: {metrics_source_probe.error}")

@@ -1,0 +1,157 @@
+"""Pure metric arithmetic: the Prometheus text format, histogram_quantile, sample percentiles.
+
+No I/O here; the probes fetch, these functions compute, and the self-tests check them
+against hand-computed cases.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\S+)?$")
+_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: Mapping[str, str]
+    value: float
+
+
+def _unescape(text: str) -> str:
+    return text.replace(r"\\", "\0").replace(r"\"", '"').replace(r"\n", "\n").replace("\0", "\\")
+
+
+def parse_text(text: str) -> list[Sample]:
+    """Parse the Prometheus text exposition format (version 0.0.4); comments are skipped."""
+    samples: list[Sample] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _LINE.match(line)
+        if match is None:
+            raise ValueError(f"not a metric line: {line[:80]!r}")
+        labels: dict[str, str] = {}
+        if match.group(3):
+            position = 0
+            body = match.group(3)
+            while position < len(body):
+                label = _LABEL.match(body, position)
+                if label is None:
+                    raise ValueError(f"bad labels in: {line[:80]!r}")
+                labels[label.group(1)] = _unescape(label.group(2))
+                position = label.end()
+        samples.append(Sample(match.group(1), labels, _parse_value(match.group(4))))
+    return samples
+
+
+def _parse_value(text: str) -> float:
+    lowered = text.lower()
+    if lowered in ("+inf", "inf"):
+        return math.inf
+    if lowered == "-inf":
+        return -math.inf
+    return float(text)
+
+
+def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float:
+    """``histogram_quantile`` as Prometheus computes it, from (upper bound, cumulative count) pairs.
+
+    Linear interpolation inside the bucket that holds the rank; the lowest bucket starts
+    at 0 (unless its bound is not positive); a rank in the +Inf bucket returns the
+    highest finite bound; no +Inf bucket, fewer than two buckets or no observations
+    give NaN. Counts that decrease (a scrape race) are made monotonic first.
+    """
+    if math.isnan(q):
+        return math.nan
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    merged: dict[float, float] = {}
+    for bound, count in buckets:
+        merged[bound] = merged.get(bound, 0.0) + count
+    ordered = sorted(merged.items())
+    if len(ordered) < 2 or not math.isinf(ordered[-1][0]):
+        return math.nan
+    running = 0.0
+    monotonic: list[tuple[float, float]] = []
+    for bound, count in ordered:
+        running = max(running, count)
+        monotonic.append((bound, running))
+    observations = monotonic[-1][1]
+    if observations == 0:
+        return math.nan
+    rank = q * observations
+    index = next(i for i, (_, count) in enumerate(monotonic) if count >= rank)
+    if index == len(monotonic) - 1:
+        return monotonic[-2][0]
+    if index == 0 and monotonic[0][0] <= 0:
+        return monotonic[0][0]
+    start = 0.0 if index == 0 else monotonic[index - 1][0]
+    end, count = monotonic[index]
+    if index > 0:
+        count -= monotonic[index - 1][1]
+        rank -= monotonic[index - 1][1]
+    return start + (end - start) * (rank / count)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-quantile (0..1) of samples by linear interpolation between closest ranks.
+
+    This is Hyndman and Fan's definition 7, the default of numpy and R: with sorted
+    values x[0..n-1], h = (n-1)q, result = x[floor h] + (h - floor h)(x[floor h + 1] - x[floor h]).
+    """
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    h = (len(ordered) - 1) * q
+    low = math.floor(h)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (h - low) * (ordered[high] - ordered[low])
+
+
+def matches(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def bucket_deltas(before: Sequence[Sample], after: Sequence[Sample], name: str,
+                  selector: Mapping[str, str]) -> list[tuple[float, float]]:
+    """Per-bucket increase between two scrapes of a histogram (summed over matching series).
+
+    A series whose count went down was reset (a restart): its increase is its new value.
+    """
+    def by_series(samples: Sequence[Sample]) -> dict[tuple[tuple[str, str], ...], float]:
+        return {tuple(sorted(s.labels.items())): s.value for s in samples
+                if s.name == name and matches(s.labels, selector)}
+
+    old, new = by_series(before), by_series(after)
+    totals: dict[float, float] = {}
+    for key, value in new.items():
+        previous = old.get(key, 0.0)
+        increase = value - previous if value >= previous else value
+        bound = _parse_value(dict(key)["le"])
+        totals[bound] = totals.get(bound, 0.0) + increase
+    return sorted(totals.items())
+
+
+def counter_delta(before: Sequence[Sample], after: Sequence[Sample], name: str,
+                  selector: Mapping[str, str], *, where: str | None = None, pattern: str = "") -> float:
+    """Increase of a counter between two scrapes, optionally only series whose label ``where`` matches ``pattern``."""
+    def keep(sample: Sample) -> bool:
+        if sample.name != name or not matches(sample.labels, selector):
+            return False
+        return where is None or re.fullmatch(pattern, sample.labels.get(where, "")) is not None
+
+    old = {tuple(sorted(s.labels.items())): s.value for s in before if keep(s)}
+    total = 0.0
+    for sample in after:
+        if keep(sample):
+            previous = old.get(tuple(sorted(sample.labels.items())), 0.0)
+            total += sample.value - previous if sample.value >= previous else sample.value
+    return total
