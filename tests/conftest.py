@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,3 +91,28 @@ def write_env(tmp_path: Path) -> Callable[[str], Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def standalone_sandbox(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """Start ``python -m acgs_checks.sandbox`` with faults; returns the environment file it wrote."""
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(*faults: str, backends: bool = True) -> Path:
+        env_file = tmp_path / f"sandbox-{len(processes)}.toml"
+        args = [sys.executable, "-m", "acgs_checks.sandbox", "--write", str(env_file)]
+        args += [a for fault in faults for a in ("--fault", fault)]
+        if not backends:
+            args.append("--no-backends")
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        processes.append(process)
+        deadline = time.monotonic() + 60
+        while not env_file.exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert env_file.exists(), process.stderr.read() if process.stderr else ""
+        return env_file
+
+    yield start
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0

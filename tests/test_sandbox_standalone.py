@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -19,17 +18,8 @@ from conftest import ROOT, RunSuite
 
 
 @pytest.fixture
-def standalone(tmp_path: Path):
-    env_file = tmp_path / "sandbox.toml"
-    process = subprocess.Popen([sys.executable, "-m", "acgs_checks.sandbox", "--write", str(env_file)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not env_file.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    assert env_file.exists(), process.stderr.read() if process.stderr else ""
-    yield env_file
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=30) == 0
+def standalone(standalone_sandbox: Callable[..., Path]) -> Path:
+    return standalone_sandbox()
 
 
 def test_standalone_serves_a_real_stack(standalone: Path) -> None:

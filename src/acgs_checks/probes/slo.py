@@ -31,16 +31,18 @@ DEFAULT_QUERIES = {
     "p50": 'histogram_quantile(0.5, sum by (le) (rate(http_request_duration_seconds_bucket{selector}[{window}])))',
     "p95": 'histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{selector}[{window}])))',
     "p99": 'histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{selector}[{window}])))',
-    "error_rate": 'sum(rate(http_requests_total{selector,status=~"5.."}[{window}])) '
+    # "or vector(0)": a service that never failed has no 5xx series at all, which is 0 %, not "no data";
+    # with no requests at all the denominator stays empty and the result is no data, as it should.
+    "error_rate": '(sum(rate(http_requests_total{selector,status=~"5.."}[{window}])) or vector(0)) '
                   '/ sum(rate(http_requests_total{selector}[{window}]))',
-    "client_error_rate": 'sum(rate(http_requests_total{selector,status=~"4.."}[{window}])) '
+    "client_error_rate": '(sum(rate(http_requests_total{selector,status=~"4.."}[{window}])) or vector(0)) '
                          '/ sum(rate(http_requests_total{selector}[{window}]))',
     "request_rate": "sum(rate(http_requests_total{selector}[{window}]))",
     "active_connections": "sum(http_requests_in_flight{selector})",
 }
 DEFAULT_BUSINESS_QUERIES = {
     "compliance": "avg(acgs_constitutional_compliance_score)",
-    "policy_success": 'sum(rate(acgs_policy_evaluations_total{result="success"}[{window}])) '
+    "policy_success": '(sum(rate(acgs_policy_evaluations_total{result="success"}[{window}])) or vector(0)) '
                       "/ sum(rate(acgs_policy_evaluations_total[{window}]))",
 }
 QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}

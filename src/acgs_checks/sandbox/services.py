@@ -38,7 +38,7 @@ class Business:
     """The stack's business numbers, shared by the services that report them."""
 
     compliance_score: float = 0.97
-    policy_success_rate: float = 0.995
+    policy_success_rate: float = 0.999
     evaluations: Counter[str] = field(default_factory=Counter)
 
     def evaluate(self) -> None:

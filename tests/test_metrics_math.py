@@ -1,0 +1,91 @@
+"""histogram_quantile, sample percentiles and the text format, against hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from acgs_checks import metrics
+from acgs_checks.probes.slo import DEFAULT_QUERIES, render
+
+INF = math.inf
+
+
+@pytest.mark.parametrize(
+    ("q", "buckets", "expected"),
+    [
+        # 100 observations: 50 in (0, 0.1], 30 in (0.1, 0.5], 20 in (0.5, 1]. rank 50 -> end of first bucket.
+        (0.5, [(0.1, 50), (0.5, 80), (1.0, 100), (INF, 100)], 0.1),
+        # rank 95 -> 15 of the 20 in (0.5, 1]: 0.5 + 0.5 * 15/20 = 0.875
+        (0.95, [(0.1, 50), (0.5, 80), (1.0, 100), (INF, 100)], 0.875),
+        # rank 25 in the first bucket, which starts at 0: 0.1 * 25/50 = 0.05
+        (0.25, [(0.1, 50), (0.5, 80), (1.0, 100), (INF, 100)], 0.05),
+        # rank 99 falls in the +Inf bucket: the highest finite bound is returned
+        (0.99, [(0.1, 50), (0.5, 80), (1.0, 90), (INF, 100)], 1.0),
+        # a first bucket with a negative bound returns that bound
+        (0.1, [(-1.0, 10), (0.0, 20), (INF, 20)], -1.0),
+        # counts that decrease (a scrape race) are made monotonic: (0.5, 70) counts as 80
+        (0.9, [(0.1, 50), (0.5, 80), (0.75, 70), (1.0, 100), (INF, 100)], 0.75 + 0.25 * (90 - 80) / 20),
+        # buckets given twice for one bound are summed (two series)
+        (0.5, [(1.0, 5), (1.0, 5), (2.0, 10), (2.0, 10), (INF, 20)], 1.0),
+    ],
+    ids=["median-at-bound", "p95-interpolated", "first-bucket-from-zero", "inf-bucket", "negative-bound",
+         "non-monotonic", "summed-series"],
+)
+def test_histogram_quantile(q: float, buckets: list[tuple[float, float]], expected: float) -> None:
+    assert metrics.histogram_quantile(q, buckets) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("q", "buckets"),
+    [(0.5, [(0.1, 5), (1.0, 10)]), (0.5, [(INF, 10)]), (0.5, [(0.1, 0), (INF, 0)]), (math.nan, [(1, 1), (INF, 1)])],
+    ids=["no-inf-bucket", "one-bucket", "no-observations", "nan-q"],
+)
+def test_histogram_quantile_nan(q: float, buckets: list[tuple[float, float]]) -> None:
+    assert math.isnan(metrics.histogram_quantile(q, buckets))
+
+
+def test_histogram_quantile_out_of_range_q() -> None:
+    buckets = [(1.0, 1), (INF, 1)]
+    assert metrics.histogram_quantile(-0.1, buckets) == -INF
+    assert metrics.histogram_quantile(1.1, buckets) == INF
+
+
+def test_percentile_is_linear_between_closest_ranks() -> None:
+    values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+    assert metrics.percentile(values, 0.5) == pytest.approx(5.5)
+    assert metrics.percentile(values, 0.95) == pytest.approx(9.55)  # h = 8.55
+    assert metrics.percentile(list(reversed(values)), 0.0) == 1.0
+    assert metrics.percentile([3.0], 0.99) == 3.0
+    assert math.isnan(metrics.percentile([], 0.5))
+
+
+def test_parse_text_and_deltas() -> None:
+    before = metrics.parse_text(
+        '# HELP x\nhttp_request_duration_seconds_bucket{service="a",le="0.5"} 1\n'
+        'http_request_duration_seconds_bucket{service="a",le="+Inf"} 2\n'
+        'http_requests_total{service="a",status="200"} 10\nhttp_requests_total{service="a",status="500"} 1\n'
+        'other{label="with \\"quote\\""} 3.5 1700000000\n')
+    after = metrics.parse_text(
+        'http_request_duration_seconds_bucket{service="a",le="0.5"} 5\n'
+        'http_request_duration_seconds_bucket{service="a",le="+Inf"} 10\n'
+        'http_requests_total{service="a",status="200"} 30\nhttp_requests_total{service="a",status="500"} 3\n'
+        'http_requests_total{service="b",status="500"} 99\n')
+    assert before[-1].labels == {"label": 'with "quote"'}
+    assert metrics.bucket_deltas(before, after, "http_request_duration_seconds_bucket", {"service": "a"}) == [
+        (0.5, 4.0), (INF, 8.0)]
+    assert metrics.counter_delta(before, after, "http_requests_total", {"service": "a"}) == 22.0
+    assert metrics.counter_delta(before, after, "http_requests_total", {"service": "a"},
+                                 where="status", pattern="5..") == 2.0
+
+
+def test_parse_text_rejects_garbage() -> None:
+    with pytest.raises(ValueError, match="not a metric line"):
+        metrics.parse_text("this is not { metrics")
+
+
+def test_default_queries_render_the_selector_and_window() -> None:
+    rendered = render(DEFAULT_QUERIES["error_rate"], selector='job="auth"', window="5m")
+    assert rendered == ('(sum(rate(http_requests_total{job="auth",status=~"5.."}[5m])) or vector(0)) '
+                        '/ sum(rate(http_requests_total{job="auth"}[5m]))')

@@ -1,0 +1,163 @@
+"""The Prometheus source, against a real Prometheus server scraping the sandbox.
+
+Needs the ``prometheus`` binary (Debian package; .ci/run installs it); skips otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+import tomllib
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from acgs_checks.sandbox.stack import render_toml
+from conftest import RunSuite, label
+from servers import free_port
+
+PROMETHEUS = shutil.which("prometheus")
+pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is not installed (.ci/run installs it)")
+WINDOW = "15s"
+
+
+def _ask(base: str, path: str) -> Any:
+    with urllib.request.urlopen(base + path, timeout=5) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def prometheus_for(tmp_path: Path) -> Iterator[Callable[[Path], str]]:
+    """Start a Prometheus scraping every service of a sandbox environment file every 500 ms."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(env_file: Path) -> str:
+        data = tomllib.loads(env_file.read_text())
+        targets = [urllib.parse.urlsplit(s["url"]).netloc for s in data["services"]]
+        port = free_port()
+        config = tmp_path / "prometheus.yml"
+        config.write_text(
+            "global:\n  scrape_interval: 500ms\n  evaluation_interval: 1s\n"
+            "scrape_configs:\n  - job_name: sandbox\n    static_configs:\n"
+            f"      - targets: {json.dumps(targets)}\n")
+        assert PROMETHEUS is not None
+        process = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        processes.append(process)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                targets_up = _ask(base, "/api/v1/query?query=" + urllib.parse.quote("sum(up)"))
+                results = targets_up["data"]["result"]
+                if results and float(results[0]["value"][1]) == len(targets):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        time.sleep(6)  # a few seconds of traffic, so rate() over the window has samples
+        return base
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def prometheus_env(env_file: Path, url: str, **extra: Any) -> Path:
+    data = tomllib.loads(env_file.read_text())
+    for key in ("databases", "poolers", "caches", "business"):
+        data.pop(key, None)  # business metrics then come from the default PromQL queries
+    data["prometheus"] = {"url": url}
+    data["slo"] = {"source": "prometheus", "window": WINDOW}
+    data.update(extra)
+    out = env_file.with_name("prometheus-" + env_file.name)
+    out.write_text(render_toml(data))
+    return out
+
+
+def test_healthy_sandbox_through_prometheus(run_suite: RunSuite, standalone_sandbox: Callable[..., Path],
+                                            prometheus_for: Callable[[Path], str]) -> None:
+    env_file = standalone_sandbox(backends=False)
+    base = prometheus_for(env_file)
+    run = run_suite("-m", "daily and (slo or business)", "--env", str(prometheus_env(env_file, base)))
+    assert run.returncode == 0, run.output
+    statuses = run.statuses()
+    assert statuses.pop("test_metrics_source_reachable") == "passed"
+    assert statuses.pop("test_constitutional_compliance") == "passed"
+    assert statuses.pop("test_policy_evaluation_success") == "passed"
+    assert len(statuses) == 28
+    assert set(statuses.values()) == {"passed"}, statuses
+
+
+def test_faults_through_prometheus(run_suite: RunSuite, standalone_sandbox: Callable[..., Path],
+                                   prometheus_for: Callable[[Path], str]) -> None:
+    env_file = standalone_sandbox("auth:latency=3", "constitutional-ai:errors=0.1", "compliance=0.9",
+                                  "policy-success=0.95", backends=False)
+    base = prometheus_for(env_file)
+    run = run_suite("-m", "daily and (slo or business)", "--env", str(prometheus_env(env_file, base)))
+    assert run.returncode == 1, run.output
+    assert run.failed() == {"test_p95_latency[auth]", "test_error_rate_warning[constitutional-ai]",
+                            "test_error_rate_critical[constitutional-ai]", "test_constitutional_compliance",
+                            "test_policy_evaluation_success"}, run.output
+    results = run.results()
+    p95 = results["test_p95_latency[auth]"]["statusDetails"]["message"]
+    assert re.search(r"auth: P95 latency \d\.\d+ s over 15s; source: histogram_quantile\(0\.95, sum by \(le\) "
+                     r'\(rate\(http_request_duration_seconds_bucket\{service="auth",path="/api/v1/auth/validate"\}'
+                     r"\[15s\]\)\)\) \(expected ≤ 2 s\)", p95), p95
+    measured = float(re.search(r"P95 latency (\d+\.\d+) s", p95).group(1))  # type: ignore[union-attr]
+    assert abs(measured - 3.0) / 3.0 < 0.10, p95  # histogram_quantile over the sandbox's fine buckets
+    errors = results["test_error_rate_critical[constitutional-ai]"]["statusDetails"]["message"]
+    assert "5xx error rate" in errors
+    assert 'status=~"5.."' in errors
+    assert "over 15s" in errors
+    assert label(results["test_error_rate_critical[constitutional-ai]"], "severity") == ["blocker"]
+    compliance = results["test_constitutional_compliance"]["statusDetails"]["message"]
+    assert "constitutional compliance score 90.00 % (source: PromQL avg(acgs_constitutional_compliance_score))" \
+        in compliance
+    policy = results["test_policy_evaluation_success"]["statusDetails"]["message"]
+    assert "policy evaluation success rate 9" in policy
+    assert "acgs_policy_evaluations_total" in policy
+
+
+def test_empty_result_is_a_failure_not_a_pass(run_suite: RunSuite, standalone_sandbox: Callable[..., Path],
+                                              prometheus_for: Callable[[Path], str]) -> None:
+    env_file = standalone_sandbox(backends=False)
+    base = prometheus_for(env_file)
+    data = tomllib.loads(env_file.read_text())
+    data["services"] = [dict(s, prometheus_selector='service="nobody"') for s in data["services"][:1]]
+    path = env_file.with_name("nobody.toml")
+    path.write_text(render_toml(data))
+    run = run_suite("-m", "daily and slo", "-k", "p95", "--env", str(prometheus_env(path, base)))
+    assert run.returncode == 1
+    message = run.results()["test_p95_latency[auth]"]["statusDetails"]["message"]
+    assert message.startswith("Failed: auth: no data for p95 over 15s (no data for histogram_quantile(0.95")
+    assert 'service="nobody"' in message
+
+
+def test_prometheus_down_is_one_p0_and_blocked_dependents(run_suite: RunSuite,
+                                                          standalone_sandbox: Callable[..., Path]) -> None:
+    env_file = standalone_sandbox(backends=False)
+    run = run_suite("-m", "daily and (slo or business)",
+                    "--env", str(prometheus_env(env_file, f"http://127.0.0.1:{free_port()}")))
+    assert run.returncode == 1, run.output
+    assert run.failed() == {"test_metrics_source_reachable"}
+    results = run.results()
+    failed = results["test_metrics_source_reachable"]
+    assert label(failed, "severity") == ["blocker"]
+    assert re.search(r"metrics source unreachable: GET http://127\.0\.0\.1:\d+/api/v1/status/buildinfo → "
+                     r"connection refused: .* \(target unreachable\)", failed["statusDetails"]["message"])
+    skipped = {n: r for n, r in results.items() if n != "test_metrics_source_reachable"}
+    assert len(skipped) == 30
+    for name, result in skipped.items():
+        assert result["status"] == "skipped", name
+        assert "see test_metrics_source_reachable" in result["statusDetails"]["message"]
