@@ -124,7 +124,7 @@ def test_each_failure_has_its_own_message_in_the_suite(
     }
     text = 'name = "edge"\n[defaults]\ntimeout_seconds = 1.0\n' + "".join(
         f'[[services]]\nname = "{name}"\nurl = "{url}"\n' for name, url in targets.items())
-    run = run_suite("-m", "daily and p0", "--env", str(write_env(text)))
+    run = run_suite("-m", "daily and p0 and health", "--env", str(write_env(text)))
     assert run.returncode == 1
     messages = {name.split("[")[1].rstrip("]"): r["statusDetails"]["message"]
                 for name, r in run.results().items()}
