@@ -23,7 +23,8 @@ def _at_least(seen: BusinessSnapshot, label: str, minimum_percent: float) -> Non
     if seen.value is None:
         fail(f"{label}: no data ({seen.error}; source: {seen.source})")
     if seen.value * 100 <= minimum_percent:
-        breached(f"{label} {seen.value * 100:.2f} % (source: {seen.source})", f"> {minimum_percent:g} %")
+        breached(f"{label} {seen.value * 100:.2f} % (source: {seen.source})", f"> {minimum_percent:g} %",
+                 value=seen.value * 100, threshold=minimum_percent)
 
 
 @pytest.mark.p1

@@ -57,7 +57,7 @@ def test_cache_hit_rate(redis_info: CacheSnapshot, acgs_environment: Environment
         # Say what the cumulative figure would have shown: it is what hides a recent collapse.
         note = f"; cumulative {100.0 * total_hits / total:.1f} %" if source.startswith("over") else ""
         breached(f"{seen.target}: hit rate {rate:.1f} % {source} ({hits:.0f} hits / {hits + misses:.0f} lookups"
-                 f"{note})", f"> {limit:g} %")
+                 f"{note})", f"> {limit:g} %", value=rate, threshold=limit)
 
 
 @pytest.mark.p1
@@ -80,7 +80,7 @@ def test_cache_memory(redis_info: CacheSnapshot, acgs_environment: Environment) 
         pytest.skip(f"{redis_info.target}: neither maxmemory nor the host's memory is known")
     if share >= limit:
         breached(f"{redis_info.target}: used_memory {info.get('used_memory_human')} = {share:.1f} % of {against}"
-                 f" (policy {info.get('maxmemory_policy')})", f"< {limit:g} %")
+                 f" (policy {info.get('maxmemory_policy')})", f"< {limit:g} %", value=share, threshold=limit)
 
 
 @pytest.mark.p2
@@ -91,7 +91,7 @@ def test_cache_evictions(redis_info: CacheSnapshot) -> None:
     if evicted > 0:
         breached(f"{redis_info.target}: {evicted:.0f} key(s) evicted in {redis_info.window_seconds:g} s "
                  f"(evicted_keys {redis_info.second.get('evicted_keys')} since restart, "
-                 f"policy {redis_info.second.get('maxmemory_policy')})", "0 evictions")
+                 f"policy {redis_info.second.get('maxmemory_policy')})", "0 evictions", value=evicted, threshold=0)
 
 
 @pytest.mark.p1
@@ -101,7 +101,8 @@ def test_cache_rejected_connections(redis_info: CacheSnapshot) -> None:
     rejected = redis_info.delta("rejected_connections")
     if rejected > 0:
         breached(f"{redis_info.target}: {rejected:.0f} connection(s) rejected in {redis_info.window_seconds:g} s "
-                 f"({redis_info.second.get('rejected_connections')} since restart)", "0 rejected")
+                 f"({redis_info.second.get('rejected_connections')} since restart)", "0 rejected", value=rejected,
+                 threshold=0)
 
 
 @pytest.mark.p3
@@ -114,4 +115,5 @@ def test_cache_fragmentation(redis_info: CacheSnapshot, acgs_environment: Enviro
     excess = (float(info.get("used_memory_rss", 0)) - float(info.get("used_memory", 0))) / MIB
     if ratio > t.cache_fragmentation_max_ratio and excess >= t.cache_fragmentation_min_excess_mib:
         breached(f"{redis_info.target}: mem_fragmentation_ratio {ratio:.2f} ({excess:.0f} MiB of RSS beyond "
-                 f"used_memory)", f"≤ {t.cache_fragmentation_max_ratio:g}")
+                 f"used_memory)", f"≤ {t.cache_fragmentation_max_ratio:g}", value=ratio,
+                 threshold=t.cache_fragmentation_max_ratio)

@@ -63,7 +63,8 @@ def test_no_long_running_queries(db: PgSnapshot, acgs_environment: Environment) 
     if long:
         shown = [f"{_who(r)} running {r['query_seconds']:.1f} s: {_statement(r)}" for r in long[:3]]
         breached(f"{db.target}: {len(long)} statement(s) running longer than {limit:g} s: "
-                 + _first(shown, len(long) - 3 if len(long) > 3 else 0), f"none longer than {limit:g} s")
+                 + _first(shown, len(long) - 3 if len(long) > 3 else 0), f"none longer than {limit:g} s",
+                 value=max(r["query_seconds"] for r in long), threshold=limit)
 
 
 @pytest.mark.p1
@@ -78,7 +79,8 @@ def test_no_idle_in_transaction_sessions(db: PgSnapshot, acgs_environment: Envir
                  f"(transaction open {r.get('transaction_seconds') or 0:.1f} s), last: {_statement(r)}"
                  for r in idle[:3]]
         breached(f"{db.target}: {len(idle)} session(s) idle in transaction: "
-                 + _first(shown, len(idle) - 3 if len(idle) > 3 else 0), f"none idle longer than {limit:g} s")
+                 + _first(shown, len(idle) - 3 if len(idle) > 3 else 0), f"none idle longer than {limit:g} s",
+                 value=max(r["state_seconds"] for r in idle), threshold=limit)
 
 
 @pytest.mark.p1
@@ -95,7 +97,8 @@ def test_connection_usage(db: PgSnapshot, acgs_environment: Environment) -> None
     if share >= limit:
         breached(f"{db.target}: {c['backends']} of {usable} usable connections in use = {share:.1f} % "
                  f"(max_connections {c['max_connections']} - {c['superuser_reserved']} superuser-reserved"
-                 + (f" - {c['reserved']} reserved" if c.get("reserved") else "") + ")", f"< {limit:g} %")
+                 + (f" - {c['reserved']} reserved" if c.get("reserved") else "") + ")", f"< {limit:g} %",
+                 value=share, threshold=limit)
 
 
 @pytest.mark.p1
@@ -115,7 +118,8 @@ def test_no_blocked_lock_waits(db: PgSnapshot, acgs_environment: Environment) ->
             shown.append(f"{_who(w)} has waited {w['wait_seconds']:.1f} s for {w.get('mode')} on "
                          f"{w.get('relation') or w.get('locktype')}, blocked by {held_by or 'unknown'}")
         breached(f"{db.target}: {len(waits)} blocked lock wait(s): "
-                 + _first(shown, len(waits) - 3 if len(waits) > 3 else 0), f"no wait longer than {limit:g} s")
+                 + _first(shown, len(waits) - 3 if len(waits) > 3 else 0), f"no wait longer than {limit:g} s",
+                 value=max(w["wait_seconds"] for w in waits), threshold=limit)
 
 
 @pytest.mark.p2
@@ -132,7 +136,7 @@ def test_buffer_cache_hit_ratio(db: PgSnapshot, acgs_environment: Environment) -
     limit = acgs_environment.thresholds.buffer_cache_hit_min_percent
     if ratio < limit:
         breached(f"{db.target}: buffer cache hit ratio {ratio:.2f} % ({hits:.0f} hits, {reads:.0f} reads)",
-                 f"≥ {limit:g} %")
+                 f"≥ {limit:g} %", value=ratio, threshold=limit)
 
 
 @pytest.mark.p1
@@ -147,7 +151,7 @@ def test_transaction_id_age(db: PgSnapshot, acgs_environment: Environment) -> No
     limit = acgs_environment.thresholds.xid_age_max_percent
     if share >= limit:
         breached(f"{db.target}: database {oldest['database']} has transaction-ID age {oldest['xid_age']:.0f} "
-                 f"= {share:.1f} % of the 2^31 wraparound limit", f"< {limit:g} %")
+                 f"= {share:.1f} % of the 2^31 wraparound limit", f"< {limit:g} %", value=share, threshold=limit)
 
 
 @pytest.mark.p1

@@ -25,7 +25,7 @@ def test_service_health(health: HttpResult) -> None:
     if not health.reachable:
         unreachable(summary(health))
     if health.status is not None and health.status >= 400:
-        breached(summary(health), "status < 400")
+        breached(summary(health), "status < 400", value=health.status, threshold=400)
     if health.health == UNHEALTHY:
         breached(f"{summary(health)}, body {health.health_field}={health.health_value!r}",
                  "a healthy status: healthy, ok, up or pass")

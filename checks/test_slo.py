@@ -39,7 +39,7 @@ def _above(slo: SloSnapshot, key: str, label: str, limit: float, unit: str) -> N
     if value > limit:
         shown = f"{value * 100:.2f} %" if unit == "%" else f"{value:.3f} s"
         bound = f"{limit * 100:g} %" if unit == "%" else f"{limit:g} s"
-        breached(f"{slo.target}: {label} {shown} {_where(slo, key)}", f"≤ {bound}")
+        breached(f"{slo.target}: {label} {shown} {_where(slo, key)}", f"≤ {bound}", value=value, threshold=limit)
 
 
 @pytest.mark.p1
@@ -96,7 +96,7 @@ def test_request_rate_floor(slo: SloSnapshot, acgs_environment: Environment) -> 
         connections = slo.values.get("active_connections")
         extra = f", active connections {connections:g}" if connections is not None else ""
         breached(f"{slo.target}: request rate {rate:.3f} req/s{extra} {_where(slo, 'request_rate')}",
-                 f"> {floor:g} req/s")
+                 f"> {floor:g} req/s", value=rate, threshold=floor)
 
 
 @pytest.mark.p0

@@ -6,17 +6,18 @@ Everything here is wiring; what is measured lives in ``probes``, what is judged 
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import sys
 import tempfile
 import time
 import tomllib
-from collections import Counter
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import allure
 import pytest
@@ -26,7 +27,7 @@ from acgs_checks.environment import Cache, Database, Environment, Pooler, Servic
 from acgs_checks.errors import ConfigError
 from acgs_checks.probes import http
 from acgs_checks.probes.targets import KINDS, PROBE_FIXTURES, applicable, probe_selected
-from acgs_checks.reporting import allure_files, evidence
+from acgs_checks.reporting import allure_files, evidence, outputs
 from acgs_checks.sandbox import Sandbox, faults
 from acgs_checks.sandbox.servers import SandboxError
 from acgs_checks.severity import SEVERITY_MARKERS, Severity
@@ -66,7 +67,13 @@ class Settings:
     env_spec: str
     fail_on: Severity
     faults: tuple[faults.Fault, ...]
-    results_dir: Path | None
+    review: str | None          # the review day --review selects (daily + that day), if any
+    review_label: str           # how metrics and summaries name this run: daily, monday, ... or adhoc
+    summary_path: Path
+    textfile: Path | None
+    pushgateway: str
+    webhook: str
+    coverage: bool
 
 
 @dataclass
@@ -78,8 +85,11 @@ class RunState:
     owns_shared_dir: bool = False
     results: SharedResults = field(default_factory=lambda: SharedResults(None))
     selected: dict[str, set[str]] = field(default_factory=dict)
-    outcomes: list[tuple[str, Severity | None, str, str]] = field(default_factory=list)
+    records: dict[str, outputs.CheckRecord] = field(default_factory=dict)
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    coverage: dict[str, list[str]] = field(default_factory=dict)
+    delivery_problems: list[str] = field(default_factory=list)
+    rootpath: Path = Path()
 
 
 STATE = pytest.StashKey[RunState]()
@@ -99,6 +109,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--fail-on", dest="acgs_fail_on", default="P3", metavar="P0|P1|P2|P3",
         help="only failures at or above this severity make the exit code non-zero (default P3)",
     )
+    group.addoption(
+        "--review", dest="acgs_review", default=None, metavar="today|daily|monday|wednesday|friday",
+        help="select the daily checks plus that review day's (today: the UTC weekday; ACGS_TODAY=YYYY-MM-DD fixes it)",
+    )
+    group.addoption("--summary-json", dest="acgs_summary", default=None, metavar="PATH",
+                    help="where to write the machine-readable summary (default reports/summary.json)")
+    group.addoption("--metrics-textfile", dest="acgs_textfile", default=None, metavar="PATH",
+                    help="also write the results as a node_exporter textfile (atomically)")
+    group.addoption("--pushgateway", dest="acgs_pushgateway", default=None, metavar="URL",
+                    help="also push the results to this Prometheus Pushgateway, grouped by env and review")
+    group.addoption("--notify-webhook", dest="acgs_webhook", default=None, metavar="URL",
+                    help="POST the failures at or above --fail-on (Alertmanager webhook JSON with a Slack text)")
+    group.addoption("--runbook-coverage", dest="acgs_coverage", action="store_true",
+                    help="print each runbook requirement with the checks that cover it, and run nothing")
     group.addoption(
         "--sandbox-fault", dest="acgs_faults", action="append", default=[],
         metavar="TARGET:FAULT[=ARG]",
@@ -128,9 +152,52 @@ def _resolve_settings(config: pytest.Config) -> Settings:
     if parsed and spec != environment.SANDBOX:
         raise ConfigError(source="--sandbox-fault", key="", problem=f"faults apply only to the sandbox, "
                           f"but the environment is {spec!r}", fix="drop --sandbox-fault or use --env sandbox")
-    results_dir = config.getoption("allure_report_dir", None)
-    return Settings(env_spec=spec, fail_on=fail_on, faults=parsed,
-                    results_dir=Path(results_dir) if results_dir else None)
+    review = _resolve_review(config.getoption("acgs_review"))
+    markexpr = (config.getoption("markexpr", "") or "").strip()
+    label = review or (markexpr if markexpr in REVIEW_DAYS else "adhoc")
+    textfile = config.getoption("acgs_textfile")
+    return Settings(
+        env_spec=spec, fail_on=fail_on, faults=parsed, review=review, review_label=label,
+        summary_path=Path(config.getoption("acgs_summary") or config.rootpath / "reports" / "summary.json"),
+        textfile=Path(textfile) if textfile else None,
+        pushgateway=_http_url("--pushgateway", config.getoption("acgs_pushgateway")),
+        webhook=_http_url("--notify-webhook", config.getoption("acgs_webhook")),
+        coverage=bool(config.getoption("acgs_coverage")),
+    )
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+TODAY_VAR = "ACGS_TODAY"
+
+
+def _resolve_review(value: str | None) -> str | None:
+    """``today`` is the UTC weekday (``ACGS_TODAY=YYYY-MM-DD`` fixes the date, for tests and replays)."""
+    if not value:
+        return None
+    choice = value.strip().lower()
+    if choice == "today":
+        fixed = os.environ.get(TODAY_VAR, "").strip()
+        try:
+            day = datetime.date.fromisoformat(fixed) if fixed else datetime.datetime.now(datetime.UTC).date()
+        except ValueError:
+            raise ConfigError(source=TODAY_VAR, key="", problem=f"{fixed!r} is not a date",
+                              fix="write YYYY-MM-DD, or unset it") from None
+        weekday = WEEKDAYS[day.weekday()]
+        return weekday if weekday in REVIEW_DAYS else "daily"
+    if choice not in REVIEW_DAYS:
+        raise ConfigError(source="--review", key="", problem=f"{value!r} is not a review",
+                          fix="pass --review today, daily, monday, wednesday or friday")
+    return choice
+
+
+def _http_url(option: str, value: str | None) -> str:
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(source=option, key="", problem=f"{environment.display_url(value)!r} is not an http(s) URL",
+                          fix=f"pass {option} http://host:port/...")
+    return value
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -154,14 +221,6 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "runbook(*requirement_ids): the runbook requirements this check covers, e.g. "
         "runbook('daily.service-health'); the first one places it in the report")
 
-    # Allure results go to reports/allure-results unless --alluredir says otherwise;
-    # that default folder holds the latest run only.
-    if config.getoption("allure_report_dir", None) is None and hasattr(config.option, "allure_report_dir"):
-        config.option.allure_report_dir = str(config.rootpath / "reports" / "allure-results")
-        config.option.clean_alluredir = True
-    if _is_worker(config):
-        config.option.clean_alluredir = False  # the controller cleaned it before workers started
-
     if not config.getini("acgs_checks"):
         _rerun_if_path_option_moved_rootdir(config)
         # Installed but not armed (another project, or the suite's own self-tests).
@@ -173,11 +232,23 @@ def pytest_configure(config: pytest.Config) -> None:
                 "acgs-checks plugin is not armed here; fix: run from the suite's folder, or set "
                 "acgs_checks = true in the pytest configuration")
         return
+    # Allure results go to reports/allure-results unless --alluredir says otherwise;
+    # that default folder holds the latest run only.
+    coverage_only = config.getoption("acgs_coverage")
+    if (config.getoption("allure_report_dir", None) is None and hasattr(config.option, "allure_report_dir")
+            and not coverage_only):
+        config.option.allure_report_dir = str(config.rootpath / "reports" / "allure-results")
+        config.option.clean_alluredir = True
+    if _is_worker(config):
+        config.option.clean_alluredir = False  # the controller cleaned it before workers started
+    if getattr(config.option, "xmlpath", None) is None and not coverage_only:
+        config.option.xmlpath = str(config.rootpath / "reports" / "junit.xml")
     try:
         settings = _resolve_settings(config)
         state = _start_environment(config, settings)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
+    state.rootpath = config.rootpath
     config.stash[STATE] = state
     verdict.set_redactor(state.environment.redact)
     config.pluginmanager.register(_Recorder(state), "acgs-recorder")
@@ -185,7 +256,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_XdistController(state), "acgs-xdist-controller")
 
 
-PATH_OPTIONS = ("--env", "--alluredir")
+PATH_OPTIONS = ("--env", "--alluredir", "--metrics-textfile", "--summary-json")
 _RERUN_GUARD = "ACGS_CHECKS_RERUN"
 
 
@@ -334,7 +405,8 @@ def _severity_of(names: Any) -> Severity | None:
     return found[0] if len(found) == 1 else None
 
 
-def _check_markers(item: pytest.Item) -> tuple[list[str], Severity | None, runbook.Requirement | None]:
+def _check_markers(item: pytest.Item, requirements: dict[str, runbook.Requirement]) -> tuple[
+        list[str], Severity | None, runbook.Requirement | None]:
     """What is wrong with a check's markers, and its severity and requirement when nothing is."""
     names = {m.name for m in item.iter_markers()}
     problems: list[str] = []
@@ -351,12 +423,12 @@ def _check_markers(item: pytest.Item) -> tuple[list[str], Severity | None, runbo
     if mark is None or not mark.args:
         problems.append("needs @pytest.mark.runbook('REQUIREMENT-ID')")
     else:
-        unknown = [a for a in mark.args if not isinstance(a, str) or runbook.get(a) is None]
+        unknown = [a for a in mark.args if not isinstance(a, str) or a not in requirements]
         if unknown:
             problems.append(f"runbook marker names unknown requirement(s) {unknown}; known: "
-                            + ", ".join(sorted(runbook.REQUIREMENTS)))
+                            + ", ".join(sorted(requirements)))
         else:
-            requirement = runbook.get(mark.args[0])
+            requirement = requirements[mark.args[0]]
     return problems, SEVERITY_MARKERS[severities[0]] if len(severities) == 1 else None, requirement
 
 
@@ -367,22 +439,50 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if state is None:
         return
     errors: list[str] = []
+    try:
+        requirements = runbook.load(runbook.map_path(config.rootpath))
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
     with_allure = config.pluginmanager.hasplugin("allure_pytest")
     for item in items:
         if not _is_check(item, config.rootpath):
             continue
-        problems, severity, requirement = _check_markers(item)
+        problems, severity, requirement = _check_markers(item, requirements)
         if problems:
             errors.append(f"{item.nodeid}: " + "; ".join(problems))
             continue
         assert severity is not None
         assert requirement is not None
+        names = {m.name for m in item.iter_markers()}
+        ids = [str(a) for a in item.get_closest_marker("runbook").args]  # type: ignore[union-attr]
+        item.user_properties.extend([
+            ("severity", severity.name), ("review_day", next(d for d in REVIEW_DAYS if d in names)),
+            ("area", next((a for a in AREAS if a in names), "")), ("runbook", ",".join(ids)),
+            ("environment", state.environment.name),
+        ])
+        for rid in ids:
+            check = f"{item.nodeid.split('::')[0]}::{getattr(item, 'originalname', item.name)}"
+            if check not in state.coverage.setdefault(rid, []):
+                state.coverage[rid].append(check)
         if with_allure:
             doc = getattr(getattr(item, "function", None), "__doc__", None)
             for mark in allure_files.markers_for(requirement, severity, state.environment, doc):
                 item.add_marker(mark)
     if errors:
         raise pytest.UsageError("invalid checks:\n  " + "\n  ".join(dict.fromkeys(errors)))
+    if state.settings.coverage:
+        # Only the map is wanted: report it (pytest_terminal_summary) and run nothing.
+        config.hook.pytest_deselected(items=list(items))
+        items[:] = []
+        return
+    review = state.settings.review
+    if review is not None:
+        days = {"daily", review}
+        chosen = [i for i in items if not _is_check(i, config.rootpath)
+                  or {m.name for m in i.iter_markers()} & days]
+        if len(chosen) != len(items):
+            config.hook.pytest_deselected(items=[i for i in items if i not in chosen])
+            items[:] = chosen
     # Checks of a kind the environment has none of (say, no poolers) do not apply: leave them out
     # rather than report pytest's "empty parameter set" skip for each.
     missing = {kind for kind in TARGET_ARGS if not state.environment.targets(kind)}
@@ -582,15 +682,31 @@ def policy_success_probe(request: pytest.FixtureRequest,
 
 
 class _Recorder:
-    """Collects outcomes per severity for the exit code and the summary (controller side)."""
+    """One record per check from the reports, workers' included (controller side)."""
 
     def __init__(self, state: RunState) -> None:
         self.state = state
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when != "call" and report.outcome == "passed":
+        props = dict(report.user_properties)
+        if "severity" not in props and report.when != "call" and report.outcome == "passed":
             return
-        message = ""
+        record = self.state.records.get(report.nodeid)
+        if record is None:
+            record = outputs.CheckRecord(
+                id=report.nodeid, name=report.nodeid.rsplit("::", 1)[-1], outcome="passed",
+                severity=str(props.get("severity", "")), review_day=str(props.get("review_day", "")),
+                area=str(props.get("area", "")), runbook=[r for r in str(props.get("runbook", "")).split(",") if r])
+            self.state.records[report.nodeid] = record
+        if report.when == "call":
+            record.duration_seconds = report.duration
+        if "measured" in props:
+            record.measured = float(props["measured"])  # type: ignore[arg-type]
+        if "threshold" in props:
+            record.threshold = float(props["threshold"])  # type: ignore[arg-type]
+        if record.outcome == "failed" or (report.passed and report.when != "call"):
+            return
+        record.outcome = report.outcome
         if report.failed or report.skipped:
             longrepr = report.longrepr
             if isinstance(longrepr, tuple):
@@ -598,17 +714,25 @@ class _Recorder:
             else:
                 crash = getattr(longrepr, "reprcrash", None)
                 message = crash.message if crash is not None else str(longrepr)
-            message = message.removeprefix("Failed: ")
-        self.state.outcomes.append(
-            (report.nodeid, _severity_of(report.keywords), report.outcome, message.strip()))
+            record.message = message.removeprefix("Failed: ").removeprefix("Skipped: ").strip().splitlines()[0] \
+                if message.strip() else ""
 
 
-def _failures(state: RunState) -> list[tuple[str, Severity | None, str]]:
-    seen: dict[str, tuple[str, Severity | None, str]] = {}
-    for nodeid, severity, outcome, message in state.outcomes:
-        if outcome == "failed" and nodeid not in seen:
-            seen[nodeid] = (nodeid, severity, message)
-    return list(seen.values())
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """Carry a breach's numbers (value and threshold) into the report, for summary.json and JUnit."""
+    report = yield
+    if call.when == "call":
+        for key, value in verdict.take_measurement().items():
+            report.user_properties.append((key, value))
+    return report
+
+
+def _summary(state: RunState, exit_status: int) -> outputs.RunSummary:
+    return outputs.RunSummary(
+        environment=state.environment.name, review=state.settings.review_label,
+        fail_on=state.settings.fail_on.name, started=state.started_ms / 1000, finished=time.time(),
+        exit_status=exit_status, checks=sorted(state.records.values(), key=lambda r: r.id))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -616,44 +740,55 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = config.stash.get(STATE, None)
     if state is None or _is_worker(config):
         return
-    failures = _failures(state)
-    if exitstatus == pytest.ExitCode.TESTS_FAILED and failures:
-        fail_on = state.settings.fail_on
-        # A failure of a test that carries no severity is never waived.
-        if all(sev is not None and not sev.at_or_above(fail_on) for _, sev, _ in failures):
-            session.exitstatus = pytest.ExitCode.OK
+    settings = state.settings
+    if settings.coverage:
+        session.exitstatus = pytest.ExitCode.OK
+        return
+    failures = [r for r in state.records.values() if r.outcome == "failed"]
+    # A failure of a test that carries no severity is never waived.
+    waivable = all(r.severity and not Severity.parse(r.severity).at_or_above(settings.fail_on) for r in failures)
+    if exitstatus == pytest.ExitCode.TESTS_FAILED and failures and waivable:
+        session.exitstatus = pytest.ExitCode.OK
     results_dir = config.getoption("allure_report_dir", None)
     if results_dir:
         allure_files.write_launch_files(
-            Path(results_dir), state.environment, fail_on=state.settings.fail_on,
-            faults=[str(f) for f in state.settings.faults])
+            Path(results_dir), state.environment, fail_on=settings.fail_on,
+            faults=[str(f) for f in settings.faults])
         allure_files.link_blocked_results(Path(results_dir), since_ms=state.started_ms)
+    if not state.records:
+        return
+    summary = _summary(state, int(session.exitstatus))
+    outputs.write_summary(settings.summary_path, summary)
+    if settings.textfile is not None:
+        outputs.write_textfile(settings.textfile, summary)
+    problems = []
+    if settings.pushgateway:
+        problems.append(outputs.push(settings.pushgateway, summary))
+    if settings.webhook and summary.failures_at_or_above(settings.fail_on):
+        problems.append(outputs.notify(settings.webhook, outputs.webhook_payload(summary, settings.fail_on)))
+    state.delivery_problems = [state.environment.redact(p) for p in problems if p]
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
-    if state is None or _is_worker(config) or not state.outcomes:
+    if state is None or _is_worker(config):
         return
     tr = terminalreporter
-    counts: Counter[tuple[str, str]] = Counter()
-    last: dict[str, tuple[Severity | None, str]] = {}
-    for nodeid, severity, outcome, _ in state.outcomes:
-        if last.get(nodeid, (None, ""))[1] != "failed":
-            last[nodeid] = (severity, outcome)
-    for severity, outcome in last.values():
-        counts[(severity.name if severity is not None else "-", outcome)] += 1
+    if state.settings.coverage:
+        _print_coverage(tr, state)
+        return
+    if not state.records:
+        return
+    summary = _summary(state, exitstatus)
     tr.section("acgs-checks summary")
-    for severity in Severity:
-        row = {o: counts[(severity.name, o)] for o in ("passed", "failed", "skipped")}
+    for severity, row in summary.counts().items():
         if any(row.values()):
-            tr.write_line(f"{severity.name}: {row['failed']} failed, {row['passed']} passed, "
-                          f"{row['skipped']} skipped")
-    failures = _failures(state)
-    for nodeid, severity, message in sorted(failures, key=lambda f: f[1] if f[1] is not None else -1):
-        level = severity.name if severity is not None else "--"
-        first_line = message.splitlines()[0] if message else ""
-        tr.write_line(f"FAILED {level} {nodeid}: {first_line}")
-    rated = [s for _, s, _ in failures if s is not None]
+            tr.write_line(f"{severity}: {row['failed']} failed, {row['passed']} passed, {row['skipped']} skipped")
+    failures = sorted((r for r in summary.checks if r.outcome == "failed"),
+                      key=lambda r: (r.severity or "P9", r.id))
+    for record in failures:
+        tr.write_line(f"FAILED {record.severity or '--'} {record.id}: {record.message}")
+    rated = [Severity.parse(r.severity) for r in failures if r.severity]
     if rated:
         worst = min(rated)
         tr.write_line(f"{worst.name} failing: {worst.response.summary()}", bold=True, red=True)
@@ -662,3 +797,32 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         if waived:
             tr.write_line(f"--fail-on {fail_on.name}: {len(waived)} failure(s) below {fail_on.name} "
                           "are reported but do not fail the run")
+    written = [f"summary {state.settings.summary_path}"]
+    if state.settings.textfile is not None:
+        written.append(f"metrics {state.settings.textfile}")
+    tr.write_line("wrote " + ", ".join(written))
+    for problem in state.delivery_problems:
+        tr.write_line(f"could not deliver: {problem}", yellow=True)
+
+
+def _print_coverage(tr: Any, state: RunState) -> None:
+    coverage = state.coverage
+    requirements = runbook.load(runbook.map_path(state.rootpath))
+    covered = [rid for rid in requirements if coverage.get(rid)]
+    tr.section("runbook coverage")
+    tr.write_line(f"{len(covered)} of {len(requirements)} requirements have checks "
+                  f"({runbook.map_path(state.rootpath)})")
+    for rid, requirement in requirements.items():
+        checks = coverage.get(rid, [])
+        mark = "x" if checks else " "
+        place = f"{requirement.epic} > {requirement.feature} > {requirement.story}"
+        note = ""
+        if requirement.automated and not checks:
+            note = "  LOST ITS CHECKS (the map says automated)"
+        elif not requirement.automated and not checks:
+            note = "  not automated"
+        elif checks and not requirement.automated:
+            note = "  has checks, but the map says automated = false"
+        tr.write_line(f"[{mark}] {rid}: {place}{note}")
+        for check in checks:
+            tr.write_line(f"      {check}")

@@ -20,9 +20,28 @@ def unreachable(message: str) -> NoReturn:
     fail(f"{message} {UNREACHABLE_TAG}")
 
 
-def breached(measured: str, expected: str) -> NoReturn:
-    """``measured`` says what was seen and where; ``expected`` the threshold it broke."""
+# The last breach's numbers, picked up by the plugin for summary.json and JUnit properties.
+_measurement: dict[str, float] = {}
+
+
+def breached(measured: str, expected: str, *, value: float | None = None, threshold: float | None = None) -> NoReturn:
+    """``measured`` says what was seen and where; ``expected`` the threshold it broke.
+
+    ``value`` and ``threshold`` are the same numbers as data, for machine-readable summaries.
+    """
+    _measurement.clear()
+    if value is not None:
+        _measurement["measured"] = value
+    if threshold is not None:
+        _measurement["threshold"] = threshold
     fail(f"{measured} (expected {expected})")
+
+
+def take_measurement() -> dict[str, float]:
+    """The numbers of the breach just raised (empty if none), cleared for the next check."""
+    taken = dict(_measurement)
+    _measurement.clear()
+    return taken
 
 
 BLOCKED_BY_LABEL = "blocked_by"
