@@ -1,0 +1,19 @@
+# The suite as an image, for teams that run the checks in-cluster (see deploy/kubernetes/).
+# The image runs pytest; arguments are pytest's, e.g. --review today --fail-on P1.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /suite
+COPY pyproject.toml README.md conftest.py ./
+COPY src ./src
+COPY checks ./checks
+COPY fixtures ./fixtures
+RUN python -m pip install -e . \
+    && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin checks \
+    && mkdir -p reports && chown checks reports
+
+USER 10001
+# In a cluster there is no sandbox: name the environment (ACGS_ENV or --env), as CI must.
+ENV CI=true
+ENTRYPOINT ["python", "-m", "pytest", "-p", "no:cacheprovider"]
+CMD ["--review", "today", "--fail-on", "P1"]

@@ -1,0 +1,30 @@
+// Allure 3 configuration for the acgs-checks results (npm run report).
+import { defineConfig } from "allure";
+
+export default defineConfig({
+  name: "ACGS-2 runbook checks",
+  output: "./reports/allure-report",
+  // Trends across runs: every generated report appends to this file, kept under reports/.
+  historyPath: "./reports/history.jsonl",
+  historyLimit: 100,
+  plugins: {
+    awesome: {
+      options: {
+        reportName: "ACGS-2 runbook checks",
+        reportLanguage: "en",
+        // The runbook's own structure: section, then the check's place in it.
+        groupBy: ["epic", "feature", "story"],
+        // ALLURE_SINGLE_FILE=1 (npm run report:single-file) makes one self-contained index.html.
+        singleFile: process.env.ALLURE_SINGLE_FILE === "1",
+      },
+    },
+  },
+  categories: {
+    rules: [
+      { name: "Target unreachable", matchers: { statuses: ["failed", "broken"], message: /\(target unreachable\)/ } },
+      { name: "Threshold breached", matchers: { statuses: ["failed"], message: /\(expected / } },
+      { name: "No data", matchers: { statuses: ["failed"], message: /no data/ } },
+      { name: "Configuration error", matchers: { statuses: ["broken"] } },
+    ],
+  },
+});
