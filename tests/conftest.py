@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +119,22 @@ def standalone_sandbox(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     for process in processes:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
+
+
+@pytest.fixture
+def serve() -> Iterator[functools.partial[str]]:
+    """Serve a folder over real HTTP on loopback (for the generated HTML report)."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(folder: Path) -> str:
+        handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder))
+        handler.log_message = lambda *a: None  # type: ignore[method-assign]
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield functools.partial(start)
+    for server in servers:
+        server.shutdown()
+        server.server_close()

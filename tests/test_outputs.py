@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_allure_report import ALLURE, CHROMIUM, assert_html_report_shows
 
 from conftest import ROOT, RunSuite
 from servers import free_port
@@ -68,7 +70,7 @@ def pushgateway(tmp_path: Path) -> Iterator[str]:
 
 
 def test_one_p0_run_agrees_everywhere(run_suite: RunSuite, tmp_path: Path, receiver: ThreadingHTTPServer,
-                                      pushgateway: str) -> None:
+                                      pushgateway: str, serve: functools.partial[str]) -> None:
     junit, summary_file, textfile = tmp_path / "junit.xml", tmp_path / "summary.json", tmp_path / "acgs.prom"
     hook = f"http://127.0.0.1:{receiver.server_address[1]}/hooks/acgs"
     run = run_suite("-m", "daily and (health or cache)", "--env", "sandbox", "--sandbox-fault", "auth:down",
@@ -122,6 +124,12 @@ def test_one_p0_run_agrees_everywhere(run_suite: RunSuite, tmp_path: Path, recei
     assert alerts[0]["labels"]["severity"] == "P0"
     assert "connection refused" in alerts[0]["annotations"]["summary"]
     assert post["body"]["text"].startswith("acgs-checks: 1 check(s) failing at or above P3 in sandbox")
+
+    # The Allure HTML report of the same run, in real Chromium: the same single failure.
+    if not ALLURE.exists() or CHROMIUM is None:
+        pytest.skip("the Allure CLI (npm ci) or chromium is missing: the HTML part was not checked")
+    assert_html_report_shows(run.allure_dir, tmp_path, serve, failing=failing,
+                             message=r"auth: GET http://127\.0\.0\.1:\d+/health → connection refused")
 
 
 def test_webhook_only_for_failures_at_or_above_fail_on(run_suite: RunSuite, receiver: ThreadingHTTPServer) -> None:
