@@ -1,6 +1,7 @@
 """Wall time of ``pytest -m daily`` against many endpoints, some of which never answer.
 
     python bench/bench_health.py --endpoints 200 --hanging 20 --timeout 2 --runs 5
+    python bench/bench_health.py --marker "daily and health" --runs 5
 
 It starts N real HTTP listeners on loopback in a separate process (the hanging ones
 accept the connection and never answer), writes an environment file for them, then
@@ -63,6 +64,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=2.0)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--xdist", default="", help="also pass -n VALUE to pytest")
+    parser.add_argument("--marker", default="daily",
+                        help='the -m expression, e.g. "daily and health" for the health checks alone')
     parser.add_argument("--concurrency", type=int, default=256,
                         help="probes in flight at once (1 = one target after another, the naive way)")
     parser.add_argument("--serve", metavar="READY_FILE", help=argparse.SUPPRESS)
@@ -81,7 +84,7 @@ def main() -> int:
             time.sleep(0.05)
         env_file = work / "bench.toml"
         env_file.write_text(_environment(json.loads(ready.read_text()), args.timeout, args.concurrency))
-        command = [sys.executable, "-m", "pytest", "-m", "daily", "-q", "-p", "no:cacheprovider",
+        command = [sys.executable, "-m", "pytest", "-m", args.marker, "-q", "-p", "no:cacheprovider",
                    f"--env={env_file}", f"--alluredir={work / 'allure'}"]
         if args.xdist:
             command += ["-n", args.xdist]
@@ -96,7 +99,7 @@ def main() -> int:
             print(f"run {run + 1}: {walls[-1]:.2f} s (exit {done.returncode}; {tail})", flush=True)
         median = statistics.median(walls)
         print(f"endpoints={args.endpoints} hanging={args.hanging} timeout={args.timeout:g}s "
-              f"concurrency={args.concurrency} xdist={args.xdist or 'off'} runs={args.runs}: median {median:.2f} s, "
+              f"-m {args.marker!r} concurrency={args.concurrency} xdist={args.xdist or 'off'} runs={args.runs}: median {median:.2f} s, "
               f"min {min(walls):.2f} s, max {max(walls):.2f} s, "
               f"median/timeout = {median / args.timeout:.2f}")
     finally:

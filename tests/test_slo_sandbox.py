@@ -138,3 +138,16 @@ def test_invalid_slo_configuration(run_suite: RunSuite, write_env: Callable[[str
     assert len(lines) == 1, run.output
     for needle in needles:
         assert needle in lines[0]
+
+
+def test_a_service_that_is_down_is_not_sampled(run_suite: RunSuite) -> None:
+    # One alarm (the health case); the SLO cases stand aside instead of waiting out timeouts.
+    run = run_suite("-m", "daily and (health or slo)", "--env", "sandbox", "--sandbox-fault", "auth:hang")
+    assert run.failed() == {"test_service_health[auth]"}, run.output
+    results = run.results()
+    for case in SLO_CASES:
+        result = results[f"{case}[auth]"]
+        assert result["status"] == "skipped"
+        assert result["statusDetails"]["message"].endswith(
+            "blocked: auth has no SLO data (not measured: connected, but no complete response within 2 s); "
+            "see test_service_health[auth]")

@@ -53,9 +53,8 @@ def applicable(env: Environment, fixture: str) -> bool:
 def probe_selected(env: Environment, selected: Mapping[str, set[str]]) -> dict[str, dict[str, dict[str, Any]]]:
     """Probe the named targets of each kind; results as JSON-ready dicts, by kind and name."""
     jobs: list[tuple[str, Callable[[], Awaitable[_Result]]]] = []
-    for svc in env.services:
-        if svc.name in selected.get("service", ()):
-            jobs.append(("service", partial(http.probe_service, svc)))
+    services = [svc for svc in env.services if svc.name in selected.get("service", ())]
+    jobs += [("service", partial(http.probe_service, svc)) for svc in services]
     # The database and cache client libraries load only when such targets are selected.
     if selected.get("database") or selected.get("pooler"):
         from acgs_checks.probes import postgres  # noqa: PLC0415
@@ -71,11 +70,17 @@ def probe_selected(env: Environment, selected: Mapping[str, set[str]]) -> dict[s
         for store in env.caches:
             if store.name in selected.get("cache", ()):
                 jobs.append(("cache", partial(cache.probe_cache, store, window_seconds=window)))
-    metrics_jobs = _metrics_jobs(env, selected)
-
     async def all_of() -> list[list[tuple[str, _Result]]]:
-        plain = _aio.gather_bounded([job for _, job in jobs], limit=env.defaults.concurrency)
-        results, from_metrics = await asyncio.gather(plain, metrics_jobs())
+        semaphore = asyncio.Semaphore(max(1, env.defaults.concurrency))
+
+        async def bounded(job: Callable[[], Awaitable[_Result]]) -> _Result:
+            async with semaphore:
+                return await job()
+
+        tasks = [asyncio.ensure_future(bounded(job)) for _, job in jobs]
+        # The health probes come first in ``jobs``, one per service in ``services``.
+        health = {svc.name: task for svc, task in zip(services, tasks, strict=False)}
+        results, from_metrics = await asyncio.gather(asyncio.gather(*tasks), _metrics_jobs(env, selected, health)())
         return [list(zip([kind for kind, _ in jobs], results, strict=True)), from_metrics]
 
     out: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in PROBE_KINDS}
@@ -85,9 +90,14 @@ def probe_selected(env: Environment, selected: Mapping[str, set[str]]) -> dict[s
     return out
 
 
-def _metrics_jobs(env: Environment, selected: Mapping[str, set[str]]) -> Callable[
-        [], Awaitable[list[tuple[str, _Result]]]]:
-    """SLO and business numbers; with a Prometheus source, first ask whether it answers at all."""
+def _metrics_jobs(env: Environment, selected: Mapping[str, set[str]],
+                  health: Mapping[str, asyncio.Future[_Result]]) -> Callable[[], Awaitable[list[tuple[str, _Result]]]]:
+    """SLO and business numbers; with a Prometheus source, first ask whether it answers at all.
+
+    Sampling or scraping a service waits for its health probe when that runs too, and leaves a
+    service that did not answer alone: its health case already fails, and sampling a dead
+    service would only wait out the request timeout many times over.
+    """
     slo_services = [s for s in env.services if s.name in selected.get("slo", ())]
     wanted_business = selected.get("business", set())
     wants_source = bool(selected.get("metrics_source"))
@@ -118,10 +128,10 @@ def _metrics_jobs(env: Environment, selected: Mapping[str, set[str]]) -> Callabl
                                                          reachable=False, error=down)))
                     continue
                 jobs.append(("slo", partial(slo.from_prometheus, service, prometheus, settings)))
-            elif settings.source == "scrape":
-                jobs.append(("slo", partial(slo.from_scrapes, service, settings)))
             else:
-                jobs.append(("slo", partial(slo.from_samples, service, settings)))
+                measure = slo.from_scrapes if settings.source == "scrape" else slo.from_samples
+                jobs.append(("slo", partial(_after_health, service.name, health.get(service.name),
+                                            partial(measure, service, settings), settings.source)))
         for metric in business:
             if metric.query and down:
                 found.append(("business", slo.BusinessSnapshot(metric.name, f"PromQL {metric.query}", None, down,
@@ -132,3 +142,15 @@ def _metrics_jobs(env: Environment, selected: Mapping[str, set[str]]) -> Callabl
         return found + list(zip([kind for kind, _ in jobs], results, strict=True))
 
     return run
+
+
+async def _after_health(name: str, health: asyncio.Future[_Result] | None,
+                        measure: Callable[[], Awaitable[_Result]], source: str) -> _Result:
+    from acgs_checks.probes import slo  # noqa: PLC0415
+
+    if health is not None:
+        seen = await asyncio.shield(health)
+        if isinstance(seen, http.HttpResult) and not seen.reachable:
+            return slo.SloSnapshot(target=name, source=source, window="-", reachable=False,
+                                   error=f"not measured: {seen.detail}")
+    return await measure()
