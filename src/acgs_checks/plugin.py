@@ -401,11 +401,6 @@ def _is_check(item: pytest.Item, rootpath: Path) -> bool:
         return False
 
 
-def _severity_of(names: Any) -> Severity | None:
-    found = [SEVERITY_MARKERS[n] for n in SEVERITY_MARKERS if n in names]
-    return found[0] if len(found) == 1 else None
-
-
 def _check_markers(item: pytest.Item, requirements: dict[str, runbook.Requirement]) -> tuple[
         list[str], Severity | None, runbook.Requirement | None]:
     """What is wrong with a check's markers, and its severity and requirement when nothing is."""

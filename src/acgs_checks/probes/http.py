@@ -31,8 +31,6 @@ CLOSED = "closed"            # the peer closed or reset before a full response
 PROTOCOL = "protocol"        # the bytes were not HTTP
 NETWORK = "network"          # any other socket error (unreachable network, ...)
 
-UNREACHABLE = frozenset({REFUSED, DNS, TLS, CONNECT_TIMEOUT, TIMEOUT, CLOSED, PROTOCOL, NETWORK})
-
 # Health statuses services report in their body, normalised.
 HEALTHY = "healthy"
 DEGRADED = "degraded"

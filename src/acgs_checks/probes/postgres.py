@@ -26,7 +26,6 @@ from psycopg.rows import dict_row
 from acgs_checks.environment import Database, Pooler, display_url
 
 APPLICATION_NAME = "acgs-checks"
-XID_LIMIT = 2**31
 ROW_LIMIT = 500
 
 _ACTIVITY = f"""
