@@ -99,7 +99,8 @@ def main() -> int:
             print(f"run {run + 1}: {walls[-1]:.2f} s (exit {done.returncode}; {tail})", flush=True)
         median = statistics.median(walls)
         print(f"endpoints={args.endpoints} hanging={args.hanging} timeout={args.timeout:g}s "
-              f"-m {args.marker!r} concurrency={args.concurrency} xdist={args.xdist or 'off'} runs={args.runs}: median {median:.2f} s, "
+              f"-m {args.marker!r} concurrency={args.concurrency} xdist={args.xdist or 'off'} runs={args.runs}: "
+              f"median {median:.2f} s, "
               f"min {min(walls):.2f} s, max {max(walls):.2f} s, "
               f"median/timeout = {median / args.timeout:.2f}")
     finally:
