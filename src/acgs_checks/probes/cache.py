@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
 
 from acgs_checks.environment import Cache, display_url
+from acgs_checks.probes._record import JsonRecord
 
 CLIENT_NAME = "acgs-checks"
 FIELDS = (
@@ -29,7 +30,7 @@ FIELDS = (
 
 
 @dataclass(frozen=True)
-class CacheSnapshot:
+class CacheSnapshot(JsonRecord):
     """``first`` and ``second`` are INFO samples taken ``window_seconds`` apart."""
 
     target: str
@@ -45,13 +46,6 @@ class CacheSnapshot:
     def delta(self, key: str) -> float:
         """How much a counter grew within the window."""
         return float(self.second.get(key, 0)) - float(self.first.get(key, 0))
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CacheSnapshot:
-        return cls(**data)
 
 
 def _pick(info: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import socket
 import ssl
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from acgs_checks import __version__
 from acgs_checks.environment import Service, display_url
 from acgs_checks.probes import _aio
+from acgs_checks.probes._record import JsonRecord
 
 BODY_LIMIT = 64 * 1024
 EXCERPT_LIMIT = 2048
@@ -45,7 +46,7 @@ _UNHEALTHY_WORDS = frozenset({"fail", "failed", "failing", "down", "unhealthy", 
 
 
 @dataclass(frozen=True)
-class HttpResult:
+class HttpResult(JsonRecord):
     """What one GET saw. ``outcome`` is RESPONSE or one of the failure kinds."""
 
     target: str
@@ -69,14 +70,10 @@ class HttpResult:
     def reachable(self) -> bool:
         return self.outcome == RESPONSE
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HttpResult:
-        data = dict(data)
-        data["headers"] = tuple(tuple(h) for h in data.get("headers", ()))
-        return cls(**data)
+        # JSON turned the header pairs into lists; the record keeps them as tuples.
+        return super().from_json({**data, "headers": tuple(tuple(h) for h in data.get("headers", ()))})
 
 
 def classify_health(body: bytes, content_type: str) -> tuple[str, str, str]:

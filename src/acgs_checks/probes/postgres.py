@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
 from acgs_checks.environment import Database, Pooler, display_url
+from acgs_checks.probes._record import JsonRecord
 
 APPLICATION_NAME = "acgs-checks"
 ROW_LIMIT = 500
@@ -106,7 +107,7 @@ LIMIT {ROW_LIMIT}
 
 
 @dataclass(frozen=True)
-class PgSnapshot:
+class PgSnapshot(JsonRecord):
     """What one pass over a database saw. ``reachable`` False means only ``error`` is set."""
 
     target: str
@@ -127,13 +128,6 @@ class PgSnapshot:
     receiver: dict[str, Any] = field(default_factory=dict)
     maintenance: list[dict[str, Any]] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PgSnapshot:
-        return cls(**data)
 
 
 def _connect_error(exc: BaseException, url: str, timeout: float) -> str:
@@ -233,7 +227,7 @@ async def probe_database(db: Database) -> PgSnapshot:
 
 
 @dataclass(frozen=True)
-class PoolerSnapshot:
+class PoolerSnapshot(JsonRecord):
     """``SHOW POOLS``, ``SHOW DATABASES`` and ``SHOW CONFIG`` from a PgBouncer admin console."""
 
     target: str
@@ -245,13 +239,6 @@ class PoolerSnapshot:
     databases: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PoolerSnapshot:
-        return cls(**data)
 
 
 async def probe_pooler(pooler: Pooler) -> PoolerSnapshot:

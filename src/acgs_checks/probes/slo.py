@@ -19,13 +19,14 @@ import json
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 from acgs_checks import metrics
 from acgs_checks.environment import BusinessMetric, Prometheus, Service, SloSettings, display_url
 from acgs_checks.probes import http
+from acgs_checks.probes._record import JsonRecord
 
 DEFAULT_QUERIES = {
     "p50": 'histogram_quantile(0.5, sum by (le) (rate(http_request_duration_seconds_bucket{selector}[{window}])))',
@@ -49,7 +50,7 @@ QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 
 
 @dataclass(frozen=True)
-class SloSnapshot:
+class SloSnapshot(JsonRecord):
     """What one source said about one service. ``reachable`` False: the source itself failed."""
 
     target: str
@@ -63,20 +64,13 @@ class SloSnapshot:
     samples: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SloSnapshot:
-        return cls(**data)
-
 
 def shown(url: str) -> str:
     return display_url(url)
 
 
 @dataclass(frozen=True)
-class SourceStatus:
+class SourceStatus(JsonRecord):
     """Whether a metrics source (Prometheus) answers at all."""
 
     target: str
@@ -84,28 +78,14 @@ class SourceStatus:
     reachable: bool
     error: str = ""
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SourceStatus:
-        return cls(**data)
-
 
 @dataclass(frozen=True)
-class BusinessSnapshot:
+class BusinessSnapshot(JsonRecord):
     target: str
     source: str
     value: float | None = None
     error: str = ""
     reachable: bool = True
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> BusinessSnapshot:
-        return cls(**data)
 
 
 def render(template: str, *, selector: str, window: str) -> str:

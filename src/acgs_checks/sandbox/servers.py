@@ -283,8 +283,22 @@ class PostgresServer:
         self.workdir = None
 
 
+class _ChildProcess:
+    """A server run as a child process with a scratch folder; both go on :meth:`stop`."""
+
+    workdir: Path | None
+    _process: subprocess.Popen[bytes] | None
+
+    def stop(self) -> None:
+        _terminate(self._process)
+        self._process = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+
 @dataclass
-class PgBouncerServer:
+class PgBouncerServer(_ChildProcess):
     """PgBouncer in transaction mode in front of the sandbox database; its admin console is the pooler."""
 
     port: int
@@ -334,13 +348,6 @@ class PgBouncerServer:
         )
         _wait_port(self.port, self._process, "pgbouncer")
 
-    def stop(self) -> None:
-        _terminate(self._process)
-        self._process = None
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
-
 
 def _terminate(process: subprocess.Popen[bytes] | None) -> None:
     if process is None:
@@ -354,7 +361,7 @@ def _terminate(process: subprocess.Popen[bytes] | None) -> None:
 
 
 @dataclass
-class RedisServer:
+class RedisServer(_ChildProcess):
     """A Redis with no persistence on loopback; the monitoring ACL user may only PING and INFO."""
 
     port: int
@@ -383,10 +390,3 @@ class RedisServer:
         self._process = subprocess.Popen([_redis_binary(), str(config)], stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_port(self.port, self._process, "redis-server")
-
-    def stop(self) -> None:
-        _terminate(self._process)
-        self._process = None
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
