@@ -28,7 +28,7 @@ def test_cache_reachable(cache_probe: CacheSnapshot) -> None:
     """Redis answers PING (the round trip is in the evidence)."""
     seen = cache_probe
     if not seen.reachable:
-        unreachable(f"{seen.target}: PING {seen.url} → {seen.error}")
+        unreachable(f"{seen.target}: PING {seen.url} → {seen.error}", denied=seen.denied)
     if "info" in seen.errors:
         breached(f"{seen.target}: INFO failed: {seen.errors['info']}", "the monitoring user to be allowed INFO")
 

@@ -43,7 +43,7 @@ def test_database_connectivity(database_probe: PgSnapshot) -> None:
     """The database accepts a connection and answers SELECT 1 (check_database_health.py in the runbook)."""
     seen = database_probe
     if not seen.reachable:
-        unreachable(f"{seen.target}: connect {seen.url} → {seen.error}")
+        unreachable(f"{seen.target}: connect {seen.url} → {seen.error}", denied=seen.denied)
     if "select 1" in seen.errors:
         breached(f"{seen.target}: SELECT 1 on {seen.url} failed: {seen.errors['select 1']}", "SELECT 1 to succeed")
 

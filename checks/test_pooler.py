@@ -25,7 +25,7 @@ def test_pooler_reachable(pooler_probe: PoolerSnapshot) -> None:
     """The PgBouncer admin console accepts a connection and answers SHOW POOLS."""
     seen = pooler_probe
     if not seen.reachable:
-        unreachable(f"{seen.target}: connect {seen.url} → {seen.error}")
+        unreachable(f"{seen.target}: connect {seen.url} → {seen.error}", denied=seen.denied)
     if "SHOW POOLS" in seen.errors:
         breached(f"{seen.target}: SHOW POOLS failed: {seen.errors['SHOW POOLS']}",
                  "the monitoring user to be in stats_users or admin_users")

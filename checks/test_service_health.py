@@ -24,6 +24,9 @@ def test_service_health(health: HttpResult) -> None:
     """The health endpoint answers with a status below 400 and does not report itself failing."""
     if not health.reachable:
         unreachable(summary(health))
+    if health.status in (401, 403):
+        unreachable(summary(health), denied=f"the headers configured for {health.target} (a token) and the "
+                    "service's access rules for its health path")
     if health.status is not None and health.status >= 400:
         breached(summary(health), "status < 400", value=health.status, threshold=400)
     if health.health == UNHEALTHY:

@@ -103,5 +103,7 @@ def test_request_rate_floor(slo: SloSnapshot, acgs_environment: Environment) -> 
 @pytest.mark.runbook("monitoring.metrics-source")
 def test_metrics_source_reachable(metrics_source_probe: SourceStatus) -> None:
     """The Prometheus HTTP API answers; without it no latency or error alert can be judged."""
-    if not metrics_source_probe.reachable:
-        unreachable(f"metrics source unreachable: {metrics_source_probe.error}")
+    seen = metrics_source_probe
+    if not seen.reachable:
+        unreachable(f"metrics source {'refused the suite' if seen.denied else 'unreachable'}: {seen.error}",
+                    denied=seen.denied)

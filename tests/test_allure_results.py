@@ -54,7 +54,7 @@ def test_launch_files(run_suite: RunSuite) -> None:
     assert props["fail_on"] == "P1"
     assert props["sandbox.faults"] == "auth:503"
     categories = json.loads((run.allure_dir / "categories.json").read_text())
-    assert [c["name"] for c in categories] == ["Target unreachable", "Threshold breached",
+    assert [c["name"] for c in categories] == ["Access denied", "Target unreachable", "Threshold breached",
                                                "Configuration error"]
 
 

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 import redis
 
+from acgs_checks.environment import Database
 from acgs_checks.probes import _aio, postgres
 from conftest import RunSuite
 
@@ -59,7 +60,7 @@ def monitor() -> Iterator[Monitor]:
     admin_dsn = urlunsplit(urlsplit(PG_DSN)._replace(path=f"/{database}"))
     cache = redis.Redis.from_url(REDIS_URL)
     cache.execute_command("ACL", "SETUSER", acl_user, "on", f">{redis_password}", "resetkeys", "-@all",
-                          "+ping", "+info", "+client|setname")
+                          "+ping", "+info")
     try:
         yield Monitor(database, _with(PG_DSN, user=role, password=pg_password, path=f"/{database}"),
                       _with(REDIS_URL, user=acl_user, password=redis_password), pg_password, redis_password, admin_dsn)
@@ -98,23 +99,31 @@ def test_least_privilege_accounts_pass_the_daily_suite(
 
 
 def test_sessions_are_read_only_with_timeouts() -> None:
-    async def attempt() -> tuple[str, str, str]:
-        conn = await postgres._session(PG_DSN, 1.5)
+    target = Database(name="machine", title="machine", dsn=PG_DSN, timeout_seconds=1.5)
+
+    async def attempt() -> tuple[list[dict[str, object]], dict[str, str], list[dict[str, object]]]:
+        conn = await postgres._session(target)
+        errors: dict[str, str] = {}
         try:
-            async with conn.transaction():
-                timeouts = await (await conn.execute("SELECT current_setting('statement_timeout') AS s, "
-                                                     "current_setting('lock_timeout') AS l")).fetchone()
-            try:
-                async with conn.transaction():
-                    await conn.execute("CREATE TEMP TABLE acgs_checks_must_not_exist (x int)")
-            except psycopg.errors.ReadOnlySqlTransaction as exc:
-                return timeouts["s"], timeouts["l"], type(exc).__name__
-            return timeouts["s"], timeouts["l"], "write succeeded"
+            inside = await postgres._query(
+                conn, errors, "settings", "SELECT current_setting('statement_timeout') AS s, "
+                "current_setting('lock_timeout') AS l, current_setting('application_name') AS a", timeout=1.5)
+            await postgres._query(conn, errors, "write", "CREATE TEMP TABLE acgs_checks_must_not_exist (x int)",
+                                  timeout=1.5)
+            await conn.set_autocommit(True)
+            # Outside the suite's own transactions the session is exactly as the server made it.
+            cursor = await conn.execute("SELECT current_setting('statement_timeout') AS s, "
+                                        "current_setting('default_transaction_read_only') AS ro")
+            outside = list(await cursor.fetchall())
+            return inside, errors, outside
         finally:
             await conn.close()
 
-    # Even with a superuser DSN, the probe's session refuses to write.
-    assert _aio.run(attempt) == ("1500ms", "1500ms", "ReadOnlySqlTransaction")
+    inside, errors, outside = _aio.run(attempt)
+    assert inside == [{"s": "1500ms", "l": "1500ms", "a": "acgs-checks"}]
+    # Even with a superuser DSN, the probe's transactions refuse to write.
+    assert "read-only transaction" in errors["write"]
+    assert outside == [{"s": "0", "ro": "off"}]
 
 
 def test_one_connection_per_target_per_run(run_suite: RunSuite, monitor: Monitor,

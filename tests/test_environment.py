@@ -85,6 +85,6 @@ def test_names_resolve_to_fixture_files() -> None:
 def test_ca_file_is_relative_to_the_environment_file(tmp_path: Path) -> None:
     (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     env = load('name = "p"\n[[services]]\nname = "a"\nurl = "https://h"\nca_file = "ca.pem"\n', tmp_path)
-    assert env.service("a").ca_file == str(tmp_path / "ca.pem")
+    assert env.service("a").tls.ca_file == str(tmp_path / "ca.pem")
     with pytest.raises(ConfigError, match=r"services\[a\].ca_file: file .*missing.pem' does not exist"):
         load('name = "p"\n[[services]]\nname = "a"\nurl = "https://h"\nca_file = "missing.pem"\n', tmp_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from acgs_checks.environment import Service
+from acgs_checks.environment import Service, Tls
 from acgs_checks.probes import http
 from conftest import RunSuite
 from servers import RealServers, free_port
@@ -59,13 +59,13 @@ def test_tls_untrusted_certificate(servers: RealServers) -> None:
 def test_tls_with_the_right_ca_file(servers: RealServers, tmp_path: Path) -> None:
     port = servers.https(trusted_ca=servers.ca)
     ca = servers.ca_file(tmp_path)
-    result = probe(service(f"https://localhost:{port}", ca_file=str(ca)))
+    result = probe(service(f"https://localhost:{port}", tls=Tls(ca_file=str(ca))))
     assert (result.outcome, result.status) == ("response", 200), result.detail
 
 
 def test_tls_hostname_mismatch(servers: RealServers, tmp_path: Path) -> None:
     port = servers.https(hostname="other.example", trusted_ca=servers.ca)
-    result = probe(service(f"https://localhost:{port}", ca_file=str(servers.ca_file(tmp_path))))
+    result = probe(service(f"https://localhost:{port}", tls=Tls(ca_file=str(servers.ca_file(tmp_path)))))
     assert result.outcome == http.TLS
     assert "hostname" in result.detail.lower() or "match" in result.detail.lower()
 

@@ -7,6 +7,7 @@ Everything wrong with a file is a :class:`ConfigError` naming the file and the k
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tomllib
@@ -14,8 +15,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
+from acgs_checks import redaction
 from acgs_checks.errors import ConfigError
 from acgs_checks.thresholds import Thresholds
 
@@ -27,6 +29,18 @@ _VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MAX_TIMEOUT = 60.0
 
 
+@dataclass(frozen=True)
+class Tls:
+    """How to trust a target and how to prove who we are: the same four keys on every kind."""
+
+    verify: bool = True                # check the certificate chain and the host name
+    ca_file: str | None = None         # PEM bundle to trust instead of the system store
+    client_cert: str | None = None     # PEM certificate for targets that require mutual TLS
+    client_key: str | None = None      # its private key (default: inside client_cert)
+
+
+NO_TLS = Tls()
+
 @dataclass(frozen=True, repr=False)
 class Service:
     """One HTTP service of the stack, checked at ``url + health_path``."""
@@ -36,8 +50,7 @@ class Service:
     url: str
     health_path: str = "/health"
     timeout_seconds: float = 2.0
-    verify_tls: bool = True
-    ca_file: str | None = None
+    tls: Tls = NO_TLS
     headers: tuple[tuple[str, str], ...] = ()
     # For the SLO checks: what synthetic sampling requests, where /metrics is, how PromQL selects it.
     slo_path: str = "/health"
@@ -69,25 +82,29 @@ class Service:
 
 @dataclass(frozen=True, repr=False)
 class Database:
-    """A PostgreSQL database, reached with a ``postgresql://`` DSN."""
+    """A PostgreSQL database: any libpq connection string (URI, multi-host URI or keywords).
+
+    ``dsn`` goes to libpq unchanged; ``connect_params`` are added beside it (TLS files from
+    ``ca_file``/``client_cert``/``client_key``, relative ``ssl*`` paths resolved against the
+    environment file), and never replace a parameter the DSN sets itself.
+    ``hosts`` is how many hosts libpq may try: each gets its own connect timeout.
+    """
 
     name: str
     title: str
     dsn: str
     timeout_seconds: float = 2.0
+    tls: Tls = NO_TLS
+    connect_params: tuple[tuple[str, str], ...] = ()
+    hosts: int = 1
 
     def __repr__(self) -> str:
         return f"Database({self.name!r})"
 
 
 @dataclass(frozen=True, repr=False)
-class Pooler:
+class Pooler(Database):
     """A PgBouncer admin console (``postgresql://user@host:6432/pgbouncer``)."""
-
-    name: str
-    title: str
-    dsn: str
-    timeout_seconds: float = 2.0
 
     def __repr__(self) -> str:
         return f"Pooler({self.name!r})"
@@ -101,7 +118,7 @@ class Cache:
     title: str
     url: str
     timeout_seconds: float = 2.0
-    ca_file: str | None = None
+    tls: Tls = NO_TLS
 
     def __repr__(self) -> str:
         return f"Cache({self.name!r})"
@@ -134,7 +151,7 @@ class Prometheus:
     username: str = ""
     password: str = ""
     bearer_token: str = ""
-    ca_file: str | None = None
+    tls: Tls = NO_TLS
     queries: tuple[tuple[str, str], ...] = ()
 
     name: str = "prometheus"
@@ -153,6 +170,8 @@ class BusinessMetric:
     field: str = ""
     unit: str = "ratio"  # "ratio" (0..1) or "percent" (0..100)
     timeout_seconds: float = 2.0
+    tls: Tls = NO_TLS
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -193,21 +212,18 @@ class Environment:
             "service": self.services, "database": self.databases, "pooler": self.poolers, "cache": self.caches}
         return by_kind[kind]
 
+    @functools.cached_property
+    def _redactor(self) -> redaction.Redactor:
+        return redaction.Redactor(self.secrets)
+
     def redact(self, text: str) -> str:
-        """Replace every known secret in ``text`` with ``***``."""
-        for secret in sorted(self.secrets, key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return text
+        """Replace every known secret in ``text``, and anything shaped like credentials, with ``***``."""
+        return self._redactor(text)
 
 
 def display_url(url: str) -> str:
-    """The URL with any password in it replaced, for messages and reports."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    """The URL or DSN with any password or secret parameter replaced, for messages and reports."""
+    return redaction.display(url)
 
 
 def resolve_path(spec: str, *, rootdir: Path) -> Path:
@@ -256,7 +272,11 @@ def _shown_path(path: Path, rootdir: Path) -> str:
 
 
 class _Reader:
-    """Walks the parsed TOML, expanding variables and naming keys in every error."""
+    """Walks the parsed TOML, expanding variables and naming keys in every error.
+
+    Every error line passes through the secrets found so far, so no message can echo a
+    password: not from a value that parsed, not from one that did not.
+    """
 
     def __init__(self, source: str, environ: Mapping[str, str]) -> None:
         self.source = source
@@ -264,7 +284,8 @@ class _Reader:
         self.secrets: set[str] = set()
 
     def fail(self, key: str, problem: str, fix: str) -> ConfigError:
-        return ConfigError(source=self.source, key=key, problem=problem, fix=fix)
+        redact = redaction.Redactor(self.secrets)
+        return ConfigError(source=self.source, key=key, problem=redact(problem), fix=redact(fix))
 
     def expand(self, key: str, value: str) -> str:
         def substitute(match: re.Match[str]) -> str:
@@ -272,6 +293,8 @@ class _Reader:
                 return "$"
             var, default = match.group(1), match.group(2)
             if var in self.environ:
+                # Whatever a variable brings may carry credentials: hunt them in every field.
+                self.secrets.update(redaction.secrets_in(self.environ[var]))
                 return self.environ[var]
             if default is not None:
                 return default
@@ -301,13 +324,20 @@ class _Reader:
             raise self.fail(key, f"{value!r} is not a string", "quote the value")
         return self.expand(key, value)
 
+    def secret(self, key: str, value: Any) -> str:
+        """A value that is a secret as a whole (a password, a token, a header)."""
+        text = self.string(key, value)
+        if len(text) >= redaction.MIN_SECRET_LENGTH:
+            self.secrets.add(text)
+        return text
+
     def number(self, key: str, value: Any, *, low: float, high: float) -> float:
         if isinstance(value, str):
             text = self.expand(key, value)
             try:
                 value = float(text)
             except ValueError:
-                raise self.fail(key, f"{text!r} is not a number", "write a number") from None
+                raise self.fail(key, f"{redaction.display(text)!r} is not a number", "write a number") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(key, f"{value!r} is not a number", "write a number")
         if not low < float(value) <= high:
@@ -335,25 +365,80 @@ class _Reader:
 
     def url(self, key: str, value: Any, schemes: tuple[str, ...]) -> str:
         text = self.string(key, value).strip()
+        # Secrets first: the value may not parse, and the error below must not show them.
+        self.secrets.update(redaction.secrets_in(text))
+        shown = redaction.display(text)
         try:
             parts = urlsplit(text)
             port = parts.port
-        except ValueError as exc:
-            raise self.fail(key, f"{display_url(text)!r} is not a valid URL ({exc})",
-                            "write scheme://host:port") from None
-        if parts.scheme not in schemes or not parts.hostname:
+        except ValueError:
+            port, parts = None, None
+        del port
+        userinfo = redaction.split_userinfo(text)
+        if parts is None or (parts.scheme in schemes and not parts.hostname) or (
+                userinfo is not None and userinfo[2] != parts.password):
+            raise self.fail(key, f"{shown!r} is not a valid URL: the part between '://' and the host does not parse",
+                            f"write {schemes[0]}://user:password@host:port; percent-encode a password's "
+                            "reserved characters (/ as %2F, ? as %3F, # as %23, @ as %40, : as %3A, % as %25)")
+        if parts.scheme not in schemes:
             raise self.fail(
-                key, f"{display_url(text)!r} is not an {' or '.join(schemes)} URL",
+                key, f"{shown!r} is not an {' or '.join(schemes)} URL",
                 f"write {schemes[0]}://host:port",
             )
-        del port
-        if parts.password:
-            self.secrets.add(parts.password)
-        for pair in parts.query.split("&"):
-            qkey, _, qvalue = pair.partition("=")
-            if qkey == "password" and qvalue:
-                self.secrets.add(qvalue)
         return text
+
+    def tls(self, key: str, table: dict[str, Any], base_dir: Path | None) -> Tls:
+        def file(name: str) -> str | None:
+            return None if table.get(name) is None else self.path(f"{key}.{name}", table[name], base_dir)
+
+        tls = Tls(verify=self.boolean(f"{key}.verify_tls", table.get("verify_tls", True)),
+                  ca_file=file("ca_file"), client_cert=file("client_cert"), client_key=file("client_key"))
+        if tls.client_key and not tls.client_cert:
+            raise self.fail(f"{key}.client_key", "is set without client_cert", "add client_cert = \"client.pem\"")
+        return tls
+
+    def libpq(self, key: str, value: Any, tls: Tls, base_dir: Path | None) -> tuple[
+            str, tuple[tuple[str, str], ...], int]:
+        """A libpq connection string, any form: (the text, parameters to add, how many hosts)."""
+        text = self.string(key, value).strip()
+        self.secrets.update(redaction.secrets_in(text))
+        shown = redaction.display(text)
+        fix = ("write postgresql://user:password@host:port/db (several hosts: host1:5432,host2:5432) or "
+               "keywords host=... port=... user=... dbname=...; percent-encode a URL password's reserved "
+               "characters (/ as %2F, @ as %40, # as %23, ? as %3F, % as %25) or quote a keyword value "
+               "(password='...', with \\' for a quote)")
+        scheme = text.split("://", 1)[0] if "://" in text else ""
+        if scheme and scheme not in ("postgresql", "postgres"):
+            raise self.fail(key, f"{shown!r} is not a postgresql:// URL or libpq keyword string", fix)
+        from psycopg import Error as PsycopgError  # noqa: PLC0415 - only environments with databases need it
+        from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
+        try:
+            params = {k: str(v) for k, v in conninfo_to_dict(text).items() if v is not None}
+        except PsycopgError as exc:
+            # libpq quotes the fragment it choked on, which may be part of a password: never echo it.
+            reason = re.sub(r'"[^"]*"', '"…"', str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+            raise self.fail(key, f"{shown!r} is not a valid connection string ({reason})", fix) from None
+        self.secrets.update(v for k, v in params.items()
+                            if k in ("password", "sslpassword") and len(v) >= redaction.MIN_SECRET_LENGTH)
+        userinfo = redaction.split_userinfo(text) if scheme else None
+        if userinfo is not None and unquote(userinfo[2]) != params.get("password", ""):
+            # libpq ends the userinfo at the first '@': a raw '@' (or '/', '?', '#') in the password
+            # would send the rest of it to DNS as a host name, and into every error message.
+            raise self.fail(key, f"{shown!r} is not a valid connection string (the password holds a reserved "
+                            "character that is not percent-encoded)", fix)
+        added: dict[str, str] = {}
+        for name in ("sslrootcert", "sslcert", "sslkey", "sslcrl"):
+            given = params.get(name)
+            if given and given != "system" and base_dir is not None and not Path(given).expanduser().is_absolute():
+                added[name] = str(base_dir / given)  # like ca_file: relative to the environment file
+        for name, chosen in (("sslrootcert", tls.ca_file), ("sslcert", tls.client_cert), ("sslkey", tls.client_key)):
+            if chosen and name not in params:
+                added[name] = chosen
+        if "sslmode" not in params and tls.ca_file:
+            added["sslmode"] = "verify-full" if tls.verify else "require"
+        hosts = max(len(params.get("host", "").split(",")), len(params.get("hostaddr", "").split(",")), 1)
+        return text, tuple(sorted(added.items())), hosts
 
 
 def from_mapping(data: Mapping[str, Any], *, source: str, environ: Mapping[str, str],
@@ -391,8 +476,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str, environ: Mapping[str, 
             url=r.url(f"{key}.url", s["url"], ("http", "https")),
             health_path=_health_path(r, key, s),
             timeout_seconds=timeout(key, s),
-            verify_tls=r.boolean(f"{key}.verify_tls", s.get("verify_tls", True)),
-            ca_file=None if s.get("ca_file") is None else r.path(f"{key}.ca_file", s["ca_file"], base_dir),
+            tls=r.tls(key, s, base_dir),
             headers=_headers(r, key, s),
             slo_path=_path(r, f"{key}.slo_path", s.get("slo_path", s.get("health_path", "/health"))),
             metrics_path=_path(r, f"{key}.metrics_path", s.get("metrics_path", "/metrics")),
@@ -400,24 +484,26 @@ def from_mapping(data: Mapping[str, Any], *, source: str, environ: Mapping[str, 
             queries=_queries(r, f"{key}.queries", s.get("queries", {})),
         )
         for key, tname, s in _targets(r, top, "services", ("name", "title", "url", "health_path", "timeout_seconds",
-                                                          "verify_tls", "ca_file", "headers", "slo_path",
+                                                          *TLS_KEYS, "headers", "slo_path",
                                                           "metrics_path", "prometheus_selector", "queries"), "url")
     )
-    databases = tuple(
-        Database(name=tname, title=r.string(f"{key}.title", t.get("title", tname)),
-                 dsn=r.url(f"{key}.dsn", t["dsn"], ("postgresql", "postgres")), timeout_seconds=timeout(key, t))
-        for key, tname, t in _targets(r, top, "databases", ("name", "title", "dsn", "timeout_seconds"), "dsn")
-    )
-    poolers = tuple(
-        Pooler(name=tname, title=r.string(f"{key}.title", t.get("title", tname)),
-               dsn=r.url(f"{key}.dsn", t["dsn"], ("postgresql", "postgres")), timeout_seconds=timeout(key, t))
-        for key, tname, t in _targets(r, top, "poolers", ("name", "title", "dsn", "timeout_seconds"), "dsn")
-    )
+
+    def postgres(kind: type[Database], section: str) -> tuple[Database, ...]:
+        found = []
+        for key, tname, t in _targets(r, top, section, ("name", "title", "dsn", "timeout_seconds", *TLS_KEYS), "dsn"):
+            tls = r.tls(key, t, base_dir)
+            dsn, params, hosts = r.libpq(f"{key}.dsn", t["dsn"], tls, base_dir)
+            found.append(kind(name=tname, title=r.string(f"{key}.title", t.get("title", tname)), dsn=dsn,
+                              timeout_seconds=timeout(key, t), tls=tls, connect_params=params, hosts=hosts))
+        return tuple(found)
+
+    databases = postgres(Database, "databases")
+    poolers = tuple(p for p in postgres(Pooler, "poolers") if isinstance(p, Pooler))
     caches = tuple(
         Cache(name=tname, title=r.string(f"{key}.title", t.get("title", tname)),
               url=r.url(f"{key}.url", t["url"], ("redis", "rediss")), timeout_seconds=timeout(key, t),
-              ca_file=None if t.get("ca_file") is None else r.path(f"{key}.ca_file", t["ca_file"], base_dir))
-        for key, tname, t in _targets(r, top, "caches", ("name", "title", "url", "timeout_seconds", "ca_file"), "url")
+              tls=r.tls(key, t, base_dir))
+        for key, tname, t in _targets(r, top, "caches", ("name", "title", "url", "timeout_seconds", *TLS_KEYS), "url")
     )
 
     prometheus = _prometheus(r, top.get("prometheus"), defaults.timeout_seconds, base_dir)
@@ -425,7 +511,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str, environ: Mapping[str, 
     if slo.source == "prometheus" and prometheus is None:
         raise r.fail("slo.source", "is prometheus, but there is no [prometheus] section",
                      'add [prometheus] url = "..." or choose source = "synthetic"')
-    business = _business(r, top.get("business", {}), defaults.timeout_seconds, prometheus is not None)
+    business = _business(r, top.get("business", {}), defaults.timeout_seconds, prometheus is not None, base_dir)
 
     thresholds_raw = r.table("thresholds", top.get("thresholds", {}), top.get("thresholds", {}).keys()
                              if isinstance(top.get("thresholds", {}), dict) else ())
@@ -440,6 +526,9 @@ def from_mapping(data: Mapping[str, Any], *, source: str, environ: Mapping[str, 
         databases=databases, poolers=poolers, caches=caches, prometheus=prometheus, slo=slo, business=business,
         thresholds=thresholds, secrets=frozenset(r.secrets),
     )
+
+
+TLS_KEYS = ("verify_tls", "ca_file", "client_cert", "client_key")
 
 
 def _targets(r: _Reader, top: dict[str, Any], section: str, allowed: tuple[str, ...],
@@ -482,17 +571,26 @@ def _queries(r: _Reader, key: str, raw: Any) -> tuple[tuple[str, str], ...]:
 def _prometheus(r: _Reader, raw: Any, timeout: float, base_dir: Path | None) -> Prometheus | None:
     if raw is None:
         return None
-    t = r.table("prometheus", raw, ("url", "timeout_seconds", "username", "password", "bearer_token", "ca_file",
+    t = r.table("prometheus", raw, ("url", "timeout_seconds", "username", "password", "bearer_token", *TLS_KEYS,
                                     "queries"), ("url",))
-    password = r.string("prometheus.password", t.get("password", ""))
-    token = r.string("prometheus.bearer_token", t.get("bearer_token", ""))
-    r.secrets.update(v for v in (password, token) if v)
+    url = r.url("prometheus.url", t["url"], ("http", "https"))
+    username = r.string("prometheus.username", t.get("username", ""))
+    password = r.secret("prometheus.password", t.get("password", ""))
+    token = r.secret("prometheus.bearer_token", t.get("bearer_token", ""))
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        # Credentials in the URL become basic auth, unless they are also given separately.
+        if username or password or token:
+            raise r.fail("prometheus.url", "has user:password@ and username, password or bearer_token is set too",
+                         "give the credentials once: in the URL or in username/password/bearer_token")
+        username, password = unquote(parts.username or ""), unquote(parts.password or "")
+        url = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
     return Prometheus(
-        url=r.url("prometheus.url", t["url"], ("http", "https")),
+        url=url,
         timeout_seconds=r.number("prometheus.timeout_seconds", t.get("timeout_seconds", timeout),
                                  low=0.0, high=_MAX_TIMEOUT),
-        username=r.string("prometheus.username", t.get("username", "")), password=password, bearer_token=token,
-        ca_file=None if t.get("ca_file") is None else r.path("prometheus.ca_file", t["ca_file"], base_dir),
+        username=username, password=password, bearer_token=token,
+        tls=r.tls("prometheus", t, base_dir),
         queries=_queries(r, "prometheus.queries", t.get("queries", {})),
     )
 
@@ -521,12 +619,13 @@ def _slo(r: _Reader, raw: Any, has_prometheus: bool) -> SloSettings:
     )
 
 
-def _business(r: _Reader, raw: Any, timeout: float, has_prometheus: bool) -> tuple[BusinessMetric, ...]:
+def _business(r: _Reader, raw: Any, timeout: float, has_prometheus: bool,
+              base_dir: Path | None) -> tuple[BusinessMetric, ...]:
     table = r.table("business", raw, BUSINESS_METRICS)
     metrics = []
     for name, spec in table.items():
         key = f"business.{name}"
-        t = r.table(key, spec, ("query", "url", "field", "unit", "timeout_seconds"))
+        t = r.table(key, spec, ("query", "url", "field", "unit", "timeout_seconds", "headers", *TLS_KEYS))
         query, url = r.string(f"{key}.query", t.get("query", "")), t.get("url", "")
         if bool(query) == bool(url):
             raise r.fail(key, "needs exactly one of query or url", 'write query = "PromQL" or url = "..." with field')
@@ -540,7 +639,7 @@ def _business(r: _Reader, raw: Any, timeout: float, has_prometheus: bool) -> tup
             raise r.fail(f"{key}.unit", f"{unit!r} is not a unit", 'use "ratio" (0..1) or "percent" (0..100)')
         metrics.append(BusinessMetric(
             name=name, query=query, url=r.url(f"{key}.url", url, ("http", "https")) if url else "",
-            field=field, unit=unit,
+            field=field, unit=unit, tls=r.tls(key, t, base_dir), headers=_headers(r, key, t),
             timeout_seconds=r.number(f"{key}.timeout_seconds", t.get("timeout_seconds", timeout),
                                      low=0.0, high=_MAX_TIMEOUT)))
     return tuple(metrics)
@@ -549,7 +648,5 @@ def _business(r: _Reader, raw: Any, timeout: float, has_prometheus: bool) -> tup
 def _headers(r: _Reader, key: str, table: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     raw = table.get("headers", {})
     headers_raw = r.table(f"{key}.headers", raw, raw.keys() if isinstance(raw, dict) else ())
-    headers = tuple((hname, r.string(f"{key}.headers.{hname}", hvalue)) for hname, hvalue in headers_raw.items())
     # Header values usually carry tokens; treat every one as a secret.
-    r.secrets.update(value for _, value in headers if len(value) >= 4)
-    return headers
+    return tuple((hname, r.secret(f"{key}.headers.{hname}", hvalue)) for hname, hvalue in headers_raw.items())

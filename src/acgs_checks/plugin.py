@@ -573,6 +573,10 @@ def health(request: pytest.FixtureRequest, service: Service,
     return result
 
 
+def _why_blocked(denied: str) -> str:
+    return "refused access" if denied else "is unreachable"
+
+
 @pytest.fixture
 def database_probe(request: pytest.FixtureRequest, database: Database,
                    probe_results: dict[str, dict[str, dict[str, Any]]]) -> PgSnapshot:
@@ -586,7 +590,7 @@ def database_probe(request: pytest.FixtureRequest, database: Database,
 def db(database_probe: PgSnapshot) -> PgSnapshot:
     """The database's snapshot; the case is skipped as blocked when the database is unreachable."""
     if not database_probe.reachable:
-        verdict.blocked(database_probe.target, "is unreachable",
+        verdict.blocked(database_probe.target, _why_blocked(database_probe.denied),
                         see=f"test_database_connectivity[{database_probe.target}]")
     return database_probe
 
@@ -604,7 +608,8 @@ def pooler_probe(request: pytest.FixtureRequest, pooler: Pooler,
 def pool(pooler_probe: PoolerSnapshot) -> PoolerSnapshot:
     """The pooler's snapshot; skipped as blocked when its admin console is unreachable."""
     if not pooler_probe.reachable:
-        verdict.blocked(pooler_probe.target, "is unreachable", see=f"test_pooler_reachable[{pooler_probe.target}]")
+        verdict.blocked(pooler_probe.target, _why_blocked(pooler_probe.denied),
+                        see=f"test_pooler_reachable[{pooler_probe.target}]")
     return pooler_probe
 
 
@@ -621,7 +626,8 @@ def cache_probe(request: pytest.FixtureRequest, cache: Cache,
 def redis_info(cache_probe: CacheSnapshot) -> CacheSnapshot:
     """The cache's snapshot; skipped as blocked when Redis is unreachable."""
     if not cache_probe.reachable:
-        verdict.blocked(cache_probe.target, "is unreachable", see=f"test_cache_reachable[{cache_probe.target}]")
+        verdict.blocked(cache_probe.target, _why_blocked(cache_probe.denied),
+                        see=f"test_cache_reachable[{cache_probe.target}]")
     return cache_probe
 
 
@@ -712,6 +718,8 @@ class _Recorder:
                 message = crash.message if crash is not None else str(longrepr)
             record.message = message.removeprefix("Failed: ").removeprefix("Skipped: ").strip().splitlines()[0] \
                 if message.strip() else ""
+            if report.failed:
+                record.kind = verdict.failure_kind(record.message)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -721,6 +729,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if call.when == "call":
         for key, value in verdict.take_measurement().items():
             report.user_properties.append((key, value))
+        if report.failed and call.excinfo is not None:
+            report.user_properties.append(("failure_kind", verdict.failure_kind(str(call.excinfo.value))))
     return report
 
 
@@ -784,6 +794,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                       key=lambda r: (r.severity or "P9", r.id))
     for record in failures:
         tr.write_line(f"FAILED {record.severity or '--'} {record.id}: {record.message}")
+    denied = [r for r in failures if r.kind == verdict.ACCESS_DENIED_KIND]
+    if denied:
+        tr.write_line(f"access denied: {len(denied)} check(s) were refused by their target; check credentials "
+                      "and grants, not the network: " + ", ".join(r.name for r in denied), yellow=True)
     rated = [Severity.parse(r.severity) for r in failures if r.severity]
     if rated:
         worst = min(rated)

@@ -9,6 +9,12 @@ import allure
 import pytest
 
 UNREACHABLE_TAG = "(target unreachable)"
+ACCESS_DENIED = "access denied:"
+# What kind of failure a one-line message is: the Allure category, summary.json and JUnit say the same.
+ACCESS_DENIED_KIND = "access denied"
+UNREACHABLE_KIND = "target unreachable"
+NO_DATA_KIND = "no data"
+BREACH_KIND = "threshold breached"
 
 
 def fail(message: str) -> NoReturn:
@@ -16,8 +22,27 @@ def fail(message: str) -> NoReturn:
     pytest.fail(_clean(message), pytrace=False)
 
 
-def unreachable(message: str) -> NoReturn:
+def unreachable(message: str, *, denied: str = "") -> NoReturn:
+    """The target did not answer; or, with ``denied`` (what to check), it answered and refused us.
+
+    A refusal is its own kind: on-call checks credentials and grants, not the network.
+    """
+    if denied:
+        fail(f"{ACCESS_DENIED} {message}; check {denied}")
     fail(f"{message} {UNREACHABLE_TAG}")
+
+
+def failure_kind(message: str) -> str:
+    """The kind of a failure message: access denied, target unreachable, no data, threshold breached."""
+    if message.startswith(ACCESS_DENIED):
+        return ACCESS_DENIED_KIND
+    if UNREACHABLE_TAG in message:
+        return UNREACHABLE_KIND
+    if "no data" in message:
+        return NO_DATA_KIND
+    if "(expected " in message:
+        return BREACH_KIND
+    return "other"
 
 
 # The last breach's numbers, picked up by the plugin for summary.json and JUnit properties.

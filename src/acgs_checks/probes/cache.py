@@ -1,10 +1,11 @@
 """Redis probe: PING and two INFO samples a window apart, on one connection.
 
-Only read commands are sent (PING, INFO, and CLIENT SETNAME so the connection shows as
-``acgs-checks`` in CLIENT LIST). ``maxmemory`` and the eviction policy come from INFO, so
-the probe needs no CONFIG permission. A least-privilege ACL user is enough::
+Only read commands are sent: PING and INFO, plus a best-effort CLIENT SETNAME so the
+connection shows as ``acgs-checks`` in CLIENT LIST (a refusal is noted, never a failure).
+``maxmemory`` and the eviction policy come from INFO, so the probe needs no CONFIG
+permission. A least-privilege ACL user is enough::
 
-    ACL SETUSER acgs_monitor on >PASSWORD resetkeys -@all +ping +info +client|setname
+    ACL SETUSER acgs_monitor on >PASSWORD resetkeys resetchannels -@all +ping +info
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class CacheSnapshot(JsonRecord):
     first: dict[str, Any] = field(default_factory=dict)
     second: dict[str, Any] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    denied: str = ""   # access was refused: the credential or grant to check
+    notes: dict[str, str] = field(default_factory=dict)
 
     def delta(self, key: str) -> float:
         """How much a counter grew within the window."""
@@ -52,25 +55,54 @@ def _pick(info: dict[str, Any]) -> dict[str, Any]:
     return {key: info[key] for key in FIELDS if key in info}
 
 
+_DENIED_WORDS = ("NOAUTH", "WRONGPASS", "NOPERM", "invalid password", "invalid username-password")
+DENIED_HINT = ("the user and password in the URL, and the ACL user's rules "
+               "(it needs +ping +info: ACL SETUSER <user> on >PASSWORD -@all +ping +info)")
+
+
 def _error(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, TimeoutError | redis.exceptions.TimeoutError):
         return f"no answer within {timeout:g} s"
     text = str(exc).strip() or type(exc).__name__
+    if _is_denied(exc):
+        return text
     return f"connection failed: {text}"
+
+
+def _is_denied(exc: BaseException) -> bool:
+    if isinstance(exc, redis.exceptions.AuthenticationError | redis.exceptions.NoPermissionError
+                  | redis.exceptions.AuthenticationWrongNumberOfArgsError):
+        return True
+    return isinstance(exc, redis.exceptions.ResponseError) and any(w in str(exc) for w in _DENIED_WORDS)
+
+
+def _tls_options(cache: Cache) -> dict[str, Any]:
+    if not cache.url.startswith("rediss://"):
+        return {}
+    tls = cache.tls
+    options: dict[str, Any] = {"ssl_cert_reqs": "required" if tls.verify else "none",
+                               "ssl_check_hostname": tls.verify}
+    if tls.ca_file:
+        options["ssl_ca_certs"] = tls.ca_file
+    if tls.client_cert:
+        options["ssl_certfile"] = tls.client_cert
+        options["ssl_keyfile"] = tls.client_key or tls.client_cert
+    return options
 
 
 async def probe_cache(cache: Cache, *, window_seconds: float) -> CacheSnapshot:
     """PING, INFO, wait ``window_seconds``, INFO; never raises for a sick server."""
     url = display_url(cache.url)
     timeout = cache.timeout_seconds
-    options: dict[str, Any] = {}
-    if cache.url.startswith("rediss://") and cache.ca_file:
-        options["ssl_ca_certs"] = cache.ca_file
     client = aioredis.Redis.from_url(
-        cache.url, socket_timeout=timeout, socket_connect_timeout=timeout, client_name=CLIENT_NAME,
-        single_connection_client=True, retry_on_timeout=False, health_check_interval=0, **options,
+        cache.url, socket_timeout=timeout, socket_connect_timeout=timeout,
+        single_connection_client=True, retry_on_timeout=False, health_check_interval=0,
+        # No CLIENT SETINFO on connect: a least-privilege user would be refused, and each refusal
+        # lands in the server's ACL LOG, where the Monday review looks for trouble.
+        lib_name=None, lib_version=None, **_tls_options(cache),
     )
     errors: dict[str, str] = {}
+    notes: dict[str, str] = {}
     try:
         try:
             async with asyncio.timeout(timeout):
@@ -78,7 +110,15 @@ async def probe_cache(cache: Cache, *, window_seconds: float) -> CacheSnapshot:
                 await client.ping()
                 ping = time.perf_counter() - started
         except (OSError, redis.exceptions.RedisError, TimeoutError) as exc:
-            return CacheSnapshot(target=cache.name, url=url, reachable=False, error=_error(exc, timeout))
+            return CacheSnapshot(target=cache.name, url=url, reachable=False, error=_error(exc, timeout),
+                                 denied=DENIED_HINT if _is_denied(exc) else "")
+        try:
+            async with asyncio.timeout(timeout):
+                await client.client_setname(CLIENT_NAME)
+        except redis.exceptions.ResponseError as exc:
+            notes["client setname"] = f"refused, the connection stays unnamed: {exc}"
+        except (OSError, redis.exceptions.RedisError, TimeoutError) as exc:
+            notes["client setname"] = _error(exc, timeout)
         first: dict[str, Any] = {}
         second: dict[str, Any] = {}
         measured = 0.0
@@ -94,6 +134,7 @@ async def probe_cache(cache: Cache, *, window_seconds: float) -> CacheSnapshot:
         except (OSError, redis.exceptions.RedisError, TimeoutError) as exc:
             errors["info"] = _error(exc, timeout)
         return CacheSnapshot(target=cache.name, url=url, reachable=True, ping_seconds=round(ping, 6),
-                             window_seconds=round(measured, 3), first=first, second=second, errors=errors)
+                             window_seconds=round(measured, 3), first=first, second=second, errors=errors,
+                             notes=notes)
     finally:
         await client.aclose()

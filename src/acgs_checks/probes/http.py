@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from acgs_checks import __version__
-from acgs_checks.environment import Service, display_url
+from acgs_checks.environment import NO_TLS, Service, Tls, display_url
 from acgs_checks.probes import _aio
 from acgs_checks.probes._record import JsonRecord
 
@@ -26,6 +26,7 @@ RESPONSE = "response"        # an HTTP response arrived (any status)
 REFUSED = "refused"          # TCP connection refused: nothing listening
 DNS = "dns"                  # the host name did not resolve
 TLS = "tls"                  # TLS handshake or certificate verification failed
+TLS_TIMEOUT = "tls-timeout"  # TCP connected, but the TLS handshake did not finish in time
 CONNECT_TIMEOUT = "connect-timeout"
 TIMEOUT = "timeout"          # connected, but no complete response in time
 CLOSED = "closed"            # the peer closed or reset before a full response
@@ -104,13 +105,15 @@ def classify_health(body: bytes, content_type: str) -> tuple[str, str, str]:
     return UNRECOGNISED, "status", raw
 
 
-def _ssl_context(verify_tls: bool, ca_file: str | None) -> ssl.SSLContext:
-    if not verify_tls:
-        context = ssl.create_default_context()
+def ssl_context(tls: Tls) -> ssl.SSLContext:
+    """The system trust store (or ``ca_file``), hostname checks, and a client certificate if given."""
+    context = ssl.create_default_context(cafile=tls.ca_file)
+    if not tls.verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        return context
-    return ssl.create_default_context(cafile=ca_file)
+    if tls.client_cert:
+        context.load_cert_chain(tls.client_cert, tls.client_key)
+    return context
 
 
 def _request(headers: Sequence[tuple[str, str]], parts: Any) -> bytes:
@@ -151,19 +154,27 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], limi
     return await reader.read(limit)
 
 
-async def _connect(host: str, port: int, context: ssl.SSLContext | None) -> tuple[
-        asyncio.StreamReader, asyncio.StreamWriter]:
-    """Try each resolved address in turn, as curl does (e.g. ::1, then 127.0.0.1)."""
+async def _read_headers(reader: asyncio.StreamReader) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n", b""):
+            return found
+        name, _, value = line.decode("latin-1").partition(":")
+        found.append((name.strip(), value.strip()))
+
+
+async def _connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """TCP only (TLS follows, so a stalled handshake is told apart from a stalled connect).
+
+    Each resolved address is tried in turn, as curl does (e.g. ::1, then 127.0.0.1)."""
     infos = await _aio.resolve(host, port)
     last: OSError | None = None
     for family, _type, _proto, _canon, sockaddr in infos:
         if family not in (socket.AF_INET, socket.AF_INET6):
             continue
         try:
-            return await asyncio.open_connection(
-                sockaddr[0], sockaddr[1], ssl=context,
-                server_hostname=host if context is not None else None,
-            )
+            return await asyncio.open_connection(sockaddr[0], sockaddr[1])
         except ConnectionRefusedError as exc:
             last = exc
         except OSError as exc:
@@ -176,13 +187,12 @@ async def _connect(host: str, port: int, context: ssl.SSLContext | None) -> tupl
 async def probe_service(service: Service) -> HttpResult:
     """GET the service's health URL once; never raises for an unhealthy target."""
     result, _ = await exchange(service.health_url, target=service.name, timeout=service.timeout_seconds,
-                               headers=service.headers, verify_tls=service.verify_tls, ca_file=service.ca_file)
+                               headers=service.headers, tls=service.tls)
     return result
 
 
 async def exchange(url: str, *, target: str, timeout: float, headers: Sequence[tuple[str, str]] = (),
-                   verify_tls: bool = True, ca_file: str | None = None,
-                   body_limit: int = BODY_LIMIT) -> tuple[HttpResult, bytes]:
+                   tls: Tls = NO_TLS, body_limit: int = BODY_LIMIT) -> tuple[HttpResult, bytes]:
     """One GET, bounded by ``timeout`` in total: what was seen, and the body (up to ``body_limit``)."""
     shown = display_url(url)
     parts = urlsplit(url)
@@ -190,6 +200,7 @@ async def exchange(url: str, *, target: str, timeout: float, headers: Sequence[t
     port = parts.port or (443 if parts.scheme == "https" else 80)
     start = time.perf_counter()
     connect_at: float | None = None
+    tcp_at: float | None = None
     first_byte_at: float | None = None
     writer: asyncio.StreamWriter | None = None
 
@@ -204,8 +215,11 @@ async def exchange(url: str, *, target: str, timeout: float, headers: Sequence[t
 
     try:
         async with asyncio.timeout(timeout):
-            context = _ssl_context(verify_tls, ca_file) if parts.scheme == "https" else None
-            reader, writer = await _connect(host, port, context)
+            context = ssl_context(tls) if parts.scheme == "https" else None
+            reader, writer = await _connect(host, port)
+            tcp_at = time.perf_counter()
+            if context is not None:
+                await writer.start_tls(context, server_hostname=host)
             connect_at = time.perf_counter()
             writer.write(_request(headers, parts))
             await writer.drain()
@@ -216,15 +230,8 @@ async def exchange(url: str, *, target: str, timeout: float, headers: Sequence[t
             pieces = status_line.decode("latin-1").rstrip("\r\n").split(" ", 2)
             if len(pieces) < 2 or not pieces[0].startswith("HTTP/") or not pieces[1].isdigit():
                 return result(PROTOCOL, f"not an HTTP response: {status_line[:60]!r}"), b""
-            response_headers: dict[str, str] = {}
-            header_list: list[tuple[str, str]] = []
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b"\n", b""):
-                    break
-                name, _, value = line.decode("latin-1").partition(":")
-                response_headers[name.strip().lower()] = value.strip()
-                header_list.append((name.strip(), value.strip()))
+            header_list = await _read_headers(reader)
+            response_headers = {name.lower(): value for name, value in header_list}
             body = await _read_body(reader, response_headers, body_limit)
             health, field, value = classify_health(body, response_headers.get("content-type", ""))
             return result(
@@ -234,6 +241,8 @@ async def exchange(url: str, *, target: str, timeout: float, headers: Sequence[t
                 body_bytes=len(body), health=health, health_field=field, health_value=value,
             ), body
     except TimeoutError:
+        if tcp_at is not None and connect_at is None:
+            return result(TLS_TIMEOUT, f"TCP connected, but the TLS handshake did not finish within {timeout:g} s"), b""
         if connect_at is None:
             return result(CONNECT_TIMEOUT, f"could not connect within {timeout:g} s"), b""
         return result(TIMEOUT, f"connected, but no complete response within {timeout:g} s"), b""

@@ -1,11 +1,15 @@
 """PostgreSQL probe: one read-only connection per database, every statistic in one pass.
 
-Safety, because operators run this against production:
+Safety, because operators run this against production, often through a transaction pooler:
 
-* the connection has a connect timeout, and the whole pass a deadline;
-* the session sets ``default_transaction_read_only``, ``statement_timeout``,
-  ``lock_timeout`` and ``idle_in_transaction_session_timeout``, and every query runs
-  in its own ``BEGIN READ ONLY`` transaction;
+* the suite leaves no trace on any connection but its own. Nothing is set for the session:
+  every query runs in its own ``BEGIN READ ONLY`` transaction that first bounds itself with
+  ``SET LOCAL`` (``set_config(..., true)``) statement, lock and idle-in-transaction timeouts,
+  which end with the transaction. Behind PgBouncer in transaction mode the next client of
+  the same server connection finds it exactly as it was, and every one of the suite's
+  queries carries its own time bounds, whichever server connection it lands on;
+* no prepared statements (they would outlive the transaction on a pooled server connection);
+* each host of the connection string gets its own connect timeout, and the pass a deadline;
 * only catalog and statistics views are read: no DDL, no DML, no function with side effects.
 
 A query the role may not run (or that the server version lacks) is recorded in
@@ -15,12 +19,14 @@ A query the role may not run (or that the server version lacks) is recorded in
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from acgs_checks.environment import Database, Pooler, display_url
@@ -128,37 +134,83 @@ class PgSnapshot(JsonRecord):
     receiver: dict[str, Any] = field(default_factory=dict)
     maintenance: list[dict[str, Any]] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    denied: str = ""   # access was refused: the credential or grant to check
 
 
-def _connect_error(exc: BaseException, url: str, timeout: float) -> str:
+# libpq's messages for a refused login, and what to check for each.
+_DENIED = (
+    ("password authentication failed", "the user and password in the DSN"),
+    ("no password supplied", "the DSN: the server wants a password and none was given"),
+    ("pg_hba.conf", "pg_hba.conf: a rule must allow this user and database from this client address"),
+    ("does not exist", "that the role exists: CREATE ROLE <user> LOGIN PASSWORD '...' IN ROLE pg_monitor"),
+    ("is not permitted to log in", "the role's LOGIN attribute: ALTER ROLE <user> LOGIN"),
+    ("permission denied for database", "the CONNECT grant: GRANT CONNECT ON DATABASE <db> TO <user>"),
+    ("certificate authentication failed", "client_cert/client_key (or sslcert/sslkey) and the certificate's CN"),
+    ("too many connections for role", "the role's CONNECTION LIMIT"),
+)
+_READ_ONLY_SESSION = ("target_session_attrs=read-write refuses every session whose default_transaction_read_only is "
+                      "on, and the monitoring role sets it on purpose; use target_session_attrs=primary (libpq 14 "
+                      "or newer), which asks the server whether it is a standby instead")
+
+
+def connect_timeout(timeout: float) -> int:
+    """libpq's connect_timeout for one host: whole seconds, at least 2 (libpq's own floor)."""
+    return max(2, math.ceil(timeout))
+
+
+def connect_budget(target: Database) -> float:
+    """The bound on connecting: every host of the connection string gets its own connect timeout."""
+    return float(connect_timeout(target.timeout_seconds) * target.hosts)
+
+
+def _connect_error(exc: BaseException, target: Database) -> tuple[str, str]:
+    """(what went wrong, and when access was refused the credential or grant to check)."""
     if isinstance(exc, TimeoutError):
-        return f"no connection within {timeout:g} s"
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text if text.startswith("connection failed") else f"connection failed: {text}"
+        return f"no connection within {connect_budget(target):g} s ({target.hosts} host(s), " \
+               f"{connect_timeout(target.timeout_seconds)} s each)", ""
+    text = str(exc).strip() or type(exc).__name__
+    lines = text.splitlines()
+    attempts = [line.removeprefix("- ") for line in lines if line.startswith("- host:")]
+    message = "; ".join(attempts) if attempts else lines[0]
+    if not message.startswith("connection failed"):
+        message = f"connection failed: {message}"
+    if "session is read-only" in text:
+        return f"{message} ({_READ_ONLY_SESSION})", ""
+    for needle, check in _DENIED:
+        if needle in text and not (needle == "does not exist" and 'role "' not in text):
+            return message, check
+    return message, ""
 
 
-async def _session(dsn: str, timeout: float) -> psycopg.AsyncConnection[dict[str, Any]]:
-    conn = await psycopg.AsyncConnection.connect(
-        dsn, connect_timeout=max(2, int(timeout + 0.999)), application_name=APPLICATION_NAME,
-        autocommit=True, row_factory=dict_row,
+async def _connect(target: Database, **options: Any) -> psycopg.AsyncConnection[dict[str, Any]]:
+    """Connect with the DSN as given, plus the TLS parameters the environment adds beside it."""
+    conninfo = make_conninfo(target.dsn, **dict(target.connect_params)) if target.connect_params else target.dsn
+    return await psycopg.AsyncConnection.connect(
+        conninfo, connect_timeout=connect_timeout(target.timeout_seconds),
+        row_factory=dict_row, prepare_threshold=None, **options,
     )
-    millis = int(timeout * 1000)
-    for setting in (
-        "SET default_transaction_read_only = on",
-        f"SET statement_timeout = {millis}",
-        f"SET lock_timeout = {millis}",
-        f"SET idle_in_transaction_session_timeout = {millis * 2}",
-    ):
-        await conn.execute(setting)
-    await conn.set_read_only(True)  # psycopg now opens every transaction with BEGIN READ ONLY
-    await conn.set_autocommit(False)
+
+
+async def _session(db: Database) -> psycopg.AsyncConnection[dict[str, Any]]:
+    """A connection on which psycopg opens every transaction with BEGIN READ ONLY; nothing else is set."""
+    conn = await _connect(db, autocommit=False)
+    await conn.set_read_only(True)
     return conn
 
 
+# Bounds and a name for one transaction only: is_local = true is SET LOCAL, gone at COMMIT or ROLLBACK.
+# Not even application_name is a startup parameter: PgBouncer would hand it on to the next client.
+_TRANSACTION_BOUNDS = ("SELECT set_config('statement_timeout', %(t)s, true), set_config('lock_timeout', %(t)s, true), "
+                       "set_config('idle_in_transaction_session_timeout', %(idle)s, true), "
+                       f"set_config('application_name', '{APPLICATION_NAME}', true)")
+
+
 async def _query(conn: psycopg.AsyncConnection[dict[str, Any]], errors: dict[str, str], name: str,
-                 sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+                 sql: str, params: Sequence[Any] | None = None, *, timeout: float) -> list[dict[str, Any]]:
+    millis = max(1, int(timeout * 1000))
     try:
         async with conn.transaction():
+            await conn.execute(_TRANSACTION_BOUNDS, {"t": f"{millis}ms", "idle": f"{millis * 2}ms"})
             cursor = await conn.execute(sql, params)
             return list(await cursor.fetchall())
     except psycopg.Error as exc:
@@ -177,45 +229,49 @@ async def probe_database(db: Database) -> PgSnapshot:
     start = time.perf_counter()
     errors: dict[str, str] = {}
     try:
-        async with asyncio.timeout(db.timeout_seconds):
-            conn = await _session(db.dsn, db.timeout_seconds)
+        async with asyncio.timeout(connect_budget(db) + 0.5):
+            conn = await _session(db)
     except (OSError, psycopg.Error, TimeoutError) as exc:
-        return PgSnapshot(target=db.name, url=url, reachable=False,
-                          error=_connect_error(exc, url, db.timeout_seconds),
+        error, denied = _connect_error(exc, db)
+        return PgSnapshot(target=db.name, url=url, reachable=False, error=error, denied=denied,
                           elapsed_seconds=round(time.perf_counter() - start, 6))
     connected = time.perf_counter()
     fields: dict[str, Any] = {}
+
+    async def query(name: str, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        return await _query(conn, errors, name, sql, params, timeout=db.timeout_seconds)
+
     try:
         # The whole pass gets one more timeout's worth of time; statement_timeout bounds each query.
         async with asyncio.timeout(db.timeout_seconds * 2):
             t0 = time.perf_counter()
-            await _query(conn, errors, "select 1", "SELECT 1")
+            await query("select 1", "SELECT 1")
             fields["select1_seconds"] = round(time.perf_counter() - t0, 6)
-            server = await _query(conn, errors, "server", """
+            server = await query("server", """
                 SELECT current_setting('server_version') AS version, pg_is_in_recovery() AS in_recovery,
                        extract(epoch FROM now() - pg_postmaster_start_time())::float8 AS uptime_seconds,
                        current_database() AS database, current_user AS user""")
             fields["server"] = server[0] if server else {}
-            fields["activity"] = _jsonable(await _query(conn, errors, "activity", _ACTIVITY))
-            connections = await _query(conn, errors, "connections", _CONNECTIONS)
+            fields["activity"] = _jsonable(await query("activity", _ACTIVITY))
+            connections = await query("connections", _CONNECTIONS)
             fields["connections"] = connections[0] if connections else {}
-            waits = await _query(conn, errors, "lock waits", _LOCK_WAITS.format(waitstart="l.waitstart"))
+            waits = await query("lock waits", _LOCK_WAITS.format(waitstart="l.waitstart"))
             if "lock waits" in errors:
                 del errors["lock waits"]
-                waits = await _query(conn, errors, "lock waits", _LOCK_WAITS.format(waitstart="NULL::timestamptz"))
+                waits = await query("lock waits", _LOCK_WAITS.format(waitstart="NULL::timestamptz"))
             fields["lock_waits"] = _jsonable(waits)
             blocking = sorted({pid for w in waits for pid in (w.get("blocking_pids") or [])})
             if blocking:
-                fields["blockers"] = _jsonable(await _query(conn, errors, "blockers", _BLOCKERS, [blocking]))
-            cache = await _query(conn, errors, "buffer cache", _BUFFER_CACHE)
+                fields["blockers"] = _jsonable(await query("blockers", _BLOCKERS, [blocking]))
+            cache = await query("buffer cache", _BUFFER_CACHE)
             fields["buffer_cache"] = cache[0] if cache else {}
-            fields["xid_age"] = _jsonable(await _query(conn, errors, "xid age", _XID_AGE))
+            fields["xid_age"] = _jsonable(await query("xid age", _XID_AGE))
             if fields["server"].get("in_recovery"):
-                receiver = await _query(conn, errors, "wal receiver", _RECEIVER)
+                receiver = await query("wal receiver", _RECEIVER)
                 fields["receiver"] = receiver[0] if receiver else {}
             else:
-                fields["replicas"] = _jsonable(await _query(conn, errors, "replicas", _REPLICAS))
-            fields["maintenance"] = _jsonable(await _query(conn, errors, "maintenance", _MAINTENANCE))
+                fields["replicas"] = _jsonable(await query("replicas", _REPLICAS))
+            fields["maintenance"] = _jsonable(await query("maintenance", _MAINTENANCE))
     except TimeoutError:
         errors["deadline"] = f"the pass did not finish within {db.timeout_seconds * 2:g} s"
     finally:
@@ -239,6 +295,7 @@ class PoolerSnapshot(JsonRecord):
     databases: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    denied: str = ""
 
 
 async def probe_pooler(pooler: Pooler) -> PoolerSnapshot:
@@ -246,14 +303,11 @@ async def probe_pooler(pooler: Pooler) -> PoolerSnapshot:
     url = display_url(pooler.dsn)
     start = time.perf_counter()
     try:
-        async with asyncio.timeout(pooler.timeout_seconds):
-            conn = await psycopg.AsyncConnection.connect(
-                pooler.dsn, connect_timeout=max(2, int(pooler.timeout_seconds + 0.999)), autocommit=True,
-                row_factory=dict_row, prepare_threshold=None,
-            )
+        async with asyncio.timeout(connect_budget(pooler) + 0.5):
+            conn = await _connect(pooler, autocommit=True)
     except (OSError, psycopg.Error, TimeoutError) as exc:
-        return PoolerSnapshot(target=pooler.name, url=url, reachable=False,
-                              error=_connect_error(exc, url, pooler.timeout_seconds))
+        error, denied = _connect_error(exc, pooler)
+        return PoolerSnapshot(target=pooler.name, url=url, reachable=False, error=error, denied=denied)
     connected = time.perf_counter()
     errors: dict[str, str] = {}
     results: dict[str, list[dict[str, Any]]] = {}

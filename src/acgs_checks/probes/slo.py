@@ -77,6 +77,7 @@ class SourceStatus(JsonRecord):
     url: str
     reachable: bool
     error: str = ""
+    denied: str = ""   # access was refused: the credential to check
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,11 @@ class BusinessSnapshot(JsonRecord):
     value: float | None = None
     error: str = ""
     reachable: bool = True
+    denied: str = ""
+
+
+DENIED_STATUSES = (401, 403)
+PROMETHEUS_DENIED = "[prometheus] username/password or bearer_token (or user:password@ in its url)"
 
 
 def render(template: str, *, selector: str, window: str) -> str:
@@ -117,7 +123,7 @@ def _auth_headers(prometheus: Prometheus) -> tuple[tuple[str, str], ...]:
 async def _api(prometheus: Prometheus, path: str) -> tuple[http.HttpResult, Any]:
     result, body = await http.exchange(
         prometheus.url.rstrip("/") + path, target="prometheus", timeout=prometheus.timeout_seconds,
-        headers=_auth_headers(prometheus), ca_file=prometheus.ca_file, body_limit=4 * 1024 * 1024)
+        headers=_auth_headers(prometheus), tls=prometheus.tls, body_limit=4 * 1024 * 1024)
     document: Any = None
     if result.reachable and body:
         try:
@@ -149,14 +155,16 @@ async def query(prometheus: Prometheus, promql: str) -> tuple[float | None, str]
     return value, ""
 
 
-async def prometheus_reachable(prometheus: Prometheus) -> str:
-    """Empty when the API answers; otherwise why not (one line)."""
+async def prometheus_reachable(prometheus: Prometheus) -> tuple[str, str]:
+    """("", "") when the API answers; otherwise why not (one line), and for a refusal what to check."""
     result, document = await _api(prometheus, "/api/v1/status/buildinfo")
     if not result.reachable:
-        return f"GET {result.url} → {result.detail}"
+        return f"GET {result.url} → {result.detail}", ""
+    if result.status in DENIED_STATUSES:
+        return f"GET {result.url} → HTTP {result.status} {result.reason}".rstrip(), PROMETHEUS_DENIED
     if result.status != 200 or not isinstance(document, dict):
-        return f"GET {result.url} → HTTP {result.status} (expected 200 with JSON)"
-    return ""
+        return f"GET {result.url} → HTTP {result.status} (expected 200 with JSON)", ""
+    return "", ""
 
 
 async def from_prometheus(service: Service, prometheus: Prometheus, settings: SloSettings) -> SloSnapshot:
@@ -182,7 +190,7 @@ async def from_samples(service: Service, settings: SloSettings) -> SloSnapshot:
                 return
             result, _ = await http.exchange(service.slo_url, target=service.name,
                                             timeout=settings.request_timeout_seconds, headers=service.headers,
-                                            verify_tls=service.verify_tls, ca_file=service.ca_file)
+                                            tls=service.tls)
             results.append(result)
 
     await asyncio.gather(*(worker() for _ in range(max(1, min(settings.concurrency, settings.samples)))))
@@ -239,7 +247,7 @@ async def from_scrapes(service: Service, settings: SloSettings) -> SloSnapshot:
             await asyncio.sleep(settings.scrape_window_seconds)
         result, body = await http.exchange(service.metrics_url, target=service.name,
                                            timeout=service.timeout_seconds, headers=service.headers,
-                                           verify_tls=service.verify_tls, ca_file=service.ca_file,
+                                           tls=service.tls,
                                            body_limit=8 * 1024 * 1024)
         if not result.reachable or result.status != 200:
             return SloSnapshot(target=service.name, source=source, window=window, reachable=False,
@@ -298,10 +306,13 @@ async def business_metric(metric: BusinessMetric, prometheus: Prometheus | None,
         value, error = await query(prometheus, text)
         return BusinessSnapshot(metric.name, f"PromQL {text}", None if value is None else value * scale, error)
     source = f"GET {display_url(metric.url)} field {metric.field}"
-    result, body = await http.exchange(metric.url, target=metric.name, timeout=metric.timeout_seconds)
+    result, body = await http.exchange(metric.url, target=metric.name, timeout=metric.timeout_seconds,
+                                       headers=metric.headers, tls=metric.tls)
     if not result.reachable or (result.status or 0) >= 400:
+        denied = (f"the headers configured in [business.{metric.name}] (a token) and the endpoint's access rules"
+                  if result.status in DENIED_STATUSES else "")
         return BusinessSnapshot(metric.name, source, None, f"GET {result.url} → {result.detail or result.status}",
-                                reachable=False)
+                                reachable=False, denied=denied)
     try:
         raw = _field(json.loads(body), metric.field)
         value = float(raw)

@@ -110,15 +110,16 @@ def _metrics_jobs(env: Environment, selected: Mapping[str, set[str]],
         settings = env.slo
         prometheus = env.prometheus
         business = [m for m in slo.business_metrics(env.business, prometheus) if m.name in wanted_business]
-        down = ""
+        down, denied = "", ""
         needs_prometheus = wants_source or any(m.query for m in business) or (
             slo_services and settings.source == "prometheus")
         if prometheus is not None and needs_prometheus:
-            down = await slo.prometheus_reachable(prometheus)
+            down, denied = await slo.prometheus_reachable(prometheus)
         found: list[tuple[str, _Result]] = []
         if prometheus is not None and wants_source:
             found.append(("metrics_source", slo.SourceStatus(target="prometheus", url=slo.shown(prometheus.url),
-                                                              reachable=not down, error=down)))
+                                                              reachable=not down, error=down,
+                                                              denied=denied)))
         jobs: list[tuple[str, Callable[[], Awaitable[_Result]]]] = []
         for service in slo_services:
             if settings.source == "prometheus" and prometheus is not None:

@@ -20,6 +20,12 @@ from acgs_checks.severity import Severity
 # Category names are matched on the one-line messages the checks produce.
 CATEGORIES = [
     {
+        "name": "Access denied",
+        "description": "The target answered and refused the suite: credentials, pg_hba, ACL or HTTP 401/403.",
+        "matchedStatuses": ["failed", "broken"],
+        "messageRegex": r"(?s)^access denied:.*",
+    },
+    {
         "name": "Target unreachable",
         "description": "The target did not answer: refused, DNS, TLS, timeout or closed.",
         "matchedStatuses": ["failed", "broken"],

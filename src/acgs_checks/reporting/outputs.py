@@ -35,6 +35,8 @@ class CheckRecord:
     area: str = ""
     runbook: list[str] = field(default_factory=list)
     message: str = ""
+    # For failures: access denied, target unreachable, no data, threshold breached (or other).
+    kind: str = ""
     measured: float | None = None
     threshold: float | None = None
     duration_seconds: float = 0.0
@@ -57,6 +59,10 @@ class RunSummary:
                 table[check.severity][check.outcome] += 1
         return {sev: {o: c[o] for o in ("passed", "failed", "skipped")} for sev, c in table.items()}
 
+    def kinds(self) -> dict[str, int]:
+        """How many failures of each kind: access denied is counted apart from unreachable."""
+        return dict(Counter(c.kind for c in self.checks if c.outcome == "failed" and c.kind))
+
     def failures_at_or_above(self, level: Severity) -> list[CheckRecord]:
         return [c for c in self.checks if c.outcome == "failed"
                 and (not c.severity or Severity.parse(c.severity).at_or_above(level))]
@@ -66,6 +72,7 @@ class RunSummary:
             "environment": self.environment, "review": self.review, "fail_on": self.fail_on,
             "started": self.started, "finished": self.finished, "exit_status": self.exit_status,
             "acgs_checks_version": __version__, "counts": self.counts(),
+            "failure_kinds": self.kinds(),
             "checks": [asdict(c) for c in self.checks],
         }
 
@@ -138,7 +145,7 @@ def webhook_payload(summary: RunSummary, level: Severity) -> dict[str, object]:
     alerts = [{
         "status": "firing",
         "labels": {"alertname": "ACGSRunbookCheckFailed", "check": c.name, "severity": c.severity,
-                   "env": summary.environment, "review": summary.review, "area": c.area},
+                   "env": summary.environment, "review": summary.review, "area": c.area, "kind": c.kind},
         "annotations": {"summary": c.message, "runbook": ", ".join(c.runbook)},
         "startsAt": starts,
     } for c in failures]

@@ -6,7 +6,7 @@ that is needed (PgBouncer only comes from the machine; without it there is no po
 
 Checks connect as a least-privilege monitoring account (``acgs_monitor``: PostgreSQL
 role in ``pg_monitor`` with ``default_transaction_read_only``; Redis ACL user allowed
-only PING, INFO and CLIENT SETNAME/SETINFO). The sandbox itself uses the superuser
+only PING and INFO). The sandbox itself uses the superuser
 over the Unix socket for setup and for injecting faults.
 """
 
@@ -299,11 +299,19 @@ class _ChildProcess:
 
 @dataclass
 class PgBouncerServer(_ChildProcess):
-    """PgBouncer in transaction mode in front of the sandbox database; its admin console is the pooler."""
+    """PgBouncer in transaction mode in front of the sandbox database; its admin console is the pooler.
+
+    ``server_user`` is the PostgreSQL role every pooled connection uses (the sandbox's choice);
+    with None each client's own role is used, as most production setups do. ``users`` adds
+    logins (name to password) and ``settings`` extra ``[pgbouncer]`` lines (TLS, limits).
+    """
 
     port: int
     postgres: PostgresServer
     pool_size: int = 10
+    server_user: str | None = "postgres"
+    users: dict[str, str] = field(default_factory=dict)
+    settings: str = ""
     workdir: Path | None = None
     _process: subprocess.Popen[bytes] | None = None
 
@@ -323,24 +331,25 @@ class PgBouncerServer(_ChildProcess):
         if binary is None:
             raise SandboxError("pgbouncer is not installed")
         self.workdir = _workdir("acgs-sandbox-pgbouncer-")
-        (self.workdir / "userlist.txt").write_text(
-            f'"{MONITOR_USER}" "{self.postgres.monitor_password}"\n')
+        logins = {MONITOR_USER: self.postgres.monitor_password, **self.users}
+        (self.workdir / "userlist.txt").write_text("".join(f'"{name}" "{pw}"\n' for name, pw in logins.items()))
+        forced = f" user={self.server_user}" if self.server_user else ""
         (self.workdir / "pgbouncer.ini").write_text(
             "[databases]\n"
             f"{self.postgres.database} = host={self.postgres.workdir or '127.0.0.1'} port={self.postgres.port} "
-            f"dbname={self.postgres.database} user=postgres\n"
+            f"dbname={self.postgres.database}{forced}\n"
             "[pgbouncer]\n"
             f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
             f"auth_type = scram-sha-256\nauth_file = {self.workdir / 'userlist.txt'}\n"
             f"stats_users = {MONITOR_USER}\npool_mode = transaction\n"
             f"default_pool_size = {self.pool_size}\nmax_client_conn = 200\n"
-            "ignore_startup_parameters = extra_float_digits,options,application_name\n"
-            f"logfile = {self.workdir / 'pgbouncer.log'}\n"
+            "ignore_startup_parameters = extra_float_digits,options\n"
+            f"logfile = {self.workdir / 'pgbouncer.log'}\n" + self.settings
         )
         account = _unprivileged_user()
         if account is not None:
-            for name in ("userlist.txt", "pgbouncer.ini"):
-                os.chown(self.workdir / name, account.pw_uid, account.pw_gid)
+            for path in self.workdir.iterdir():
+                os.chown(path, account.pw_uid, account.pw_gid)
         self._process = subprocess.Popen(
             [binary, str(self.workdir / "pgbouncer.ini")], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -385,7 +394,7 @@ class RedisServer(_ChildProcess):
             f"port {self.port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir {self.workdir}\n"
             f"logfile {self.workdir / 'redis.log'}\nmaxmemory 256mb\n"
             f"user {MONITOR_USER} on >{self.monitor_password} resetkeys resetchannels -@all "
-            "+ping +info +client|setname\n"
+            "+ping +info\n"
         )
         self._process = subprocess.Popen([_redis_binary(), str(config)], stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

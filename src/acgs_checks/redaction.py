@@ -1,0 +1,124 @@
+"""Secrets out of every output: what a configured value hides, and how to show it safely.
+
+Values arrive in every shape production uses: URLs with raw (unencoded) passwords, libpq
+keyword DSNs, query parameters such as ``?password=``. The functions here never need the
+value to parse: a value that does not parse is exactly the one an error message echoes.
+
+* :func:`display` shows a URL or DSN with its secrets replaced by ``***``.
+* :func:`secrets_in` lists the secret strings inside a value (as written and decoded),
+  so that :class:`Redactor` can remove them from any later text: messages, evidence, logs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from urllib.parse import unquote
+
+MASK = "***"
+# Query and keyword parameters whose values are secrets (case-insensitive).
+SECRET_PARAMS = ("password", "passwd", "pwd", "sslpassword", "token", "access_token", "auth_token", "api_key",
+                 "apikey", "secret", "client_secret")
+# Shorter strings are not replaced everywhere: they would shred unrelated text, and nobody uses them.
+MIN_SECRET_LENGTH = 4
+
+_PARAM_NAMES = "|".join(SECRET_PARAMS)
+# In a URL's query: the value runs to the next '&' or '#'.
+_QUERY_SECRET = re.compile(rf"(?i)([?&;](?:{_PARAM_NAMES})=)([^&#]*)")
+# In a keyword DSN: a quoted value with backslash escapes, or everything up to the next ``key=``
+# (an unquoted value with a space is still all secret, even though libpq would reject it).
+_KEYWORD_SECRET = re.compile(
+    rf"(?i)(?<![\w.])((?:{_PARAM_NAMES})\s*=\s*)('(?:[^'\\]|\\.)*'?|.*?)(?=\s+[A-Za-z_][A-Za-z0-9_]*\s*=|\s*$)")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# Credentials inside free text (a driver's message, a log line): scheme://user:secret@
+_TEXT_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*:)([^\s@]*)(@)")
+
+
+def _userinfo_end(rest: str) -> int:
+    """Where the userinfo of ``scheme://REST`` ends (the index of its '@'), or -1.
+
+    A well-formed authority ends at the first '/', '?' or '#'. When an '@' stands after that,
+    the password itself probably holds one of those characters unencoded: then everything up
+    to the last '@' is taken as userinfo, so the secret is masked whole (at worst, too much is).
+    """
+    ends = [i for i in (rest.find(c) for c in "/?#") if i >= 0]
+    authority_end = min(ends) if ends else len(rest)
+    last = rest.rfind("@")
+    if last < 0:
+        return -1
+    in_authority = rest.rfind("@", 0, authority_end)
+    if last == in_authority:
+        return last
+    candidate = rest[:last]
+    # Without a ':' there is no password in it: a username alone, and '@' belongs to the query.
+    return last if ":" in candidate else in_authority
+
+
+def split_userinfo(text: str) -> tuple[str, str, str, str] | None:
+    """(scheme://, user, password, after '@') for a URL with a password in it; None otherwise."""
+    match = _SCHEME.match(text)
+    if match is None:
+        return None
+    head, rest = text[:match.end()], text[match.end():]
+    end = _userinfo_end(rest)
+    if end < 0:
+        return None
+    user, sep, password = rest[:end].partition(":")
+    if not sep:
+        return None
+    return head, user, password, rest[end + 1:]
+
+
+def _unquote_keyword(value: str) -> str:
+    if value.startswith("'"):
+        body = value[1:-1] if value.endswith("'") and len(value) > 1 else value[1:]
+        return re.sub(r"\\(.)", r"\1", body)
+    return value
+
+
+def secrets_in(value: str) -> set[str]:
+    """Every secret string inside ``value``: URL passwords, secret query and keyword parameters.
+
+    Both the text as written and its decoded form are returned (percent-decoding for URLs,
+    quote removal for keyword DSNs), since either may show up in a later message.
+    """
+    found: set[str] = set()
+    parts = split_userinfo(value)
+    if parts is not None:
+        found.update({parts[2], unquote(parts[2])})
+    for match in _QUERY_SECRET.finditer(value):
+        found.update({match.group(2), unquote(match.group(2))})
+    if _SCHEME.match(value) is None:
+        for match in _KEYWORD_SECRET.finditer(value):
+            found.update({match.group(2), _unquote_keyword(match.group(2))})
+    # Shorter ones are still masked in place by display(); they are just not hunted in other text.
+    return {s for s in found if len(s) >= MIN_SECRET_LENGTH}
+
+
+def display(value: str) -> str:
+    """``value`` as it may be shown: passwords and secret parameters replaced with ``***``."""
+    parts = split_userinfo(value)
+    text = value if parts is None else f"{parts[0]}{parts[1]}:{MASK}@{parts[3]}"
+    text = _QUERY_SECRET.sub(lambda m: m.group(1) + MASK, text)
+    if _SCHEME.match(value) is None:
+        text = _KEYWORD_SECRET.sub(lambda m: m.group(1) + MASK, text)
+    return text
+
+
+def mask_text(text: str) -> str:
+    """Pattern-based masking for free text whose secrets are not known in advance."""
+    text = _TEXT_USERINFO.sub(lambda m: m.group(1) + MASK + m.group(3), text)
+    return _QUERY_SECRET.sub(lambda m: m.group(1) + MASK, text)
+
+
+class Redactor:
+    """Removes known secrets, then anything that looks like credentials, from any text."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets = frozenset(s for s in secrets if len(s) >= MIN_SECRET_LENGTH)
+        self._ordered = sorted(self.secrets, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._ordered:
+            text = text.replace(secret, MASK)
+        return mask_text(text)
