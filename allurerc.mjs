@@ -21,7 +21,7 @@ export default defineConfig({
   },
   categories: {
     rules: [
-      { name: "Access denied", matchers: { statuses: ["failed", "broken"], message: /^access denied:/ } },
+      { name: "Access denied", matchers: { statuses: ["failed", "broken"], message: /^(Failed: )?access denied:/ } },
       { name: "Target unreachable", matchers: { statuses: ["failed", "broken"], message: /\(target unreachable\)/ } },
       { name: "Threshold breached", matchers: { statuses: ["failed"], message: /\(expected / } },
       { name: "No data", matchers: { statuses: ["failed"], message: /no data/ } },

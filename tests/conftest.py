@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from acgs_checks.sandbox import servers as sandbox_servers
+from acgs_checks.sandbox.servers import PostgresServer, free_port
 from servers import RealServers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,18 +69,34 @@ def run_suite(tmp_path: Path) -> RunSuite:
     counter = iter(range(1000))
 
     def run(*args: str, environ: dict[str, str] | None = None, cwd: Path = ROOT,
-            alluredir: bool = True, timeout: float = 180) -> Run:
+            alluredir: bool = True, timeout: float = 180, report_defaults: bool = False) -> Run:
         allure_dir = tmp_path / f"allure-{next(counter)}"
         env = {k: v for k, v in os.environ.items() if k not in ("CI", "ACGS_ENV", "PYTEST_ADDOPTS")}
         env.update(environ or {})
         command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
         if alluredir:
             command.append(f"--alluredir={allure_dir}")
+        # Nothing a self-test runs may write into the checkout: every report goes to tmp_path
+        # (report_defaults keeps the suite's own defaults, for a run in a copy of the suite).
+        if not report_defaults and not any(a.startswith("--junitxml") for a in args):
+            command.append(f"--junitxml={allure_dir}-junit.xml")
+        if not report_defaults and not any(a.startswith("--summary-json") for a in args):
+            command.append(f"--summary-json={allure_dir}-summary.json")
         done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
                               timeout=timeout, check=False)
         return Run(done.returncode, done.stdout, done.stderr, allure_dir)
 
     return run
+
+
+@pytest.fixture
+def suite_copy(tmp_path: Path) -> Path:
+    """The suite's checks, runbook map and configuration in a folder of their own (armed like the real one)."""
+    folder = tmp_path / "suite"
+    shutil.copytree(ROOT / "checks", folder / "checks", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "fixtures", folder / "fixtures")
+    shutil.copy(ROOT / "pyproject.toml", folder / "pyproject.toml")
+    return folder
 
 
 @pytest.fixture
@@ -138,3 +158,27 @@ def serve() -> Iterator[functools.partial[str]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def primary_and_standby() -> Iterator[tuple[PostgresServer, str, Path, int]]:
+    """A sandbox PostgreSQL and a real streaming standby of it: (primary, standby DSN, its folder, its port)."""
+    primary = PostgresServer(port=free_port())
+    primary.start()
+    assert primary.bindir is not None
+    assert primary.workdir is not None
+    folder = sandbox_servers._workdir("acgs-test-standby-")
+    port = free_port()
+    try:
+        sandbox_servers._run(str(primary.bindir / "pg_basebackup"), "-h", str(primary.workdir), "-p", str(primary.port),
+                     "-U", "postgres", "-D", str(folder / "data"), "-R", "-X", "stream", "-c", "fast", "--no-sync")
+        sandbox_servers._run(str(primary.bindir / "pg_ctl"), "-D", str(folder / "data"), "-l", str(folder / "log"),
+                     "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c hot_standby=on",
+                     "-w", "start")
+        standby_dsn = primary.dsn.replace(f":{primary.port}/", f":{port}/")
+        yield primary, standby_dsn, folder, port
+    finally:
+        with contextlib.suppress(Exception):
+            sandbox_servers._run(str(primary.bindir / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+        primary.stop()

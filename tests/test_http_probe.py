@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 
@@ -137,3 +138,26 @@ def test_each_failure_has_its_own_message_in_the_suite(
     assert "body status='DOWN'" in messages["unhealthy"]
     for name in ("refused", "dns", "tls", "hangs"):
         assert messages[name].endswith("(target unreachable)"), messages[name]
+
+
+def test_a_stalled_tls_handshake_is_told_apart_from_a_stalled_connect(servers: RealServers) -> None:
+    result = probe(service(f"https://127.0.0.1:{servers.hang()}", timeout=0.5))
+    assert result.outcome == http.TLS_TIMEOUT
+    assert result.detail == "TCP connected, but the TLS handshake did not finish within 0.5 s"
+
+
+def test_client_certificate_for_mutual_tls(servers: RealServers, tmp_path: Path) -> None:
+    """A service that requires a client certificate refuses the handshake without one and accepts ours."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    servers.ca.issue_cert("localhost").configure_cert(context)
+    servers.ca.configure_trust(context)
+    context.verify_mode = ssl.CERT_REQUIRED
+    port = servers.http(tls=context).server_address[1]
+    ca = str(servers.ca_file(tmp_path))
+    client = servers.ca.issue_cert("acgs-checks")
+    client.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "client.pem"))
+    without = probe(service(f"https://localhost:{port}", tls=Tls(ca_file=ca)))
+    assert without.outcome in (http.TLS, http.CLOSED), without.detail
+    mine = Tls(ca_file=ca, client_cert=str(tmp_path / "client.pem"))
+    with_cert = probe(service(f"https://localhost:{port}", tls=mine))
+    assert (with_cert.outcome, with_cert.status) == ("response", 200), with_cert.detail

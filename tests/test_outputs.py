@@ -151,11 +151,11 @@ def test_undeliverable_outputs_are_one_line_not_a_crash(run_suite: RunSuite) -> 
     assert "secret-token-path" not in run.output
 
 
-def test_junit_and_summary_default_to_reports(run_suite: RunSuite) -> None:
-    run = run_suite("-m", "daily and health", "--env", "sandbox")
-    assert run.returncode == 0
-    assert (ROOT / "reports" / "junit.xml").is_file()
-    assert json.loads((ROOT / "reports" / "summary.json").read_text())["counts"]["P0"]["passed"] == 4
+def test_junit_and_summary_default_to_reports(run_suite: RunSuite, suite_copy: Path) -> None:
+    run = run_suite("-m", "daily and health", "--env", "sandbox", cwd=suite_copy, report_defaults=True)
+    assert run.returncode == 0, run.output
+    assert (suite_copy / "reports" / "junit.xml").is_file()
+    assert json.loads((suite_copy / "reports" / "summary.json").read_text())["counts"]["P0"]["passed"] == 4
 
 
 @pytest.mark.parametrize(

@@ -2,39 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
-import pytest
 
-from acgs_checks.sandbox import servers
-from acgs_checks.sandbox.servers import PostgresServer, free_port
+from acgs_checks.sandbox.servers import PostgresServer
 from conftest import RunSuite
-
-
-@pytest.fixture
-def primary_and_standby() -> Iterator[tuple[PostgresServer, str, Path, int]]:
-    primary = PostgresServer(port=free_port())
-    primary.start()
-    assert primary.bindir is not None
-    assert primary.workdir is not None
-    folder = servers._workdir("acgs-test-standby-")
-    port = free_port()
-    try:
-        servers._run(str(primary.bindir / "pg_basebackup"), "-h", str(primary.workdir), "-p", str(primary.port),
-                     "-U", "postgres", "-D", str(folder / "data"), "-R", "-X", "stream", "-c", "fast", "--no-sync")
-        servers._run(str(primary.bindir / "pg_ctl"), "-D", str(folder / "data"), "-l", str(folder / "log"),
-                     "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c hot_standby=on",
-                     "-w", "start")
-        standby_dsn = primary.dsn.replace(f":{primary.port}/", f":{port}/")
-        yield primary, standby_dsn, folder, port
-    finally:
-        with contextlib.suppress(Exception):
-            servers._run(str(primary.bindir / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "stop")
-        primary.stop()
 
 
 def test_streaming_replica_passes_then_paused_replay_fails(

@@ -108,7 +108,7 @@ PLACEMENTS: dict[str, tuple[str, Callable[[str, int], str]]] = {
 
 
 @pytest.fixture(scope="module")
-def suite_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def armed_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The suite's checks and runbook map in a folder of their own, armed like the real one."""
     folder = tmp_path_factory.mktemp("suite")
     shutil.copytree(ROOT / "checks", folder / "checks")
@@ -165,9 +165,9 @@ def _check(pytester: pytest.Pytester, suite: Path, secret: Secret, placement: st
 @settings(max_examples=int(os.environ.get("ACGS_SECRET_EXAMPLES", "80")), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(secret=secrets_, placement=st.sampled_from(sorted(PLACEMENTS)), via_variable=st.booleans())
-def test_no_password_in_any_output(pytester: pytest.Pytester, suite_copy: Path, secret: Secret, placement: str,
+def test_no_password_in_any_output(pytester: pytest.Pytester, armed_suite: Path, secret: Secret, placement: str,
                                    via_variable: bool) -> None:
-    _check(pytester, suite_copy, secret, placement, via_variable)
+    _check(pytester, armed_suite, secret, placement, via_variable)
 
 
 # Every reserved character at once, in every placement: some forms parse, some must be refused.
@@ -175,9 +175,9 @@ NASTY = Secret(("Ab3dE9", "Zq8Wm2", "Kp4Lx7"), "Ab3dE9/?#@:Zq8Wm2%&= '\"\\Kp4Lx7
 
 
 @pytest.mark.parametrize("placement", sorted(PLACEMENTS))
-def test_every_placement_with_every_reserved_character(pytester: pytest.Pytester, suite_copy: Path,
+def test_every_placement_with_every_reserved_character(pytester: pytest.Pytester, armed_suite: Path,
                                                        placement: str) -> None:
-    codes = {_check(pytester, suite_copy, NASTY, placement, via) for via in (False, True)}
+    codes = {_check(pytester, armed_suite, NASTY, placement, via) for via in (False, True)}
     # From the file or from ${VAR}, the same verdict: a raw password with '/', '?', '#' or '@' cannot be
     # told apart from the host and path, so that URL is refused (exit 4) with the percent-encoding hint;
     # every other form is valid and the run fails only on the closed port (exit 1).

@@ -727,10 +727,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """Carry a breach's numbers (value and threshold) into the report, for summary.json and JUnit."""
     report = yield
     if call.when == "call":
-        for key, value in verdict.take_measurement().items():
-            report.user_properties.append((key, value))
+        found = list(verdict.take_measurement().items())
         if report.failed and call.excinfo is not None:
-            report.user_properties.append(("failure_kind", verdict.failure_kind(str(call.excinfo.value))))
+            found.append(("failure_kind", verdict.failure_kind(str(call.excinfo.value))))
+        # The report carries them to the controller; the item too, since JUnit writes the properties
+        # of the teardown report, which pytest builds from the item.
+        report.user_properties.extend(found)
+        item.user_properties.extend(found)
     return report
 
 

@@ -11,6 +11,7 @@ permission. A least-privilege ACL user is enough::
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,12 @@ def _pick(info: dict[str, Any]) -> dict[str, Any]:
     return {key: info[key] for key in FIELDS if key in info}
 
 
+# No CLIENT SETINFO on connect: a least-privilege user would be refused, and each refusal lands
+# in the server's ACL LOG, where the Monday review looks for trouble. redis-py 7 and later say
+# it with driver_info=None; older ones with lib_name/lib_version=None.
+_NO_SETINFO: dict[str, Any] = (
+    {"driver_info": None} if importlib.util.find_spec("redis.driver_info") else {"lib_name": None, "lib_version": None})
+
 _DENIED_WORDS = ("NOAUTH", "WRONGPASS", "NOPERM", "invalid password", "invalid username-password")
 DENIED_HINT = ("the user and password in the URL, and the ACL user's rules "
                "(it needs +ping +info: ACL SETUSER <user> on >PASSWORD -@all +ping +info)")
@@ -97,9 +104,7 @@ async def probe_cache(cache: Cache, *, window_seconds: float) -> CacheSnapshot:
     client = aioredis.Redis.from_url(
         cache.url, socket_timeout=timeout, socket_connect_timeout=timeout,
         single_connection_client=True, retry_on_timeout=False, health_check_interval=0,
-        # No CLIENT SETINFO on connect: a least-privilege user would be refused, and each refusal
-        # lands in the server's ACL LOG, where the Monday review looks for trouble.
-        lib_name=None, lib_version=None, **_tls_options(cache),
+        **_NO_SETINFO, **_tls_options(cache),
     )
     errors: dict[str, str] = {}
     notes: dict[str, str] = {}

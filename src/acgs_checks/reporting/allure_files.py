@@ -23,7 +23,7 @@ CATEGORIES = [
         "name": "Access denied",
         "description": "The target answered and refused the suite: credentials, pg_hba, ACL or HTTP 401/403.",
         "matchedStatuses": ["failed", "broken"],
-        "messageRegex": r"(?s)^access denied:.*",
+        "messageRegex": r"(?s)^(?:Failed: )?access denied:.*",
     },
     {
         "name": "Target unreachable",
