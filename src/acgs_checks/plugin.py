@@ -727,7 +727,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """Carry a breach's numbers (value and threshold) into the report, for summary.json and JUnit."""
     report = yield
     if call.when == "call":
-        found = list(verdict.take_measurement().items())
+        found: list[tuple[str, object]] = list(verdict.take_measurement().items())
         if report.failed and call.excinfo is not None:
             found.append(("failure_kind", verdict.failure_kind(str(call.excinfo.value))))
         # The report carries them to the controller; the item too, since JUnit writes the properties
