@@ -88,3 +88,58 @@ def test_ca_file_is_relative_to_the_environment_file(tmp_path: Path) -> None:
     assert env.service("a").tls.ca_file == str(tmp_path / "ca.pem")
     with pytest.raises(ConfigError, match=r"services\[a\].ca_file: file .*missing.pem' does not exist"):
         load('name = "p"\n[[services]]\nname = "a"\nurl = "https://h"\nca_file = "missing.pem"\n', tmp_path)
+
+
+def test_tls_keys_map_onto_libpq_and_relative_paths_follow_the_file(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    for name in ("ca.pem", "me.crt", "me.key"):
+        (certs / name).write_text("-----BEGIN CERTIFICATE-----\n")
+    env = load(
+        'name = "p"\n[[databases]]\nname = "a"\ndsn = "postgresql://u@db:5432/x"\nca_file = "certs/ca.pem"\n'
+        'client_cert = "certs/me.crt"\nclient_key = "certs/me.key"\n'
+        '[[databases]]\nname = "b"\ndsn = "host=db1,db2 user=u sslmode=require sslrootcert=certs/ca.pem"\n'
+        'ca_file = "certs/ca.pem"\n',
+        tmp_path)
+    a, b = env.databases
+    assert dict(a.connect_params) == {"sslrootcert": str(certs / "ca.pem"), "sslcert": str(certs / "me.crt"),
+                                      "sslkey": str(certs / "me.key"), "sslmode": "verify-full"}
+    assert a.hosts == 1
+    # The DSN's own sslmode wins; its relative sslrootcert is taken from the environment file's folder.
+    assert dict(b.connect_params) == {"sslrootcert": str(certs / "ca.pem")}
+    assert b.hosts == 2
+    assert b.dsn == "host=db1,db2 user=u sslmode=require sslrootcert=certs/ca.pem"  # passed on unchanged
+
+
+def test_prometheus_userinfo_becomes_basic_auth(tmp_path: Path) -> None:
+    env = load('name = "p"\n[prometheus]\nurl = "https://mon%40team:${PW}@prom:9090/prefix"\n', tmp_path,
+               PW="pa%2Fss-word")
+    assert env.prometheus is not None
+    assert (env.prometheus.url, env.prometheus.username, env.prometheus.password) == (
+        "https://prom:9090/prefix", "mon@team", "pa/ss-word")
+    assert env.redact("pa/ss-word and pa%2Fss-word") == "*** and ***"
+
+
+@pytest.mark.parametrize("value", [
+    "postgresql://acgs_monitor:ab/cd?ef@db:5432/acgs",
+    "postgresql://acgs_monitor:ab@cd@db:5432/acgs",
+    "postgresql://acgs_monitor:ab:cd@ef@db:5432/acgs",
+])
+def test_a_raw_reserved_character_in_a_password_is_refused_with_the_encoding_hint(tmp_path: Path,
+                                                                                   value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load('name = "p"\n[[databases]]\nname = "a"\ndsn = "${DATABASE_URL}"\n', tmp_path, DATABASE_URL=value)
+    line = str(caught.value)
+    assert "databases[a].dsn" in line
+    assert "percent-encode" in line
+    assert "@ as %40" in line
+    for fragment in ("ab", "cd", "ef"):
+        assert f":{fragment}" not in line
+        assert f"{fragment}@" not in line
+    assert "acgs_monitor:***@" in line
+
+
+def test_libpq_takes_a_raw_hash_in_a_password_and_the_suite_masks_it(tmp_path: Path) -> None:
+    env = load('name = "p"\n[[databases]]\nname = "a"\ndsn = "postgresql://u:ab#cdef@db:5432/acgs"\n', tmp_path)
+    assert environment.display_url(env.databases[0].dsn) == "postgresql://u:***@db:5432/acgs"
+    assert env.redact("ab#cdef") == "***"
