@@ -173,7 +173,8 @@ def primary_and_standby() -> Iterator[tuple[PostgresServer, str, Path, int]]:
         sandbox_servers._run(str(primary.bindir / "pg_basebackup"), "-h", str(primary.workdir), "-p", str(primary.port),
                      "-U", "postgres", "-D", str(folder / "data"), "-R", "-X", "stream", "-c", "fast", "--no-sync")
         sandbox_servers._run(str(primary.bindir / "pg_ctl"), "-D", str(folder / "data"), "-l", str(folder / "log"),
-                     "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c hot_standby=on",
+                     "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c hot_standby=on "
+                             "-c dynamic_shared_memory_type=mmap",
                      "-w", "start")
         standby_dsn = primary.dsn.replace(f":{primary.port}/", f":{port}/")
         yield primary, standby_dsn, folder, port

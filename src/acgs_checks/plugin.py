@@ -6,11 +6,14 @@ Everything here is wiring; what is measured lives in ``probes``, what is judged 
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Generator
@@ -313,7 +316,12 @@ def _start_environment(config: pytest.Config, settings: Settings) -> RunState:
     sandbox = None
     if settings.env_spec == environment.SANDBOX:
         sandbox = Sandbox(settings.faults)
-        sandbox.start()
+        _stop_on_signals(sandbox)
+        try:
+            sandbox.start()
+        except BaseException:
+            sandbox.stop()
+            raise
         env = sandbox.environment()
     else:
         env = environment.load(settings.env_spec, rootdir=config.rootpath)
@@ -325,6 +333,27 @@ def _start_environment(config: pytest.Config, settings: Settings) -> RunState:
             # Workers cannot start the controller's servers on demand: start them now.
             _start_backends(sandbox)
     return state
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _stop_on_signals(sandbox: Sandbox) -> None:
+    """SIGTERM (timeout, CI aborts, Kubernetes) and SIGHUP end the run like Ctrl-C does.
+
+    pytest then unwinds and pytest_unconfigure stops every sandbox server and removes its
+    folders; without this the servers would outlive the run. A second signal during that
+    cleanup is ignored, so the cleanup finishes.
+    """
+    def interrupt(signum: int, _frame: object) -> None:
+        for each in STOP_SIGNALS:
+            signal.signal(each, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    if threading.current_thread() is threading.main_thread():
+        for each in STOP_SIGNALS:
+            signal.signal(each, interrupt)
+    atexit.register(sandbox.stop)
 
 
 def _start_backends(sandbox: Sandbox) -> None:
@@ -354,6 +383,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if state is None:
         return
     if state.sandbox is not None:
+        if threading.current_thread() is threading.main_thread():
+            for each in STOP_SIGNALS:
+                signal.signal(each, signal.SIG_IGN)
         state.sandbox.stop()
     if state.owns_shared_dir and state.shared_dir is not None:
         shutil.rmtree(state.shared_dir, ignore_errors=True)

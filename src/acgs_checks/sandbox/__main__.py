@@ -7,8 +7,10 @@ can be explored with curl, psql or redis-cli, or checked with ``pytest --env FIL
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -16,6 +18,18 @@ from acgs_checks.errors import ConfigError
 from acgs_checks.sandbox.faults import describe, parse_all
 from acgs_checks.sandbox.servers import SandboxError
 from acgs_checks.sandbox.stack import Sandbox
+
+
+def _write_private(path: Path, text: str) -> None:
+    """The file holds passwords: mode 0600 from the start, and renamed into place whole."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 4
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    for each in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(each, lambda *_: stop.set())
     sandbox = Sandbox(faults)
     try:
         sandbox.start()
@@ -40,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             sandbox.start_backends()
         text = sandbox.to_toml()
         if args.write:
-            Path(args.write).write_text(text, encoding="utf-8")
+            _write_private(Path(args.write), text)
         print(text, flush=True)
         print("# serving; stop with Ctrl-C", file=sys.stderr, flush=True)
         stop.wait()

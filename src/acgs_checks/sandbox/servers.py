@@ -19,6 +19,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -117,12 +118,91 @@ def _scratch() -> str | None:
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
 
 
+OWNER_FILE = "acgs-owner.pid"    # the process whose run this folder belongs to
+SERVER_PID_FILE = "acgs-server.pid"  # a child server's pid (Redis renames its process title)
+LEFTOVER_PREFIXES = ("acgs-sandbox-", "acgs-test-")
+
+
 def _workdir(prefix: str) -> Path:
+    """A private scratch folder, marked with the pid of the run it belongs to (see :func:`reap_leftovers`)."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=_scratch()))
+    (path / OWNER_FILE).write_text(str(os.getpid()))
     account = _unprivileged_user()
     if account is not None:
         os.chown(path, account.pw_uid, account.pw_gid)
     return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _pid_in(path: Path) -> int | None:
+    try:
+        text = path.read_text().split()
+        return int(text[0]) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+def processes_of(folder: Path) -> set[int]:
+    """Live processes that serve from ``folder`` or a folder inside it.
+
+    Their recorded pids (a child server's pid file, PostgreSQL's postmaster.pid), and any
+    process whose command line names the folder (PostgreSQL's -D, PgBouncer's ini, ...).
+    """
+    recorded = [folder / SERVER_PID_FILE, folder / "data" / "postmaster.pid"]
+    with contextlib.suppress(OSError):
+        for inner in folder.iterdir():
+            recorded += [inner / SERVER_PID_FILE, inner / "data" / "postmaster.pid"]
+    found = {pid for pid in map(_pid_in, recorded) if pid is not None and _alive(pid)}
+    needle = str(folder).encode()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if needle in (entry / "cmdline").read_bytes():
+                found.add(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return found - {os.getpid()}
+
+
+def reap_leftovers(scratch: str | None = None) -> list[Path]:
+    """Stop the servers and remove the folders of sandbox runs whose process is gone.
+
+    A run killed with SIGKILL (or a machine that lost power) cannot clean up after itself;
+    the next run does. Only folders whose recorded owner is no longer alive are touched, and
+    only processes that belong to such a folder are signalled. Returns the folders removed.
+    """
+    base = Path(scratch or _scratch() or tempfile.gettempdir())
+    removed: list[Path] = []
+    try:
+        candidates = [p for p in base.iterdir() if p.name.startswith(LEFTOVER_PREFIXES) and p.is_dir()]
+    except OSError:
+        return removed
+    for folder in candidates:
+        owner = _pid_in(folder / OWNER_FILE)
+        if owner is None or owner == os.getpid() or _alive(owner):
+            continue  # another live run's, or not one this version marked
+        pids = processes_of(folder)
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                # SIGQUIT is PostgreSQL's immediate shutdown (it takes its backends along); others just stop.
+                os.kill(pid, signal.SIGQUIT if (folder / "data" / "postmaster.pid").exists() else signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 def _wait_port(port: int, process: subprocess.Popen[bytes] | None, what: str) -> None:
@@ -201,6 +281,9 @@ class PostgresServer:
         options = [
             f"-p {port}", f"-k {socket_dir}", "-c listen_addresses=127.0.0.1",
             "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off", "-c max_connections=50",
+            # Dynamic shared memory inside the data folder: an immediate stop would otherwise leave
+            # /dev/shm/PostgreSQL.* segments behind, holding memory until the machine restarts.
+            "-c dynamic_shared_memory_type=mmap",
         ]
         libdir = self.bindir.parent / "lib"
         if (libdir / "pg_stat_statements.so").exists() or glob.glob(str(libdir / "*" / "pg_stat_statements.so")):
@@ -355,6 +438,7 @@ class PgBouncerServer(_ChildProcess):
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             user=account.pw_uid if account else None, group=account.pw_gid if account else None,
         )
+        (self.workdir / SERVER_PID_FILE).write_text(str(self._process.pid))
         _wait_port(self.port, self._process, "pgbouncer")
 
 
@@ -398,4 +482,5 @@ class RedisServer(_ChildProcess):
         )
         self._process = subprocess.Popen([_redis_binary(), str(config)], stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        (self.workdir / SERVER_PID_FILE).write_text(str(self._process.pid))
         _wait_port(self.port, self._process, "redis-server")

@@ -17,6 +17,7 @@ from acgs_checks.sandbox.servers import (
     RedisServer,
     free_port,
     pgbouncer_binary,
+    reap_leftovers,
 )
 from acgs_checks.sandbox.services import (
     COMPLIANCE_PATH,
@@ -77,6 +78,7 @@ class Sandbox:
         self._thread = threading.Thread(target=self._loop.run_forever, name="acgs-sandbox", daemon=True)
         self._backends_lock = threading.Lock()
         self._backends_started = False
+        self._stopped = False
 
     def __enter__(self) -> Sandbox:
         self.start()
@@ -86,6 +88,8 @@ class Sandbox:
         self.stop()
 
     def start(self) -> None:
+        # Runs killed outright (SIGKILL, a lost machine) left servers and folders behind: stop them now.
+        reap_leftovers()
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start_services(), self._loop).result(timeout=30)
 
@@ -131,21 +135,28 @@ class Sandbox:
         self._cache_workload.start()
 
     def stop(self) -> None:
-        if self._thread.is_alive():
-            stopping = asyncio.run_coroutine_threadsafe(
-                asyncio.wait_for(self._stop_services(), 10), self._loop)
-            try:
-                stopping.result(timeout=15)
-            finally:
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                self._thread.join(timeout=5)
-        for part in (self._cache_workload, self._pool_saturation, self._db_faults):
-            if part is not None:
-                part.stop()
-        self.redis.stop()
-        if self.pgbouncer is not None:
-            self.pgbouncer.stop()
-        self.postgres.stop()
+        """Stop everything and remove every folder; safe to call twice (pytest_unconfigure, then atexit)."""
+        with self._backends_lock:  # a backend start still under way finishes first, then stops
+            if self._stopped:
+                return
+            self._stopped = True
+        try:
+            if self._thread.is_alive():
+                stopping = asyncio.run_coroutine_threadsafe(
+                    asyncio.wait_for(self._stop_services(), 10), self._loop)
+                try:
+                    stopping.result(timeout=15)
+                finally:
+                    self._loop.call_soon_threadsafe(self._loop.stop)
+                    self._thread.join(timeout=5)
+        finally:
+            for part in (self._cache_workload, self._pool_saturation, self._db_faults):
+                if part is not None:
+                    part.stop()
+            self.redis.stop()
+            if self.pgbouncer is not None:
+                self.pgbouncer.stop()
+            self.postgres.stop()
 
     async def _stop_services(self) -> None:
         if self._traffic_stop is not None and self._traffic is not None:
