@@ -23,8 +23,10 @@ export default defineConfig({
     rules: [
       { name: "Access denied", matchers: { statuses: ["failed", "broken"], message: /^(Failed: )?access denied:/ } },
       { name: "Target unreachable", matchers: { statuses: ["failed", "broken"], message: /\(target unreachable\)/ } },
+      { name: "No data", matchers: { statuses: ["failed"], message: /^(Failed: )?no data:/ } },
+      { name: "Insufficient privilege", matchers: { statuses: ["failed"], message: /^(Failed: )?insufficient privilege:/ } },
+      { name: "Probe error", matchers: { statuses: ["failed", "broken"], message: /^(Failed: )?probe error:/ } },
       { name: "Threshold breached", matchers: { statuses: ["failed"], message: /\(expected / } },
-      { name: "No data", matchers: { statuses: ["failed"], message: /no data/ } },
       { name: "Configuration error", matchers: { statuses: ["broken"] } },
     ],
   },

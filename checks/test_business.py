@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import breached, fail, unreachable
+from acgs_checks.verdict import breached, fail, no_data, unreachable
 
 if TYPE_CHECKING:  # the probe modules load only when such checks run
     from acgs_checks.probes.slo import BusinessSnapshot
@@ -22,8 +22,10 @@ pytestmark = [pytest.mark.daily, pytest.mark.business]
 def _at_least(seen: BusinessSnapshot, label: str, minimum_percent: float) -> None:
     if seen.value is None and seen.denied:
         unreachable(f"{label}: {seen.error} (source: {seen.source})", denied=seen.denied)
+    if seen.value is None and seen.error.startswith("unit:"):
+        fail(f"{label}: {seen.error} (source: {seen.source})")
     if seen.value is None:
-        fail(f"{label}: no data ({seen.error}; source: {seen.source})")
+        no_data(f"{label}: {seen.error} (source: {seen.source})")
     if seen.value * 100 <= minimum_percent:
         breached(f"{label} {seen.value * 100:.2f} % (source: {seen.source})", f"> {minimum_percent:g} %",
                  value=seen.value * 100, threshold=minimum_percent)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import breached, not_applicable, unreachable
+from acgs_checks.verdict import breached, insufficient_privilege, no_data, not_applicable, unreachable
 
 if TYPE_CHECKING:  # the client libraries load only when such checks run
     from acgs_checks.probes.postgres import PgSnapshot
@@ -37,6 +37,22 @@ def _first(rows: list[str], more: int) -> str:
     return "; ".join(rows) + (f"; and {more} more" if more else "")
 
 
+def _read(db: PgSnapshot, *queries: str, sessions: bool = False) -> None:
+    """Fail unless the queries this case needs were read, and (``sessions``) other sessions are visible.
+
+    A failed, timed-out or cut-off query leaves an empty list, which must never pass for
+    "nothing found". Without pg_read_all_stats (pg_monitor has it) PostgreSQL hides other
+    sessions' state, query and backend type, so an empty answer would mean nothing either.
+    """
+    for name in ("server", *queries) if sessions else queries:
+        if name in db.errors:
+            no_data(f"{db.target}: the {name} query on {db.url} failed: {db.errors[name]}")
+    if sessions and not db.server.get("sees_all_sessions"):
+        role = db.server.get("user", "the role")
+        insufficient_privilege(f"{db.target}: role {role} cannot see other sessions' state, query and type in "
+                               f"pg_stat_activity (grant pg_monitor: GRANT pg_monitor TO {role})")
+
+
 @pytest.mark.p0
 @pytest.mark.runbook("daily.database-health.connectivity", "alerts.critical.database-connection-failures")
 def test_database_connectivity(database_probe: PgSnapshot) -> None:
@@ -44,6 +60,8 @@ def test_database_connectivity(database_probe: PgSnapshot) -> None:
     seen = database_probe
     if not seen.reachable:
         unreachable(f"{seen.target}: connect {seen.url} → {seen.error}", denied=seen.denied)
+    if seen.errors.get("select 1", "").startswith("not read"):
+        no_data(f"{seen.target}: SELECT 1 on {seen.url}: {seen.errors['select 1']}")
     if "select 1" in seen.errors:
         breached(f"{seen.target}: SELECT 1 on {seen.url} failed: {seen.errors['select 1']}", "SELECT 1 to succeed")
 
@@ -55,6 +73,7 @@ def test_no_long_running_queries(db: PgSnapshot, acgs_environment: Environment) 
 
     Backends waiting for a lock are left to the lock-wait check, which names their blocker.
     """
+    _read(db, "activity", sessions=True)
     limit = acgs_environment.thresholds.long_query_seconds
     long = [row for row in db.activity
             if row.get("state") not in (None, "idle", *IDLE_IN_TRANSACTION)
@@ -71,6 +90,7 @@ def test_no_long_running_queries(db: PgSnapshot, acgs_environment: Environment) 
 @pytest.mark.runbook("daily.database-health.idle-in-transaction")
 def test_no_idle_in_transaction_sessions(db: PgSnapshot, acgs_environment: Environment) -> None:
     """No session sits idle inside an open transaction longer than the threshold."""
+    _read(db, "activity", sessions=True)
     limit = acgs_environment.thresholds.idle_in_transaction_seconds
     idle = [row for row in db.activity
             if row.get("state") in IDLE_IN_TRANSACTION and (row.get("state_seconds") or 0) > limit]
@@ -87,10 +107,8 @@ def test_no_idle_in_transaction_sessions(db: PgSnapshot, acgs_environment: Envir
 @pytest.mark.runbook("daily.key-metrics.pool-usage")
 def test_connection_usage(db: PgSnapshot, acgs_environment: Environment) -> None:
     """Client backends stay below 80 % of the usable slots (max_connections minus reserved ones)."""
+    _read(db, "connections", sessions=True)
     c = db.connections
-    if not c:
-        breached(f"{db.target}: connection counts unreadable ({db.errors.get('connections', 'no data')})",
-                 "pg_stat_activity and the connection settings to be readable")
     usable = c["max_connections"] - c["superuser_reserved"] - c.get("reserved", 0)
     share = 100.0 * c["backends"] / usable
     limit = acgs_environment.thresholds.pool_usage_max_percent
@@ -105,6 +123,9 @@ def test_connection_usage(db: PgSnapshot, acgs_environment: Environment) -> None
 @pytest.mark.runbook("daily.database-health.locks")
 def test_no_blocked_lock_waits(db: PgSnapshot, acgs_environment: Environment) -> None:
     """No backend has waited for a lock longer than the threshold; the message names the blocker."""
+    _read(db, "lock waits", sessions=True)
+    if any(w.get("blocking_pids") for w in db.lock_waits):
+        _read(db, "blockers")
     limit = acgs_environment.thresholds.lock_wait_seconds
     blockers = {row["pid"]: row for row in db.blockers}
     waits = [w for w in db.lock_waits if (w.get("wait_seconds") or 0) > limit]
@@ -126,10 +147,10 @@ def test_no_blocked_lock_waits(db: PgSnapshot, acgs_environment: Environment) ->
 @pytest.mark.runbook("daily.database-health.buffer-cache")
 def test_buffer_cache_hit_ratio(db: PgSnapshot, acgs_environment: Environment) -> None:
     """Most block reads are served from shared buffers (blks_hit / (blks_hit + blks_read))."""
+    _read(db, "buffer cache")
     hits, reads = db.buffer_cache.get("hits"), db.buffer_cache.get("reads")
     if hits is None or reads is None:
-        breached(f"{db.target}: pg_stat_database unreadable ({db.errors.get('buffer cache', 'no data')})",
-                 "the statistics to be readable")
+        no_data(f"{db.target}: pg_stat_database has no row for this database")
     if hits + reads < 1000:
         pytest.skip(f"{db.target}: only {hits + reads:.0f} block reads since the statistics reset; too few to judge")
     ratio = 100.0 * hits / (hits + reads)
@@ -143,9 +164,9 @@ def test_buffer_cache_hit_ratio(db: PgSnapshot, acgs_environment: Environment) -
 @pytest.mark.runbook("daily.database-health.wraparound")
 def test_transaction_id_age(db: PgSnapshot, acgs_environment: Environment) -> None:
     """The oldest unfrozen transaction ID stays well away from the 2^31 wraparound limit."""
+    _read(db, "xid age")
     if not db.xid_age:
-        breached(f"{db.target}: pg_database unreadable ({db.errors.get('xid age', 'no data')})",
-                 "transaction-ID ages to be readable")
+        no_data(f"{db.target}: pg_database returned no database that allows connections")
     oldest = max(db.xid_age, key=lambda row: row["xid_age"])
     share = 100.0 * oldest["xid_age"] / XID_LIMIT
     limit = acgs_environment.thresholds.xid_age_max_percent
@@ -159,6 +180,7 @@ def test_transaction_id_age(db: PgSnapshot, acgs_environment: Environment) -> No
 def test_replication_lag(db: PgSnapshot, acgs_environment: Environment) -> None:
     """Replicas stream and replay within the lag threshold (on a primary with replicas, or a replica)."""
     limit = acgs_environment.thresholds.replication_lag_max_seconds
+    _read(db, "wal receiver" if db.server.get("in_recovery") else "replicas", sessions=True)
     if db.server.get("in_recovery"):
         receiver = db.receiver
         if receiver.get("receiver_status") != "streaming":

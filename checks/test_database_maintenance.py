@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import breached
+from acgs_checks.verdict import breached, no_data
 
 if TYPE_CHECKING:  # the client libraries load only when such checks run
     from acgs_checks.probes.postgres import PgSnapshot
@@ -28,6 +28,8 @@ def _age(seconds: float | None) -> str:
 @pytest.mark.runbook("maintenance.database")
 def test_tables_vacuumed_and_analyzed(db: PgSnapshot, acgs_environment: Environment) -> None:
     """Changed tables were vacuumed and analyzed within the maintenance window."""
+    if "maintenance" in db.errors:
+        no_data(f"{db.target}: the maintenance query on {db.url} failed: {db.errors['maintenance']}")
     t = acgs_environment.thresholds
     max_age = t.maintenance_max_age_hours * 3600
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import breached, unreachable
+from acgs_checks.verdict import breached, no_data, unreachable
 
 if TYPE_CHECKING:  # the client libraries load only when such checks run
     from acgs_checks.probes.postgres import PoolerSnapshot
@@ -35,6 +35,9 @@ def test_pooler_reachable(pooler_probe: PoolerSnapshot) -> None:
 @pytest.mark.runbook("daily.key-metrics.pool-usage")
 def test_pool_saturation(pool: PoolerSnapshot, acgs_environment: Environment) -> None:
     """No client waits for a server connection, and active server connections stay below 80 % of the pool."""
+    for command in ("deadline", "SHOW POOLS", "SHOW DATABASES", "SHOW CONFIG"):
+        if command in pool.errors:
+            no_data(f"{pool.target}: {command} on {pool.url} failed: {pool.errors[command]}")
     limit = acgs_environment.thresholds.pool_usage_max_percent
     sizes = {row["name"]: row.get("pool_size") for row in pool.databases}
     default = int(pool.config.get("default_pool_size", "20") or 20)

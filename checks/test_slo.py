@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import breached, fail, not_applicable, unreachable
+from acgs_checks.verdict import breached, fail, no_data, not_applicable, unreachable
 
 if TYPE_CHECKING:  # the probe modules load only when such checks run
     from acgs_checks.probes.slo import SloSnapshot, SourceStatus
@@ -21,12 +21,18 @@ if TYPE_CHECKING:  # the probe modules load only when such checks run
 pytestmark = [pytest.mark.daily, pytest.mark.slo]
 
 
+RATES = ("error_rate", "client_error_rate")
+
+
 def _value(slo: SloSnapshot, key: str) -> float:
-    """The measured value, or a failure that says which query or sample gave no data."""
+    """The measured value, or a failure that says which query or sample gave no data, or why its unit is wrong."""
     value = slo.values.get(key)
     if value is None:
-        fail(f"{slo.target}: no data for {key} over {slo.window} "
-             f"({slo.errors.get(key) or 'the source returned nothing'}; source: {slo.sources.get(key, slo.source)})")
+        no_data(f"{slo.target}: no {key} over {slo.window} "
+                f"({slo.errors.get(key) or 'the source returned nothing'}; source: {slo.sources.get(key, slo.source)})")
+    if (key in RATES and not 0 <= value <= 1) or value < 0:
+        fail(f"{slo.target}: unit: {key} {value:g} {_where(slo, key)} cannot be right "
+             f"({'a share must lie in 0..1' if key in RATES else 'a count or duration cannot be negative'})")
     return value
 
 
@@ -34,54 +40,77 @@ def _where(slo: SloSnapshot, key: str) -> str:
     return f"over {slo.window}; source: {slo.sources.get(key, slo.source)}"
 
 
-def _above(slo: SloSnapshot, key: str, label: str, limit: float, unit: str) -> None:
+def _judge(slo: SloSnapshot, key: str, label: str, limit: float, unit: str, *, at_limit_fails: bool) -> None:
+    """Fail when the value breaks the line. ``at_limit_fails``: a target such as "P95 < 2 s" (2.0 fails);
+    otherwise an alert line such as "P99 > 10 s" (10.0 passes). See the README's boundary table.
+    """
     value = _value(slo, key)
-    if value > limit:
+    bound = f"{limit * 100:g} %" if unit == "%" else f"{limit:g} s"
+    expected = f"< {bound}" if at_limit_fails else f"≤ {bound}"
+    capped = slo.ceilings.get(key)
+    timed_out = slo.at_least.get(key)
+    # The data only says the quantile lies above a floor (the histogram's top bucket, or the request
+    # timeout). A floor below the line cannot show the value is below it: that fails too.
+    floor = capped[0] if capped is not None else timed_out
+    if floor is not None and (floor < limit or (floor == limit and not at_limit_fails)):
+        why = (f"it lies above the histogram's top finite bucket le={floor:g} ({capped[1]:.0f} of {capped[2]:.4g} "
+               "observations beyond it)" if capped is not None else
+               f"it is made of requests that timed out at the {floor:g} s request timeout")
+        breached(f"{slo.target}: {label} cannot be measured below {limit:g} s: {why} {_where(slo, key)}",
+                 expected, value=floor, threshold=limit)
+    broken = value >= limit if at_limit_fails else value > limit
+    if broken:
         shown = f"{value * 100:.2f} %" if unit == "%" else f"{value:.3f} s"
-        bound = f"{limit * 100:g} %" if unit == "%" else f"{limit:g} s"
-        breached(f"{slo.target}: {label} {shown} {_where(slo, key)}", f"≤ {bound}", value=value, threshold=limit)
+        if capped is not None or key in slo.at_least:
+            shown = f"at least {shown}" + (" (requests timed out)" if key in slo.at_least else
+                                           " (above the histogram's top finite bucket)")
+        note = f" ({slo.note})" if slo.note else ""
+        breached(f"{slo.target}: {label} {shown} {_where(slo, key)}{note}", expected, value=value, threshold=limit)
 
 
 @pytest.mark.p1
 @pytest.mark.runbook("daily.key-metrics.response-times", "alerts.warning.p95")
 def test_p95_latency(slo: SloSnapshot, acgs_environment: Environment) -> None:
-    """P95 response time stays at or below 2 s (above it: warning alert)."""
-    _above(slo, "p95", "P95 latency", acgs_environment.thresholds.p95_warning_seconds, "s")
+    """P95 response time stays below 2 s, the runbook's target (2 s and above: warning alert)."""
+    _judge(slo, "p95", "P95 latency", acgs_environment.thresholds.p95_warning_seconds, "s", at_limit_fails=True)
 
 
 @pytest.mark.p1
 @pytest.mark.runbook("daily.key-metrics.response-times")
 def test_p99_latency_target(slo: SloSnapshot, acgs_environment: Environment) -> None:
-    """P99 response time meets the daily target of 5 s."""
-    _above(slo, "p99", "P99 latency", acgs_environment.thresholds.p99_warning_seconds, "s")
+    """P99 response time stays below the daily target of 5 s."""
+    _judge(slo, "p99", "P99 latency", acgs_environment.thresholds.p99_warning_seconds, "s", at_limit_fails=True)
 
 
 @pytest.mark.p0
 @pytest.mark.runbook("alerts.critical.p99")
 def test_p99_latency_critical(slo: SloSnapshot, acgs_environment: Environment) -> None:
     """P99 response time stays at or below 10 s (above it: critical alert)."""
-    _above(slo, "p99", "P99 latency", acgs_environment.thresholds.p99_critical_seconds, "s")
+    _judge(slo, "p99", "P99 latency", acgs_environment.thresholds.p99_critical_seconds, "s", at_limit_fails=False)
 
 
 @pytest.mark.p1
 @pytest.mark.runbook("daily.key-metrics.error-rates", "alerts.warning.error-rate")
 def test_error_rate_warning(slo: SloSnapshot, acgs_environment: Environment) -> None:
-    """The share of 5xx responses stays at or below 1 % (above it: warning alert)."""
-    _above(slo, "error_rate", "5xx error rate", acgs_environment.thresholds.error_rate_warning_percent / 100, "%")
+    """The share of 5xx responses stays below 1 %, the runbook's target (1 % and above: warning alert)."""
+    _judge(slo, "error_rate", "5xx error rate", acgs_environment.thresholds.error_rate_warning_percent / 100, "%",
+           at_limit_fails=True)
 
 
 @pytest.mark.p0
 @pytest.mark.runbook("alerts.critical.error-rate")
 def test_error_rate_critical(slo: SloSnapshot, acgs_environment: Environment) -> None:
     """The share of 5xx responses stays at or below 5 % (above it: critical alert)."""
-    _above(slo, "error_rate", "5xx error rate", acgs_environment.thresholds.error_rate_critical_percent / 100, "%")
+    _judge(slo, "error_rate", "5xx error rate", acgs_environment.thresholds.error_rate_critical_percent / 100, "%",
+           at_limit_fails=False)
 
 
 @pytest.mark.p3
 @pytest.mark.runbook("monitoring.application.client-errors")
 def test_client_error_share(slo: SloSnapshot, acgs_environment: Environment) -> None:
     """4xx responses are evidence; above the configured share they are worth a look (P3)."""
-    _above(slo, "client_error_rate", "4xx share", acgs_environment.thresholds.client_error_max_percent / 100, "%")
+    _judge(slo, "client_error_rate", "4xx share", acgs_environment.thresholds.client_error_max_percent / 100, "%",
+           at_limit_fails=False)
 
 
 @pytest.mark.p2

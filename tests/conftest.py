@@ -52,6 +52,17 @@ class Run:
     def failed(self) -> set[str]:
         return {name for name, status in self.statuses().items() if status == "failed"}
 
+    def assert_blocked_only_by_failures(self) -> None:
+        """A case skipped as blocked points to a case that failed in the same run, every time."""
+        results = self.results()
+        for name, data in results.items():
+            message = str(data.get("statusDetails", {}).get("message", "")).removeprefix("Skipped: ")
+            if data["status"] != "skipped" or not message.startswith("blocked:"):
+                continue
+            see = message.rsplit("; see ", 1)[-1].strip()
+            assert see in results, f"{name} is blocked by {see}, which did not run: {message}"
+            assert results[see]["status"] == "failed", f"{name} is blocked by {see}, which did not fail"
+
     def all_files_text(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in self.allure_dir.rglob("*") if p.is_file())
 
@@ -84,7 +95,11 @@ def run_suite(tmp_path: Path) -> RunSuite:
             command.append(f"--summary-json={allure_dir}-summary.json")
         done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
                               timeout=timeout, check=False)
-        return Run(done.returncode, done.stdout, done.stderr, allure_dir)
+        run = Run(done.returncode, done.stdout, done.stderr, allure_dir)
+        if alluredir and allure_dir.is_dir():
+            # Every run of every self-test, every sandbox fault included, keeps this promise.
+            run.assert_blocked_only_by_failures()
+        return run
 
     return run
 

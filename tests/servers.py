@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -107,3 +109,36 @@ class RealServers:
 
         threading.Thread(target=accept, daemon=True).start()
         return int(sock.getsockname()[1])
+
+
+def raw_http(pieces: list[bytes], *, pause: float = 0.0) -> tuple[int, threading.Event]:
+    """A raw socket server: for each connection, read the request, send ``pieces`` (``pause`` apart), close.
+
+    Returns the port and an event that is set when the server stops.
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    stopped = threading.Event()
+
+    def serve() -> None:
+        sock.settimeout(0.2)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not stopped.is_set():
+            try:
+                conn, _ = sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            with conn:
+                conn.settimeout(2)
+                with contextlib.suppress(OSError):
+                    conn.recv(65536)
+                    for index, piece in enumerate(pieces):
+                        if index and pause:
+                            time.sleep(pause)
+                        conn.sendall(piece)
+        sock.close()
+        stopped.set()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return int(sock.getsockname()[1]), stopped

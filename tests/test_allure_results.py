@@ -54,7 +54,8 @@ def test_launch_files(run_suite: RunSuite) -> None:
     assert props["fail_on"] == "P1"
     assert props["sandbox.faults"] == "auth:503"
     categories = json.loads((run.allure_dir / "categories.json").read_text())
-    assert [c["name"] for c in categories] == ["Access denied", "Target unreachable", "Threshold breached",
+    assert [c["name"] for c in categories] == ["Access denied", "Target unreachable", "No data",
+                                               "Insufficient privilege", "Probe error", "Threshold breached",
                                                "Configuration error"]
 
 

@@ -46,11 +46,11 @@ def parse_text(text: str) -> list[Sample]:
                     raise ValueError(f"bad labels in: {line[:80]!r}")
                 labels[label.group(1)] = _unescape(label.group(2))
                 position = label.end()
-        samples.append(Sample(match.group(1), labels, _parse_value(match.group(4))))
+        samples.append(Sample(match.group(1), labels, parse_value(match.group(4))))
     return samples
 
 
-def _parse_value(text: str) -> float:
+def parse_value(text: str) -> float:
     lowered = text.lower()
     if lowered in ("+inf", "inf"):
         return math.inf
@@ -101,6 +101,26 @@ def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> floa
     return start + (end - start) * (rank / count)
 
 
+def beyond_top_bucket(q: float, buckets: Iterable[tuple[float, float]]) -> tuple[float, float, float] | None:
+    """When the q-quantile's rank falls in the +Inf bucket: (top finite bound, observations beyond it, total).
+
+    ``histogram_quantile`` then returns the top finite bound, Prometheus's own cap: the true
+    quantile is only known to lie above it. None when the quantile is measurable.
+    """
+    merged: dict[float, float] = {}
+    for bound, count in buckets:
+        merged[bound] = merged.get(bound, 0.0) + count
+    ordered = sorted(merged.items())
+    if len(ordered) < 2 or not math.isinf(ordered[-1][0]) or not 0 < q <= 1:
+        return None
+    total = max(count for _, count in ordered)
+    top_bound = ordered[-2][0]
+    top_count = max(count for bound, count in ordered if not math.isinf(bound))
+    if total <= 0 or q * total <= top_count:
+        return None
+    return top_bound, total - top_count, total
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-quantile (0..1) of samples by linear interpolation between closest ranks.
 
@@ -135,7 +155,7 @@ def bucket_deltas(before: Sequence[Sample], after: Sequence[Sample], name: str,
     for key, value in new.items():
         previous = old.get(key, 0.0)
         increase = value - previous if value >= previous else value
-        bound = _parse_value(dict(key)["le"])
+        bound = parse_value(dict(key)["le"])
         totals[bound] = totals.get(bound, 0.0) + increase
     return sorted(totals.items())
 

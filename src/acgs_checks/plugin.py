@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import allure
@@ -29,7 +29,8 @@ from acgs_checks import __version__, environment, runbook, verdict
 from acgs_checks.environment import Cache, Database, Environment, Pooler, Service
 from acgs_checks.errors import ConfigError
 from acgs_checks.probes import http
-from acgs_checks.probes.targets import KINDS, PROBE_FIXTURES, applicable, probe_selected
+from acgs_checks.probes._record import JsonRecord
+from acgs_checks.probes.targets import KINDS, NOT_MEASURED, PROBE_FIXTURES, applicable, probe_selected
 from acgs_checks.reporting import allure_files, evidence, outputs
 from acgs_checks.sandbox import Sandbox, faults
 from acgs_checks.sandbox.servers import SandboxError
@@ -97,6 +98,7 @@ class RunState:
 
 STATE = pytest.StashKey[RunState]()
 EVIDENCE = pytest.StashKey[list[Callable[[], None]]]()
+VERDICTS = pytest.StashKey[list[Callable[[], None]]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -352,8 +354,19 @@ def _stop_on_signals(sandbox: Sandbox) -> None:
 
     if threading.current_thread() is threading.main_thread():
         for each in STOP_SIGNALS:
-            signal.signal(each, interrupt)
+            _previous_handlers.setdefault(each, signal.signal(each, interrupt))
     atexit.register(sandbox.stop)
+
+
+_previous_handlers: dict[signal.Signals, Any] = {}
+
+
+def _restore_signals() -> None:
+    """Hand the signals back as they were (pytest may run again in the same process, as pytester does)."""
+    if threading.current_thread() is threading.main_thread():
+        for each, handler in _previous_handlers.items():
+            signal.signal(each, handler)
+    _previous_handlers.clear()
 
 
 def _start_backends(sandbox: Sandbox) -> None:
@@ -386,7 +399,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         if threading.current_thread() is threading.main_thread():
             for each in STOP_SIGNALS:
                 signal.signal(each, signal.SIG_IGN)
-        state.sandbox.stop()
+        try:
+            state.sandbox.stop()
+        finally:
+            _restore_signals()
     if state.owns_shared_dir and state.shared_dir is not None:
         shutil.rmtree(state.shared_dir, ignore_errors=True)
 
@@ -528,6 +544,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE, None)
     if state is None:
         return
+    verdict.set_selected({item.name for item in session.items})
     for item in session.items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         for fixture in set(getattr(item, "fixturenames", ())) & PROBE_FIXTURES.keys():
@@ -584,25 +601,53 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
                 allure.dynamic.parameter(arg, callspec.params[arg].name)
         for attach in item.stash.get(EVIDENCE, []):
             attach()
+        for decide in item.stash.get(VERDICTS, []):
+            decide()  # raises: the case fails or is skipped before its body runs
     return (yield)
 
 
+R = TypeVar("R", bound=JsonRecord)
+
+
+def _decide_during_call(request: pytest.FixtureRequest, decide: Callable[[], None]) -> None:
+    """A fixture's verdict (blocked, no data, probe error) is given in the call phase, as the test's own.
+
+    Raised in setup, pytest would report a failure as an error ("broken" in Allure) and run no
+    hook in between; given here, it is the case's failure or skip at its own severity. The first
+    verdict registered wins, so a probe error is never hidden behind what follows from it.
+    """
+    request.node.stash.setdefault(VERDICTS, []).append(decide)
+
+
 def _observed(request: pytest.FixtureRequest, kind: str, name: str,
-              results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+              results: dict[str, dict[str, dict[str, Any]]], record: type[R]) -> R:
+    """The probe's record of one target, with its evidence; a probe that raised fails only this target's cases."""
     env = _armed(request.config).environment
     data = results[kind][name]
+    if "probe_error" in data:
+        _attach_during_call(request, lambda: evidence.attach_json("probe error", data, env))
+        _decide_during_call(request, lambda: verdict.fail(
+            f"{verdict.PROBE_ERROR} {name}: the {kind} probe raised {data['probe_error']} (traceback in the evidence)"))
+        return record.empty(name)
     _attach_during_call(request, lambda: evidence.attach_json("evidence", data, env))
-    return data
+    return record.from_json(data)
 
 
 @pytest.fixture
 def health(request: pytest.FixtureRequest, service: Service,
            probe_results: dict[str, dict[str, dict[str, Any]]]) -> http.HttpResult:
     """This service's health probe result, with its evidence attached to the report."""
-    result = http.HttpResult.from_json(probe_results["service"][service.name])
+    data = probe_results["service"][service.name]
+    if "probe_error" in data:
+        return _observed(request, "service", service.name, probe_results, http.HttpResult)
+    result = http.HttpResult.from_json(data)
     env = _armed(request.config).environment
     _attach_during_call(request, lambda: evidence.attach_http(result, env))
     return result
+
+
+def _blocked(request: pytest.FixtureRequest, target: str, reason: str, *, see: str) -> None:
+    _decide_during_call(request, lambda: verdict.blocked(target, reason, see=see))
 
 
 def _why_blocked(denied: str) -> str:
@@ -615,15 +660,15 @@ def database_probe(request: pytest.FixtureRequest, database: Database,
     """What one read-only pass over this database saw, reachable or not."""
     from acgs_checks.probes.postgres import PgSnapshot  # noqa: PLC0415 - lazy, see TYPE_CHECKING
 
-    return PgSnapshot.from_json(_observed(request, "database", database.name, probe_results))
+    return _observed(request, "database", database.name, probe_results, PgSnapshot)
 
 
 @pytest.fixture
-def db(database_probe: PgSnapshot) -> PgSnapshot:
+def db(request: pytest.FixtureRequest, database_probe: PgSnapshot) -> PgSnapshot:
     """The database's snapshot; the case is skipped as blocked when the database is unreachable."""
     if not database_probe.reachable:
-        verdict.blocked(database_probe.target, _why_blocked(database_probe.denied),
-                        see=f"test_database_connectivity[{database_probe.target}]")
+        _blocked(request, database_probe.target, _why_blocked(database_probe.denied),
+                 see=f"test_database_connectivity[{database_probe.target}]")
     return database_probe
 
 
@@ -633,15 +678,15 @@ def pooler_probe(request: pytest.FixtureRequest, pooler: Pooler,
     """What the PgBouncer admin console reported, reachable or not."""
     from acgs_checks.probes.postgres import PoolerSnapshot  # noqa: PLC0415 - lazy, see TYPE_CHECKING
 
-    return PoolerSnapshot.from_json(_observed(request, "pooler", pooler.name, probe_results))
+    return _observed(request, "pooler", pooler.name, probe_results, PoolerSnapshot)
 
 
 @pytest.fixture
-def pool(pooler_probe: PoolerSnapshot) -> PoolerSnapshot:
+def pool(request: pytest.FixtureRequest, pooler_probe: PoolerSnapshot) -> PoolerSnapshot:
     """The pooler's snapshot; skipped as blocked when its admin console is unreachable."""
     if not pooler_probe.reachable:
-        verdict.blocked(pooler_probe.target, _why_blocked(pooler_probe.denied),
-                        see=f"test_pooler_reachable[{pooler_probe.target}]")
+        _blocked(request, pooler_probe.target, _why_blocked(pooler_probe.denied),
+                 see=f"test_pooler_reachable[{pooler_probe.target}]")
     return pooler_probe
 
 
@@ -651,16 +696,19 @@ def cache_probe(request: pytest.FixtureRequest, cache: Cache,
     """PING and the two INFO samples of this cache, reachable or not."""
     from acgs_checks.probes.cache import CacheSnapshot  # noqa: PLC0415 - lazy, see TYPE_CHECKING
 
-    return CacheSnapshot.from_json(_observed(request, "cache", cache.name, probe_results))
+    return _observed(request, "cache", cache.name, probe_results, CacheSnapshot)
 
 
 @pytest.fixture
-def redis_info(cache_probe: CacheSnapshot) -> CacheSnapshot:
-    """The cache's snapshot; skipped as blocked when Redis is unreachable."""
-    if not cache_probe.reachable:
-        verdict.blocked(cache_probe.target, _why_blocked(cache_probe.denied),
-                        see=f"test_cache_reachable[{cache_probe.target}]")
-    return cache_probe
+def redis_info(request: pytest.FixtureRequest, cache_probe: CacheSnapshot) -> CacheSnapshot:
+    """The cache's snapshot; skipped as blocked when Redis is unreachable, failed as no data when INFO failed."""
+    seen = cache_probe
+    if not seen.reachable:
+        _blocked(request, seen.target, _why_blocked(seen.denied), see=f"test_cache_reachable[{seen.target}]")
+    if "info" in seen.errors:
+        _decide_during_call(request, lambda: verdict.no_data(
+            f"{seen.target}: INFO on {seen.url} failed: {seen.errors['info']}"))
+    return seen
 
 
 @pytest.fixture
@@ -669,17 +717,24 @@ def slo_probe(request: pytest.FixtureRequest, service: Service,
     """This service's latency and error numbers from the environment's SLO source."""
     from acgs_checks.probes.slo import SloSnapshot  # noqa: PLC0415 - lazy, see TYPE_CHECKING
 
-    return SloSnapshot.from_json(_observed(request, "slo", service.name, probe_results))
+    return _observed(request, "slo", service.name, probe_results, SloSnapshot)
 
 
 @pytest.fixture
-def slo(slo_probe: SloSnapshot, acgs_environment: Environment) -> SloSnapshot:
-    """The numbers; skipped as blocked when their source could not be read at all."""
-    if not slo_probe.reachable:
-        see = ("test_metrics_source_reachable" if acgs_environment.slo.source == "prometheus"
-               else f"test_service_health[{slo_probe.target}]")
-        verdict.blocked(slo_probe.target, f"has no SLO data ({slo_probe.error})", see=see)
-    return slo_probe
+def slo(request: pytest.FixtureRequest, slo_probe: SloSnapshot, acgs_environment: Environment) -> SloSnapshot:
+    """The numbers. Blocked only by what failed for the same reason: the metrics source, or the
+    health probe that stopped the sampling; anything else the source could not read is no data."""
+    seen = slo_probe
+    if not seen.reachable:
+        if acgs_environment.slo.source == "prometheus":
+            _blocked(request, seen.target, f"has no SLO data ({seen.error})", see="test_metrics_source_reachable")
+        elif seen.error.startswith(NOT_MEASURED):
+            _blocked(request, seen.target, f"has no SLO data ({seen.error})",
+                     see=f"test_service_health[{seen.target}]")
+        else:
+            _decide_during_call(request, lambda: verdict.no_data(
+                f"{seen.target}: {seen.error} (source: {seen.source})"))
+    return seen
 
 
 @pytest.fixture
@@ -688,16 +743,16 @@ def metrics_source_probe(request: pytest.FixtureRequest,
     """Whether the Prometheus HTTP API answers."""
     from acgs_checks.probes.slo import SourceStatus  # noqa: PLC0415 - lazy, see TYPE_CHECKING
 
-    return SourceStatus.from_json(_observed(request, "metrics_source", "prometheus", probe_results))
+    return _observed(request, "metrics_source", "prometheus", probe_results, SourceStatus)
 
 
 def _business(request: pytest.FixtureRequest, name: str,
               probe_results: dict[str, dict[str, dict[str, Any]]]) -> BusinessSnapshot:
     from acgs_checks.probes.slo import BusinessSnapshot  # noqa: PLC0415 - lazy, see TYPE_CHECKING
 
-    seen = BusinessSnapshot.from_json(_observed(request, "business", name, probe_results))
+    seen = _observed(request, "business", name, probe_results, BusinessSnapshot)
     if not seen.reachable and seen.source.startswith("PromQL"):
-        verdict.blocked(name, f"has no data ({seen.error})", see="test_metrics_source_reachable")
+        _blocked(request, name, f"has no data ({seen.error})", see="test_metrics_source_reachable")
     return seen
 
 

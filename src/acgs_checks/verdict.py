@@ -10,10 +10,15 @@ import pytest
 
 UNREACHABLE_TAG = "(target unreachable)"
 ACCESS_DENIED = "access denied:"
+NO_DATA = "no data:"
+INSUFFICIENT_PRIVILEGE = "insufficient privilege:"
+PROBE_ERROR = "probe error:"
 # What kind of failure a one-line message is: the Allure category, summary.json and JUnit say the same.
 ACCESS_DENIED_KIND = "access denied"
 UNREACHABLE_KIND = "target unreachable"
 NO_DATA_KIND = "no data"
+PRIVILEGE_KIND = "insufficient privilege"
+PROBE_ERROR_KIND = "probe error"
 BREACH_KIND = "threshold breached"
 
 
@@ -32,10 +37,24 @@ def unreachable(message: str, *, denied: str = "") -> NoReturn:
     fail(f"{message} {UNREACHABLE_TAG}")
 
 
+def no_data(message: str) -> NoReturn:
+    """The input could not be read (a failed, timed-out or denied read): a failure, never a pass."""
+    fail(f"{NO_DATA} {message}")
+
+
+def insufficient_privilege(message: str) -> NoReturn:
+    """The role may run the query but cannot see what the check needs; ``message`` names the grant."""
+    fail(f"{INSUFFICIENT_PRIVILEGE} {message}")
+
+
 def failure_kind(message: str) -> str:
     """The kind of a failure message: access denied, target unreachable, no data, threshold breached."""
     if message.startswith(ACCESS_DENIED):
         return ACCESS_DENIED_KIND
+    if INSUFFICIENT_PRIVILEGE in message:
+        return PRIVILEGE_KIND
+    if message.startswith(PROBE_ERROR):
+        return PROBE_ERROR_KIND
     if UNREACHABLE_TAG in message:
         return UNREACHABLE_KIND
     if "no data" in message:
@@ -72,11 +91,24 @@ def take_measurement() -> dict[str, float]:
 BLOCKED_BY_LABEL = "blocked_by"
 
 
+_selected: set[str] = set()
+
+
+def set_selected(names: set[str]) -> None:
+    """The plugin hands over the names of the cases selected in this run."""
+    _selected.clear()
+    _selected.update(names)
+
+
 def blocked(target: str, reason: str, *, see: str) -> NoReturn:
     """Skip a dependent case: one alarm for one broken target, not one per check.
 
-    ``see`` names the failing case; the report links the skipped case to it.
+    ``see`` names the failing case; the report links the skipped case to it. A skip is only
+    honest when that case runs (and fails, from the same probe result) in this run: when it
+    is not selected, this case fails with the reason itself.
     """
+    if _selected and see not in _selected:
+        fail(f"{target} {reason} ({see}, which would report it, is not selected in this run)")
     allure.dynamic.label(BLOCKED_BY_LABEL, see)
     pytest.skip(_clean(f"blocked: {target} {reason}; see {see}"))
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import ssl
 import time
+import urllib.request
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from itertools import zip_longest
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from acgs_checks import __version__
 from acgs_checks.environment import NO_TLS, Service, Tls, display_url
@@ -116,18 +120,20 @@ def ssl_context(tls: Tls) -> ssl.SSLContext:
     return context
 
 
-def _request(headers: Sequence[tuple[str, str]], parts: Any) -> bytes:
+def _request(headers: Sequence[tuple[str, str]], parts: Any, *, absolute: bool = False) -> bytes:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
     host = parts.hostname if ":" not in (parts.hostname or "") else f"[{parts.hostname}]"
     if parts.port:
         host = f"{host}:{parts.port}"
+    target = f"{parts.scheme}://{host}{path}" if absolute else path  # a plain-HTTP proxy wants the absolute form
     lines = [
-        f"GET {path} HTTP/1.1",
+        f"GET {target} HTTP/1.1",
         f"Host: {host}",
         f"User-Agent: acgs-checks/{__version__}",
         "Accept: application/health+json, application/json;q=0.9, */*;q=0.1",
+        "Accept-Encoding: gzip, deflate",
         "Connection: close",
         *(f"{name}: {value}" for name, value in headers),
     ]
@@ -135,23 +141,63 @@ def _request(headers: Sequence[tuple[str, str]], parts: Any) -> bytes:
 
 
 async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], limit: int) -> bytes:
-    if headers.get("transfer-encoding", "").lower() == "chunked":
+    """The body as framed by the headers, up to ``limit`` bytes; a body cut short raises IncompleteReadError."""
+    if headers.get("transfer-encoding", "").lower().endswith("chunked"):
         chunks: list[bytes] = []
         size = 0
         while size < limit:
             line = await reader.readline()
+            if not line.endswith(b"\n"):
+                raise asyncio.IncompleteReadError(line, None)  # the peer closed before the last chunk
             length = int(line.split(b";")[0].strip() or b"0", 16)
             if length == 0:
                 break
-            chunk = await reader.readexactly(length)
+            chunks.append(await reader.readexactly(length))
             await reader.readexactly(2)
-            chunks.append(chunk)
             size += length
         return b"".join(chunks)[:limit]
     if "content-length" in headers:
-        length = min(int(headers["content-length"]), limit)
-        return await reader.readexactly(length)
-    return await reader.read(limit)
+        return await reader.readexactly(min(int(headers["content-length"]), limit))
+    # Neither: the body runs until the server closes the connection (read up to the cap).
+    body = bytearray()
+    while len(body) < limit:
+        piece = await reader.read(limit - len(body))
+        if not piece:
+            break
+        body += piece
+    return bytes(body)
+
+
+def _decoded(body: bytes, encoding: str, limit: int) -> bytes:
+    """Undo gzip or deflate Content-Encoding (capped at ``limit``), so the health status can be read."""
+    coding = encoding.strip().lower()
+    if coding in ("", "identity"):
+        return body
+    if coding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, limit)
+    if coding == "deflate":
+        try:
+            return zlib.decompressobj().decompress(body, limit)
+        except zlib.error:  # some servers send raw deflate without the zlib header
+            return zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, limit)
+    raise ValueError(f"unsupported Content-Encoding {encoding!r}")
+
+
+async def _response_head(reader: asyncio.StreamReader) -> tuple[list[str], list[tuple[str, str]]] | None:
+    """The final response's status line pieces and headers; None when the peer closed before answering.
+
+    1xx responses (100 Continue, 103 Early Hints) are interim: the real answer follows them.
+    """
+    while True:
+        status_line = await reader.readline()
+        if not status_line:
+            return None
+        pieces = status_line.decode("latin-1").rstrip("\r\n").split(" ", 2)
+        if len(pieces) < 2 or not pieces[0].startswith("HTTP/") or not pieces[1].isdigit():
+            raise ValueError(f"not an HTTP response: {status_line[:60]!r}")
+        headers = await _read_headers(reader)
+        if not 100 <= int(pieces[1]) < 200:
+            return pieces, headers
 
 
 async def _read_headers(reader: asyncio.StreamReader) -> list[tuple[str, str]]:
@@ -164,24 +210,76 @@ async def _read_headers(reader: asyncio.StreamReader) -> list[tuple[str, str]]:
         found.append((name.strip(), value.strip()))
 
 
+HAPPY_EYEBALLS_DELAY = 0.25  # RFC 8305: start the next address this long after the previous one
+
+
 async def _connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """TCP only (TLS follows, so a stalled handshake is told apart from a stalled connect).
 
-    Each resolved address is tried in turn, as curl does (e.g. ::1, then 127.0.0.1)."""
-    infos = await _aio.resolve(host, port)
-    last: OSError | None = None
-    for family, _type, _proto, _canon, sockaddr in infos:
-        if family not in (socket.AF_INET, socket.AF_INET6):
-            continue
-        try:
-            return await asyncio.open_connection(sockaddr[0], sockaddr[1])
-        except ConnectionRefusedError as exc:
-            last = exc
-        except OSError as exc:
-            if isinstance(exc, ssl.SSLError):
-                raise
-            last = exc
-    raise last if last is not None else OSError(f"no usable address for {host}")
+    The resolved addresses are raced as Happy Eyeballs does (RFC 8305): families interleaved,
+    each attempt started 250 ms after the previous one or as soon as it fails, the first
+    connection wins. An address that swallows SYNs costs 250 ms, not the whole timeout.
+    """
+    infos = [info for info in await _aio.resolve(host, port) if info[0] in (socket.AF_INET, socket.AF_INET6)]
+    if not infos:
+        raise OSError(f"no usable address for {host}")
+    by_family = [[i for i in infos if i[0] == socket.AF_INET6], [i for i in infos if i[0] == socket.AF_INET]]
+    ordered = [i for pair in zip_longest(*by_family) for i in pair if i is not None]
+    return await race([(info[4][0], info[4][1]) for info in ordered])
+
+
+async def race(addresses: Sequence[tuple[str, int]], *, delay: float = HAPPY_EYEBALLS_DELAY) -> tuple[
+        asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to the first of ``addresses`` that answers, starting one attempt every ``delay`` seconds."""
+    pending: set[asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = set()
+    errors: list[OSError] = []
+    queue = list(addresses)
+    try:
+        while queue or pending:
+            if queue:
+                address, port = queue.pop(0)
+                pending.add(asyncio.ensure_future(asyncio.open_connection(address, port)))
+            done, pending = await asyncio.wait(pending, timeout=delay if queue else None,
+                                               return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() is None:
+                    return task.result()
+                error = task.exception()
+                errors.append(error if isinstance(error, OSError) else OSError(str(error)))
+    finally:
+        for task in pending:
+            task.cancel()
+    refused = [e for e in errors if isinstance(e, ConnectionRefusedError)]
+    raise (refused or errors or [OSError("no address to connect to")])[0]
+
+
+def _proxy_for(scheme: str, host: str) -> str:
+    """The proxy the environment names for this URL (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), or ''."""
+    proxy = urllib.request.getproxies_environment().get(scheme, "")
+    return "" if not proxy or urllib.request.proxy_bypass(host) else proxy
+
+
+async def _through_proxy(proxy: str, scheme: str, host: str, port: int) -> tuple[
+        asyncio.StreamReader, asyncio.StreamWriter, dict[str, str]]:
+    """Connect to the proxy; for https, open a CONNECT tunnel to host:port. Returns extra request headers."""
+    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    reader, writer = await _connect(parts.hostname or "", parts.port or 8080)
+    extra: dict[str, str] = {}
+    if parts.username is not None:
+        token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+        extra["Proxy-Authorization"] = f"Basic {token}"
+    if scheme == "https":
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}", *(f"{k}: {v}" for k, v in extra.items())]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        await writer.drain()
+        status = (await reader.readline()).decode("latin-1").split(" ", 2)
+        await _read_headers(reader)
+        if len(status) < 2 or status[1] != "200":
+            writer.transport.abort()
+            raise ConnectionRefusedError(f"proxy {parts.hostname}:{parts.port} refused CONNECT: {' '.join(status[1:])}")
+        return reader, writer, {}
+    return reader, writer, extra
 
 
 async def probe_service(service: Service) -> HttpResult:
@@ -216,23 +314,26 @@ async def exchange(url: str, *, target: str, timeout: float, headers: Sequence[t
     try:
         async with asyncio.timeout(timeout):
             context = ssl_context(tls) if parts.scheme == "https" else None
-            reader, writer = await _connect(host, port)
+            proxy = _proxy_for(parts.scheme, host)
+            extra: dict[str, str] = {}
+            if proxy:
+                reader, writer, extra = await _through_proxy(proxy, parts.scheme, host, port)
+            else:
+                reader, writer = await _connect(host, port)
             tcp_at = time.perf_counter()
             if context is not None:
                 await writer.start_tls(context, server_hostname=host)
             connect_at = time.perf_counter()
-            writer.write(_request(headers, parts))
+            writer.write(_request([*headers, *extra.items()], parts, absolute=bool(proxy) and context is None))
             await writer.drain()
-            status_line = await reader.readline()
+            head = await _response_head(reader)
             first_byte_at = time.perf_counter()
-            if not status_line:
+            if head is None:
                 return result(CLOSED, "the server closed the connection without answering"), b""
-            pieces = status_line.decode("latin-1").rstrip("\r\n").split(" ", 2)
-            if len(pieces) < 2 or not pieces[0].startswith("HTTP/") or not pieces[1].isdigit():
-                return result(PROTOCOL, f"not an HTTP response: {status_line[:60]!r}"), b""
-            header_list = await _read_headers(reader)
+            pieces, header_list = head
             response_headers = {name.lower(): value for name, value in header_list}
-            body = await _read_body(reader, response_headers, body_limit)
+            body = _decoded(await _read_body(reader, response_headers, body_limit),
+                            response_headers.get("content-encoding", ""), body_limit)
             health, field, value = classify_health(body, response_headers.get("content-type", ""))
             return result(
                 RESPONSE, "", status=int(pieces[1]), reason=pieces[2] if len(pieces) > 2 else "",
@@ -256,7 +357,7 @@ async def exchange(url: str, *, target: str, timeout: float, headers: Sequence[t
         return result(TLS, f"TLS handshake failed: {exc.reason or exc}"), b""
     except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
         return result(CLOSED, "the server closed the connection before a full response"), b""
-    except (ValueError, asyncio.LimitOverrunError) as exc:
+    except (ValueError, asyncio.LimitOverrunError, zlib.error) as exc:
         return result(PROTOCOL, f"malformed HTTP response: {exc}"), b""
     except OSError as exc:
         return result(NETWORK, f"network error: {exc.strerror or exc}"), b""

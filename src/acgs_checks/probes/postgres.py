@@ -112,6 +112,11 @@ LIMIT {ROW_LIMIT}
 """
 
 
+# Every query of a pass, by the name its failure is recorded under in ``errors``.
+PASS_QUERIES = ("select 1", "server", "activity", "connections", "lock waits", "blockers", "buffer cache",
+                "xid age", "replicas", "wal receiver", "maintenance")
+
+
 @dataclass(frozen=True)
 class PgSnapshot(JsonRecord):
     """What one pass over a database saw. ``reachable`` False means only ``error`` is set."""
@@ -237,9 +242,12 @@ async def probe_database(db: Database) -> PgSnapshot:
                           elapsed_seconds=round(time.perf_counter() - start, 6))
     connected = time.perf_counter()
     fields: dict[str, Any] = {}
+    done: set[str] = set()
 
     async def query(name: str, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
-        return await _query(conn, errors, name, sql, params, timeout=db.timeout_seconds)
+        rows = await _query(conn, errors, name, sql, params, timeout=db.timeout_seconds)
+        done.add(name)
+        return rows
 
     try:
         # The whole pass gets one more timeout's worth of time; statement_timeout bounds each query.
@@ -250,7 +258,9 @@ async def probe_database(db: Database) -> PgSnapshot:
             server = await query("server", """
                 SELECT current_setting('server_version') AS version, pg_is_in_recovery() AS in_recovery,
                        extract(epoch FROM now() - pg_postmaster_start_time())::float8 AS uptime_seconds,
-                       current_database() AS database, current_user AS user""")
+                       current_database() AS database, current_user AS user,
+                       pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')
+                           OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS sees_all_sessions""")
             fields["server"] = server[0] if server else {}
             fields["activity"] = _jsonable(await query("activity", _ACTIVITY))
             connections = await query("connections", _CONNECTIONS)
@@ -274,6 +284,9 @@ async def probe_database(db: Database) -> PgSnapshot:
             fields["maintenance"] = _jsonable(await query("maintenance", _MAINTENANCE))
     except TimeoutError:
         errors["deadline"] = f"the pass did not finish within {db.timeout_seconds * 2:g} s"
+        # Whatever the deadline cut off was not read: say so, so no check mistakes it for "nothing found".
+        for name in set(PASS_QUERIES) - done:
+            errors.setdefault(name, f"not read: {errors['deadline']}")
     finally:
         await conn.close()
     return PgSnapshot(

@@ -63,6 +63,11 @@ class SloSnapshot(JsonRecord):
     errors: dict[str, str] = field(default_factory=dict)
     samples: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
+    # Quantiles the histogram cannot express: key -> [top finite bound, observations beyond it, total].
+    ceilings: dict[str, list[float]] = field(default_factory=dict)
+    # Quantiles made of requests that timed out: the true latency is at least this much.
+    at_least: dict[str, float] = field(default_factory=dict)
+    note: str = ""
 
 
 def shown(url: str) -> str:
@@ -167,13 +172,40 @@ async def prometheus_reachable(prometheus: Prometheus) -> tuple[str, str]:
     return "", ""
 
 
+BUCKETS_QUERY = "sum by (le) (rate(http_request_duration_seconds_bucket{selector}[{window}]))"
+
+
+async def _buckets(prometheus: Prometheus, promql: str) -> list[tuple[float, float]]:
+    """(le, rate) pairs of a ``sum by (le)`` query; empty when it gives nothing usable."""
+    result, document = await _api(prometheus, "/api/v1/query?query=" + quote(promql, safe=""))
+    if not result.reachable or not isinstance(document, dict) or document.get("status") != "success":
+        return []
+    found = []
+    for series in document.get("data", {}).get("result") or []:
+        try:
+            found.append((metrics.parse_value(series["metric"]["le"]), float(series["value"][1])))
+        except (KeyError, ValueError, TypeError, IndexError):
+            return []
+    return found
+
+
 async def from_prometheus(service: Service, prometheus: Prometheus, settings: SloSettings) -> SloSnapshot:
     queries = service_queries(service, prometheus, settings.window)
     answers = await asyncio.gather(*(query(prometheus, text) for text in queries.values()))
     values = {key: value for key, (value, _) in zip(queries, answers, strict=True)}
     errors = {key: error for key, (_, error) in zip(queries, answers, strict=True) if error}
+    # With the default quantile queries, the same buckets tell whether a quantile hit the top bucket.
+    defaults = {key for key in QUANTILES
+                if dict(service.queries).get(key, dict(prometheus.queries).get(key)) is None}
+    ceilings: dict[str, list[float]] = {}
+    if defaults:
+        buckets = await _buckets(prometheus, render(BUCKETS_QUERY, selector=service.selector, window=settings.window))
+        for key in defaults:
+            capped = metrics.beyond_top_bucket(QUANTILES[key], buckets)
+            if capped is not None:
+                ceilings[key] = list(capped)
     return SloSnapshot(target=service.name, source=f"Prometheus {display_url(prometheus.url)}",
-                       window=settings.window, values=values, sources=queries, errors=errors)
+                       window=settings.window, values=values, sources=queries, errors=errors, ceilings=ceilings)
 
 
 # --- synthetic sampling ------------------------------------------------------------------------
@@ -197,9 +229,8 @@ async def from_samples(service: Service, settings: SloSettings) -> SloSnapshot:
     duration = time.monotonic() - started
     endpoint = f"GET {display_url(service.slo_url)}"
     source = f"{len(results)} synthetic requests to {endpoint}"
-    if results and all(not r.reachable for r in results):
-        return SloSnapshot(target=service.name, source=source, window=f"{duration:.1f} s", reachable=False,
-                           error=f"{endpoint} → {results[0].detail}", samples=len(results))
+    # Every request failing is a measurement too (100 % errors), not a reason to look away.
+    note = f"every request failed: {results[0].detail}" if results and all(not r.reachable for r in results) else ""
     statuses: dict[str, int] = {}
     for r in results:
         key = str(r.status) if r.reachable else r.outcome
@@ -218,8 +249,13 @@ async def from_samples(service: Service, settings: SloSettings) -> SloSnapshot:
     })
     sources = {key: source for key in values}
     sources["active_connections"] = "the sampler's own concurrency"
+    # A quantile that lands on a timed-out request is only known to be at least the timeout.
+    timed_out = sorted(r.timeout_seconds for r in results if r.outcome in (http.TIMEOUT, http.CONNECT_TIMEOUT,
+                                                                           http.TLS_TIMEOUT))
+    at_least = {key: settings.request_timeout_seconds for key in QUANTILES
+                if timed_out and (values[key] or 0.0) >= settings.request_timeout_seconds}
     return SloSnapshot(target=service.name, source=source, window=f"{duration:.1f} s", values=values,
-                       sources=sources, samples=len(results), statuses=statuses)
+                       sources=sources, samples=len(results), statuses=statuses, at_least=at_least, note=note)
 
 
 # --- scraping /metrics -------------------------------------------------------------------------
@@ -258,13 +294,21 @@ async def from_scrapes(service: Service, settings: SloSettings) -> SloSnapshot:
             return SloSnapshot(target=service.name, source=source, window=window, reachable=False,
                                error=f"GET {result.url} → not the Prometheus text format ({exc})")
     before, after = samples
-    selector = _selector_labels(service.selector)
+    # A service's own /metrics is all its own: no selector unless prometheus_selector narrows it.
+    try:
+        selector = _selector_labels(service.prometheus_selector) if service.prometheus_selector else {}
+    except ValueError as exc:
+        return SloSnapshot(target=service.name, source=source, window=window, reachable=False, error=str(exc))
     buckets = metrics.bucket_deltas(before, after, "http_request_duration_seconds_bucket", selector)
     total = metrics.counter_delta(before, after, "http_requests_total", selector)
     values: dict[str, float | None] = {}
+    ceilings: dict[str, list[float]] = {}
     for key, q in QUANTILES.items():
         quantile = metrics.histogram_quantile(q, buckets)
         values[key] = None if math.isnan(quantile) else quantile
+        capped = metrics.beyond_top_bucket(q, buckets)
+        if capped is not None:
+            ceilings[key] = list(capped)
     errors = metrics.counter_delta(before, after, "http_requests_total", selector, where="status", pattern="5..")
     client = metrics.counter_delta(before, after, "http_requests_total", selector, where="status", pattern="4..")
     values["error_rate"] = errors / total if total else None
@@ -274,7 +318,7 @@ async def from_scrapes(service: Service, settings: SloSettings) -> SloSnapshot:
     values["active_connections"] = sum(in_flight) if in_flight else None
     missing = {key: f"no data in {source}" for key, value in values.items() if value is None}
     return SloSnapshot(target=service.name, source=source, window=window, values=values,
-                       sources={key: source for key in values}, errors=missing, samples=int(total))
+                       sources={key: source for key in values}, errors=missing, samples=int(total), ceilings=ceilings)
 
 
 # --- business metrics --------------------------------------------------------------------------
@@ -304,7 +348,9 @@ async def business_metric(metric: BusinessMetric, prometheus: Prometheus | None,
         assert prometheus is not None
         text = metric.query.replace("{window}", window)
         value, error = await query(prometheus, text)
-        return BusinessSnapshot(metric.name, f"PromQL {text}", None if value is None else value * scale, error)
+        unit = _unit_problem(value, metric.unit)
+        return BusinessSnapshot(metric.name, f"PromQL {text}", None if value is None or unit else value * scale,
+                                unit or error)
     source = f"GET {display_url(metric.url)} field {metric.field}"
     result, body = await http.exchange(metric.url, target=metric.name, timeout=metric.timeout_seconds,
                                        headers=metric.headers, tls=metric.tls)
@@ -318,4 +364,18 @@ async def business_metric(metric: BusinessMetric, prometheus: Prometheus | None,
         value = float(raw)
     except (ValueError, KeyError, TypeError) as exc:
         return BusinessSnapshot(metric.name, source, None, f"no usable value at field {metric.field!r} ({exc})")
+    unit = _unit_problem(value, metric.unit)
+    if unit:
+        return BusinessSnapshot(metric.name, source, None, unit)
     return BusinessSnapshot(metric.name, source, value * scale)
+
+
+def _unit_problem(value: float | None, unit: str) -> str:
+    """A value its unit cannot hold (a "ratio" of 90, a percent of 140, anything negative) is no measurement."""
+    if value is None or math.isnan(value):
+        return ""
+    top = 1.0 if unit == "ratio" else 100.0
+    if not 0 <= value <= top:
+        other = 'unit = "percent"' if unit == "ratio" and 0 <= value <= 100 else "the source"
+        return f"unit: {value:g} cannot be a {unit} (0..{top:g}); check {other}"
+    return ""

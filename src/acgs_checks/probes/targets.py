@@ -8,12 +8,15 @@ sources and business metrics are probed side by side.
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
 from acgs_checks.environment import Environment
 from acgs_checks.probes import _aio, http
+from acgs_checks.probes._record import JsonRecord
 
 # The parametrized target arguments of checks.
 KINDS = ("service", "database", "pooler", "cache")
@@ -29,6 +32,28 @@ PROBE_FIXTURES: dict[str, tuple[str, str]] = {
     "policy_success_probe": ("business", "=policy_success"),
 }
 PROBE_KINDS = ("service", "database", "pooler", "cache", "slo", "business", "metrics_source")
+# How an SLO result says its service's health probe failed, so sampling left it alone.
+NOT_MEASURED = "not measured:"
+
+
+@dataclass(frozen=True)
+class ProbeError(JsonRecord):
+    """A probe that raised: a bug or an input it could not handle. Only its own target's cases fail."""
+
+    target: str
+    probe_error: str
+    traceback: str
+
+
+def _guarded(name: str, job: Callable[[], Awaitable[_Result]]) -> Callable[[], Awaitable[_Result]]:
+    async def run() -> _Result:
+        try:
+            return await job()
+        except Exception as exc:  # noqa: BLE001 - one probe's exception must not take every other check down
+            return ProbeError(target=name, probe_error=f"{type(exc).__name__}: {exc}",
+                              traceback=traceback.format_exc(limit=20))
+
+    return run
 
 
 class _Result(Protocol):
@@ -54,22 +79,22 @@ def probe_selected(env: Environment, selected: Mapping[str, set[str]]) -> dict[s
     """Probe the named targets of each kind; results as JSON-ready dicts, by kind and name."""
     jobs: list[tuple[str, Callable[[], Awaitable[_Result]]]] = []
     services = [svc for svc in env.services if svc.name in selected.get("service", ())]
-    jobs += [("service", partial(http.probe_service, svc)) for svc in services]
+    jobs += [("service", _guarded(svc.name, partial(http.probe_service, svc))) for svc in services]
     # The database and cache client libraries load only when such targets are selected.
     if selected.get("database") or selected.get("pooler"):
         from acgs_checks.probes import postgres  # noqa: PLC0415
         for db in env.databases:
             if db.name in selected.get("database", ()):
-                jobs.append(("database", partial(postgres.probe_database, db)))
+                jobs.append(("database", _guarded(db.name, partial(postgres.probe_database, db))))
         for pooler in env.poolers:
             if pooler.name in selected.get("pooler", ()):
-                jobs.append(("pooler", partial(postgres.probe_pooler, pooler)))
+                jobs.append(("pooler", _guarded(pooler.name, partial(postgres.probe_pooler, pooler))))
     if selected.get("cache"):
         from acgs_checks.probes import cache  # noqa: PLC0415
         window = env.defaults.cache_window_seconds
         for store in env.caches:
             if store.name in selected.get("cache", ()):
-                jobs.append(("cache", partial(cache.probe_cache, store, window_seconds=window)))
+                jobs.append(("cache", _guarded(store.name, partial(cache.probe_cache, store, window_seconds=window))))
     async def all_of() -> list[list[tuple[str, _Result]]]:
         semaphore = asyncio.Semaphore(max(1, env.defaults.concurrency))
 
@@ -128,17 +153,20 @@ def _metrics_jobs(env: Environment, selected: Mapping[str, set[str]],
                     found.append(("slo", slo.SloSnapshot(target=service.name, source=source, window=settings.window,
                                                          reachable=False, error=down)))
                     continue
-                jobs.append(("slo", partial(slo.from_prometheus, service, prometheus, settings)))
+                from_prometheus = partial(slo.from_prometheus, service, prometheus, settings)
+                jobs.append(("slo", _guarded(service.name, from_prometheus)))
             else:
                 measure = slo.from_scrapes if settings.source == "scrape" else slo.from_samples
-                jobs.append(("slo", partial(_after_health, service.name, health.get(service.name),
-                                            partial(measure, service, settings), settings.source)))
+                jobs.append(("slo", _guarded(service.name, partial(
+                    _after_health, service.name, health.get(service.name), partial(measure, service, settings),
+                    settings.source))))
         for metric in business:
             if metric.query and down:
                 found.append(("business", slo.BusinessSnapshot(metric.name, f"PromQL {metric.query}", None, down,
                                                                reachable=False)))
                 continue
-            jobs.append(("business", partial(slo.business_metric, metric, prometheus, settings.window)))
+            jobs.append(("business", _guarded(metric.name, partial(slo.business_metric, metric, prometheus,
+                                                                    settings.window))))
         results = await _aio.gather_bounded([job for _, job in jobs], limit=env.defaults.concurrency)
         return found + list(zip([kind for kind, _ in jobs], results, strict=True))
 
@@ -153,5 +181,5 @@ async def _after_health(name: str, health: asyncio.Future[_Result] | None,
         seen = await asyncio.shield(health)
         if isinstance(seen, http.HttpResult) and not seen.reachable:
             return slo.SloSnapshot(target=name, source=source, window="-", reachable=False,
-                                   error=f"not measured: {seen.detail}")
+                                   error=f"{NOT_MEASURED} {seen.detail}")
     return await measure()

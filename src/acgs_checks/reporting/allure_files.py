@@ -32,6 +32,24 @@ CATEGORIES = [
         "messageRegex": r"(?s).*\(target unreachable\).*",
     },
     {
+        "name": "No data",
+        "description": "What the check needs could not be read: a failed, refused or timed-out read, or no series.",
+        "matchedStatuses": ["failed"],
+        "messageRegex": r"(?s)^(?:Failed: )?no data:.*",
+    },
+    {
+        "name": "Insufficient privilege",
+        "description": "The monitoring role cannot see what the check needs; the message names the grant.",
+        "matchedStatuses": ["failed"],
+        "messageRegex": r"(?s)^(?:Failed: )?insufficient privilege:.*",
+    },
+    {
+        "name": "Probe error",
+        "description": "The probe raised; its traceback is the evidence. Only this target's cases are affected.",
+        "matchedStatuses": ["failed", "broken"],
+        "messageRegex": r"(?s)^(?:Failed: )?probe error:.*",
+    },
+    {
         "name": "Threshold breached",
         "description": "The target answered, and the measured value broke the runbook's threshold.",
         "matchedStatuses": ["failed"],

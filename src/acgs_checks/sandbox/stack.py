@@ -15,6 +15,7 @@ from acgs_checks.sandbox.servers import (
     PgBouncerServer,
     PostgresServer,
     RedisServer,
+    SandboxError,
     free_port,
     pgbouncer_binary,
     reap_leftovers,
@@ -109,7 +110,12 @@ class Sandbox:
             with ThreadPoolExecutor(max_workers=2) as pool:
                 futures = [pool.submit(self._start_database), pool.submit(self._start_cache)]
                 for future in futures:
-                    future.result()
+                    try:
+                        future.result()
+                    except SandboxError:
+                        raise
+                    except Exception as exc:  # a setup step that failed is the machine's problem: exit 4
+                        raise SandboxError(f"setting up the sandbox failed: {type(exc).__name__}: {exc}") from exc
 
     def _start_database(self) -> None:
         from acgs_checks.sandbox.workload import PoolSaturation, PostgresFaults  # noqa: PLC0415 - see __init__

@@ -173,7 +173,8 @@ class RedisWorkload:
     def start(self) -> None:
         if self.fault is not None and self.fault.name == "down":
             return
-        client = redis.Redis.from_url(self.server.admin_url, socket_timeout=5)
+        # Setup loads thousands of keys: generous on a machine that is busy with other work.
+        client = redis.Redis.from_url(self.server.admin_url, socket_timeout=30)
         self.client = client
         pipe = client.pipeline(transaction=False)
         for i in range(POLICY_KEYS):
