@@ -104,14 +104,24 @@ def run_suite(tmp_path: Path) -> RunSuite:
     return run
 
 
-@pytest.fixture
-def suite_copy(tmp_path: Path) -> Path:
-    """The suite's checks, runbook map and configuration in a folder of their own (armed like the real one)."""
-    folder = tmp_path / "suite"
+def copy_suite(folder: Path) -> Path:
+    """The suite's checks, runbook map and configuration in ``folder``, armed like the real one."""
     shutil.copytree(ROOT / "checks", folder / "checks", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "fixtures", folder / "fixtures")
     shutil.copy(ROOT / "pyproject.toml", folder / "pyproject.toml")
     return folder
+
+
+@pytest.fixture
+def suite_copy(tmp_path: Path) -> Path:
+    """A copy of the suite of this test's own, for runs that write into the suite's folder."""
+    return copy_suite(tmp_path / "suite")
+
+
+@pytest.fixture(scope="module")
+def armed_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the suite shared by a module's in-process (pytester) runs, which write elsewhere."""
+    return copy_suite(tmp_path_factory.mktemp("suite"))
 
 
 @pytest.fixture

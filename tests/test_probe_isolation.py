@@ -6,7 +6,6 @@ function is replaced in-process (pytester) by one that raises.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import psycopg  # noqa: F401 - imported once here: in-process runs must not load a second copy of the clients
@@ -14,7 +13,6 @@ import pytest
 import redis  # noqa: F401
 
 from acgs_checks.probes import cache, http, postgres, slo, targets  # noqa: F401 - loaded before any run: see above
-from conftest import ROOT
 
 # probe kind -> (module, function, the target, a case of it, a case of another kind that must still pass)
 KINDS = {
@@ -30,15 +28,6 @@ KINDS = {
     "business": ("acgs_checks.probes.slo", "business_metric", "compliance", "test_constitutional_compliance",
                  "test_p95_latency[auth]"),
 }
-
-
-@pytest.fixture(scope="module")
-def armed_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("suite")
-    shutil.copytree(ROOT / "checks", folder / "checks", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "fixtures", folder / "fixtures")
-    shutil.copy(ROOT / "pyproject.toml", folder / "pyproject.toml")
-    return folder
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))

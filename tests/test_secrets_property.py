@@ -15,7 +15,6 @@ costs a fraction of a second.
 from __future__ import annotations
 
 import os
-import shutil
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +29,6 @@ from hypothesis import strategies as st
 
 from servers import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 PUNCTUATION = string.punctuation + " "
 
 
@@ -105,17 +103,6 @@ PLACEMENTS: dict[str, tuple[str, Callable[[str, int], str]]] = {
     "business header": ('[business.compliance]\nurl = "http://127.0.0.1:{port}/score"\nfield = "score"\n'
                         'headers = {{ "X-Api-Key" = {value} }}\n', lambda p, port: p),
 }
-
-
-@pytest.fixture(scope="module")
-def armed_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The suite's checks and runbook map in a folder of their own, armed like the real one."""
-    folder = tmp_path_factory.mktemp("suite")
-    shutil.copytree(ROOT / "checks", folder / "checks")
-    (folder / "fixtures").mkdir()
-    shutil.copy(ROOT / "fixtures" / "runbook.toml", folder / "fixtures" / "runbook.toml")
-    shutil.copy(ROOT / "pyproject.toml", folder / "pyproject.toml")
-    return folder
 
 
 def _leaks(text: str, secret: Secret) -> list[str]:

@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from acgs_checks import redaction
@@ -488,7 +488,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str, environ: Mapping[str, 
                                                           "metrics_path", "prometheus_selector", "queries"), "url")
     )
 
-    def postgres(kind: type[Database], section: str) -> tuple[Database, ...]:
+    def postgres(kind: type[D], section: str) -> tuple[D, ...]:
         found = []
         for key, tname, t in _targets(r, top, section, ("name", "title", "dsn", "timeout_seconds", *TLS_KEYS), "dsn"):
             tls = r.tls(key, t, base_dir)
@@ -498,7 +498,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str, environ: Mapping[str, 
         return tuple(found)
 
     databases = postgres(Database, "databases")
-    poolers = tuple(p for p in postgres(Pooler, "poolers") if isinstance(p, Pooler))
+    poolers = postgres(Pooler, "poolers")
     caches = tuple(
         Cache(name=tname, title=r.string(f"{key}.title", t.get("title", tname)),
               url=r.url(f"{key}.url", t["url"], ("redis", "rediss")), timeout_seconds=timeout(key, t),
@@ -529,6 +529,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str, environ: Mapping[str, 
 
 
 TLS_KEYS = ("verify_tls", "ca_file", "client_cert", "client_key")
+D = TypeVar("D", bound=Database)
 
 
 def _targets(r: _Reader, top: dict[str, Any], section: str, allowed: tuple[str, ...],

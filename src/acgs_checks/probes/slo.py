@@ -250,8 +250,7 @@ async def from_samples(service: Service, settings: SloSettings) -> SloSnapshot:
     sources = {key: source for key in values}
     sources["active_connections"] = "the sampler's own concurrency"
     # A quantile that lands on a timed-out request is only known to be at least the timeout.
-    timed_out = sorted(r.timeout_seconds for r in results if r.outcome in (http.TIMEOUT, http.CONNECT_TIMEOUT,
-                                                                           http.TLS_TIMEOUT))
+    timed_out = any(r.outcome in (http.TIMEOUT, http.CONNECT_TIMEOUT, http.TLS_TIMEOUT) for r in results)
     at_least = {key: settings.request_timeout_seconds for key in QUANTILES
                 if timed_out and (values[key] or 0.0) >= settings.request_timeout_seconds}
     return SloSnapshot(target=service.name, source=source, window=f"{duration:.1f} s", values=values,
