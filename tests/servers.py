@@ -20,6 +20,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def answer(handler: BaseHTTPRequestHandler, status: int, body: bytes,
+           content_type: str = "application/json") -> None:
+    """Send one complete response with a Content-Length from a request handler."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class _Handler(BaseHTTPRequestHandler):
     answer: tuple[int, str, bytes, bool] = (200, "application/json", b'{"status": "ok"}', False)
     seen_headers: list[dict[str, str]]

@@ -28,6 +28,7 @@ import tls_servers
 from acgs_checks.sandbox import servers as sandbox_servers
 from acgs_checks.sandbox.servers import PgBouncerServer, PostgresServer, free_port, pgbouncer_binary
 from conftest import ROOT, Run, RunSuite
+from servers import answer
 from tls_servers import Pki
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -149,12 +150,7 @@ def test_redis_tls_with_client_certificates(run_suite: RunSuite, setup: Setup) -
 class _TokenHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         ok = self.headers.get("Authorization") == f"Bearer {self.server.token}"  # type: ignore[attr-defined]
-        body = json.dumps({"status": "ok"} if ok else {"error": "unauthorized"}).encode()
-        self.send_response(200 if ok else 401)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        answer(self, 200 if ok else 401, json.dumps({"status": "ok"} if ok else {"error": "unauthorized"}).encode())
 
     def log_message(self, *args: object) -> None:
         pass

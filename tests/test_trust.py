@@ -23,7 +23,7 @@ import redis
 from acgs_checks import metrics
 from acgs_checks.sandbox.servers import PostgresServer, RedisServer, free_port
 from conftest import Run, RunSuite
-from servers import RealServers
+from servers import RealServers, answer
 
 PROMETHEUS = shutil.which("prometheus")
 # The client libraries' default buckets (Python, Go): nothing finer than 10 s at the top.
@@ -132,12 +132,7 @@ class _WorkHangs(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path == "/health":
-            body = b'{"status": "ok"}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            answer(self, 200, b'{"status": "ok"}')
             return
         time.sleep(30)
 
@@ -182,11 +177,7 @@ class _DefaultBuckets(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path != "/metrics":
-            body = b'{"status": "ok"}'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            answer(self, 200, b'{"status": "ok"}')
             return
         type(self).scrapes += 1
         n = type(self).scrapes
@@ -197,12 +188,7 @@ class _DefaultBuckets(BaseHTTPRequestHandler):
         lines += [f'http_request_duration_seconds_bucket{{le="+Inf"}} {100 * n}',
                   f"http_request_duration_seconds_count {100 * n}",
                   "# TYPE http_requests_total counter", f'http_requests_total{{status="200"}} {100 * n}']
-        body = ("\n".join(lines) + "\n").encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        answer(self, 200, ("\n".join(lines) + "\n").encode(), "text/plain; version=0.0.4")
 
     def log_message(self, *args: object) -> None:
         pass

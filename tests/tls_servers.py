@@ -149,9 +149,4 @@ def nginx_bearer_proxy(folder: Path, port: int, pki: Pki, *, token: str, upstrea
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
+    sandbox_servers._terminate(process)

@@ -30,8 +30,10 @@ _QUERY_SECRET = re.compile(rf"(?i)([?&;](?:{_PARAM_NAMES})=)([^&#]*)")
 _KEYWORD_SECRET = re.compile(
     rf"(?i)(?<![\w.])((?:{_PARAM_NAMES})\s*=\s*)('(?:[^'\\]|\\.)*'?|.*?)(?=\s+[A-Za-z_][A-Za-z0-9_]*\s*=|\s*$)")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-# Credentials inside free text (a driver's message, a log line): scheme://user:secret@
+# Credentials inside free text (a driver's message, a log line): scheme://user:secret@, ?token=secret
+# (in text a value ends at white space too, so the rest of the message stays readable).
 _TEXT_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*:)([^\s@]*)(@)")
+_TEXT_QUERY_SECRET = re.compile(rf"(?i)([?&;](?:{_PARAM_NAMES})=)([^&#\s]*)")
 
 
 def _userinfo_end(rest: str) -> int:
@@ -108,7 +110,7 @@ def display(value: str) -> str:
 def mask_text(text: str) -> str:
     """Pattern-based masking for free text whose secrets are not known in advance."""
     text = _TEXT_USERINFO.sub(lambda m: m.group(1) + MASK + m.group(3), text)
-    return _QUERY_SECRET.sub(lambda m: m.group(1) + MASK, text)
+    return _TEXT_QUERY_SECRET.sub(lambda m: m.group(1) + MASK, text)
 
 
 class Redactor:
