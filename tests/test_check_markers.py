@@ -74,3 +74,4 @@ def test_plugin_is_inert_where_not_armed(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert "acgs-checks" not in result.stdout.str().split("plugins:")[0]
+

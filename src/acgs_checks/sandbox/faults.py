@@ -161,8 +161,10 @@ def parse_all(texts: Iterable[str]) -> tuple[Fault, ...]:
 
 
 def describe() -> str:
+    """Every fault with its help, for an argparse help string (so a literal % is written %%)."""
     groups = (("<service>", SERVICE_FAULTS), (DATABASE, DATABASE_FAULTS), (POOLER, POOLER_FAULTS),
               (CACHE, CACHE_FAULTS))
     scoped = [f"{target}:{n}{'=ARG' if s.parse_arg else ''} ({s.help})"
               for target, specs in groups for n, s in specs.items()]
-    return "; ".join(scoped + [f"{n}=ARG ({s.help})" for n, s in GLOBAL_FAULTS.items()])
+    text = "; ".join(scoped + [f"{n}=ARG ({s.help})" for n, s in GLOBAL_FAULTS.items()])
+    return text.replace("%", "%%")

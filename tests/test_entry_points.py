@@ -1,0 +1,23 @@
+"""Every entry point answers --help (the fault list's "%" once broke argparse's formatting)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.mark.parametrize("command", [
+    [sys.executable, "-m", "pytest", "--help"],
+    [sys.executable, "-m", "acgs_checks.sandbox", "--help"],
+    [str(Path(sys.executable).parent / "acgs-sandbox"), "--help"],
+], ids=["pytest", "python -m acgs_checks.sandbox", "acgs-sandbox"])
+def test_help_works_for_every_entry_point(command: list[str]) -> None:
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback (most recent call last)" not in done.stdout + done.stderr
+    assert "latency=" in done.stdout  # the fault list is part of the help
