@@ -57,7 +57,7 @@ def failure_kind(message: str) -> str:
         return PROBE_ERROR_KIND
     if UNREACHABLE_TAG in message:
         return UNREACHABLE_KIND
-    if "no data" in message:
+    if message.startswith(NO_DATA):
         return NO_DATA_KIND
     if "(expected " in message:
         return BREACH_KIND
