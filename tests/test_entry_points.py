@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,11 @@ from conftest import ROOT
     [sys.executable, "-m", "acgs_checks.sandbox", "--help"],
     [str(Path(sys.executable).parent / "acgs-sandbox"), "--help"],
 ], ids=["pytest", "python -m acgs_checks.sandbox", "acgs-sandbox"])
-def test_help_works_for_every_entry_point(command: list[str]) -> None:
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+@pytest.mark.parametrize("ci", ["", "true"], ids=["local", "CI"])
+def test_help_works_for_every_entry_point(command: list[str], ci: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "ACGS_ENV")}
+    env["CI"] = ci
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False, env=env)
     assert done.returncode == 0, done.stderr
     assert "Traceback (most recent call last)" not in done.stdout + done.stderr
     assert "latency=" in done.stdout  # the fault list is part of the help

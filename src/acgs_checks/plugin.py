@@ -238,6 +238,8 @@ def pytest_configure(config: pytest.Config) -> None:
                 "acgs-checks plugin is not armed here; fix: run from the suite's folder, or set "
                 "acgs_checks = true in the pytest configuration")
         return
+    if config.getoption("help", False):
+        return  # --help starts nothing and needs no environment, in CI or not
     # Allure results go to reports/allure-results unless --alluredir says otherwise;
     # that default folder holds the latest run only.
     coverage_only = config.getoption("acgs_coverage")

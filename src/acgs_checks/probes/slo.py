@@ -235,8 +235,10 @@ async def from_samples(service: Service, settings: SloSettings) -> SloSnapshot:
     for r in results:
         key = str(r.status) if r.reachable else r.outcome
         statuses[key] = statuses.get(key, 0) + 1
-    # A request that timed out took at least the timeout: count it at that latency.
-    latencies = [r.elapsed_seconds if r.reachable else r.timeout_seconds for r in results]
+    # Timing around the exchange only: from the request to the end of the body, without the connect
+    # (or TLS) the sampler chose to make. A request that timed out took at least the timeout.
+    latencies = [r.elapsed_seconds - (r.connect_seconds or 0.0) if r.reachable else r.timeout_seconds
+                 for r in results]
     failed = sum(1 for r in results if not r.reachable or (r.status or 0) >= 500)
     client = sum(1 for r in results if r.reachable and 400 <= (r.status or 0) < 500)
     values: dict[str, float | None] = {key: metrics.percentile(latencies, q) if latencies else None

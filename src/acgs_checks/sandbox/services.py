@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -108,8 +107,7 @@ class SandboxService:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
-        self._served = 0
-        self._random = random.Random(name)  # noqa: S311 - a fixed seed: the same latencies on every run
+        self._served: dict[str, int] = {}
 
     async def start(self) -> None:
         if self.fault is not None and self.fault.name == "down":
@@ -152,6 +150,7 @@ class SandboxService:
         method, _, rest = request_line.decode("latin-1").partition(" ")
         path = rest.split(" ", 1)[0].split("?", 1)[0]
         keep_alive = True
+        client = ""
         while True:
             line = await reader.readline()
             if line in (b"\r\n", b"\n", b""):
@@ -159,9 +158,11 @@ class SandboxService:
             name, _, value = line.decode("latin-1").partition(":")
             if name.strip().lower() == "connection" and value.strip().lower() == "close":
                 keep_alive = False
+            if name.strip().lower() == "user-agent":
+                client = value.strip().split("/", 1)[0]
         self.metrics.in_flight[path] += 1
         try:
-            status, content_type, body = await self._route(method, path)
+            status, content_type, body = await self._route(method, path, client)
         finally:
             self.metrics.in_flight[path] -= 1
         head = (
@@ -175,7 +176,7 @@ class SandboxService:
         self.metrics.observe(method, path, status, time.perf_counter() - started)
         return keep_alive
 
-    async def _route(self, method: str, path: str) -> tuple[int, str, bytes]:
+    async def _route(self, method: str, path: str, client: str = "") -> tuple[int, str, bytes]:
         if method not in ("GET", "HEAD"):
             return 405, "text/plain", b"method not allowed\n"
         if path == "/metrics":
@@ -183,7 +184,7 @@ class SandboxService:
         if path == "/health":
             return await self._health()
         if path == self.slo_path:
-            return await self._work()
+            return await self._work(client)
         if self.business is not None and self.name == "constitutional-ai" and path == COMPLIANCE_PATH:
             return 200, "application/json", json.dumps(
                 {"compliance": {"score": self.business.compliance_score}}).encode()
@@ -195,19 +196,24 @@ class SandboxService:
             return 200, "application/json", json.dumps({"service": self.title}).encode()
         return 404, "application/json", b'{"error": "not found"}'
 
-    async def _work(self) -> tuple[int, str, bytes]:
-        """The service's unit of work: where latency and error faults act."""
-        self._served += 1
+    async def _work(self, client: str = "") -> tuple[int, str, bytes]:
+        """The service's unit of work: where latency and error faults act.
+
+        Each client (by User-Agent: the suite's sampler, the background traffic) has its own
+        count of requests, so the faults are exact on the traffic each one measures, however
+        the two interleave.
+        """
+        served = self._served.get(client, 0)
+        self._served[client] = served + 1
         fault = self.fault.name if self.fault else None
         if fault == "latency" and self.fault is not None and self.fault.arg:
-            # Uniform on [0, P95 / 0.95]: its 95th percentile is exactly the injected P95.
-            await asyncio.sleep(self._random.uniform(0, self.fault.arg / 0.95))
+            await asyncio.sleep(latency_sequence(served, self.fault.arg))
         if self.business is not None and self.name == "policy-governance":
             self.business.evaluate()
         if fault == "errors" and self.fault is not None and self.fault.arg is not None:
-            # Deterministic: exactly the given share of requests so far has failed.
+            # Deterministic: of a client's first n requests, exactly floor(n x SHARE) fail.
             share = self.fault.arg
-            if int(self._served * share) > int((self._served - 1) * share):
+            if int((served + 1) * share) > int(served * share):
                 return 500, "application/json", b'{"error": "injected"}'
         return 200, "application/json", json.dumps({"service": self.name, "ok": True}).encode()
 
@@ -225,6 +231,21 @@ class SandboxService:
             document["status"] = "warn"
             document["notes"] = ["dependency latency above normal"]
         return status, "application/health+json", json.dumps(document).encode()
+
+
+LATENCY_PERIOD = 50
+
+
+def latency_sequence(index: int, p95: float) -> float:
+    """The delay of a client's request number ``index`` under the ``latency=P95`` fault.
+
+    Every run of 50 consecutive requests gets the delays j x P95 / (0.95 x 49), j = 0..49, once
+    each, in a scrambled order: 50 samples then have a P95 of exactly ``p95`` by the linear
+    interpolation the suite uses (h = 49 x 0.95 = 46.55 falls 55 % of the way from j = 46 to 47),
+    and any multiple of 50 samples lands within 1 % of it.
+    """
+    j = (index * 23) % LATENCY_PERIOD  # 23 is prime to 50: each j once per period
+    return p95 / 0.95 * j / (LATENCY_PERIOD - 1)
 
 
 async def background_traffic(services: list[SandboxService], *, per_second: float, stop: asyncio.Event) -> None:
