@@ -53,3 +53,16 @@ def test_error_share_just_below_at_and_above_the_lines(
     run = run_suite("-m", "daily and slo", "-k", "auth and error_rate", "--env", str(changed))
     assert run.statuses() == {"test_error_rate_warning[auth]": warning, "test_error_rate_critical[auth]": critical}, \
         run.output
+
+
+@pytest.mark.parametrize(("fault", "case", "passes"), [
+    ("cache:memory=84", "test_cache_memory[main]", True),
+    ("cache:memory=86", "test_cache_memory[main]", False),
+    ("db:connections=79", "test_connection_usage[primary]", True),
+    ("db:connections=81", "test_connection_usage[primary]", False),
+], ids=["memory 84", "memory 86", "connections 79", "connections 81"])
+def test_backend_faults_just_below_and_above_their_lines(run_suite: RunSuite, fault: str, case: str,
+                                                         passes: bool) -> None:
+    run = run_suite("-m", "daily and (cache or database)", "-k", case.split("[", maxsplit=1)[0], "--env", "sandbox",
+                    "--sandbox-fault", fault)
+    assert run.statuses() == {case: "passed" if passes else "failed"}, run.output

@@ -75,8 +75,9 @@ class PostgresFaults:
             " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int").fetchone()
         assert row is not None
         usable, current = row
-        # The checker's own session will count too: leave room for exactly one.
-        wanted = math.ceil(usable * percent / 100) - current - 1
+        # The most sessions whose share does not exceed PERCENT (47 usable slots: 79 % gives 37 = 78.7 %,
+        # 81 % gives 38 = 80.9 %). The checker's own session will count too: leave room for exactly one.
+        wanted = math.floor(usable * percent / 100 + 1e-9) - current - 1
         for _ in range(max(0, wanted)):
             self._connect()
 
@@ -190,8 +191,7 @@ class RedisWorkload:
                 pipe.get(f"acgs:policy:{i % POLICY_KEYS}")
             pipe.execute()
         if self.fault is not None and self.fault.name == "memory":
-            used = int(client.info("memory")["used_memory"])
-            client.config_set("maxmemory", int(used * 100 / (self.fault.arg or 90.0)))
+            self._hold_memory_share(client, self.fault.arg or 90.0)
         if self.fault is not None and self.fault.name == "evictions":
             client.config_set("maxmemory-policy", "volatile-lru")
         self._thread = threading.Thread(target=self._run, daemon=True, name="acgs-sandbox-cache-traffic")
@@ -202,11 +202,14 @@ class RedisWorkload:
         client = self.client
         misses = self.fault is not None and self.fault.name == "misses"
         evictions = self.fault is not None and self.fault.name == "evictions"
+        memory = self.fault.arg if self.fault is not None and self.fault.name == "memory" else None
         pings = self._pings(client)
         tick = 0
         while not self._stop.wait(0.02):
             tick += 1
             try:
+                if memory and tick % 5 == 0:
+                    self._hold_memory_share(client, memory)
                 pipe = client.pipeline(transaction=False)
                 for i in range(10):
                     n = (tick * 10 + i) % POLICY_KEYS
@@ -223,6 +226,12 @@ class RedisWorkload:
                 if self._stop.is_set():
                     return
                 time.sleep(0.05)
+
+    @staticmethod
+    def _hold_memory_share(client: redis.Redis, percent: float) -> None:
+        """maxmemory follows used_memory (every 100 ms), so used / maxmemory stays at PERCENT as traffic runs."""
+        used = int(client.info("memory")["used_memory"])
+        client.config_set("maxmemory", int(used * 100 / percent))
 
     @staticmethod
     def _pings(client: redis.Redis) -> int:
