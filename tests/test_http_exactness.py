@@ -12,13 +12,15 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from acgs_checks.environment import Service, Tls
-from acgs_checks.probes import _aio, http
-from servers import RealServers, raw_http
+from acgs_checks.environment import Service, SloSettings, Tls
+from acgs_checks.probes import _aio, http, slo
+from servers import RealServers, answer, raw_http
 
 
 def probe(url: str, timeout: float = 2.0) -> http.HttpResult:
@@ -208,3 +210,63 @@ def test_addresses_are_raced_so_a_silent_one_costs_a_quarter_second() -> None:
     finally:
         for sock in (silent, good, *filler):
             sock.close()
+
+
+class _KeepAlive(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive; the server counts the connections it accepted."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        answer(self, 200, b'{"ok": true}')
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _CountingServer(ThreadingHTTPServer):
+    daemon_threads = True
+    accepted = 0
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        type(self).accepted += 1
+        return super().get_request()
+
+
+@pytest.mark.parametrize(("keepalive", "most"), [(True, 4), (False, 40)], ids=["keep-alive", "fresh connections"])
+def test_sampling_reuses_at_most_one_connection_per_request_in_flight(keepalive: bool, most: int) -> None:
+    _CountingServer.accepted = 0
+    server = _CountingServer(("127.0.0.1", 0), _KeepAlive)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        service = Service(name="svc", title="svc", url=f"http://127.0.0.1:{server.server_address[1]}",
+                          slo_path="/work")
+        settings = SloSettings(samples=40, concurrency=4, keepalive=keepalive)
+        seen = _aio.run(lambda: slo.from_samples(service, settings))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen.samples == 40
+    assert seen.values["error_rate"] == 0
+    assert seen.connections == _CountingServer.accepted
+    assert _CountingServer.accepted <= most
+    if not keepalive:
+        assert _CountingServer.accepted == 40
+
+
+def test_an_idle_connection_the_server_closed_is_replaced_not_an_error() -> None:
+    """A server that promises keep-alive and closes anyway: the pool notices and the request still succeeds."""
+    port, _ = raw_http([_response("200 OK", b'{"status": "ok"}', "Content-Length: 16")])
+    pool = http.Pool()
+
+    async def thrice() -> list[tuple[int | None, int]]:
+        seen = []
+        for _ in range(3):
+            result, _body = await http.exchange(f"http://127.0.0.1:{port}/health", target="svc", timeout=2, pool=pool)
+            seen.append((result.status, pool.idle()))
+        pool.close()
+        return seen
+
+    # Each answer leaves a connection that looks reusable; each next request finds it closed and opens anew.
+    assert _aio.run(thrice) == [(200, 1), (200, 1), (200, 1)]
+    assert pool.opened == 3  # each idle connection was found closed and replaced

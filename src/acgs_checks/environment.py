@@ -140,6 +140,7 @@ class SloSettings:
     max_seconds: float = 10.0          # synthetic: no new request after this long
     request_timeout_seconds: float = 15.0  # synthetic: each request (above the 10 s P99 critical)
     scrape_window_seconds: float = 10.0    # scrape: seconds between the two /metrics scrapes
+    keepalive: bool = True             # synthetic: reuse connections (false: a new one per request)
 
 
 @dataclass(frozen=True, repr=False)
@@ -601,7 +602,7 @@ _DURATION = re.compile(r"^\d+(ms|s|m|h|d)$")
 
 def _slo(r: _Reader, raw: Any, has_prometheus: bool) -> SloSettings:
     t = r.table("slo", raw, ("source", "window", "samples", "concurrency", "max_seconds",
-                             "request_timeout_seconds", "scrape_window_seconds"))
+                             "request_timeout_seconds", "scrape_window_seconds", "keepalive"))
     source = r.string("slo.source", t.get("source", "prometheus" if has_prometheus else "synthetic"))
     if source not in SLO_SOURCES:
         raise r.fail("slo.source", f"{source!r} is not a source", "use one of " + ", ".join(SLO_SOURCES))
@@ -617,6 +618,7 @@ def _slo(r: _Reader, raw: Any, has_prometheus: bool) -> SloSettings:
                                          low=0, high=120),
         scrape_window_seconds=r.number("slo.scrape_window_seconds", t.get("scrape_window_seconds", 10.0),
                                        low=0, high=600),
+        keepalive=r.boolean("slo.keepalive", t.get("keepalive", True)),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import socket
 import ssl
@@ -120,7 +121,8 @@ def ssl_context(tls: Tls) -> ssl.SSLContext:
     return context
 
 
-def _request(headers: Sequence[tuple[str, str]], parts: Any, *, absolute: bool = False) -> bytes:
+def _request(headers: Sequence[tuple[str, str]], parts: Any, *, absolute: bool = False,
+             keep_alive: bool = False) -> bytes:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
@@ -134,7 +136,7 @@ def _request(headers: Sequence[tuple[str, str]], parts: Any, *, absolute: bool =
         f"User-Agent: acgs-checks/{__version__}",
         "Accept: application/health+json, application/json;q=0.9, */*;q=0.1",
         "Accept-Encoding: gzip, deflate",
-        "Connection: close",
+        f"Connection: {'keep-alive' if keep_alive else 'close'}",
         *(f"{name}: {value}" for name, value in headers),
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -289,52 +291,102 @@ async def probe_service(service: Service) -> HttpResult:
     return result
 
 
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+Head = tuple[list[str], list[tuple[str, str]]]  # the final status line's pieces, and the response headers
+
+
+class Pool:
+    """Idle keep-alive connections for repeated requests to one service (synthetic sampling).
+
+    At most one idle connection per request in flight; :meth:`close` drops them all.
+    """
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, str, int], list[Connection]] = {}
+        self.opened = 0  # connections made for requests that used this pool
+
+    def take(self, key: tuple[str, str, int]) -> Connection | None:
+        idle = self._idle.get(key)
+        return idle.pop() if idle else None
+
+    def give(self, key: tuple[str, str, int], connection: Connection) -> None:
+        self._idle.setdefault(key, []).append(connection)
+
+    def idle(self) -> int:
+        """How many connections wait to be reused."""
+        return sum(len(idle) for idle in self._idle.values())
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for _reader, writer in idle:
+                writer.transport.abort()
+        self._idle.clear()
+
+
+def _reusable(version: str, headers: dict[str, str], body_bytes: int) -> bool:
+    """An HTTP/1.1 response framed by its length or by chunks, fully read, without Connection: close."""
+    if version != "HTTP/1.1" or headers.get("connection", "").lower() == "close":
+        return False
+    if headers.get("transfer-encoding", "").lower().endswith("chunked"):
+        return True
+    return "content-length" in headers and int(headers["content-length"]) == body_bytes
+
+
 async def exchange(url: str, *, target: str, timeout: float, headers: Sequence[tuple[str, str]] = (),
-                   tls: Tls = NO_TLS, body_limit: int = BODY_LIMIT) -> tuple[HttpResult, bytes]:
-    """One GET, bounded by ``timeout`` in total: what was seen, and the body (up to ``body_limit``)."""
+                   tls: Tls = NO_TLS, body_limit: int = BODY_LIMIT,
+                   pool: Pool | None = None) -> tuple[HttpResult, bytes]:
+    """One GET, bounded by ``timeout`` in total: what was seen, and the body (up to ``body_limit``).
+
+    With ``pool`` the request goes out on an idle keep-alive connection when there is one (an
+    idle connection the server has closed meanwhile is replaced, within the same bound), and
+    the connection is handed back afterwards; ``connect_seconds`` is then 0.
+    """
     shown = display_url(url)
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     start = time.perf_counter()
-    connect_at: float | None = None
-    tcp_at: float | None = None
-    first_byte_at: float | None = None
+    marks: dict[str, float] = {}  # when TCP connected, the connection was ready (TLS too), the answer began
     writer: asyncio.StreamWriter | None = None
+    key = (parts.scheme, host, port)
 
     def result(outcome: str, detail: str, **fields: Any) -> HttpResult:
         return HttpResult(
             target=target, url=shown, outcome=outcome, detail=detail,
             timeout_seconds=timeout, elapsed_seconds=round(time.perf_counter() - start, 6),
-            connect_seconds=None if connect_at is None else round(connect_at - start, 6),
-            first_byte_seconds=None if first_byte_at is None else round(first_byte_at - start, 6),
+            connect_seconds=round(marks["ready"] - start, 6) if "ready" in marks else None,
+            first_byte_seconds=round(marks["answer"] - start, 6) if "answer" in marks else None,
             **fields,
         )
 
     try:
         async with asyncio.timeout(timeout):
-            context = ssl_context(tls) if parts.scheme == "https" else None
             proxy = _proxy_for(parts.scheme, host)
-            extra: dict[str, str] = {}
-            if proxy:
-                reader, writer, extra = await _through_proxy(proxy, parts.scheme, host, port)
+            reused = (await _reuse(pool, key, _request(headers, parts, keep_alive=True))
+                      if pool is not None and not proxy else None)
+            head: Head | None
+            if reused is not None:
+                reader, writer, head = reused
+                marks["tcp"] = marks["ready"] = start
             else:
-                reader, writer = await _connect(host, port)
-            tcp_at = time.perf_counter()
-            if context is not None:
-                await writer.start_tls(context, server_hostname=host)
-            connect_at = time.perf_counter()
-            writer.write(_request([*headers, *extra.items()], parts, absolute=bool(proxy) and context is None))
-            await writer.drain()
-            head = await _response_head(reader)
-            first_byte_at = time.perf_counter()
+                reader, writer, extra = await _open(parts, host=host, port=port, proxy=proxy, tls=tls, marks=marks)
+                if pool is not None:
+                    pool.opened += 1
+                request = _request([*headers, *extra.items()], parts, absolute=bool(proxy) and parts.scheme == "http",
+                                   keep_alive=pool is not None)
+                head = await _ask(reader, writer, request)
+            marks["answer"] = time.perf_counter()
             if head is None:
                 return result(CLOSED, "the server closed the connection without answering"), b""
             pieces, header_list = head
             response_headers = {name.lower(): value for name, value in header_list}
-            body = _decoded(await _read_body(reader, response_headers, body_limit),
-                            response_headers.get("content-encoding", ""), body_limit)
+            raw = await _read_body(reader, response_headers, body_limit)
+            body = _decoded(raw, response_headers.get("content-encoding", ""), body_limit)
             health, field, value = classify_health(body, response_headers.get("content-type", ""))
+            if pool is not None and writer is not None and not proxy and _reusable(pieces[0], response_headers,
+                                                                                  len(raw)):
+                pool.give(key, (reader, writer))
+                writer = None  # handed back: not closed below
             return result(
                 RESPONSE, "", status=int(pieces[1]), reason=pieces[2] if len(pieces) > 2 else "",
                 headers=tuple(header_list),
@@ -342,9 +394,9 @@ async def exchange(url: str, *, target: str, timeout: float, headers: Sequence[t
                 body_bytes=len(body), health=health, health_field=field, health_value=value,
             ), body
     except TimeoutError:
-        if tcp_at is not None and connect_at is None:
+        if "tcp" in marks and "ready" not in marks:
             return result(TLS_TIMEOUT, f"TCP connected, but the TLS handshake did not finish within {timeout:g} s"), b""
-        if connect_at is None:
+        if "ready" not in marks:
             return result(CONNECT_TIMEOUT, f"could not connect within {timeout:g} s"), b""
         return result(TIMEOUT, f"connected, but no complete response within {timeout:g} s"), b""
     except ConnectionRefusedError:
@@ -364,6 +416,45 @@ async def exchange(url: str, *, target: str, timeout: float, headers: Sequence[t
     finally:
         if writer is not None:
             writer.transport.abort()
+
+
+async def _reuse(pool: Pool, key: tuple[str, str, int], request: bytes) -> tuple[
+        asyncio.StreamReader, asyncio.StreamWriter, Head] | None:
+    """Send on an idle pooled connection; None when there is none, or the server closed it meanwhile."""
+    while (idle := pool.take(key)) is not None:
+        reader, writer = idle
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
+            head = await _ask(reader, writer, request)
+            if head is not None:
+                return reader, writer, head
+        writer.transport.abort()
+    return None
+
+
+async def _open(parts: Any, *, host: str, port: int, proxy: str, tls: Tls, marks: dict[str, float]) -> tuple[
+        asyncio.StreamReader, asyncio.StreamWriter, dict[str, str]]:
+    """A new connection (through the proxy when one applies), TLS included; ``marks`` records its phases."""
+    context = ssl_context(tls) if parts.scheme == "https" else None
+    extra: dict[str, str] = {}
+    if proxy:
+        reader, writer, extra = await _through_proxy(proxy, parts.scheme, host, port)
+    else:
+        reader, writer = await _connect(host, port)
+    marks["tcp"] = time.perf_counter()
+    try:
+        if context is not None:
+            await writer.start_tls(context, server_hostname=host)
+    except BaseException:
+        writer.transport.abort()
+        raise
+    marks["ready"] = time.perf_counter()
+    return reader, writer, extra
+
+
+async def _ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> Head | None:
+    writer.write(request)
+    await writer.drain()
+    return await _response_head(reader)
 
 
 def probe_services(services: Sequence[Service], *, concurrency: int = 64) -> dict[str, HttpResult]:

@@ -68,6 +68,7 @@ class SloSnapshot(JsonRecord):
     # Quantiles made of requests that timed out: the true latency is at least this much.
     at_least: dict[str, float] = field(default_factory=dict)
     note: str = ""
+    connections: int = 0  # synthetic: connections the sampler opened (keep-alive reuses them)
 
 
 def shown(url: str) -> str:
@@ -215,6 +216,8 @@ async def from_samples(service: Service, settings: SloSettings) -> SloSnapshot:
     started = time.monotonic()
     results: list[http.HttpResult] = []
     queue = iter(range(settings.samples))
+    # Keep-alive by default: at most one connection per request in flight, reused, as real clients do.
+    pool = http.Pool() if settings.keepalive else None
 
     async def worker() -> None:
         for _ in queue:
@@ -222,11 +225,16 @@ async def from_samples(service: Service, settings: SloSettings) -> SloSnapshot:
                 return
             result, _ = await http.exchange(service.slo_url, target=service.name,
                                             timeout=settings.request_timeout_seconds, headers=service.headers,
-                                            tls=service.tls)
+                                            tls=service.tls, pool=pool)
             results.append(result)
 
-    await asyncio.gather(*(worker() for _ in range(max(1, min(settings.concurrency, settings.samples)))))
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, min(settings.concurrency, settings.samples)))))
+    finally:
+        if pool is not None:
+            pool.close()
     duration = time.monotonic() - started
+    connections = pool.opened if pool is not None else len(results)
     endpoint = f"GET {display_url(service.slo_url)}"
     source = f"{len(results)} synthetic requests to {endpoint}"
     # Every request failing is a measurement too (100 % errors), not a reason to look away.
@@ -256,7 +264,8 @@ async def from_samples(service: Service, settings: SloSettings) -> SloSnapshot:
     at_least = {key: settings.request_timeout_seconds for key in QUANTILES
                 if timed_out and (values[key] or 0.0) >= settings.request_timeout_seconds}
     return SloSnapshot(target=service.name, source=source, window=f"{duration:.1f} s", values=values,
-                       sources=sources, samples=len(results), statuses=statuses, at_least=at_least, note=note)
+                       sources=sources, samples=len(results), statuses=statuses, at_least=at_least, note=note,
+                       connections=connections)
 
 
 # --- scraping /metrics -------------------------------------------------------------------------
