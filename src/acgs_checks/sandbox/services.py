@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -108,6 +109,7 @@ class SandboxService:
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._served: dict[str, int] = {}
+        self._random = random.Random(name)  # noqa: S311 - a fixed seed: the same latencies on every run
 
     async def start(self) -> None:
         if self.fault is not None and self.fault.name == "down":
@@ -207,7 +209,12 @@ class SandboxService:
         self._served[client] = served + 1
         fault = self.fault.name if self.fault else None
         if fault == "latency" and self.fault is not None and self.fault.arg:
-            await asyncio.sleep(latency_sequence(served, self.fault.arg))
+            if client == SAMPLER:
+                await asyncio.sleep(latency_sequence(served, self.fault.arg))
+            else:
+                # Other traffic (what /metrics and Prometheus histograms see): uniform on [0, P95 / 0.95],
+                # a continuous distribution whose 95th percentile is the injected P95, as buckets expect.
+                await asyncio.sleep(self._random.uniform(0, self.fault.arg / 0.95))
         if self.business is not None and self.name == "policy-governance":
             self.business.evaluate()
         if fault == "errors" and self.fault is not None and self.fault.arg is not None:
@@ -234,6 +241,7 @@ class SandboxService:
 
 
 LATENCY_PERIOD = 50
+SAMPLER = "acgs-checks"  # the suite's User-Agent (before the "/version")
 
 
 def latency_sequence(index: int, p95: float) -> float:
