@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import random
+import socket
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -109,20 +110,23 @@ class SandboxService:
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._served: dict[str, int] = {}
+        self._reserved: socket.socket | None = None
         self._random = random.Random(name)  # noqa: S311 - a fixed seed: the same latencies on every run
 
     async def start(self) -> None:
         if self.fault is not None and self.fault.name == "down":
-            # Reserve a port nobody listens on: connecting to it is refused.
-            probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-            self.port = probe.sockets[0].getsockname()[1]
-            probe.close()
-            await probe.wait_closed()
+            # Hold a port that is bound but never listened on: connecting is refused, and no other
+            # server (another test's, another worker's) can take the port while the sandbox runs.
+            self._reserved = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._reserved.bind(("127.0.0.1", 0))
+            self.port = self._reserved.getsockname()[1]
             return
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=512)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        if self._reserved is not None:
+            self._reserved.close()
         if self._server is not None:
             self._server.close()
         for task in list(self._handlers):

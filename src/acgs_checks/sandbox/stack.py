@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -80,6 +82,7 @@ class Sandbox:
         self._backends_lock = threading.Lock()
         self._backends_started = False
         self._stopped = False
+        self._held: list[socket.socket] = []
 
     def __enter__(self) -> Sandbox:
         self.start()
@@ -123,6 +126,8 @@ class Sandbox:
         # db:down leaves the reserved port closed (connection refused); PgBouncer still runs.
         if self._db_fault is None or self._db_fault.name != "down":
             self.postgres.start()
+        else:
+            self._hold(self.postgres.port)
         if self.pgbouncer is not None:
             self.pgbouncer.start()
             if self._pool_fault is not None:
@@ -135,10 +140,18 @@ class Sandbox:
         from acgs_checks.sandbox.workload import RedisWorkload  # noqa: PLC0415 - see __init__
 
         if self._cache_fault is not None and self._cache_fault.name == "down":
+            self._hold(self.redis.port)
             return
         self.redis.start()
         self._cache_workload = RedisWorkload(self.redis, self._cache_fault, window_seconds=CACHE_WINDOW_SECONDS)
         self._cache_workload.start()
+
+    def _hold(self, port: int) -> None:
+        """Bind a down target's port without listening: connects are refused, and no other server can take it."""
+        held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        with contextlib.suppress(OSError):  # taken already: the check still sees no PostgreSQL or Redis there
+            held.bind(("127.0.0.1", port))
+        self._held.append(held)
 
     def stop(self) -> None:
         """Stop everything and remove every folder; safe to call twice (pytest_unconfigure, then atexit)."""
@@ -163,6 +176,8 @@ class Sandbox:
             if self.pgbouncer is not None:
                 self.pgbouncer.stop()
             self.postgres.stop()
+            for held in self._held:
+                held.close()
 
     async def _stop_services(self) -> None:
         if self._traffic_stop is not None and self._traffic is not None:
