@@ -13,11 +13,7 @@ from types import TracebackType
 
 import trustme
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from acgs_checks.sandbox.servers import free_port  # noqa: F401 - the self-tests' ports come from the same place
 
 
 def answer(handler: BaseHTTPRequestHandler, status: int, body: bytes,

@@ -35,7 +35,32 @@ class SandboxError(RuntimeError):
     """A sandbox server could not be started; the message says which and why."""
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
+    """A free loopback port for a server that starts a little later, outside the ephemeral range.
+
+    bind(0) hands out ports from the range the kernel also uses for outgoing connections, and
+    with thousands of short client connections around (synthetic sampling, other test workers)
+    one of them may hold the port by the time the server binds it. Below that range only other
+    servers compete, and each checks the port is free.
+    """
+    low, _high = _ephemeral_range()
+    if low > 12000:
+        for _ in range(50):
+            port = 10000 + secrets.randbelow(low - 10000)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
