@@ -124,9 +124,13 @@ def test_redis_tls_with_client_certificates(run_suite: RunSuite, setup: Setup) -
     port = free_port()
     process = tls_servers.redis_tls(setup.folder, port, setup.pki, password=password)
     other_port = free_port()
-    # The same CA, but a certificate for another host: redis-py must refuse it.
-    other = tls_servers.redis_tls(setup.folder, other_port, setup.pki, password=password,
-                                  cert=setup.pki.wrong_host_cert, key=setup.pki.wrong_host_key)
+    try:
+        # The same CA, but a certificate for another host: redis-py must refuse it.
+        other = tls_servers.redis_tls(setup.folder, other_port, setup.pki, password=password,
+                                      cert=setup.pki.wrong_host_cert, key=setup.pki.wrong_host_key)
+    except BaseException:
+        tls_servers.stop(process)
+        raise
     try:
         env = setup.write(example("redis"))
         variables = {"ACGS_REDIS_PASSWORD": password, "ACGS_REDIS_HOST": f"localhost:{port}"}
@@ -220,8 +224,12 @@ def test_prometheus_behind_a_bearer_token_proxy(run_suite: RunSuite, setup: Setu
     token = secrets.token_urlsafe(16)
     backend, proxy = free_port(), free_port()
     prometheus = tls_servers.prometheus(setup.folder / "prometheus", backend)
-    nginx = tls_servers.nginx_bearer_proxy(setup.folder / "nginx", proxy, setup.pki, token=token,
-                                           upstream=f"http://127.0.0.1:{backend}")
+    try:
+        nginx = tls_servers.nginx_bearer_proxy(setup.folder / "nginx", proxy, setup.pki, token=token,
+                                               upstream=f"http://127.0.0.1:{backend}")
+    except BaseException:
+        tls_servers.stop(prometheus)  # nothing may outlive the test, whatever failed
+        raise
     try:
         env = setup.write(example("prometheus-bearer"))
         variables = {"ACGS_PROMETHEUS_PROXY_HOST": f"localhost:{proxy}", "ACGS_PROMETHEUS_TOKEN": token}
