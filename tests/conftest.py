@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import json
@@ -10,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +27,13 @@ from acgs_checks.sandbox.servers import PostgresServer, free_port
 from servers import RealServers
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# Hypothesis keeps its caches in a folder of this process's own, removed at exit, never in the
+# checkout (.hypothesis/). Set before its plugin first writes there.
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="acgs-selftest-hypothesis-")
+os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = _HYPOTHESIS_HOME
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
 
 
 @dataclass

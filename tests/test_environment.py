@@ -143,3 +143,11 @@ def test_libpq_takes_a_raw_hash_in_a_password_and_the_suite_masks_it(tmp_path: P
     env = load('name = "p"\n[[databases]]\nname = "a"\ndsn = "postgresql://u:ab#cdef@db:5432/acgs"\n', tmp_path)
     assert environment.display_url(env.databases[0].dsn) == "postgresql://u:***@db:5432/acgs"
     assert env.redact("ab#cdef") == "***"
+
+
+def test_libpq_parse_errors_never_echo_a_fragment_of_the_password(tmp_path: Path) -> None:
+    """libpq quotes the token it choked on; a password with a quote in it must not split that masking."""
+    with pytest.raises(ConfigError) as caught:
+        load('name = "p"\n[[databases]]\nname = "a"\ndsn = "${DATABASE_URL}"\n', tmp_path,
+             DATABASE_URL='postgresql://u:0001Aa%"0001Aa@db:5432/acgs')
+    assert "0001Aa" not in str(caught.value)

@@ -417,8 +417,9 @@ class _Reader:
         try:
             params = {k: str(v) for k, v in conninfo_to_dict(text).items() if v is not None}
         except PsycopgError as exc:
-            # libpq quotes the fragment it choked on, which may be part of a password: never echo it.
-            reason = re.sub(r'"[^"]*"', '"…"', str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+            # libpq quotes the fragment it choked on, which may be part of a password (quotes included):
+            # mask from the first quote to the last, never echo it.
+            reason = re.sub(r'".*"', '"…"', str(exc).strip().splitlines()[0] if str(exc).strip() else "")
             raise self.fail(key, f"{shown!r} is not a valid connection string ({reason})", fix) from None
         self.secrets.update(v for k, v in params.items()
                             if k in ("password", "sslpassword") and len(v) >= redaction.MIN_SECRET_LENGTH)
