@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -83,14 +82,8 @@ def enable_postgres_tls(server: PostgresServer, pki: Pki) -> None:
 
 
 def wait_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"{what} exited with {process.returncode}"
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not listen on {port}")
+    """The sandbox's own wait: until ``port`` accepts, or the process exits (SandboxError)."""
+    sandbox_servers._wait_port(port, process, what)
 
 
 def redis_tls(folder: Path, port: int, pki: Pki, *, password: str, cert: Path | None = None,
@@ -107,7 +100,7 @@ def redis_tls(folder: Path, port: int, pki: Pki, *, password: str, cert: Path | 
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, process, "redis-server")
-    except AssertionError:
+    except sandbox_servers.SandboxError:
         if process.poll() is not None:
             pytest.skip("this redis-server does not start with TLS (built without it?): install the machine's Redis")
         raise

@@ -371,16 +371,14 @@ class _Reader:
         shown = redaction.display(text)
         try:
             parts = urlsplit(text)
-            port = parts.port
+            _ = parts.port  # a port that is not a number raises here
         except ValueError:
-            port, parts = None, None
-        del port
+            parts = None
         userinfo = redaction.split_userinfo(text)
         if parts is None or (parts.scheme in schemes and not parts.hostname) or (
                 userinfo is not None and userinfo[2] != parts.password):
             raise self.fail(key, f"{shown!r} is not a valid URL: the part between '://' and the host does not parse",
-                            f"write {schemes[0]}://user:password@host:port; percent-encode a password's "
-                            "reserved characters (/ as %2F, ? as %3F, # as %23, @ as %40, : as %3A, % as %25)")
+                            f"write {schemes[0]}://user:password@host:port; {PERCENT_ENCODING}")
         if parts.scheme not in schemes:
             raise self.fail(
                 key, f"{shown!r} is not an {' or '.join(schemes)} URL",
@@ -405,8 +403,7 @@ class _Reader:
         self.secrets.update(redaction.secrets_in(text))
         shown = redaction.display(text)
         fix = ("write postgresql://user:password@host:port/db (several hosts: host1:5432,host2:5432) or "
-               "keywords host=... port=... user=... dbname=...; percent-encode a URL password's reserved "
-               "characters (/ as %2F, @ as %40, # as %23, ? as %3F, % as %25) or quote a keyword value "
+               f"keywords host=... port=... user=... dbname=...; {PERCENT_ENCODING}, or quote a keyword value "
                "(password='...', with \\' for a quote)")
         scheme = text.split("://", 1)[0] if "://" in text else ""
         if scheme and scheme not in ("postgresql", "postgres"):
@@ -531,6 +528,9 @@ def from_mapping(data: Mapping[str, Any], *, source: str, environ: Mapping[str, 
 
 
 TLS_KEYS = ("verify_tls", "ca_file", "client_cert", "client_key")
+# The one hint for a password that breaks a URL, in every URL and DSN error.
+PERCENT_ENCODING = ("percent-encode a URL password's reserved characters "
+                    "(/ as %2F, ? as %3F, # as %23, @ as %40, : as %3A, % as %25)")
 D = TypeVar("D", bound=Database)
 
 
