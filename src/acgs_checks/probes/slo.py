@@ -139,15 +139,23 @@ async def _api(prometheus: Prometheus, path: str) -> tuple[http.HttpResult, Any]
     return result, document
 
 
-async def query(prometheus: Prometheus, promql: str) -> tuple[float | None, str]:
-    """An instant query: (the single value or None, what went wrong). Empty or NaN is no data."""
+async def _instant(prometheus: Prometheus, promql: str) -> tuple[dict[str, Any] | None, str]:
+    """An instant query's ``data`` object, or None and what went wrong."""
     result, document = await _api(prometheus, "/api/v1/query?query=" + quote(promql, safe=""))
     if not result.reachable:
         return None, result.detail
     if not isinstance(document, dict) or document.get("status") != "success":
         reason = document.get("error") if isinstance(document, dict) else f"HTTP {result.status}"
         return None, f"query failed: {reason}"
-    data = document.get("data", {})
+    data = document.get("data")
+    return (data, "") if isinstance(data, dict) else (None, "query failed: no data object in the answer")
+
+
+async def query(prometheus: Prometheus, promql: str) -> tuple[float | None, str]:
+    """An instant query: (the single value or None, what went wrong). Empty or NaN is no data."""
+    data, error = await _instant(prometheus, promql)
+    if data is None:
+        return None, error
     found = data.get("result")
     if data.get("resultType") == "scalar":
         found = [{"value": found}]
@@ -178,11 +186,9 @@ BUCKETS_QUERY = "sum by (le) (rate(http_request_duration_seconds_bucket{selector
 
 async def _buckets(prometheus: Prometheus, promql: str) -> list[tuple[float, float]]:
     """(le, rate) pairs of a ``sum by (le)`` query; empty when it gives nothing usable."""
-    result, document = await _api(prometheus, "/api/v1/query?query=" + quote(promql, safe=""))
-    if not result.reachable or not isinstance(document, dict) or document.get("status") != "success":
-        return []
-    found = []
-    for series in document.get("data", {}).get("result") or []:
+    data, _error = await _instant(prometheus, promql)
+    found: list[tuple[float, float]] = []
+    for series in (data or {}).get("result") or []:
         try:
             found.append((metrics.parse_value(series["metric"]["le"]), float(series["value"][1])))
         except (KeyError, ValueError, TypeError, IndexError):
