@@ -8,7 +8,7 @@ COPY pyproject.toml README.md conftest.py ./
 COPY src ./src
 COPY checks ./checks
 COPY fixtures ./fixtures
-RUN python -m pip install -e . \
+RUN python -m pip install . \
     && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin checks \
     && mkdir -p reports && chown checks reports
 

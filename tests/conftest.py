@@ -35,6 +35,40 @@ _HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="acgs-selftest-hypothesis-")
 os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = _HYPOTHESIS_HOME
 atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
 
+# No self-test writes into the checkout: every file under it (but caches, the venv and node_modules)
+# is remembered when the run starts (in the xdist controller, before workers) and compared at the end.
+_NOT_WATCHED = {".git", ".venv", "node_modules", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache",
+                ".tox"}
+_CHECKOUT = pytest.StashKey[dict[str, int]]()
+
+
+def _checkout_files() -> dict[str, int]:
+    found: dict[str, int] = {}
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in _NOT_WATCHED and not d.endswith(".egg-info")]
+        for name in files:
+            path = os.path.join(folder, name)
+            with contextlib.suppress(OSError):
+                found[os.path.relpath(path, ROOT)] = os.stat(path).st_mtime_ns
+    return found
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):
+        session.config.stash[_CHECKOUT] = _checkout_files()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    before = session.config.stash.get(_CHECKOUT, None)
+    if before is None:
+        return
+    after = _checkout_files()
+    written = sorted(p for p, mtime in after.items() if before.get(p) != mtime)
+    if written:
+        sys.stderr.write("self-tests wrote into the checkout: " + ", ".join(written[:20]) + "\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 @dataclass
 class Run:

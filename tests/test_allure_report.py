@@ -36,11 +36,15 @@ def assert_html_report_shows(allure_dir: Path, work: Path, base_url_for: functoo
                              failing: str, message: str) -> None:
     """Generate the HTML report from ``allure_dir`` and read the failed check's page in Chromium."""
     report = work / "report"
+    # The suite's own configuration, run from a folder of the test's: its history file is written
+    # there, never into the checkout.
+    shutil.copy(ROOT / "allurerc.mjs", work / "allurerc.mjs")
+    (work / "node_modules").symlink_to(ROOT / "node_modules")
     generated = subprocess.run([str(ALLURE), "generate", str(allure_dir), "--config", "allurerc.mjs",
-                                "-o", str(report)], cwd=ROOT, capture_output=True, text=True, timeout=180,
+                                "-o", str(report)], cwd=work, capture_output=True, text=True, timeout=180,
                                check=False)
     assert generated.returncode == 0, generated.stdout + generated.stderr
-    assert (ROOT / "reports" / "history.jsonl").read_text().strip()  # trends accumulate across runs
+    assert (work / "reports" / "history.jsonl").read_text().strip()  # trends accumulate across runs
 
     by_id = json.loads((report / "test-results.json").read_text())["byId"]
     failed_id = next(k for k, v in by_id.items() if v["name"] == failing)

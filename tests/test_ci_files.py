@@ -74,11 +74,16 @@ def test_dockerfile_runs_pytest_as_a_non_root_user() -> None:
     assert 'ENTRYPOINT ["python", "-m", "pytest", "-p", "no:cacheprovider"]' in lines
     assert "USER 10001" in lines
     assert "ENV CI=true" in lines  # in a cluster the environment must be named, never the sandbox
+    install = next(line for line in lines if "pip install" in line)
+    # A production image: a plain (non-editable) install, without the sandbox's bundled servers.
+    assert "pip install . " in install + " "
+    assert "-e" not in install.split()
+    assert "sandbox" not in install
     for needed in ("pyproject.toml", "src", "checks", "fixtures"):
         assert any(line.startswith("COPY") and needed in line for line in lines), needed
 
 
-def test_kubernetes_cronjob_is_valid() -> None:
+def test_kubernetes_cronjob_is_valid(tmp_path: Path) -> None:
     documents = list(yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "cronjob.yaml").read_text()))
     kinds = {d["kind"]: d for d in documents}
     assert set(kinds) == {"ConfigMap", "CronJob"}
@@ -102,14 +107,10 @@ def test_kubernetes_cronjob_is_valid() -> None:
     text = kinds["ConfigMap"]["data"]["production.toml"]
     from acgs_checks import environment  # noqa: PLC0415
 
-    env_file = ROOT / "reports" / "cronjob-production.toml"
-    env_file.parent.mkdir(exist_ok=True)
+    env_file = tmp_path / "cronjob-production.toml"
     env_file.write_text(text)
-    try:
-        loaded = environment.load(str(env_file), rootdir=ROOT,
-                                  environ={"DATABASE_URL": "postgresql://m@db/acgs", "REDIS_URL": "redis://c:6379/0"})
-    finally:
-        env_file.unlink()
+    loaded = environment.load(str(env_file), rootdir=ROOT,
+                              environ={"DATABASE_URL": "postgresql://m@db/acgs", "REDIS_URL": "redis://c:6379/0"})
     assert [s.name for s in loaded.services] == ["auth", "constitutional-ai", "governance-synthesis",
                                                  "policy-governance"]
     assert loaded.slo.source == "prometheus"

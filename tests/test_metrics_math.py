@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -81,7 +85,7 @@ def test_parse_text_and_deltas() -> None:
 
 
 def test_parse_text_rejects_garbage() -> None:
-    with pytest.raises(ValueError, match="not a metric line"):
+    with pytest.raises(ValueError, match="not the Prometheus text format"):
         metrics.parse_text("this is not { metrics")
 
 
@@ -89,3 +93,40 @@ def test_default_queries_render_the_selector_and_window() -> None:
     rendered = render(DEFAULT_QUERIES["error_rate"], selector='job="auth"', window="5m")
     assert rendered == ('(sum(rate(http_requests_total{job="auth",status=~"5.."}[5m])) or vector(0)) '
                         '/ sum(rate(http_requests_total{job="auth"}[5m]))')
+
+
+PROMTOOL = shutil.which("promtool")
+# Bucket sets (upper bound, cumulative count) and quantiles, including the edges: q = 0 with an
+# empty and a non-empty lowest bucket, q = 1, a rank in +Inf, a negative lowest bound, no observations.
+AGAINST_PROMETHEUS = {
+    "spread": [(0.1, 50), (0.5, 80), (1.0, 100), (INF, 100)],
+    "empty_low": [(0.1, 0), (0.5, 4), (1.0, 5), (INF, 5)],
+    "tail": [(0.1, 50), (0.5, 80), (1.0, 90), (INF, 100)],
+    "negative": [(-1.0, 10), (0.0, 20), (INF, 20)],
+    "nothing": [(0.1, 0), (1.0, 0), (INF, 0)],
+    "one_bucket": [(0.25, 3), (INF, 3)],
+}
+QUANTILES = (0.0, 0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 1.0)
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian's prometheus package) is not installed")
+def test_histogram_quantile_agrees_with_prometheus(tmp_path: Path) -> None:
+    """Prometheus itself (promtool's rule unit tests) evaluates every case and must get our values."""
+    series = [{"series": f'{name}_bucket{{le="{"+Inf" if math.isinf(bound) else bound}"}}', "values": f"{count:g}"}
+              for name, buckets in AGAINST_PROMETHEUS.items() for bound, count in buckets]
+    tests = []
+    for name, buckets in AGAINST_PROMETHEUS.items():
+        for q in QUANTILES:
+            ours = metrics.histogram_quantile(q, buckets)
+            expr = f"histogram_quantile({q}, {name}_bucket)"
+            if math.isnan(ours):
+                # NaN equals nothing, itself included: the comparison keeps no sample exactly when it is NaN.
+                tests.append({"expr": f"{expr} == {expr}", "eval_time": "0m", "exp_samples": []})
+            else:
+                tests.append({"expr": expr, "eval_time": "0m", "exp_samples": [{"labels": "{}", "value": ours}]})
+    document = {"rule_files": [], "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": tests}]}
+    (tmp_path / "quantiles.yml").write_text(json.dumps(document))  # JSON is YAML
+    run = subprocess.run([str(PROMTOOL), "test", "rules", "quantiles.yml"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert len(tests) == len(AGAINST_PROMETHEUS) * len(QUANTILES)

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from test_allure_report import ALLURE, CHROMIUM, assert_html_report_shows
 
+from acgs_checks import metrics
+from acgs_checks.reporting import outputs
 from conftest import ROOT, RunSuite
 from servers import free_port
 
@@ -101,9 +103,10 @@ def test_one_p0_run_agrees_everywhere(run_suite: RunSuite, tmp_path: Path, recei
 
     # Textfile: node_exporter format, written atomically (no temporary file left beside it).
     text = textfile.read_text()
-    assert f'acgs_check_success{{check="{failing}",severity="P0",env="sandbox",review="daily"}} 0' in text
-    assert 'acgs_check_success{check="test_service_health[policy-governance]",severity="P0",env="sandbox",' \
-           'review="daily"} 1' in text
+    success = {(s.labels["check"], s.labels["severity"], s.labels["env"], s.labels["review"]): s.value
+               for s in metrics.parse_text(text) if s.name == "acgs_check_success"}
+    assert success[(failing, "P0", "sandbox", "daily")] == 0
+    assert success[("test_service_health[policy-governance]", "P0", "sandbox", "daily")] == 1
     assert "acgs_check_duration_seconds{" in text
     assert 'acgs_checks_last_run_timestamp_seconds{env="sandbox",review="daily"}' in text
     assert "test_service_not_degraded[auth]" not in text  # skipped checks have no success sample
@@ -113,7 +116,7 @@ def test_one_p0_run_agrees_everywhere(run_suite: RunSuite, tmp_path: Path, recei
     with urllib.request.urlopen(pushgateway + "/metrics", timeout=5) as response:
         pushed = response.read().decode()
     assert (f'acgs_check_success{{check="{failing}",env="sandbox",instance="",job="acgs_checks",review="daily",'
-            f'severity="P0"}} 0') in pushed
+            f'severity="P0"}} 0') in pushed  # the Pushgateway's own rendering
 
     # Webhook: the failures at or above --fail-on, Alertmanager-shaped, with a Slack text.
     assert len(receiver.posts) == 1  # type: ignore[attr-defined]
@@ -192,7 +195,42 @@ def test_runbook_coverage_map_is_guarded(run_suite: RunSuite) -> None:
     assert "checks/test_service_health.py::test_service_health" in out
     assert "[ ] monday.ssl-expiry:" in out  # listed as not automated, not hidden
     assert "not automated" in out
-    requirements = tomllib.loads((ROOT / "fixtures" / "runbook.toml").read_text())["requirement"]
+    requirements = tomllib.loads((ROOT / "src" / "acgs_checks" / "runbook.toml").read_text())["requirement"]
     for requirement in requirements:
         mark = "x" if requirement["automated"] else " "
         assert f"[{mark}] {requirement['id']}:" in out
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    answers: list[int]
+    seen: list[str]
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.seen.append(self.path)
+        code = self.answers.pop(0) if self.answers else 200
+        self.send_response(code)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("answers", "attempts", "problem"), [
+    ([503, 502], 3, ""),                        # transient: retried until it is delivered
+    ([503, 503, 503], 3, "webhook: HTTP 503"),  # still failing after the bounded attempts: one line
+    ([404], 1, "webhook: HTTP 404"),            # refused: another attempt would get the same
+])
+def test_webhook_delivery_retries_only_transient_failures(answers: list[int], attempts: int, problem: str) -> None:
+    handler = type("Handler", (_Flaky,), {"answers": list(answers), "seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        result = outputs.notify(f"http://127.0.0.1:{server.server_address[1]}/hook", {"alerts": []})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(handler.seen) == attempts
+    assert result.startswith(problem) if problem else result == ""

@@ -11,8 +11,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\S+)?$")
-_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+from prometheus_client.parser import text_string_to_metric_families
 
 
 @dataclass(frozen=True)
@@ -22,32 +21,16 @@ class Sample:
     value: float
 
 
-def _unescape(text: str) -> str:
-    return text.replace(r"\\", "\0").replace(r"\"", '"').replace(r"\n", "\n").replace("\0", "\\")
-
-
 def parse_text(text: str) -> list[Sample]:
-    """Parse the Prometheus text exposition format (version 0.0.4); comments are skipped."""
-    samples: list[Sample] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = _LINE.match(line)
-        if match is None:
-            raise ValueError(f"not a metric line: {line[:80]!r}")
-        labels: dict[str, str] = {}
-        if match.group(3):
-            position = 0
-            body = match.group(3)
-            while position < len(body):
-                label = _LABEL.match(body, position)
-                if label is None:
-                    raise ValueError(f"bad labels in: {line[:80]!r}")
-                labels[label.group(1)] = _unescape(label.group(2))
-                position = label.end()
-        samples.append(Sample(match.group(1), labels, parse_value(match.group(4))))
-    return samples
+    """Parse the Prometheus text exposition format with prometheus_client's parser.
+
+    Samples keep their full names (``_bucket``, ``_count``, ``_total``); garbage raises ValueError.
+    """
+    try:
+        return [Sample(s.name, dict(s.labels), float(s.value))
+                for family in text_string_to_metric_families(text) for s in family.samples]
+    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        raise ValueError(f"not the Prometheus text format: {exc}") from None
 
 
 def parse_value(text: str) -> float:
@@ -89,6 +72,9 @@ def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> floa
         return math.nan
     rank = q * observations
     index = next(i for i, (_, count) in enumerate(monotonic) if count >= rank)
+    if rank == 0 and monotonic[index][1] == 0:
+        # q = 0 with an empty lowest bucket: Prometheus divides 0 by 0 there, which is NaN.
+        return math.nan
     if index == len(monotonic) - 1:
         return monotonic[-2][0]
     if index == 0 and monotonic[0][0] <= 0:

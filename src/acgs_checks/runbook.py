@@ -1,4 +1,4 @@
-"""The runbook's requirements, loaded from ``fixtures/runbook.toml``.
+"""The runbook's requirements, loaded from ``runbook.toml`` (package data of acgs_checks).
 
 Checks declare the requirements they cover with ``@pytest.mark.runbook("ID", ...)``.
 Each requirement names where it sits in the runbook (epic / feature / story in Allure),
@@ -14,9 +14,10 @@ from pathlib import Path
 
 from acgs_checks.errors import ConfigError
 
+# A project may keep its own map here (relative to its rootdir); otherwise the packaged one applies.
 MAP_NAME = Path("fixtures") / "runbook.toml"
-# The suite's own copy, for runs whose rootdir is not the suite (a project with its own checks).
-_BUNDLED = Path(__file__).resolve().parents[2] / MAP_NAME
+# Package data: present in editable, wheel and image installs alike.
+_BUNDLED = Path(__file__).resolve().parent / "runbook.toml"
 
 
 @dataclass(frozen=True)

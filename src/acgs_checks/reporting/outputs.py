@@ -11,11 +11,17 @@ import os
 import tempfile
 import time
 import urllib.error
-import urllib.request
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import httpx
+import stamina
+from prometheus_client import CollectorRegistry, generate_latest, push_to_gateway, write_to_textfile
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import basic_auth_handler, default_handler
 
 from acgs_checks import __version__
 from acgs_checks.severity import Severity
@@ -95,44 +101,89 @@ def write_summary(path: Path, summary: RunSummary) -> None:
     _atomic_write(path, json.dumps(summary.to_json(), indent=2, default=str) + "\n")
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class _Results:
+    """The run as a prometheus_client collector: one series per judged check, and the run's timestamp."""
+
+    def __init__(self, summary: RunSummary) -> None:
+        self.summary = summary
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        summary = self.summary
+        labels = ["check", "severity", "env", "review"]
+        success = GaugeMetricFamily("acgs_check_success",
+                                    "Whether the runbook check passed (1) or failed (0) in the last run.",
+                                    labels=labels)
+        duration = GaugeMetricFamily("acgs_check_duration_seconds", "How long the check took in the last run.",
+                                     labels=labels)
+        for check in summary.checks:
+            if check.outcome not in ("passed", "failed"):
+                continue  # a skipped check has no success sample
+            values = [check.name, check.severity, summary.environment, summary.review]
+            success.add_metric(values, 1 if check.outcome == "passed" else 0)
+            duration.add_metric(values, round(check.duration_seconds, 6))
+        finished = GaugeMetricFamily("acgs_checks_last_run_timestamp_seconds",
+                                     "When the last run finished (Unix time).", labels=["env", "review"])
+        finished.add_metric([summary.environment, summary.review], round(summary.finished, 3))
+        yield from (success, duration, finished)
+
+
+def _registry(summary: RunSummary) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Results(summary))
+    return registry
 
 
 def prometheus_text(summary: RunSummary) -> str:
-    """The node_exporter textfile format. One series per check (bounded by the environment's
-    targets), labelled check, severity, env and review; skipped checks have no success sample."""
-    env, review = _label(summary.environment), _label(summary.review)
-    lines = [
-        "# HELP acgs_check_success Whether the runbook check passed (1) or failed (0) in the last run.",
-        "# TYPE acgs_check_success gauge",
-    ]
-    judged = [c for c in summary.checks if c.outcome in ("passed", "failed")]
-    for check in judged:
-        lines.append(f'acgs_check_success{{check="{_label(check.name)}",severity="{check.severity}",'
-                     f'env="{env}",review="{review}"}} {1 if check.outcome == "passed" else 0}')
-    lines += ["# HELP acgs_check_duration_seconds How long the check took in the last run.",
-              "# TYPE acgs_check_duration_seconds gauge"]
-    for check in judged:
-        lines.append(f'acgs_check_duration_seconds{{check="{_label(check.name)}",severity="{check.severity}",'
-                     f'env="{env}",review="{review}"}} {check.duration_seconds:.6f}')
-    lines += ["# HELP acgs_checks_last_run_timestamp_seconds When the last run finished (Unix time).",
-              "# TYPE acgs_checks_last_run_timestamp_seconds gauge",
-              f'acgs_checks_last_run_timestamp_seconds{{env="{env}",review="{review}"}} {summary.finished:.3f}']
-    return "\n".join(lines) + "\n"
+    """The text exposition format: one series per check (bounded by the environment's targets),
+    labelled check, severity, env and review; skipped checks have no success sample."""
+    return generate_latest(_registry(summary)).decode("utf-8")
 
 
 def write_textfile(path: Path, summary: RunSummary) -> None:
-    _atomic_write(path, prometheus_text(summary))
+    """The node_exporter textfile, written to a temporary file beside it and renamed (never half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(path), _registry(summary))
+
+
+# Delivery retries transient failures (refused, reset, 5xx) a few times within a bound; a probe never retries.
+_DELIVERY_ATTEMPTS = 3
+_DELIVERY_BOUND_SECONDS = 15.0
+
+
+class _Transient(Exception):
+    """A 5xx answer: worth another attempt."""
+
+
+def _retrying(send: Callable[[], None]) -> None:
+    retry = stamina.retry(on=(_Transient, urllib.error.URLError, httpx.TransportError, OSError),
+                          attempts=_DELIVERY_ATTEMPTS, timeout=_DELIVERY_BOUND_SECONDS,
+                          wait_initial=0.2, wait_max=2.0, wait_jitter=0.1)
+    retry(send)()
 
 
 def push(url: str, summary: RunSummary) -> str:
     """PUT the metrics to a Pushgateway, grouped by env and review. Returns an error line or ''."""
-    target = (f"{url.rstrip('/')}/metrics/job/acgs_checks/env/{quote(summary.environment, safe='')}"
-              f"/review/{quote(summary.review, safe='')}")
-    request = urllib.request.Request(target, data=prometheus_text(summary).encode(), method="PUT",  # noqa: S310
-                                     headers={"Content-Type": "text/plain; version=0.0.4"})
-    return _send(request, "pushgateway")
+    parts = urlsplit(url)
+    gateway = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
+    username, password = unquote(parts.username or ""), unquote(parts.password or "")
+
+    def handler(url: str, method: str, timeout: float | None, headers: list[tuple[str, str]],
+                data: bytes) -> Callable[[], None]:  # prometheus_client passes these by keyword
+        if username or password:
+            return basic_auth_handler(url, method, timeout, headers, data, username, password)
+        return default_handler(url, method, timeout, headers, data)
+
+    def send() -> None:
+        try:
+            push_to_gateway(gateway, job="acgs_checks", registry=_registry(summary),
+                            grouping_key={"env": summary.environment, "review": summary.review},
+                            timeout=PUSH_TIMEOUT_SECONDS, handler=handler)
+        except urllib.error.HTTPError as exc:
+            if exc.code >= 500:
+                raise _Transient(f"HTTP {exc.code} {exc.reason}") from None
+            raise
+
+    return _delivered("pushgateway", send)
 
 
 def webhook_payload(summary: RunSummary, level: Severity) -> dict[str, object]:
@@ -160,19 +211,32 @@ def webhook_payload(summary: RunSummary, level: Severity) -> dict[str, object]:
 
 
 def notify(url: str, payload: dict[str, object]) -> str:
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",  # noqa: S310
-                                     headers={"Content-Type": "application/json"})
-    return _send(request, "webhook")
+    """POST the payload as JSON. Returns an error line or ''."""
+    def send() -> None:
+        response = httpx.post(url, json=payload, timeout=PUSH_TIMEOUT_SECONDS)
+        if response.status_code >= 500:
+            raise _Transient(f"HTTP {response.status_code} {response.reason_phrase}")
+        if response.status_code >= 300:
+            raise _Refused(f"HTTP {response.status_code} {response.reason_phrase}")
+
+    return _delivered("webhook", send)
 
 
-def _send(request: urllib.request.Request, what: str) -> str:
+class _Refused(Exception):
+    """A 3xx or 4xx answer: another attempt would get the same."""
+
+
+def _delivered(what: str, send: Callable[[], None]) -> str:
     try:
-        with urllib.request.urlopen(request, timeout=PUSH_TIMEOUT_SECONDS) as response:  # noqa: S310 - http(s) URLs validated at start
-            if response.status >= 300:
-                return f"{what}: HTTP {response.status}"
+        _retrying(send)
     except urllib.error.HTTPError as exc:
         return f"{what}: HTTP {exc.code} {exc.reason}"
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return f"{what}: {reason}"
+    except (_Transient, _Refused) as exc:
+        return f"{what}: {exc}"
+    except urllib.error.URLError as exc:
+        return f"{what}: {exc.reason}"
+    except httpx.HTTPError as exc:
+        return f"{what}: {type(exc).__name__}: {exc}"
+    except OSError as exc:
+        return f"{what}: {exc}"
     return ""
