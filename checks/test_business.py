@@ -14,7 +14,7 @@ from acgs_checks.environment import Environment
 from acgs_checks.verdict import breached, fail, no_data, unreachable
 
 if TYPE_CHECKING:  # the probe modules load only when such checks run
-    from acgs_checks.probes.slo import BusinessSnapshot
+    from acgs_checks.probes.business import BusinessSnapshot
 
 pytestmark = [pytest.mark.daily, pytest.mark.business]
 

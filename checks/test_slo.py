@@ -16,7 +16,8 @@ from acgs_checks.environment import Environment
 from acgs_checks.verdict import breached, fail, no_data, not_applicable, unreachable
 
 if TYPE_CHECKING:  # the probe modules load only when such checks run
-    from acgs_checks.probes.slo import SloSnapshot, SourceStatus
+    from acgs_checks.probes.prometheus import SourceStatus
+    from acgs_checks.probes.slo import SloSnapshot
 
 pytestmark = [pytest.mark.daily, pytest.mark.slo]
 

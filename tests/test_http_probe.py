@@ -87,7 +87,7 @@ def test_localhost_falls_back_to_ipv4(servers: RealServers) -> None:
 def test_configured_headers_are_sent(servers: RealServers) -> None:
     server = servers.http()
     port = server.server_address[1]
-    probe(service(f"http://127.0.0.1:{port}", headers=(("Authorization", "Bearer abc"),)))
+    probe(service(f"http://127.0.0.1:{port}", headers={"Authorization": "Bearer abc"}))
     assert server.seen_headers[0]["Authorization"] == "Bearer abc"  # type: ignore[attr-defined]
 
 

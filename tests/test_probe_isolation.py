@@ -12,7 +12,7 @@ import psycopg  # noqa: F401 - imported once here: in-process runs must not load
 import pytest
 import redis  # noqa: F401
 
-from acgs_checks.probes import cache, http, postgres, slo, targets  # noqa: F401 - loaded before any run: see above
+from acgs_checks.probes import business, cache, http, postgres, slo  # noqa: F401 - loaded before any run: see above
 
 # probe kind -> (module, function, the target, a case of it, a case of another kind that must still pass)
 KINDS = {
@@ -25,7 +25,7 @@ KINDS = {
     "cache": ("acgs_checks.probes.cache", "probe_cache", "main", "test_cache_reachable[main]",
               "test_database_connectivity[primary]"),
     "slo": ("acgs_checks.probes.slo", "from_samples", "auth", "test_p95_latency[auth]", "test_service_health[auth]"),
-    "business": ("acgs_checks.probes.slo", "business_metric", "compliance", "test_constitutional_compliance",
+    "business": ("acgs_checks.probes.business", "business_metric", "compliance", "test_constitutional_compliance",
                  "test_p95_latency[auth]"),
 }
 

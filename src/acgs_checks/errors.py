@@ -15,8 +15,19 @@ class ConfigError(Exception):
         self.key = key
         self.problem = problem
         self.fix = fix
+        self.more: tuple[ConfigError, ...] = ()
         super().__init__(self.line())
 
     def line(self) -> str:
         where = f"{self.source}: {self.key}" if self.key else self.source
         return f"{where}: {self.problem}; fix: {self.fix}"
+
+    def __str__(self) -> str:
+        """Every problem found, one line each (a file with three mistakes says all three)."""
+        return "\n".join(e.line() for e in (self, *self.more))
+
+    @classmethod
+    def of(cls, errors: list[ConfigError]) -> ConfigError:
+        first = errors[0]
+        first.more = tuple(errors[1:])
+        return first

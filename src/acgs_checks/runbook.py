@@ -20,6 +20,25 @@ MAP_NAME = Path("fixtures") / "runbook.toml"
 _BUNDLED = Path(__file__).resolve().parent / "runbook.toml"
 
 
+# The review days and areas the check markers name (the runbook's schedule and sections).
+REVIEW_DAYS = {
+    "daily": "the 09:00 UTC morning health check",
+    "monday": "the Monday security review",
+    "wednesday": "the Wednesday performance review",
+    "friday": "the Friday backup verification",
+}
+AREAS = {
+    "health": "service health endpoints",
+    "database": "PostgreSQL and its connection pool",
+    "cache": "Redis",
+    "slo": "latency and error-rate objectives",
+    "security": "authentication, TLS and access",
+    "performance": "performance trends and slow queries",
+    "backup": "backups and restoration",
+    "infra": "hosts: CPU, memory, disk, network",
+    "business": "compliance score and policy evaluation",
+}
+
 @dataclass(frozen=True)
 class Requirement:
     id: str

@@ -6,6 +6,7 @@ Ratios are written in percent, as the runbook writes them.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -133,13 +134,17 @@ class Thresholds:
     def from_table(cls, table: dict[str, Any], *, source: str) -> Thresholds:
         """Build from a ``[thresholds]`` table; unknown keys and bad values are ConfigErrors."""
         values: dict[str, float] = {}
-        for key, raw in table.items():
+        for key, written in table.items():
+            raw = written
             spec = _BY_KEY.get(key)
             if spec is None:
                 raise ConfigError(
                     source=source, key=f"thresholds.{key}", problem="unknown threshold",
                     fix="use one of " + ", ".join(sorted(_BY_KEY)),
                 )
+            if isinstance(raw, str):  # a ${VAR} expanded to text
+                with contextlib.suppress(ValueError):
+                    raw = float(raw)
             if isinstance(raw, bool) or not isinstance(raw, int | float):
                 raise ConfigError(
                     source=source, key=f"thresholds.{key}",

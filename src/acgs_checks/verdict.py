@@ -64,8 +64,18 @@ def failure_kind(message: str) -> str:
     return "other"
 
 
-# The last breach's numbers, picked up by the plugin for summary.json and JUnit properties.
-_measurement: dict[str, float] = {}
+class Breach(pytest.fail.Exception):  # type: ignore[name-defined,misc]  # pytest's Failed outcome
+    """A threshold breach: the failure, carrying the measured value and the threshold as data."""
+
+    def __init__(self, message: str, *, value: float | None, threshold: float | None) -> None:
+        super().__init__(msg=message, pytrace=False)
+        self.value = value
+        self.threshold = threshold
+
+    def numbers(self) -> dict[str, float]:
+        """For summary.json and JUnit properties."""
+        found = {"measured": self.value, "threshold": self.threshold}
+        return {k: v for k, v in found.items() if v is not None}
 
 
 def breached(measured: str, expected: str, *, value: float | None = None, threshold: float | None = None) -> NoReturn:
@@ -73,19 +83,7 @@ def breached(measured: str, expected: str, *, value: float | None = None, thresh
 
     ``value`` and ``threshold`` are the same numbers as data, for machine-readable summaries.
     """
-    _measurement.clear()
-    if value is not None:
-        _measurement["measured"] = value
-    if threshold is not None:
-        _measurement["threshold"] = threshold
-    fail(f"{measured} (expected {expected})")
-
-
-def take_measurement() -> dict[str, float]:
-    """The numbers of the breach just raised (empty if none), cleared for the next check."""
-    taken = dict(_measurement)
-    _measurement.clear()
-    return taken
+    raise Breach(_clean(f"{measured} (expected {expected})"), value=value, threshold=threshold)
 
 
 BLOCKED_BY_LABEL = "blocked_by"

@@ -19,7 +19,8 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from acgs_checks.environment import Cache, display_url
+from acgs_checks import kinds, verdict
+from acgs_checks.environment import Cache, Environment, display_url
 from acgs_checks.probes._record import JsonRecord
 
 CLIENT_NAME = "acgs-checks"
@@ -143,3 +144,29 @@ async def probe_cache(cache: Cache, *, window_seconds: float) -> CacheSnapshot:
                              notes=notes)
     finally:
         await client.aclose()
+
+
+# --- the kind -----------------------------------------------------------------------------------
+
+def _gate(seen: CacheSnapshot, env: Environment) -> kinds.Decision | None:
+    del env
+    if not seen.reachable:
+        reason = "refused access" if seen.denied else "is unreachable"
+        return lambda: verdict.blocked(seen.target, reason, see=f"test_cache_reachable[{seen.target}]")
+    if "info" in seen.errors:
+        return lambda: verdict.no_data(f"{seen.target}: INFO on {seen.url} failed: {seen.errors['info']}")
+    return None
+
+
+async def _probe(store: Cache, job: kinds.Job) -> CacheSnapshot:
+    return await probe_cache(store, window_seconds=job.env.defaults.cache_window_seconds)
+
+
+CACHE = kinds.register(kinds.ProbeKind(
+    name="cache", section="caches", record=CacheSnapshot, param="cache", fixture="cache_probe",
+    probe=_probe,
+    targets=lambda env: env.caches,
+    gate=kinds.Gate(_gate, fixture="redis_info", doc="the snapshot; blocked when Redis is unreachable, no data "
+                    "when INFO failed"),
+    doc="PING and two INFO samples of a Redis",
+))

@@ -18,8 +18,8 @@ from itertools import zip_longest
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from acgs_checks import __version__
-from acgs_checks.environment import NO_TLS, Service, Tls, display_url
+from acgs_checks import __version__, kinds
+from acgs_checks.environment import NO_TLS, Environment, Service, Tls, display_url
 from acgs_checks.probes import _aio
 from acgs_checks.probes._record import JsonRecord
 
@@ -287,7 +287,7 @@ async def _through_proxy(proxy: str, scheme: str, host: str, port: int) -> tuple
 async def probe_service(service: Service) -> HttpResult:
     """GET the service's health URL once; never raises for an unhealthy target."""
     result, _ = await exchange(service.health_url, target=service.name, timeout=service.timeout_seconds,
-                               headers=service.headers, tls=service.tls)
+                               headers=tuple(service.headers.items()), tls=service.tls)
     return result
 
 
@@ -472,3 +472,22 @@ def summary(result: HttpResult) -> str:
     if result.outcome != RESPONSE:
         return f"{head} {result.detail}"
     return f"{head} {result.status} in {result.elapsed_seconds:.3f} s"
+
+
+# --- the kind -----------------------------------------------------------------------------------
+
+def _attach(result: HttpResult, env: Environment) -> None:
+    from acgs_checks.reporting import evidence  # noqa: PLC0415 - the reporting layer imports this module
+
+    evidence.attach_http(result, env)
+
+
+async def _probe(service: Service, job: kinds.Job) -> HttpResult:
+    return await probe_service(service)
+
+
+SERVICE = kinds.register(kinds.ProbeKind(
+    name="service", section="services", record=HttpResult, param="service", fixture="health",
+    probe=_probe, targets=lambda env: env.services, evidence=_attach,
+    doc="one GET of each service's health URL",
+))

@@ -29,7 +29,8 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
-from acgs_checks.environment import Database, Pooler, display_url
+from acgs_checks import kinds, verdict
+from acgs_checks.environment import Database, Environment, Pooler, display_url
 from acgs_checks.probes._record import JsonRecord
 
 APPLICATION_NAME = "acgs-checks"
@@ -342,3 +343,46 @@ async def probe_pooler(pooler: Pooler) -> PoolerSnapshot:
         pools=results.get("SHOW POOLS", []), databases=results.get("SHOW DATABASES", []),
         config={str(row["key"]): str(row["value"]) for row in results.get("SHOW CONFIG", [])}, errors=errors,
     )
+
+
+# --- the kinds ----------------------------------------------------------------------------------
+
+def why_blocked(denied: str) -> str:
+    return "refused access" if denied else "is unreachable"
+
+
+def _db_gate(seen: PgSnapshot, env: Environment) -> kinds.Decision | None:
+    del env
+    if seen.reachable:
+        return None
+    return lambda: verdict.blocked(seen.target, why_blocked(seen.denied),
+                                   see=f"test_database_connectivity[{seen.target}]")
+
+
+def _pool_gate(seen: PoolerSnapshot, env: Environment) -> kinds.Decision | None:
+    del env
+    if seen.reachable:
+        return None
+    return lambda: verdict.blocked(seen.target, why_blocked(seen.denied), see=f"test_pooler_reachable[{seen.target}]")
+
+
+async def _probe_database(db: Database, job: kinds.Job) -> PgSnapshot:
+    return await probe_database(db)
+
+
+async def _probe_pooler(pooler: Pooler, job: kinds.Job) -> PoolerSnapshot:
+    return await probe_pooler(pooler)
+
+
+DATABASE = kinds.register(kinds.ProbeKind(
+    name="database", section="databases", record=PgSnapshot, param="database", fixture="database_probe",
+    probe=_probe_database, targets=lambda env: env.databases,
+    gate=kinds.Gate(_db_gate, fixture="db", doc="the snapshot; blocked when the database is unreachable"),
+    doc="one read-only pass over a PostgreSQL database",
+))
+POOLER = kinds.register(kinds.ProbeKind(
+    name="pooler", section="poolers", record=PoolerSnapshot, param="pooler", fixture="pooler_probe",
+    probe=_probe_pooler, targets=lambda env: env.poolers,
+    gate=kinds.Gate(_pool_gate, fixture="pool", doc="the snapshot; blocked when the admin console is unreachable"),
+    doc="SHOW POOLS, DATABASES and CONFIG from a PgBouncer admin console",
+))

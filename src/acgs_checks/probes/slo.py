@@ -14,19 +14,16 @@ client_error_rate, request_rate, active_connections), each with the text of its 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import quote
 
-from acgs_checks import metrics
-from acgs_checks.environment import BusinessMetric, Prometheus, Service, SloSettings, display_url
+from acgs_checks import kinds, metrics, verdict
+from acgs_checks.environment import Environment, Prometheus, Service, SloSettings, display_url
 from acgs_checks.probes import http
 from acgs_checks.probes._record import JsonRecord
+from acgs_checks.probes.prometheus import blocked_by_source, buckets, query, reachable_once
 
 DEFAULT_QUERIES = {
     "p50": 'histogram_quantile(0.5, sum by (le) (rate(http_request_duration_seconds_bucket{selector}[{window}])))',
@@ -40,11 +37,6 @@ DEFAULT_QUERIES = {
                          '/ sum(rate(http_requests_total{selector}[{window}]))',
     "request_rate": "sum(rate(http_requests_total{selector}[{window}]))",
     "active_connections": "sum(http_requests_in_flight{selector})",
-}
-DEFAULT_BUSINESS_QUERIES = {
-    "compliance": "avg(acgs_constitutional_compliance_score)",
-    "policy_success": '(sum(rate(acgs_policy_evaluations_total{result="success"}[{window}])) or vector(0)) '
-                      "/ sum(rate(acgs_policy_evaluations_total[{window}]))",
 }
 QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 
@@ -71,35 +63,6 @@ class SloSnapshot(JsonRecord):
     connections: int = 0  # synthetic: connections the sampler opened (keep-alive reuses them)
 
 
-def shown(url: str) -> str:
-    return display_url(url)
-
-
-@dataclass(frozen=True)
-class SourceStatus(JsonRecord):
-    """Whether a metrics source (Prometheus) answers at all."""
-
-    target: str
-    url: str
-    reachable: bool
-    error: str = ""
-    denied: str = ""   # access was refused: the credential to check
-
-
-@dataclass(frozen=True)
-class BusinessSnapshot(JsonRecord):
-    target: str
-    source: str
-    value: float | None = None
-    error: str = ""
-    reachable: bool = True
-    denied: str = ""
-
-
-DENIED_STATUSES = (401, 403)
-PROMETHEUS_DENIED = "[prometheus] username/password or bearer_token (or user:password@ in its url)"
-
-
 def render(template: str, *, selector: str, window: str) -> str:
     """Fill the service's label matcher and the window into a PromQL template.
 
@@ -111,89 +74,11 @@ def render(template: str, *, selector: str, window: str) -> str:
 
 
 def service_queries(service: Service, prometheus: Prometheus, window: str) -> dict[str, str]:
-    templates = {**DEFAULT_QUERIES, **dict(prometheus.queries), **dict(service.queries)}
+    templates = {**DEFAULT_QUERIES, **dict(prometheus.queries.items()), **dict(service.queries.items())}
     return {key: render(text, selector=service.selector, window=window) for key, text in templates.items()}
 
 
-# --- Prometheus -------------------------------------------------------------------------------
-
-def _auth_headers(prometheus: Prometheus) -> tuple[tuple[str, str], ...]:
-    if prometheus.bearer_token:
-        return (("Authorization", f"Bearer {prometheus.bearer_token}"),)
-    if prometheus.username:
-        token = base64.b64encode(f"{prometheus.username}:{prometheus.password}".encode()).decode()
-        return (("Authorization", f"Basic {token}"),)
-    return ()
-
-
-async def _api(prometheus: Prometheus, path: str) -> tuple[http.HttpResult, Any]:
-    result, body = await http.exchange(
-        prometheus.url.rstrip("/") + path, target="prometheus", timeout=prometheus.timeout_seconds,
-        headers=_auth_headers(prometheus), tls=prometheus.tls, body_limit=4 * 1024 * 1024)
-    document: Any = None
-    if result.reachable and body:
-        try:
-            document = json.loads(body)
-        except ValueError:
-            document = None
-    return result, document
-
-
-async def _instant(prometheus: Prometheus, promql: str) -> tuple[dict[str, Any] | None, str]:
-    """An instant query's ``data`` object, or None and what went wrong."""
-    result, document = await _api(prometheus, "/api/v1/query?query=" + quote(promql, safe=""))
-    if not result.reachable:
-        return None, result.detail
-    if not isinstance(document, dict) or document.get("status") != "success":
-        reason = document.get("error") if isinstance(document, dict) else f"HTTP {result.status}"
-        return None, f"query failed: {reason}"
-    data = document.get("data")
-    return (data, "") if isinstance(data, dict) else (None, "query failed: no data object in the answer")
-
-
-async def query(prometheus: Prometheus, promql: str) -> tuple[float | None, str]:
-    """An instant query: (the single value or None, what went wrong). Empty or NaN is no data."""
-    data, error = await _instant(prometheus, promql)
-    if data is None:
-        return None, error
-    found = data.get("result")
-    if data.get("resultType") == "scalar":
-        found = [{"value": found}]
-    if not found:
-        return None, f"no data for {promql}"
-    if len(found) > 1:
-        return None, f"{len(found)} series for {promql}; the query must return one (aggregate it)"
-    value = float(found[0]["value"][1])
-    if math.isnan(value):
-        return None, f"no data for {promql} (NaN: nothing was observed in the window)"
-    return value, ""
-
-
-async def prometheus_reachable(prometheus: Prometheus) -> tuple[str, str]:
-    """("", "") when the API answers; otherwise why not (one line), and for a refusal what to check."""
-    result, document = await _api(prometheus, "/api/v1/status/buildinfo")
-    if not result.reachable:
-        return f"GET {result.url} → {result.detail}", ""
-    if result.status in DENIED_STATUSES:
-        return f"GET {result.url} → HTTP {result.status} {result.reason}".rstrip(), PROMETHEUS_DENIED
-    if result.status != 200 or not isinstance(document, dict):
-        return f"GET {result.url} → HTTP {result.status} (expected 200 with JSON)", ""
-    return "", ""
-
-
 BUCKETS_QUERY = "sum by (le) (rate(http_request_duration_seconds_bucket{selector}[{window}]))"
-
-
-async def _buckets(prometheus: Prometheus, promql: str) -> list[tuple[float, float]]:
-    """(le, rate) pairs of a ``sum by (le)`` query; empty when it gives nothing usable."""
-    data, _error = await _instant(prometheus, promql)
-    found: list[tuple[float, float]] = []
-    for series in (data or {}).get("result") or []:
-        try:
-            found.append((metrics.parse_value(series["metric"]["le"]), float(series["value"][1])))
-        except (KeyError, ValueError, TypeError, IndexError):
-            return []
-    return found
 
 
 async def from_prometheus(service: Service, prometheus: Prometheus, settings: SloSettings) -> SloSnapshot:
@@ -203,12 +88,12 @@ async def from_prometheus(service: Service, prometheus: Prometheus, settings: Sl
     errors = {key: error for key, (_, error) in zip(queries, answers, strict=True) if error}
     # With the default quantile queries, the same buckets tell whether a quantile hit the top bucket.
     defaults = {key for key in QUANTILES
-                if dict(service.queries).get(key, dict(prometheus.queries).get(key)) is None}
+                if dict(service.queries.items()).get(key, dict(prometheus.queries.items()).get(key)) is None}
     ceilings: dict[str, list[float]] = {}
     if defaults:
-        buckets = await _buckets(prometheus, render(BUCKETS_QUERY, selector=service.selector, window=settings.window))
+        found = await buckets(prometheus, render(BUCKETS_QUERY, selector=service.selector, window=settings.window))
         for key in defaults:
-            capped = metrics.beyond_top_bucket(QUANTILES[key], buckets)
+            capped = metrics.beyond_top_bucket(QUANTILES[key], found)
             if capped is not None:
                 ceilings[key] = list(capped)
     return SloSnapshot(target=service.name, source=f"Prometheus {display_url(prometheus.url)}",
@@ -230,8 +115,8 @@ async def from_samples(service: Service, settings: SloSettings) -> SloSnapshot:
             if time.monotonic() - started > settings.max_seconds:
                 return
             result, _ = await http.exchange(service.slo_url, target=service.name,
-                                            timeout=settings.request_timeout_seconds, headers=service.headers,
-                                            tls=service.tls, pool=pool)
+                                            timeout=settings.request_timeout_seconds,
+                                            headers=tuple(service.headers.items()), tls=service.tls, pool=pool)
             results.append(result)
 
     try:
@@ -298,7 +183,7 @@ async def from_scrapes(service: Service, settings: SloSettings) -> SloSnapshot:
         if index:
             await asyncio.sleep(settings.scrape_window_seconds)
         result, body = await http.exchange(service.metrics_url, target=service.name,
-                                           timeout=service.timeout_seconds, headers=service.headers,
+                                           timeout=service.timeout_seconds, headers=tuple(service.headers.items()),
                                            tls=service.tls,
                                            body_limit=8 * 1024 * 1024)
         if not result.reachable or result.status != 200:
@@ -337,61 +222,55 @@ async def from_scrapes(service: Service, settings: SloSettings) -> SloSnapshot:
                        sources={key: source for key in values}, errors=missing, samples=int(total), ceilings=ceilings)
 
 
-# --- business metrics --------------------------------------------------------------------------
-
-def _field(document: Any, path: str) -> Any:
-    for part in path.split("."):
-        if isinstance(document, dict) and part in document:
-            document = document[part]
-        elif isinstance(document, list) and part.isdigit() and int(part) < len(document):
-            document = document[int(part)]
-        else:
-            raise KeyError(part)
-    return document
 
 
-def business_metrics(business: tuple[BusinessMetric, ...], prometheus: Prometheus | None) -> tuple[BusinessMetric, ...]:
-    """The configured business metrics; with none configured but a Prometheus, the default queries."""
-    if business or prometheus is None:
-        return business
-    return tuple(BusinessMetric(name=name, query=text) for name, text in DEFAULT_BUSINESS_QUERIES.items())
+# --- the kind -----------------------------------------------------------------------------------
+
+# How an SLO result says its service's health probe failed, so sampling left it alone.
+NOT_MEASURED = "not measured:"
 
 
-async def business_metric(metric: BusinessMetric, prometheus: Prometheus | None, window: str) -> BusinessSnapshot:
-    """One business metric as a ratio (0..1), from its query or its JSON endpoint."""
-    scale = 0.01 if metric.unit == "percent" else 1.0
-    if metric.query:
-        assert prometheus is not None
-        text = metric.query.replace("{window}", window)
-        value, error = await query(prometheus, text)
-        unit = _unit_problem(value, metric.unit)
-        return BusinessSnapshot(metric.name, f"PromQL {text}", None if value is None or unit else value * scale,
-                                unit or error)
-    source = f"GET {display_url(metric.url)} field {metric.field}"
-    result, body = await http.exchange(metric.url, target=metric.name, timeout=metric.timeout_seconds,
-                                       headers=metric.headers, tls=metric.tls)
-    if not result.reachable or (result.status or 0) >= 400:
-        denied = (f"the headers configured in [business.{metric.name}] (a token) and the endpoint's access rules"
-                  if result.status in DENIED_STATUSES else "")
-        return BusinessSnapshot(metric.name, source, None, f"GET {result.url} → {result.detail or result.status}",
-                                reachable=False, denied=denied)
-    try:
-        raw = _field(json.loads(body), metric.field)
-        value = float(raw)
-    except (ValueError, KeyError, TypeError) as exc:
-        return BusinessSnapshot(metric.name, source, None, f"no usable value at field {metric.field!r} ({exc})")
-    unit = _unit_problem(value, metric.unit)
-    if unit:
-        return BusinessSnapshot(metric.name, source, None, unit)
-    return BusinessSnapshot(metric.name, source, value * scale)
+async def probe(service: Service, job: kinds.Job) -> SloSnapshot:
+    """The numbers from the environment's source.
+
+    With Prometheus, first ask (once per run) whether it answers at all. Sampling or scraping
+    waits for the service's health probe when that runs too, and leaves a service that did not
+    answer alone: its health case already fails, and sampling a dead service would only wait
+    out the request timeout many times over.
+    """
+    env, settings = job.env, job.env.slo
+    if settings.source == "prometheus" and env.prometheus is not None:
+        down, _ = await reachable_once(job, env.prometheus)
+        if down:
+            return SloSnapshot(target=service.name, source=f"Prometheus {display_url(env.prometheus.url)}",
+                               window=settings.window, reachable=False, error=down)
+        return await from_prometheus(service, env.prometheus, settings)
+    health = job.before
+    if isinstance(health, http.HttpResult) and not health.reachable:
+        return SloSnapshot(target=service.name, source=settings.source, window="-", reachable=False,
+                           error=f"{NOT_MEASURED} {health.detail}")
+    if settings.source == "scrape":
+        return await from_scrapes(service, settings)
+    return await from_samples(service, settings)
 
 
-def _unit_problem(value: float | None, unit: str) -> str:
-    """A value its unit cannot hold (a "ratio" of 90, a percent of 140, anything negative) is no measurement."""
-    if value is None or math.isnan(value):
-        return ""
-    top = 1.0 if unit == "ratio" else 100.0
-    if not 0 <= value <= top:
-        other = 'unit = "percent"' if unit == "ratio" and 0 <= value <= 100 else "the source"
-        return f"unit: {value:g} cannot be a {unit} (0..{top:g}); check {other}"
-    return ""
+def _gate(seen: SloSnapshot, env: Environment) -> kinds.Decision | None:
+    """Blocked only by what failed for the same reason: the metrics source, or the health probe that
+    stopped the sampling; anything else the source could not read is no data."""
+    if seen.reachable:
+        return None
+    if env.slo.source == "prometheus":
+        return blocked_by_source(seen.target, seen.error)
+    if seen.error.startswith(NOT_MEASURED):
+        return lambda: verdict.blocked(seen.target, f"has no SLO data ({seen.error})",
+                                       see=f"test_service_health[{seen.target}]")
+    return lambda: verdict.no_data(f"{seen.target}: {seen.error} (source: {seen.source})")
+
+
+SLO = kinds.register(kinds.ProbeKind(
+    name="slo", section="slo", record=SloSnapshot, probe=probe, param="service", fixture="slo_probe",
+    targets=lambda env: env.services, after="service",
+    gate=kinds.Gate(_gate, fixture="slo", doc="the numbers; blocked when the metrics source or the health probe "
+                    "failed, no data when the source could not read them"),
+    doc="latency, error and traffic numbers per service",
+))

@@ -1,0 +1,278 @@
+"""The environment file as a whole: settings sections, the file model, and the validated Environment.
+
+The target models (services, databases, poolers, caches, Prometheus) are in :mod:`.model`;
+both modules together are the one schema (``acgs-checks schema`` prints it as JSON Schema).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    WithJsonSchema,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from acgs_checks import redaction
+from acgs_checks.environment.model import (
+    DEFAULT_TIMEOUT,
+    DURATION,
+    NAME_RE,
+    VARIABLE,
+    Cache,
+    Database,
+    Flag,
+    Headers,
+    Pooler,
+    Prometheus,
+    Seconds,
+    Service,
+    Strict,
+    Target,
+    checked_url,
+    context_of,
+    existing_file,
+    number_or_variable,
+    problem,
+)
+from acgs_checks.environment.tls import Tls
+from acgs_checks.thresholds import SPECS, Thresholds
+
+SloSource = Literal["prometheus", "synthetic", "scrape"]
+
+
+class SloSettings(Strict):
+    """Where latency and error numbers come from, and the bounds on measuring them."""
+
+    source: SloSource = Field("synthetic", description="default: prometheus when [prometheus] is set")
+    window: str = Field("5m", description="PromQL range for the prometheus source")
+    samples: Annotated[int, Field(gt=0, le=10_000), number_or_variable("integer")] = Field(
+        50, description="synthetic: requests per service")
+    concurrency: Annotated[int, Field(gt=0, le=256), number_or_variable("integer")] = Field(
+        10, description="synthetic: requests in flight per service")
+    max_seconds: Annotated[float, Field(gt=0, le=300), number_or_variable("number")] = Field(
+        10.0, description="synthetic: no new request after this long")
+    request_timeout_seconds: Annotated[float, Field(gt=0, le=120), number_or_variable("number")] = Field(
+        15.0, description="synthetic: each request (above the 10 s P99 critical)")
+    scrape_window_seconds: Annotated[float, Field(gt=0, le=600), number_or_variable("number")] = Field(
+        10.0, description="scrape: seconds between the two /metrics scrapes")
+    keepalive: Flag = Field(True, description="synthetic: reuse connections (false: a new one per request)")
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        if not DURATION.match(value):
+            raise problem(f"{value!r} is not a PromQL duration", 'write e.g. "5m", "30s" or "1h"')
+        return value
+
+
+
+class BusinessMetric(Strict):
+    """A business metric from a PromQL query, or from a JSON endpoint and a dotted field path."""
+
+    name: str = Field("", description="set from the table's key")
+    query: str = Field("", description="PromQL giving the value (needs [prometheus])")
+    url: str = Field("", description="a JSON endpoint holding the value (with field)")
+    field: str = Field("", description='dotted path of the value in the JSON document, e.g. "data.score"')
+    unit: Literal["ratio", "percent"] = Field("ratio", description="ratio (0..1) or percent (0..100)")
+    timeout_seconds: Seconds = DEFAULT_TIMEOUT
+    headers: Headers = Field(default_factory=dict)
+    verify_tls: Flag = True
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    @field_validator("ca_file", "client_cert", "client_key")
+    @classmethod
+    def _files(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return existing_file(value, info)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str, info: ValidationInfo) -> str:
+        return checked_url(value, ("http", "https"), info) if value else value
+
+    @model_validator(mode="after")
+    def _one_source(self, info: ValidationInfo) -> BusinessMetric:
+        if bool(self.query) == bool(self.url):
+            raise problem("needs exactly one of query or url", 'write query = "PromQL" or url = "..." with field')
+        if self.query and not context_of(info).get("has_prometheus", True):
+            raise problem("a PromQL query needs a [prometheus] section", "add [prometheus] url", at="query")
+        if self.url and not self.field:
+            raise problem("missing: which JSON field holds the value", 'write field = "data.score"', at="field")
+        return self
+
+    @property
+    def tls(self) -> Tls:
+        return Tls(verify=self.verify_tls, ca_file=self.ca_file, client_cert=self.client_cert,
+                   client_key=self.client_key)
+
+
+
+class Business(Strict):
+    """The runbook's business metrics (default: PromQL on the conventional metric names)."""
+
+    compliance: BusinessMetric | None = None
+    policy_success: BusinessMetric | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: ({**v, "name": k} if isinstance(v, dict) else v) for k, v in data.items()}
+        return data
+
+    def metrics(self) -> tuple[BusinessMetric, ...]:
+        found = []
+        for key in ("compliance", "policy_success"):
+            metric = getattr(self, key)
+            if metric is not None:
+                found.append(metric)
+        return tuple(found)
+
+
+class Defaults(Strict):
+    timeout_seconds: Seconds = Field(DEFAULT_TIMEOUT, description="every target's bound unless it sets its own")
+    concurrency: Annotated[int, Field(gt=0, le=1024), number_or_variable("integer")] = Field(
+        64, description="probes in flight at once")
+    cache_window_seconds: Seconds = Field(3.0, description="cache hit rate: seconds between the two INFO samples")
+
+
+_THRESHOLDS_SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "description": "overrides of the runbook's thresholds",
+    "properties": {spec.key: {"anyOf": [{"type": "number"}, VARIABLE], "description": f"{spec.meaning} ({spec.unit})"}
+                   for spec in SPECS},
+}
+
+
+class EnvironmentFile(Strict):
+    """An ACGS-2 environment for acgs-checks: the targets of a run, and threshold overrides."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="acgs-checks environment")
+
+    name: str = Field(description="the environment's name, as reports and metrics label it")
+    description: str = ""
+    defaults: Defaults = Field(default_factory=Defaults)
+    services: tuple[Service, ...] = ()
+    databases: tuple[Database, ...] = ()
+    poolers: tuple[Pooler, ...] = ()
+    caches: tuple[Cache, ...] = ()
+    prometheus: Prometheus | None = None
+    slo: SloSettings = Field(default_factory=SloSettings)
+    business: Business = Field(default_factory=Business)
+    threshold_overrides: Annotated[dict[str, Any], WithJsonSchema(_THRESHOLDS_SCHEMA)] = Field(
+        default_factory=dict, alias="thresholds")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _slo_source(cls, data: Any, info: ValidationInfo) -> Any:
+        """The SLO source defaults to Prometheus when there is one; PromQL needs one."""
+        if not isinstance(data, dict):
+            return data
+        has_prometheus = data.get("prometheus") is not None
+        context_of(info)["has_prometheus"] = has_prometheus
+        slo = data.get("slo", {})
+        if isinstance(slo, dict) and "source" not in slo:
+            data = {**data, "slo": {**slo, "source": "prometheus" if has_prometheus else "synthetic"}}
+        return data
+
+    @model_validator(mode="after")
+    def _slo_needs_prometheus(self) -> EnvironmentFile:
+        if self.slo.source == "prometheus" and self.prometheus is None:
+            raise problem("is prometheus, but there is no [prometheus] section",
+                          'add [prometheus] url = "..." or choose source = "synthetic"', at="slo.source")
+        return self
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise problem(f"{value!r} is not a valid environment name",
+                          "use lower-case letters, digits, '-', '_' or '.'")
+        return value
+
+    @field_validator("services", "databases", "poolers", "caches")
+    @classmethod
+    def _unique(cls, targets: tuple[Target, ...], info: ValidationInfo) -> tuple[Target, ...]:
+        return _unique_names(targets, info)
+
+
+AnyTarget = Service | Database | Pooler | Cache
+
+
+class Environment(EnvironmentFile):
+    """A validated environment: the file's model, where it came from, its secrets and resolved thresholds."""
+
+    _source: str = PrivateAttr(default="")
+    _secrets: frozenset[str] = PrivateAttr(default=frozenset())
+    _thresholds: Thresholds = PrivateAttr(default_factory=Thresholds)
+    _redactor: redaction.Redactor = PrivateAttr(default_factory=redaction.Redactor)
+
+    def resolved(self, *, source: str, secrets: frozenset[str], thresholds: Thresholds) -> Environment:
+        self._source, self._secrets, self._thresholds = source, secrets, thresholds
+        self._redactor = redaction.Redactor(secrets)
+        return self
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        return self._secrets
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return self._thresholds
+
+    def service(self, name: str) -> Service:
+        for service in self.services:
+            if service.name == name:
+                return service
+        raise KeyError(name)
+
+    def section(self, name: str) -> tuple[Any, ...]:
+        """The entries of a section a probe kind added (``hosts``), or of a built-in one."""
+        found: tuple[Any, ...] = getattr(self, name, ())
+        return found
+
+    def redact(self, text: str) -> str:
+        """Replace every known secret in ``text``, and anything shaped like credentials, with ``***``."""
+        return self._redactor(text)
+
+
+
+
+def _unique_names(targets: tuple[Target, ...], info: ValidationInfo) -> tuple[Target, ...]:
+    seen: set[str] = set()
+    for target in targets:
+        if target.name in seen:
+            raise problem(f"{target.name!r} is defined twice", "give each entry its own name",
+                          at=f"{info.field_name}[{target.name}].name")
+        seen.add(target.name)
+    return targets
+
+
+@functools.cache
+def model_with(sections: tuple[tuple[str, type[Target]], ...]) -> type[Environment]:
+    """The environment model with the sections registered probe kinds add (``[[hosts]]``, ...).
+
+    A kind that brings a new section declares the model of one entry; the file then takes a
+    list of such tables under the section's name, validated and published in the schema like
+    the built-in ones.
+    """
+    if not sections:
+        return Environment
+    fields: dict[str, Any] = {name: (tuple[entry, ...], Field((), description=entry.__doc__ or ""))  # type: ignore[valid-type]
+                              for name, entry in sections}
+    names = [name for name, _ in sections]
+    validators = {"_unique_added": field_validator(*names)(_unique_names)}
+    return create_model("Environment", __base__=Environment, __validators__=validators, **fields)

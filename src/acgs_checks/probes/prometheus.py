@@ -1,0 +1,142 @@
+"""The Prometheus HTTP API: instant queries, whether it answers at all, and the ``metrics_source`` kind.
+
+Every request is one bounded exchange (the Prometheus ``timeout_seconds``); credentials go in
+an Authorization header built from the environment and are redacted from every output.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from acgs_checks import kinds, metrics, verdict
+from acgs_checks.environment import Prometheus, display_url
+from acgs_checks.probes import http
+from acgs_checks.probes._record import JsonRecord
+
+
+def shown(url: str) -> str:
+    return display_url(url)
+
+
+@dataclass(frozen=True)
+class SourceStatus(JsonRecord):
+    """Whether a metrics source (Prometheus) answers at all."""
+
+    target: str
+    url: str
+    reachable: bool
+    error: str = ""
+    denied: str = ""   # access was refused: the credential to check
+
+
+DENIED_STATUSES = (401, 403)
+PROMETHEUS_DENIED = "[prometheus] username/password or bearer_token (or user:password@ in its url)"
+
+
+# --- Prometheus -------------------------------------------------------------------------------
+
+def _auth_headers(prometheus: Prometheus) -> tuple[tuple[str, str], ...]:
+    if prometheus.bearer_token:
+        return (("Authorization", f"Bearer {prometheus.bearer_token}"),)
+    if prometheus.username:
+        token = base64.b64encode(f"{prometheus.username}:{prometheus.password}".encode()).decode()
+        return (("Authorization", f"Basic {token}"),)
+    return ()
+
+
+async def _api(prometheus: Prometheus, path: str) -> tuple[http.HttpResult, Any]:
+    result, body = await http.exchange(
+        prometheus.url.rstrip("/") + path, target="prometheus", timeout=prometheus.timeout_seconds,
+        headers=_auth_headers(prometheus), tls=prometheus.tls, body_limit=4 * 1024 * 1024)
+    document: Any = None
+    if result.reachable and body:
+        try:
+            document = json.loads(body)
+        except ValueError:
+            document = None
+    return result, document
+
+
+async def _instant(prometheus: Prometheus, promql: str) -> tuple[dict[str, Any] | None, str]:
+    """An instant query's ``data`` object, or None and what went wrong."""
+    result, document = await _api(prometheus, "/api/v1/query?query=" + quote(promql, safe=""))
+    if not result.reachable:
+        return None, result.detail
+    if not isinstance(document, dict) or document.get("status") != "success":
+        reason = document.get("error") if isinstance(document, dict) else f"HTTP {result.status}"
+        return None, f"query failed: {reason}"
+    data = document.get("data")
+    return (data, "") if isinstance(data, dict) else (None, "query failed: no data object in the answer")
+
+
+async def query(prometheus: Prometheus, promql: str) -> tuple[float | None, str]:
+    """An instant query: (the single value or None, what went wrong). Empty or NaN is no data."""
+    data, error = await _instant(prometheus, promql)
+    if data is None:
+        return None, error
+    found = data.get("result")
+    if data.get("resultType") == "scalar":
+        found = [{"value": found}]
+    if not found:
+        return None, f"no data for {promql}"
+    if len(found) > 1:
+        return None, f"{len(found)} series for {promql}; the query must return one (aggregate it)"
+    value = float(found[0]["value"][1])
+    if math.isnan(value):
+        return None, f"no data for {promql} (NaN: nothing was observed in the window)"
+    return value, ""
+
+
+async def prometheus_reachable(prometheus: Prometheus) -> tuple[str, str]:
+    """("", "") when the API answers; otherwise why not (one line), and for a refusal what to check."""
+    result, document = await _api(prometheus, "/api/v1/status/buildinfo")
+    if not result.reachable:
+        return f"GET {result.url} → {result.detail}", ""
+    if result.status in DENIED_STATUSES:
+        return f"GET {result.url} → HTTP {result.status} {result.reason}".rstrip(), PROMETHEUS_DENIED
+    if result.status != 200 or not isinstance(document, dict):
+        return f"GET {result.url} → HTTP {result.status} (expected 200 with JSON)", ""
+    return "", ""
+
+
+async def buckets(prometheus: Prometheus, promql: str) -> list[tuple[float, float]]:
+    """(le, rate) pairs of a ``sum by (le)`` query; empty when it gives nothing usable."""
+    data, _error = await _instant(prometheus, promql)
+    found: list[tuple[float, float]] = []
+    for series in (data or {}).get("result") or []:
+        try:
+            found.append((metrics.parse_value(series["metric"]["le"]), float(series["value"][1])))
+        except (KeyError, ValueError, TypeError, IndexError):
+            return []
+    return found
+
+
+async def reachable_once(job: kinds.Job, prometheus: Prometheus) -> tuple[str, str]:
+    """Whether Prometheus answers, asked once per run however many probes need to know."""
+    result: tuple[str, str] = await job.once("prometheus-reachable", lambda: prometheus_reachable(prometheus))
+    return result
+
+
+async def probe_source(prometheus: Prometheus, job: kinds.Job) -> SourceStatus:
+    down, denied = await reachable_once(job, prometheus)
+    return SourceStatus(target="prometheus", url=shown(prometheus.url), reachable=not down, error=down, denied=denied)
+
+
+METRICS_SOURCE = kinds.register(kinds.ProbeKind(
+    name="metrics_source", section="prometheus", record=SourceStatus, probe=probe_source,
+    fixed={"metrics_source_probe": "prometheus"},
+    targets=lambda env: (env.prometheus,) if env.prometheus is not None else (),
+    doc="whether the Prometheus HTTP API answers",
+))
+
+
+def blocked_by_source(target: str, error: str) -> kinds.Decision:
+    """The decision for a number that needed Prometheus when Prometheus did not answer."""
+    return lambda: verdict.blocked(target, f"has no data ({error})", see="test_metrics_source_reachable")
+
+

@@ -1,0 +1,164 @@
+"""The fixtures checks use, derived from the probe-kind registry, and the verdicts they hand to the call phase.
+
+Each kind gives a probe fixture (``database_probe``: the typed snapshot, reachable or not) and,
+when it declares a gate, a gate fixture (``db``: the snapshot, or the case skipped as blocked or
+failed as no data). A fixture never raises in setup: its evidence and its verdict are given in
+the call phase, as the case's own, at the case's own severity.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Generator
+from typing import Any
+
+import allure
+import pytest
+
+from acgs_checks import kinds, verdict
+from acgs_checks.environment import Environment
+from acgs_checks.kinds import ProbeKind
+from acgs_checks.probes._record import JsonRecord
+from acgs_checks.reporting import evidence
+from acgs_checks.run.selection import is_check
+from acgs_checks.run.state import STATE, armed, start_backends
+
+EVIDENCE = pytest.StashKey[list[Callable[[], None]]]()
+VERDICTS = pytest.StashKey[list[Callable[[], None]]]()
+# Kinds whose probes need the sandbox's database and cache servers started first.
+_BACKEND_KINDS = ("database", "pooler", "cache")
+
+
+@pytest.fixture(scope="session")
+def acgs_environment(pytestconfig: pytest.Config) -> Environment:
+    """The environment under check (validated, thresholds resolved)."""
+    return armed(pytestconfig).environment
+
+
+@pytest.fixture(scope="session")
+def probe_results(pytestconfig: pytest.Config) -> kinds.Results:
+    """Every selected target probed once, concurrently, shared by every check (and xdist worker)."""
+    state = armed(pytestconfig)
+
+    def compute() -> kinds.Results:
+        if state.sandbox is not None and any(state.selected.get(k) for k in _BACKEND_KINDS):
+            start_backends(state.sandbox)
+        return kinds.probe_selected(state.environment, state.selected)
+
+    return state.results.get("probes", compute)
+
+
+def _attach_during_call(request: pytest.FixtureRequest, attach: Callable[[], None]) -> None:
+    """Fixtures run in setup, where Allure files attachments under the fixture; defer to the call."""
+    request.node.stash.setdefault(EVIDENCE, []).append(attach)
+
+
+def decide_during_call(request: pytest.FixtureRequest, decide: Callable[[], None]) -> None:
+    """A fixture's verdict (blocked, no data, probe error) is given in the call phase, as the test's own.
+
+    Raised in setup, pytest would report a failure as an error ("broken" in Allure) and run no
+    hook in between; given here, it is the case's failure or skip at its own severity. The first
+    verdict registered wins, so a probe error is never hidden behind what follows from it.
+    """
+    request.node.stash.setdefault(VERDICTS, []).append(decide)
+
+
+def runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Allure parameters and evidence, added while the test result is the active one."""
+    state = item.config.stash.get(STATE, None)
+    if state is not None and is_check(item, item.config.rootpath):
+        # The environment is a parameter so that two environments keep two histories.
+        allure.dynamic.parameter("environment", state.environment.name)
+        callspec = getattr(item, "callspec", None)
+        for param in kinds.params():
+            if callspec is not None and param in callspec.params:
+                allure.dynamic.parameter(param, callspec.params[param].name)
+        for attach in item.stash.get(EVIDENCE, []):
+            attach()
+        for decide in item.stash.get(VERDICTS, []):
+            decide()  # raises: the case fails or is skipped before its body runs
+    return (yield)
+
+
+def observed(request: pytest.FixtureRequest, kind: ProbeKind[Any, Any], name: str,
+             results: kinds.Results) -> JsonRecord:
+    """The probe's typed record of one target, with its evidence; a probe that raised fails only this target's cases."""
+    env = armed(request.config).environment
+    data = results[kind.name][name]
+    if "probe_error" in data:
+        _attach_during_call(request, lambda: evidence.attach_json("probe error", data, env))
+        decide_during_call(request, lambda: verdict.fail(
+            f"{verdict.PROBE_ERROR} {name}: the {kind.name} probe raised {data['probe_error']} "
+            "(traceback in the evidence)"))
+        blank: JsonRecord = kind.record.empty(name)
+        return blank
+    record: JsonRecord = kind.record.from_json(data)
+    if kind.evidence is not None:
+        _attach_during_call(request, lambda: kind.evidence(record, env))  # type: ignore[misc]
+    else:
+        _attach_during_call(request, lambda: evidence.attach_json("evidence", data, env))
+    return record
+
+
+def _gated(request: pytest.FixtureRequest, kind: ProbeKind[Any, Any], record: JsonRecord) -> JsonRecord:
+    if kind.gate is not None:  # after a probe error, which was registered first and wins
+        env = armed(request.config).environment
+        decision = kind.gate.decide(record, env)
+        if decision is not None:
+            decide_during_call(request, decision)
+    return record
+
+
+def _signature(*names: str) -> inspect.Signature:
+    return inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])
+
+
+def _probe_fixture(kind: ProbeKind[Any, Any], fixture: str, arg: str) -> Callable[..., Any]:
+    """``database_probe(request, database, probe_results)``: the snapshot, reachable or not."""
+    gate_here = kind.gate is not None and not kind.gate.fixture
+
+    def probe(_holder: object, request: pytest.FixtureRequest, probe_results: kinds.Results,
+              **target: Any) -> JsonRecord:
+        name = arg[1:] if arg.startswith("=") else target[arg].name
+        record = observed(request, kind, name, probe_results)
+        return _gated(request, kind, record) if gate_here else record
+
+    names = ("request", "probe_results") if arg.startswith("=") else ("request", arg, "probe_results")
+    names = ("self", *names)  # a method of the per-run plugin class (see kind_fixtures)
+    probe.__signature__ = _signature(*names)  # type: ignore[attr-defined]  # pytest reads the argument names here
+    probe.__name__ = probe.__qualname__ = fixture
+    probe.__doc__ = f"{kind.doc[:1].upper()}{kind.doc[1:]} ({kind.name} probe), reachable or not."
+    return pytest.fixture(name=fixture)(probe)
+
+
+def _gate_fixture(kind: ProbeKind[Any, Any]) -> Callable[..., Any]:
+    """``db(request, database_probe)``: the snapshot, or the case skipped as blocked (or failed as no data)."""
+    assert kind.gate is not None
+
+    def gate(_holder: object, request: pytest.FixtureRequest, **probe: Any) -> JsonRecord:
+        record: JsonRecord = probe[kind.fixture]
+        return _gated(request, kind, record)
+
+    gate.__signature__ = _signature("self", "request", kind.fixture)  # type: ignore[attr-defined]
+    gate.__name__ = gate.__qualname__ = kind.gate.fixture
+    gate.__doc__ = f"{kind.gate.doc[:1].upper()}{kind.gate.doc[1:]} ({kind.name})."
+    return pytest.fixture(name=kind.gate.fixture)(gate)
+
+
+def generated() -> dict[str, Callable[..., Any]]:
+    """Every kind's probe and gate fixtures, by name."""
+    found: dict[str, Callable[..., Any]] = {}
+    for kind in kinds.discover().values():
+        for fixture, arg in kind.fixtures().items():
+            found[fixture] = _probe_fixture(kind, fixture, arg)
+        if kind.gate is not None and kind.gate.fixture:
+            found[kind.gate.fixture] = _gate_fixture(kind)
+    return found
+
+
+def kind_fixtures() -> object:
+    """A plugin object holding the generated fixtures, registered once the kinds are known (configure).
+
+    pytest reads fixtures from the plugin's class, so each run gets a class of its own.
+    """
+    return type("KindFixtures", (), {"__doc__": kind_fixtures.__doc__, **generated()})()

@@ -1,0 +1,154 @@
+"""Which cases run: one case per target, the check-marker rules (exit 4), review days, applicable kinds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from acgs_checks import kinds, runbook, verdict
+from acgs_checks.errors import ConfigError
+from acgs_checks.reporting import allure_files
+from acgs_checks.run.state import STATE
+from acgs_checks.runbook import AREAS, REVIEW_DAYS
+from acgs_checks.severity import SEVERITY_MARKERS, Severity
+
+
+def add_markers(config: pytest.Config) -> None:
+    for day, meaning in REVIEW_DAYS.items():
+        config.addinivalue_line("markers", f"{day}: review day; runs in {meaning}")
+    for severity in Severity:
+        config.addinivalue_line(
+            "markers", f"{severity.marker}: severity {severity.name}, {severity.response.meaning}")
+    for area, meaning in AREAS.items():
+        config.addinivalue_line("markers", f"{area}: runbook area: {meaning}")
+    config.addinivalue_line(
+        "markers", "runbook(*requirement_ids): the runbook requirements this check covers, e.g. "
+        "runbook('daily.service-health'); the first one places it in the report")
+
+
+def generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Targets the testinfra way: one case per target of the environment, its name as the id."""
+    state = metafunc.config.stash.get(STATE, None)
+    if state is None:
+        return
+    for param, kind in kinds.params().items():
+        if param in metafunc.fixturenames:
+            targets = kind.targets(state.environment)
+            metafunc.parametrize(param, targets, ids=[t.name for t in targets], scope="function")
+
+
+def is_check(item: pytest.Item, rootpath: Path) -> bool:
+    if item.get_closest_marker("runbook") is not None:
+        return True
+    try:
+        return item.path.relative_to(rootpath).parts[0] == "checks"
+    except (ValueError, IndexError):
+        return False
+
+
+def _check_markers(item: pytest.Item, requirements: dict[str, runbook.Requirement]) -> tuple[
+        list[str], Severity | None, runbook.Requirement | None]:
+    """What is wrong with a check's markers, and its severity and requirement when nothing is."""
+    names = {m.name for m in item.iter_markers()}
+    problems: list[str] = []
+    severities = sorted(names & SEVERITY_MARKERS.keys())
+    days = sorted(names & REVIEW_DAYS.keys())
+    if len(severities) != 1:
+        problems.append("needs exactly one severity marker (p0, p1, p2 or p3), has "
+                        + (", ".join(severities) or "none"))
+    if len(days) != 1:
+        problems.append("needs exactly one review-day marker (daily, monday, wednesday or friday), has "
+                        + (", ".join(days) or "none"))
+    requirement = None
+    mark = item.get_closest_marker("runbook")
+    if mark is None or not mark.args:
+        problems.append("needs @pytest.mark.runbook('REQUIREMENT-ID')")
+    else:
+        unknown = [a for a in mark.args if not isinstance(a, str) or a not in requirements]
+        if unknown:
+            problems.append(f"runbook marker names unknown requirement(s) {unknown}; known: "
+                            + ", ".join(sorted(requirements)))
+        else:
+            requirement = requirements[mark.args[0]]
+    return problems, SEVERITY_MARKERS[severities[0]] if len(severities) == 1 else None, requirement
+
+
+def collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse checks without one severity and one review day; label the rest for Allure."""
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return
+    errors: list[str] = []
+    try:
+        requirements = runbook.load(runbook.map_path(config.rootpath))
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    with_allure = config.pluginmanager.hasplugin("allure_pytest")
+    for item in items:
+        if not is_check(item, config.rootpath):
+            continue
+        problems, severity, requirement = _check_markers(item, requirements)
+        if problems:
+            errors.append(f"{item.nodeid}: " + "; ".join(problems))
+            continue
+        assert severity is not None
+        assert requirement is not None
+        names = {m.name for m in item.iter_markers()}
+        ids = [str(a) for a in item.get_closest_marker("runbook").args]  # type: ignore[union-attr]
+        item.user_properties.extend([
+            ("severity", severity.name), ("review_day", next(d for d in REVIEW_DAYS if d in names)),
+            ("area", next((a for a in AREAS if a in names), "")), ("runbook", ",".join(ids)),
+            ("environment", state.environment.name),
+        ])
+        for rid in ids:
+            check = f"{item.nodeid.split('::')[0]}::{getattr(item, 'originalname', item.name)}"
+            if check not in state.coverage.setdefault(rid, []):
+                state.coverage[rid].append(check)
+        if with_allure:
+            doc = getattr(getattr(item, "function", None), "__doc__", None)
+            for mark in allure_files.markers_for(requirement, severity, state.environment, doc):
+                item.add_marker(mark)
+    if errors:
+        raise pytest.UsageError("invalid checks:\n  " + "\n  ".join(dict.fromkeys(errors)))
+    if state.settings.coverage:
+        # Only the map is wanted: report it (pytest_terminal_summary) and run nothing.
+        config.hook.pytest_deselected(items=list(items))
+        items[:] = []
+        return
+    review = state.settings.review
+    if review is not None:
+        days = {"daily", review}
+        chosen = [i for i in items if not is_check(i, config.rootpath)
+                  or {m.name for m in i.iter_markers()} & days]
+        if len(chosen) != len(items):
+            config.hook.pytest_deselected(items=[i for i in items if i not in chosen])
+            items[:] = chosen
+    # Checks of a kind the environment has none of (say, no poolers) do not apply: leave them out
+    # rather than report pytest's "empty parameter set" skip for each.
+    missing = {param for param, kind in kinds.params().items() if not kind.targets(state.environment)}
+    missing |= {f for f in kinds.by_fixture() if not kinds.applicable(state.environment, f)}
+    if missing:
+        keep = [i for i in items if not missing & set(getattr(i, "fixturenames", ()))]
+        dropped = [i for i in items if missing & set(getattr(i, "fixturenames", ()))]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = keep
+
+
+def collection_finish(session: pytest.Session) -> None:
+    """Remember which targets the selected checks need, so only those get probed."""
+    state = session.config.stash.get(STATE, None)
+    if state is None:
+        return
+    verdict.set_selected({item.name for item in session.items})
+    probe_fixtures = kinds.by_fixture()
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        for fixture in set(getattr(item, "fixturenames", ())) & probe_fixtures.keys():
+            kind, arg = probe_fixtures[fixture]
+            name = arg[1:] if arg.startswith("=") else getattr(params.get(arg), "name", None)
+            if name is not None:
+                state.selected.setdefault(kind.name, set()).add(name)
+
+

@@ -1,0 +1,173 @@
+"""What a run reports: one record per check, summary.json, metrics, the webhook, the terminal summary."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from acgs_checks import runbook, verdict
+from acgs_checks.reporting import allure_files, outputs
+from acgs_checks.run.state import STATE, RunState, is_worker
+from acgs_checks.severity import Severity
+
+
+class Recorder:
+    """One record per check from the reports, workers' included (controller side)."""
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = dict(report.user_properties)
+        if "severity" not in props and report.when != "call" and report.outcome == "passed":
+            return
+        record = self.state.records.get(report.nodeid)
+        if record is None:
+            record = outputs.CheckRecord(
+                id=report.nodeid, name=report.nodeid.rsplit("::", 1)[-1], outcome="passed",
+                severity=str(props.get("severity", "")), review_day=str(props.get("review_day", "")),
+                area=str(props.get("area", "")), runbook=[r for r in str(props.get("runbook", "")).split(",") if r])
+            self.state.records[report.nodeid] = record
+        if report.when == "call":
+            record.duration_seconds = report.duration
+        if "measured" in props:
+            record.measured = float(props["measured"])  # type: ignore[arg-type]
+        if "threshold" in props:
+            record.threshold = float(props["threshold"])  # type: ignore[arg-type]
+        if record.outcome == "failed" or (report.passed and report.when != "call"):
+            return
+        record.outcome = report.outcome
+        if report.failed or report.skipped:
+            longrepr = report.longrepr
+            if isinstance(longrepr, tuple):
+                message = str(longrepr[2])
+            else:
+                crash = getattr(longrepr, "reprcrash", None)
+                message = crash.message if crash is not None else str(longrepr)
+            record.message = message.removeprefix("Failed: ").removeprefix("Skipped: ").strip().splitlines()[0] \
+                if message.strip() else ""
+            if report.failed:
+                record.kind = verdict.failure_kind(record.message)
+
+
+def runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """Carry a breach's numbers (value and threshold) into the report, for summary.json and JUnit."""
+    report = yield
+    if call.when == "call":
+        raised = call.excinfo.value if call.excinfo is not None else None
+        found: list[tuple[str, object]] = list(raised.numbers().items()) if isinstance(raised, verdict.Breach) else []
+        if report.failed and call.excinfo is not None:
+            found.append(("failure_kind", verdict.failure_kind(str(call.excinfo.value))))
+        # The report carries them to the controller; the item too, since JUnit writes the properties
+        # of the teardown report, which pytest builds from the item.
+        report.user_properties.extend(found)
+        item.user_properties.extend(found)
+    return report
+
+
+def _summary(state: RunState, exit_status: int) -> outputs.RunSummary:
+    return outputs.RunSummary(
+        environment=state.environment.name, review=state.settings.review_label,
+        fail_on=state.settings.fail_on.name, started=state.started_ms / 1000, finished=time.time(),
+        exit_status=exit_status, checks=sorted(state.records.values(), key=lambda r: r.id))
+
+
+def sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    state = config.stash.get(STATE, None)
+    if state is None or is_worker(config):
+        return
+    settings = state.settings
+    if settings.coverage:
+        session.exitstatus = pytest.ExitCode.OK
+        return
+    failures = [r for r in state.records.values() if r.outcome == "failed"]
+    # A failure of a test that carries no severity is never waived.
+    waivable = all(r.severity and not Severity.parse(r.severity).at_or_above(settings.fail_on) for r in failures)
+    if exitstatus == pytest.ExitCode.TESTS_FAILED and failures and waivable:
+        session.exitstatus = pytest.ExitCode.OK
+    results_dir = config.getoption("allure_report_dir", None)
+    if results_dir:
+        allure_files.write_launch_files(
+            Path(results_dir), state.environment, fail_on=settings.fail_on,
+            faults=[str(f) for f in settings.faults])
+        allure_files.link_blocked_results(Path(results_dir), since_ms=state.started_ms)
+    if not state.records:
+        return
+    summary = _summary(state, int(session.exitstatus))
+    outputs.write_summary(settings.summary_path, summary)
+    if settings.textfile is not None:
+        outputs.write_textfile(settings.textfile, summary)
+    problems = []
+    if settings.pushgateway:
+        problems.append(outputs.push(settings.pushgateway, summary))
+    if settings.webhook and summary.failures_at_or_above(settings.fail_on):
+        problems.append(outputs.notify(settings.webhook, outputs.webhook_payload(summary, settings.fail_on)))
+    state.delivery_problems = [state.environment.redact(p) for p in problems if p]
+
+
+def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = config.stash.get(STATE, None)
+    if state is None or is_worker(config):
+        return
+    tr = terminalreporter
+    if state.settings.coverage:
+        _print_coverage(tr, state)
+        return
+    if not state.records:
+        return
+    summary = _summary(state, exitstatus)
+    tr.section("acgs-checks summary")
+    for severity, row in summary.counts().items():
+        if any(row.values()):
+            tr.write_line(f"{severity}: {row['failed']} failed, {row['passed']} passed, {row['skipped']} skipped")
+    failures = sorted((r for r in summary.checks if r.outcome == "failed"),
+                      key=lambda r: (r.severity or "P9", r.id))
+    for record in failures:
+        tr.write_line(f"FAILED {record.severity or '--'} {record.id}: {record.message}")
+    denied = [r for r in failures if r.kind == verdict.ACCESS_DENIED_KIND]
+    if denied:
+        tr.write_line(f"access denied: {len(denied)} check(s) were refused by their target; check credentials "
+                      "and grants, not the network: " + ", ".join(r.name for r in denied), yellow=True)
+    rated = [Severity.parse(r.severity) for r in failures if r.severity]
+    if rated:
+        worst = min(rated)
+        tr.write_line(f"{worst.name} failing: {worst.response.summary()}", bold=True, red=True)
+        fail_on = state.settings.fail_on
+        waived = [s for s in rated if not s.at_or_above(fail_on)]
+        if waived:
+            tr.write_line(f"--fail-on {fail_on.name}: {len(waived)} failure(s) below {fail_on.name} "
+                          "are reported but do not fail the run")
+    written = [f"summary {state.settings.summary_path}"]
+    if state.settings.textfile is not None:
+        written.append(f"metrics {state.settings.textfile}")
+    tr.write_line("wrote " + ", ".join(written))
+    for problem in state.delivery_problems:
+        tr.write_line(f"could not deliver: {problem}", yellow=True)
+
+
+def _print_coverage(tr: Any, state: RunState) -> None:
+    coverage = state.coverage
+    requirements = runbook.load(runbook.map_path(state.rootpath))
+    covered = [rid for rid in requirements if coverage.get(rid)]
+    tr.section("runbook coverage")
+    tr.write_line(f"{len(covered)} of {len(requirements)} requirements have checks "
+                  f"({runbook.map_path(state.rootpath)})")
+    for rid, requirement in requirements.items():
+        checks = coverage.get(rid, [])
+        mark = "x" if checks else " "
+        place = f"{requirement.epic} > {requirement.feature} > {requirement.story}"
+        note = ""
+        if requirement.automated and not checks:
+            note = "  LOST ITS CHECKS (the map says automated)"
+        elif not requirement.automated and not checks:
+            note = "  not automated"
+        elif checks and not requirement.automated:
+            note = "  has checks, but the map says automated = false"
+        tr.write_line(f"[{mark}] {rid}: {place}{note}")
+        for check in checks:
+            tr.write_line(f"      {check}")
