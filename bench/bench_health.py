@@ -49,7 +49,7 @@ async def _serve(endpoints: int, hanging: int, ready_file: Path) -> None:
     await asyncio.Event().wait()
 
 
-def _environment(ports: list[tuple[bool, int]], timeout: float, concurrency: int) -> str:
+def environment_text(ports: list[tuple[bool, int]], timeout: float, concurrency: int) -> str:
     lines = ['name = "bench"', "[defaults]", f"timeout_seconds = {timeout}", f"concurrency = {concurrency}"]
     for index, (hangs, port) in enumerate(ports):
         kind = "hang" if hangs else "ok"
@@ -83,7 +83,7 @@ def main() -> int:
         while not ready.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         env_file = work / "bench.toml"
-        env_file.write_text(_environment(json.loads(ready.read_text()), args.timeout, args.concurrency))
+        env_file.write_text(environment_text(json.loads(ready.read_text()), args.timeout, args.concurrency))
         command = [sys.executable, "-m", "pytest", "-m", args.marker, "-q", "-p", "no:cacheprovider",
                    f"--env={env_file}", f"--alluredir={work / 'allure'}"]
         if args.xdist:
