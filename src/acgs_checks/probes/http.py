@@ -1,26 +1,33 @@
-"""HTTP health probe: one GET per service, with a hard time bound and precise failure kinds."""
+"""HTTP on httpx: the health probe, and the one bounded exchange every HTTP read of the suite makes.
+
+One adapter keeps the probe's contract over httpx: one total time bound per exchange that never
+hangs (DNS included, see ``_net``), a precise outcome for each way an exchange fails, the system
+trust store or ``ca_file`` (an ``SSLContext``), a client certificate for mutual TLS, proxies
+from ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY``, and per-phase timings (resolve, connect, TLS,
+processing, transfer) as blackbox_exporter reports them.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import json
 import socket
 import ssl
 import time
 import urllib.request
-import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import partial
-from itertools import zip_longest
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import httpcore
+import httpx
 
 from acgs_checks import __version__, kinds
 from acgs_checks.environment import NO_TLS, Environment, Service, Tls, display_url
-from acgs_checks.probes import _aio
+from acgs_checks.probes import _aio, _net
+from acgs_checks.probes._net import race
 from acgs_checks.probes._record import JsonRecord
 
 BODY_LIMIT = 64 * 1024
@@ -49,6 +56,9 @@ _HEALTHY_WORDS = frozenset({"healthy", "ok", "up", "pass", "passing", "green"})
 _DEGRADED_WORDS = frozenset({"warn", "warning", "degraded", "yellow"})
 _UNHEALTHY_WORDS = frozenset({"fail", "failed", "failing", "down", "unhealthy", "error",
                               "critical", "out_of_service", "red"})
+_ACCEPT = "application/health+json, application/json;q=0.9, */*;q=0.1"
+# httpcore's words for a peer that went away mid-exchange (as opposed to bytes that are not HTTP).
+_CLOSED_WORDS = ("disconnected", "peer closed", "connection closed", "incomplete")
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,8 @@ class HttpResult(JsonRecord):
     health: str = NOT_REPORTED
     health_field: str = ""
     health_value: str = ""
+    # Seconds per phase, as blackbox_exporter names them: resolve, connect, tls, processing, transfer.
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def reachable(self) -> bool:
@@ -121,282 +133,133 @@ def ssl_context(tls: Tls) -> ssl.SSLContext:
     return context
 
 
-def _request(headers: Sequence[tuple[str, str]], parts: Any, *, absolute: bool = False,
-             keep_alive: bool = False) -> bytes:
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    host = parts.hostname if ":" not in (parts.hostname or "") else f"[{parts.hostname}]"
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    target = f"{parts.scheme}://{host}{path}" if absolute else path  # a plain-HTTP proxy wants the absolute form
-    lines = [
-        f"GET {target} HTTP/1.1",
-        f"Host: {host}",
-        f"User-Agent: acgs-checks/{__version__}",
-        "Accept: application/health+json, application/json;q=0.9, */*;q=0.1",
-        "Accept-Encoding: gzip, deflate",
-        f"Connection: {'keep-alive' if keep_alive else 'close'}",
-        *(f"{name}: {value}" for name, value in headers),
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], limit: int) -> bytes:
-    """The body as framed by the headers, up to ``limit`` bytes; a body cut short raises IncompleteReadError."""
-    if headers.get("transfer-encoding", "").lower().endswith("chunked"):
-        chunks: list[bytes] = []
-        size = 0
-        while size < limit:
-            line = await reader.readline()
-            if not line.endswith(b"\n"):
-                raise asyncio.IncompleteReadError(line, None)  # the peer closed before the last chunk
-            length = int(line.split(b";")[0].strip() or b"0", 16)
-            if length == 0:
-                break
-            chunks.append(await reader.readexactly(length))
-            await reader.readexactly(2)
-            size += length
-        return b"".join(chunks)[:limit]
-    if "content-length" in headers:
-        return await reader.readexactly(min(int(headers["content-length"]), limit))
-    # Neither: the body runs until the server closes the connection (read up to the cap).
-    body = bytearray()
-    while len(body) < limit:
-        piece = await reader.read(limit - len(body))
-        if not piece:
-            break
-        body += piece
-    return bytes(body)
-
-
-def _decoded(body: bytes, encoding: str, limit: int) -> bytes:
-    """Undo gzip or deflate Content-Encoding (capped at ``limit``), so the health status can be read."""
-    coding = encoding.strip().lower()
-    if coding in ("", "identity"):
-        return body
-    if coding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, limit)
-    if coding == "deflate":
-        try:
-            return zlib.decompressobj().decompress(body, limit)
-        except zlib.error:  # some servers send raw deflate without the zlib header
-            return zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, limit)
-    raise ValueError(f"unsupported Content-Encoding {encoding!r}")
-
-
-async def _response_head(reader: asyncio.StreamReader) -> tuple[list[str], list[tuple[str, str]]] | None:
-    """The final response's status line pieces and headers; None when the peer closed before answering.
-
-    1xx responses (100 Continue, 103 Early Hints) are interim: the real answer follows them.
-    """
-    while True:
-        status_line = await reader.readline()
-        if not status_line:
-            return None
-        pieces = status_line.decode("latin-1").rstrip("\r\n").split(" ", 2)
-        if len(pieces) < 2 or not pieces[0].startswith("HTTP/") or not pieces[1].isdigit():
-            raise ValueError(f"not an HTTP response: {status_line[:60]!r}")
-        headers = await _read_headers(reader)
-        if not 100 <= int(pieces[1]) < 200:
-            return pieces, headers
-
-
-async def _read_headers(reader: asyncio.StreamReader) -> list[tuple[str, str]]:
-    found: list[tuple[str, str]] = []
-    while True:
-        line = await reader.readline()
-        if line in (b"\r\n", b"\n", b""):
-            return found
-        name, _, value = line.decode("latin-1").partition(":")
-        found.append((name.strip(), value.strip()))
-
-
-HAPPY_EYEBALLS_DELAY = 0.25  # RFC 8305: start the next address this long after the previous one
-
-
-async def _connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """TCP only (TLS follows, so a stalled handshake is told apart from a stalled connect).
-
-    The resolved addresses are raced as Happy Eyeballs does (RFC 8305): families interleaved,
-    each attempt started 250 ms after the previous one or as soon as it fails, the first
-    connection wins. An address that swallows SYNs costs 250 ms, not the whole timeout.
-    """
-    infos = [info for info in await _aio.resolve(host, port) if info[0] in (socket.AF_INET, socket.AF_INET6)]
-    if not infos:
-        raise OSError(f"no usable address for {host}")
-    by_family = [[i for i in infos if i[0] == socket.AF_INET6], [i for i in infos if i[0] == socket.AF_INET]]
-    ordered = [i for pair in zip_longest(*by_family) for i in pair if i is not None]
-    return await race([(info[4][0], info[4][1]) for info in ordered])
-
-
-async def race(addresses: Sequence[tuple[str, int]], *, delay: float = HAPPY_EYEBALLS_DELAY) -> tuple[
-        asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect to the first of ``addresses`` that answers, starting one attempt every ``delay`` seconds."""
-    pending: set[asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = set()
-    errors: list[OSError] = []
-    queue = list(addresses)
-    try:
-        while queue or pending:
-            if queue:
-                address, port = queue.pop(0)
-                pending.add(asyncio.ensure_future(asyncio.open_connection(address, port)))
-            done, pending = await asyncio.wait(pending, timeout=delay if queue else None,
-                                               return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task.exception() is None:
-                    return task.result()
-                error = task.exception()
-                errors.append(error if isinstance(error, OSError) else OSError(str(error)))
-    finally:
-        for task in pending:
-            task.cancel()
-    refused = [e for e in errors if isinstance(e, ConnectionRefusedError)]
-    raise (refused or errors or [OSError("no address to connect to")])[0]
-
-
-def _proxy_for(scheme: str, host: str) -> str:
+def proxy_for(scheme: str, host: str) -> str:
     """The proxy the environment names for this URL (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), or ''."""
     proxy = urllib.request.getproxies_environment().get(scheme, "")
     return "" if not proxy or urllib.request.proxy_bypass(host) else proxy
 
 
-async def _through_proxy(proxy: str, scheme: str, host: str, port: int) -> tuple[
-        asyncio.StreamReader, asyncio.StreamWriter, dict[str, str]]:
-    """Connect to the proxy; for https, open a CONNECT tunnel to host:port. Returns extra request headers."""
-    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    reader, writer = await _connect(parts.hostname or "", parts.port or 8080)
-    extra: dict[str, str] = {}
-    if parts.username is not None:
-        token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
-        extra["Proxy-Authorization"] = f"Basic {token}"
-    if scheme == "https":
-        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}", *(f"{k}: {v}" for k, v in extra.items())]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        await writer.drain()
-        status = (await reader.readline()).decode("latin-1").split(" ", 2)
-        await _read_headers(reader)
-        if len(status) < 2 or status[1] != "200":
-            writer.transport.abort()
-            raise ConnectionRefusedError(f"proxy {parts.hostname}:{parts.port} refused CONNECT: {' '.join(status[1:])}")
-        return reader, writer, {}
-    return reader, writer, extra
+def _transport(tls: Tls, proxy: str, backend: _net.Backend, connections: int) -> httpx.AsyncHTTPTransport:
+    """httpx's transport over our network backend (httpx takes no backend itself: its pool is replaced)."""
+    context = ssl_context(tls)
+    transport = httpx.AsyncHTTPTransport(verify=context, trust_env=False)
+    pool: httpcore.AsyncConnectionPool
+    if proxy:
+        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        auth = (unquote(parts.username or ""), unquote(parts.password or "")) if parts.username else None
+        bare = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
+        pool = httpcore.AsyncHTTPProxy(proxy_url=bare, proxy_auth=auth, ssl_context=context, network_backend=backend,
+                                       max_connections=connections)
+    else:
+        pool = httpcore.AsyncConnectionPool(ssl_context=context, network_backend=backend, max_connections=connections)
+    transport._pool = pool
+    return transport
+
+
+class Pool:
+    """Keep-alive connections for repeated requests to one service (synthetic sampling).
+
+    At most one connection per request in flight, reused while the server keeps it open; an idle
+    connection the server closed meanwhile is replaced within the request's bound.
+    :meth:`aclose` closes them all.
+    """
+
+    def __init__(self, connections: int = 64) -> None:
+        self.backend = _net.Backend()
+        self._connections = connections
+        self._clients: dict[tuple[Tls, str], httpx.AsyncClient] = {}
+
+    @property
+    def opened(self) -> int:
+        """Connections made for requests that used this pool."""
+        return self.backend.opened
+
+    def client(self, tls: Tls, proxy: str) -> httpx.AsyncClient:
+        key = (tls, proxy)
+        if key not in self._clients:
+            self._clients[key] = _client(_transport(tls, proxy, self.backend, self._connections))
+        return self._clients[key]
+
+    def idle(self) -> int:
+        """How many connections wait to be reused."""
+        count = 0
+        for client in self._clients.values():
+            pool = client._transport._pool  # type: ignore[attr-defined]
+            count += sum(1 for connection in pool.connections if connection.is_idle())
+        return count
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+
+def _client(transport: httpx.AsyncHTTPTransport) -> httpx.AsyncClient:
+    # No timeouts of httpx's own: the exchange has one total bound. No redirects: a health URL
+    # that redirects is reported as the 3xx it is.
+    return httpx.AsyncClient(transport=transport, timeout=None,  # noqa: S113 - asyncio.timeout bounds it
+                             follow_redirects=False, trust_env=False,
+                             headers={"User-Agent": f"acgs-checks/{__version__}", "Accept": _ACCEPT,
+                                      "Accept-Encoding": "gzip, deflate"})
 
 
 async def probe_service(service: Service) -> HttpResult:
     """GET the service's health URL once; never raises for an unhealthy target."""
     result, _ = await exchange(service.health_url, target=service.name, timeout=service.timeout_seconds,
-                               headers=tuple(service.headers.items()), tls=service.tls)
+                               headers=service.headers, tls=service.tls)
     return result
 
 
-Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-Head = tuple[list[str], list[tuple[str, str]]]  # the final status line's pieces, and the response headers
+async def exchange(url: str, *, target: str, timeout: float,
+                   headers: Mapping[str, str] | Sequence[tuple[str, str]] = (), tls: Tls = NO_TLS,
+                   body_limit: int = BODY_LIMIT, pool: Pool | None = None) -> tuple[HttpResult, bytes]:
+    """One GET, bounded by ``timeout`` in total: what was seen, and the body (decoded, up to ``body_limit``).
 
-
-class Pool:
-    """Idle keep-alive connections for repeated requests to one service (synthetic sampling).
-
-    At most one idle connection per request in flight; :meth:`close` drops them all.
-    """
-
-    def __init__(self) -> None:
-        self._idle: dict[tuple[str, str, int], list[Connection]] = {}
-        self.opened = 0  # connections made for requests that used this pool
-
-    def take(self, key: tuple[str, str, int]) -> Connection | None:
-        idle = self._idle.get(key)
-        return idle.pop() if idle else None
-
-    def give(self, key: tuple[str, str, int], connection: Connection) -> None:
-        self._idle.setdefault(key, []).append(connection)
-
-    def idle(self) -> int:
-        """How many connections wait to be reused."""
-        return sum(len(idle) for idle in self._idle.values())
-
-    def close(self) -> None:
-        for idle in self._idle.values():
-            for _reader, writer in idle:
-                writer.transport.abort()
-        self._idle.clear()
-
-
-def _reusable(version: str, headers: dict[str, str], body_bytes: int) -> bool:
-    """An HTTP/1.1 response framed by its length or by chunks, fully read, without Connection: close."""
-    if version != "HTTP/1.1" or headers.get("connection", "").lower() == "close":
-        return False
-    if headers.get("transfer-encoding", "").lower().endswith("chunked"):
-        return True
-    return "content-length" in headers and int(headers["content-length"]) == body_bytes
-
-
-async def exchange(url: str, *, target: str, timeout: float, headers: Sequence[tuple[str, str]] = (),
-                   tls: Tls = NO_TLS, body_limit: int = BODY_LIMIT,
-                   pool: Pool | None = None) -> tuple[HttpResult, bytes]:
-    """One GET, bounded by ``timeout`` in total: what was seen, and the body (up to ``body_limit``).
-
-    With ``pool`` the request goes out on an idle keep-alive connection when there is one (an
-    idle connection the server has closed meanwhile is replaced, within the same bound), and
-    the connection is handed back afterwards; ``connect_seconds`` is then 0.
+    With ``pool`` the request goes out on an idle keep-alive connection when there is one, and
+    the connection stays open for the next; without, the connection is closed afterwards.
     """
     shown = display_url(url)
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     start = time.perf_counter()
-    marks: dict[str, float] = {}  # when TCP connected, the connection was ready (TLS too), the answer began
-    writer: asyncio.StreamWriter | None = None
-    key = (parts.scheme, host, port)
+    marks: dict[str, float] = {}
+    token = _net.MARKS.set(marks)
+    proxy = proxy_for(parts.scheme, host)
+    own = None if pool is not None else _client(_transport(tls, proxy, _net.Backend(), 1))
+    client = pool.client(tls, proxy) if pool is not None else own
+    assert client is not None
+    extra = {} if pool is not None else {"Connection": "close"}
 
     def result(outcome: str, detail: str, **fields: Any) -> HttpResult:
         return HttpResult(
-            target=target, url=shown, outcome=outcome, detail=detail,
-            timeout_seconds=timeout, elapsed_seconds=round(time.perf_counter() - start, 6),
-            connect_seconds=round(marks["ready"] - start, 6) if "ready" in marks else None,
-            first_byte_seconds=round(marks["answer"] - start, 6) if "answer" in marks else None,
-            **fields,
-        )
+            target=target, url=shown, outcome=outcome, detail=detail, timeout_seconds=timeout,
+            elapsed_seconds=round(time.perf_counter() - start, 6),
+            connect_seconds=_since(start, marks.get("tls", marks.get("connected"))),
+            first_byte_seconds=_since(start, marks.get("answer")), phases=_phases(start, marks, parts.scheme),
+            **fields)
 
     try:
         async with asyncio.timeout(timeout):
-            proxy = _proxy_for(parts.scheme, host)
-            reused = (await _reuse(pool, key, _request(headers, parts, keep_alive=True))
-                      if pool is not None and not proxy else None)
-            head: Head | None
-            if reused is not None:
-                reader, writer, head = reused
-                marks["tcp"] = marks["ready"] = start
-            else:
-                reader, writer, extra = await _open(parts, host=host, port=port, proxy=proxy, tls=tls, marks=marks)
-                if pool is not None:
-                    pool.opened += 1
-                request = _request([*headers, *extra.items()], parts, absolute=bool(proxy) and parts.scheme == "http",
-                                   keep_alive=pool is not None)
-                head = await _ask(reader, writer, request)
-            marks["answer"] = time.perf_counter()
-            if head is None:
-                return result(CLOSED, "the server closed the connection without answering"), b""
-            pieces, header_list = head
-            response_headers = {name.lower(): value for name, value in header_list}
-            raw = await _read_body(reader, response_headers, body_limit)
-            body = _decoded(raw, response_headers.get("content-encoding", ""), body_limit)
-            health, field, value = classify_health(body, response_headers.get("content-type", ""))
-            if pool is not None and writer is not None and not proxy and _reusable(pieces[0], response_headers,
-                                                                                  len(raw)):
-                pool.give(key, (reader, writer))
-                writer = None  # handed back: not closed below
-            return result(
-                RESPONSE, "", status=int(pieces[1]), reason=pieces[2] if len(pieces) > 2 else "",
-                headers=tuple(header_list),
-                body_excerpt=body[:EXCERPT_LIMIT].decode("utf-8", errors="replace"),
-                body_bytes=len(body), health=health, health_field=field, health_value=value,
-            ), body
+            request = client.build_request("GET", url, headers={**dict(headers), **extra},
+                                           extensions={"trace": partial(_trace, marks)})
+            response = await client.send(request, stream=True)
+            try:
+                marks.setdefault("answer", time.perf_counter())
+                body = await _read(response, body_limit)
+            finally:
+                await response.aclose()
+            marks["done"] = time.perf_counter()
+            content_type = response.headers.get("content-type", "")
+            health, found, value = classify_health(body, content_type)
+            return result(RESPONSE, "", status=response.status_code, reason=response.reason_phrase,
+                          headers=tuple(response.headers.multi_items()),
+                          body_excerpt=body[:EXCERPT_LIMIT].decode("utf-8", errors="replace"),
+                          body_bytes=len(body), health=health, health_field=found, health_value=value), body
     except TimeoutError:
-        if "tcp" in marks and "ready" not in marks:
+        if "connected" in marks and "tls" not in marks and parts.scheme == "https" and "answer" not in marks:
             return result(TLS_TIMEOUT, f"TCP connected, but the TLS handshake did not finish within {timeout:g} s"), b""
-        if "ready" not in marks:
+        if "connected" not in marks and "reused" not in marks:
             return result(CONNECT_TIMEOUT, f"could not connect within {timeout:g} s"), b""
         return result(TIMEOUT, f"connected, but no complete response within {timeout:g} s"), b""
     except ConnectionRefusedError:
@@ -407,54 +270,62 @@ async def exchange(url: str, *, target: str, timeout: float, headers: Sequence[t
         return result(TLS, f"TLS certificate rejected: {exc.verify_message or exc.reason}"), b""
     except ssl.SSLError as exc:
         return result(TLS, f"TLS handshake failed: {exc.reason or exc}"), b""
-    except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
+    except (ConnectionResetError, BrokenPipeError):
         return result(CLOSED, "the server closed the connection before a full response"), b""
-    except (ValueError, asyncio.LimitOverrunError, zlib.error) as exc:
+    except httpx.ProxyError as exc:
+        return result(REFUSED, f"proxy {display_url(proxy)} refused the tunnel: {exc}"), b""
+    except httpx.RemoteProtocolError as exc:
+        if any(word in str(exc).lower() for word in _CLOSED_WORDS):
+            if "answer" not in marks:
+                return result(CLOSED, "the server closed the connection without answering"), b""
+            return result(CLOSED, "the server closed the connection before a full response"), b""
         return result(PROTOCOL, f"malformed HTTP response: {exc}"), b""
-    except OSError as exc:
-        return result(NETWORK, f"network error: {exc.strerror or exc}"), b""
+    except (httpx.DecodingError, httpx.LocalProtocolError, httpx.UnsupportedProtocol, ValueError) as exc:
+        return result(PROTOCOL, f"malformed HTTP response: {exc}"), b""
+    except (OSError, httpx.TransportError) as exc:
+        return result(NETWORK, f"network error: {getattr(exc, 'strerror', None) or exc}"), b""
     finally:
-        if writer is not None:
-            writer.transport.abort()
+        _net.MARKS.reset(token)
+        if own is not None:
+            await own.aclose()
 
 
-async def _reuse(pool: Pool, key: tuple[str, str, int], request: bytes) -> tuple[
-        asyncio.StreamReader, asyncio.StreamWriter, Head] | None:
-    """Send on an idle pooled connection; None when there is none, or the server closed it meanwhile."""
-    while (idle := pool.take(key)) is not None:
-        reader, writer = idle
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
-            head = await _ask(reader, writer, request)
-            if head is not None:
-                return reader, writer, head
-        writer.transport.abort()
-    return None
+async def _read(response: httpx.Response, limit: int) -> bytes:
+    """The decoded body up to ``limit`` bytes (what is beyond is not read)."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) >= limit:
+            return bytes(body[:limit])
+    return bytes(body)
 
 
-async def _open(parts: Any, *, host: str, port: int, proxy: str, tls: Tls, marks: dict[str, float]) -> tuple[
-        asyncio.StreamReader, asyncio.StreamWriter, dict[str, str]]:
-    """A new connection (through the proxy when one applies), TLS included; ``marks`` records its phases."""
-    context = ssl_context(tls) if parts.scheme == "https" else None
-    extra: dict[str, str] = {}
-    if proxy:
-        reader, writer, extra = await _through_proxy(proxy, parts.scheme, host, port)
-    else:
-        reader, writer = await _connect(host, port)
-    marks["tcp"] = time.perf_counter()
-    try:
-        if context is not None:
-            await writer.start_tls(context, server_hostname=host)
-    except BaseException:
-        writer.transport.abort()
-        raise
-    marks["ready"] = time.perf_counter()
-    return reader, writer, extra
+async def _trace(marks: dict[str, float], event: str, info: dict[str, Any]) -> None:
+    """httpcore's trace extension: when the request went out and the answer's head arrived."""
+    now = time.perf_counter()
+    if event.endswith("send_request_headers.started"):
+        marks.setdefault("sent", now)
+        if "connected" not in marks:  # no connect in this exchange: a kept-alive connection was reused
+            marks.setdefault("reused", now)
+    elif event.endswith("receive_response_headers.complete"):
+        marks.setdefault("answer", now)
 
 
-async def _ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> Head | None:
-    writer.write(request)
-    await writer.drain()
-    return await _response_head(reader)
+def _since(start: float, mark: float | None) -> float | None:
+    return None if mark is None else round(mark - start, 6)
+
+
+def _phases(start: float, marks: dict[str, float], scheme: str) -> dict[str, float]:
+    """Seconds per phase; a phase that did not happen (a reused connection's connect) is left out."""
+    order = [("resolve", "resolved"), ("connect", "connected"), *([("tls", "tls")] if scheme == "https" else []),
+             ("processing", "answer"), ("transfer", "done")]
+    found: dict[str, float] = {}
+    previous = start
+    for phase, name in order:
+        if name in marks:
+            found[phase] = round(marks[name] - previous, 6)
+            previous = marks[name]
+    return found
 
 
 def probe_services(services: Sequence[Service], *, concurrency: int = 64) -> dict[str, HttpResult]:
@@ -491,3 +362,5 @@ SERVICE = kinds.register(kinds.ProbeKind(
     probe=_probe, targets=lambda env: env.services, evidence=_attach,
     doc="one GET of each service's health URL",
 ))
+
+__all__ = ["Pool", "exchange", "race"]

@@ -108,7 +108,7 @@ async def from_samples(service: Service, settings: SloSettings) -> SloSnapshot:
     results: list[http.HttpResult] = []
     queue = iter(range(settings.samples))
     # Keep-alive by default: at most one connection per request in flight, reused, as real clients do.
-    pool = http.Pool() if settings.keepalive else None
+    pool = http.Pool(settings.concurrency) if settings.keepalive else None
 
     async def worker() -> None:
         for _ in queue:
@@ -123,7 +123,7 @@ async def from_samples(service: Service, settings: SloSettings) -> SloSnapshot:
         await asyncio.gather(*(worker() for _ in range(max(1, min(settings.concurrency, settings.samples)))))
     finally:
         if pool is not None:
-            pool.close()
+            await pool.aclose()
     duration = time.monotonic() - started
     connections = pool.opened if pool is not None else len(results)
     endpoint = f"GET {display_url(service.slo_url)}"

@@ -25,6 +25,8 @@ def attach_http(result: HttpResult, environment: Environment) -> None:
             "total": result.elapsed_seconds,
             "timeout": result.timeout_seconds,
         },
+        # Per phase, as blackbox_exporter's probe_http_duration_seconds{phase=...} names them.
+        "phases_seconds": result.phases,
         "health": {"normalised": result.health, "field": result.health_field,
                    "value": result.health_value},
         "headers": dict(result.headers),
