@@ -104,7 +104,9 @@ def main() -> int:
         command = [sys.executable, "-m", "pytest", "-m", args.marker, "-q", "-p", "no:cacheprovider",
                    f"--env={env_file}", f"--alluredir={work / 'allure'}", f"--junitxml={work / 'junit.xml'}",
                    f"--summary-json={work / 'summary.json'}"]
-        environ = {k: v for k, v in os.environ.items() if k != "CI"}
+        # As on a user's machine or a CI runner: pytest caches its rewritten modules as bytecode (the
+        # sessions on this machine export PYTHONDONTWRITEBYTECODE=1, which makes every run re-rewrite them).
+        environ = {k: v for k, v in os.environ.items() if k not in ("CI", "PYTHONDONTWRITEBYTECODE")}
         ours, theirs = [], []
         cases = 0
         for run in range(args.runs):

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import importlib
 import pkgutil
+import threading
 import traceback
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -120,13 +121,21 @@ def register(kind: ProbeKind[T, R]) -> ProbeKind[T, R]:
     return kind
 
 
-def discover() -> dict[str, ProbeKind[Any, Any]]:
-    """Import every probe module (each registers its kinds) and return the registry."""
-    from acgs_checks import probes  # noqa: PLC0415
+_DISCOVERED: list[bool] = []
 
-    for module in pkgutil.iter_modules(probes.__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{probes.__name__}.{module.name}")
+
+def discover() -> dict[str, ProbeKind[Any, Any]]:
+    """Import every probe module (each registers its kinds) once, and return the registry.
+
+    Kinds registered later (by a project's conftest.py) join the same registry.
+    """
+    if not _DISCOVERED:
+        from acgs_checks import probes  # noqa: PLC0415
+
+        for module in pkgutil.iter_modules(probes.__path__):
+            if not module.name.startswith("_"):
+                importlib.import_module(f"{probes.__name__}.{module.name}")
+        _DISCOVERED.append(True)
     return REGISTRY
 
 
@@ -169,46 +178,114 @@ def _guarded(name: str, job: Callable[[], Awaitable[JsonRecord]]) -> Callable[[]
 
 
 Results = dict[str, dict[str, dict[str, Any]]]
+Deliver = Callable[[str, str, dict[str, Any]], None]
+
+
+async def _pass(env: Environment, selected: Mapping[str, set[str]], deliver: Deliver) -> None:
+    """Probe the named targets of each kind concurrently; hand each record over (as JSON) once it is in."""
+    kinds = discover()
+    semaphore = asyncio.Semaphore(max(1, env.defaults.concurrency))
+    shared: dict[str, asyncio.Task[Any]] = {}
+    tasks: dict[tuple[str, str], asyncio.Task[JsonRecord]] = {}
+
+    async def one(kind: ProbeKind[Any, Any], target: Any) -> JsonRecord:
+        earlier = tasks.get((kind.after, target.name)) if kind.after else None
+        # Waited for outside the semaphore: a job holding a slot never waits on one without.
+        before = await asyncio.shield(earlier) if earlier is not None else None
+        async with semaphore:
+            record: JsonRecord = await kind.probe(target, Job(env, before, shared))
+            return record
+
+    async def delivered(kind: ProbeKind[Any, Any], target: Any) -> JsonRecord:
+        record = await _guarded(target.name, lambda: one(kind, target))()
+        deliver(kind.name, target.name, record.to_json())
+        return record
+
+    order = sorted(kinds.values(), key=lambda k: bool(k.after))  # what others wait for starts first
+    for kind in order:
+        wanted = selected.get(kind.name, set())
+        for target in kind.targets(env):
+            if target.name in wanted:
+                tasks[(kind.name, target.name)] = asyncio.ensure_future(delivered(kind, target))
+    await asyncio.gather(*tasks.values())
+    for task in shared.values():
+        task.cancel()
 
 
 def probe_selected(env: Environment, selected: Mapping[str, set[str]]) -> Results:
     """Probe the named targets of each kind, all in one concurrent pass; results as JSON, by kind and name."""
     from acgs_checks.probes import _aio  # noqa: PLC0415
 
-    kinds = discover()
+    out: Results = {name: {} for name in discover()}
 
-    async def all_of() -> list[tuple[str, JsonRecord]]:
-        semaphore = asyncio.Semaphore(max(1, env.defaults.concurrency))
-        shared: dict[str, asyncio.Task[Any]] = {}
-        tasks: dict[tuple[str, str], asyncio.Task[JsonRecord]] = {}
+    def keep(kind: str, name: str, record: dict[str, Any]) -> None:
+        out[kind][name] = record
 
-        async def one(kind: ProbeKind[Any, Any], target: Any) -> JsonRecord:
-            earlier = tasks.get((kind.after, target.name)) if kind.after else None
-            # Waited for outside the semaphore: a job holding a slot never waits on one without.
-            before = await asyncio.shield(earlier) if earlier is not None else None
-            async with semaphore:
-                record: JsonRecord = await kind.probe(target, Job(env, before, shared))
-                return record
-
-        def start(kind: ProbeKind[Any, Any], target: Any) -> Callable[[], Awaitable[JsonRecord]]:
-            return _guarded(target.name, lambda: one(kind, target))
-
-        order = sorted(kinds.values(), key=lambda k: bool(k.after))  # what others wait for starts first
-        for kind in order:
-            wanted = selected.get(kind.name, set())
-            for target in kind.targets(env):
-                if target.name in wanted:
-                    tasks[(kind.name, target.name)] = asyncio.ensure_future(start(kind, target)())
-        done = await asyncio.gather(*tasks.values())
-        for task in shared.values():
-            task.cancel()
-        return [(kind_name, record) for (kind_name, _), record in zip(tasks, done, strict=True)]
-
-    out: Results = {name: {} for name in kinds}
-    for kind_name, record in _aio.run(all_of):
-        out[kind_name][getattr(record, "target", "")] = record.to_json()
+    _aio.run(lambda: _pass(env, selected, keep))
     return out
 
 
-__all__ = ["Decision", "Gate", "Job", "ProbeError", "ProbeKind", "R", "applicable", "by_fixture", "discover",
-           "params", "probe_selected", "register"]
+class ProbePass:
+    """The same pass in a background thread, each record available as soon as its target answered.
+
+    Cases of targets that answered run while a hanging target still waits out its timeout, so a
+    run costs about one timeout plus start-up, not one timeout plus the time to report every case.
+    """
+
+    def __init__(self, env: Environment, selected: Mapping[str, set[str]]) -> None:
+        self._records: dict[tuple[str, str], dict[str, Any]] = {}
+        self._changed = threading.Condition()
+        self._finished = False
+        self._error = ""
+        self._thread = threading.Thread(target=self._run, args=(env, selected), name="acgs-probe-pass", daemon=True)
+        self._thread.start()
+
+    def _run(self, env: Environment, selected: Mapping[str, set[str]]) -> None:
+        from acgs_checks.probes import _aio  # noqa: PLC0415
+
+        try:
+            _aio.run(lambda: _pass(env, selected, self._deliver))
+        except BaseException as exc:  # noqa: BLE001 - reported to every case still waiting, never lost
+            self._error = f"{type(exc).__name__}: {exc}"
+        finally:
+            with self._changed:
+                self._finished = True
+                self._changed.notify_all()
+
+    def _deliver(self, kind: str, name: str, record: dict[str, Any]) -> None:
+        with self._changed:
+            self._records[(kind, name)] = record
+            self._changed.notify_all()
+
+    def ready(self, keys: Iterable[tuple[str, str]]) -> bool:
+        with self._changed:
+            return self._finished or all(key in self._records for key in keys)
+
+    def wait_for_change(self, seconds: float) -> None:
+        with self._changed:
+            if not self._finished:
+                self._changed.wait(seconds)
+
+    def record(self, kind: str, name: str) -> dict[str, Any]:
+        """This target's record, waiting for it (short waits, so Ctrl-C and SIGTERM still get through)."""
+        with self._changed:
+            while (kind, name) not in self._records and not self._finished:
+                self._changed.wait(0.1)
+            if (kind, name) in self._records:
+                return self._records[(kind, name)]
+        return ProbeError(target=name, probe_error=f"the probe pass ended without it ({self._error or 'no record'})",
+                          traceback="").to_json()
+
+
+class Finished:
+    """Results that are all in already (read from the run's shared folder under xdist)."""
+
+    def __init__(self, results: Results) -> None:
+        self.results = results
+
+    def record(self, kind: str, name: str) -> dict[str, Any]:
+        return self.results[kind][name]
+
+
+__all__ = ["Decision", "Finished", "Gate", "Job", "ProbeError", "ProbeKind", "ProbePass", "R", "applicable",
+           "by_fixture", "discover", "params", "probe_selected", "register"]

@@ -19,7 +19,7 @@ import pytest
 
 from acgs_checks import verdict
 from acgs_checks.errors import ConfigError
-from acgs_checks.run import fixtures, selection, settings, state, summary
+from acgs_checks.run import fixtures, ordering, selection, settings, state, summary
 from acgs_checks.run.fixtures import acgs_environment, probe_results
 from acgs_checks.run.state import STATE
 
@@ -90,6 +90,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     selection.collection_finish(session)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    return ordering.runtestloop(session)
 
 
 @pytest.hookimpl(wrapper=True, trylast=True)

@@ -31,12 +31,11 @@ def attach_http(result: HttpResult, environment: Environment) -> None:
                    "value": result.health_value},
         "headers": dict(result.headers),
         "body_bytes": result.body_bytes,
+        # In the one attachment: a file per case is what a run of hundreds of targets pays for.
+        "body_excerpt": result.body_excerpt,
     }
     allure.attach(environment.redact(json.dumps(facts, indent=2)), name="evidence",
                   attachment_type=allure.attachment_type.JSON)
-    if result.body_excerpt:
-        allure.attach(environment.redact(result.body_excerpt), name="body excerpt",
-                      attachment_type=allure.attachment_type.TEXT)
 
 
 def attach_json(name: str, data: dict[str, Any], environment: Environment) -> None:

@@ -21,7 +21,7 @@ from acgs_checks.kinds import ProbeKind
 from acgs_checks.probes._record import JsonRecord
 from acgs_checks.reporting import evidence
 from acgs_checks.run.selection import is_check
-from acgs_checks.run.state import STATE, armed, start_backends
+from acgs_checks.run.state import STATE, RunState, armed, start_backends
 
 EVIDENCE = pytest.StashKey[list[Callable[[], None]]]()
 VERDICTS = pytest.StashKey[list[Callable[[], None]]]()
@@ -35,17 +35,35 @@ def acgs_environment(pytestconfig: pytest.Config) -> Environment:
     return armed(pytestconfig).environment
 
 
+Records = kinds.ProbePass | kinds.Finished
+
+
+def start_pass(state: RunState) -> kinds.ProbePass:
+    """The one concurrent pass over every selected target, started once, in the background."""
+    if state.probe_pass is None:
+        if state.sandbox is not None and any(state.selected.get(k) for k in _BACKEND_KINDS):
+            start_backends(state.sandbox)
+        state.probe_pass = kinds.ProbePass(state.environment, state.selected)
+    return state.probe_pass
+
+
 @pytest.fixture(scope="session")
-def probe_results(pytestconfig: pytest.Config) -> kinds.Results:
-    """Every selected target probed once, concurrently, shared by every check (and xdist worker)."""
+def probe_results(pytestconfig: pytest.Config) -> Records:
+    """Every selected target probed once, concurrently, shared by every check (and xdist worker).
+
+    In one process each record is there as soon as its target answered; under xdist the first
+    worker probes everything and the others read its results (one connection per target).
+    """
     state = armed(pytestconfig)
+    if state.shared_dir is None:
+        return start_pass(state)
 
     def compute() -> kinds.Results:
         if state.sandbox is not None and any(state.selected.get(k) for k in _BACKEND_KINDS):
             start_backends(state.sandbox)
         return kinds.probe_selected(state.environment, state.selected)
 
-    return state.results.get("probes", compute)
+    return kinds.Finished(state.results.get("probes", compute))
 
 
 def _attach_during_call(request: pytest.FixtureRequest, attach: Callable[[], None]) -> None:
@@ -81,10 +99,10 @@ def runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 
 
 def observed(request: pytest.FixtureRequest, kind: ProbeKind[Any, Any], name: str,
-             results: kinds.Results) -> JsonRecord:
+             results: Records) -> JsonRecord:
     """The probe's typed record of one target, with its evidence; a probe that raised fails only this target's cases."""
     env = armed(request.config).environment
-    data = results[kind.name][name]
+    data = results.record(kind.name, name)
     if "probe_error" in data:
         _attach_during_call(request, lambda: evidence.attach_json("probe error", data, env))
         decide_during_call(request, lambda: verdict.fail(
@@ -117,7 +135,7 @@ def _probe_fixture(kind: ProbeKind[Any, Any], fixture: str, arg: str) -> Callabl
     """``database_probe(request, database, probe_results)``: the snapshot, reachable or not."""
     gate_here = kind.gate is not None and not kind.gate.fixture
 
-    def probe(_holder: object, request: pytest.FixtureRequest, probe_results: kinds.Results,
+    def probe(_holder: object, request: pytest.FixtureRequest, probe_results: Records,
               **target: Any) -> JsonRecord:
         name = arg[1:] if arg.startswith("=") else target[arg].name
         record = observed(request, kind, name, probe_results)

@@ -9,7 +9,7 @@ import pytest
 from acgs_checks import kinds, runbook, verdict
 from acgs_checks.errors import ConfigError
 from acgs_checks.reporting import allure_files
-from acgs_checks.run.state import STATE
+from acgs_checks.run.state import STATE, RunState
 from acgs_checks.runbook import AREAS, REVIEW_DAYS
 from acgs_checks.severity import SEVERITY_MARKERS, Severity
 
@@ -32,10 +32,32 @@ def generate_tests(metafunc: pytest.Metafunc) -> None:
     state = metafunc.config.stash.get(STATE, None)
     if state is None:
         return
+    selected = _may_be_selected(metafunc, state)
     for param, kind in kinds.params().items():
         if param in metafunc.fixturenames:
-            targets = kind.targets(state.environment)
+            # A check that -m or --review leaves out gets no cases per target: with hundreds of
+            # targets, building and then deselecting them would cost more than the checks that run.
+            targets = kind.targets(state.environment) if selected else ()
             metafunc.parametrize(param, targets, ids=[t.name for t in targets], scope="function")
+
+
+def _may_be_selected(metafunc: pytest.Metafunc, state: RunState) -> bool:
+    """Whether this check's own markers can pass ``-m`` and ``--review`` (True when unsure)."""
+    marks = list(metafunc.definition.iter_markers())
+    names = {m.name for m in marks}
+    review = state.settings.review
+    if review is not None and not names & {"daily", review}:
+        return False
+    expression = (metafunc.config.getoption("markexpr", "") or "").strip()
+    if not expression:
+        return True
+    try:
+        from _pytest.mark import MarkMatcher  # noqa: PLC0415 - pytest's own matcher for -m
+        from _pytest.mark.expression import Expression  # noqa: PLC0415
+
+        return bool(Expression.compile(expression).evaluate(MarkMatcher.from_markers(marks)))
+    except Exception:  # noqa: BLE001 - pytest's private API moved: build every case and let -m deselect
+        return True
 
 
 def is_check(item: pytest.Item, rootpath: Path) -> bool:
@@ -150,5 +172,6 @@ def collection_finish(session: pytest.Session) -> None:
             name = arg[1:] if arg.startswith("=") else getattr(params.get(arg), "name", None)
             if name is not None:
                 state.selected.setdefault(kind.name, set()).add(name)
+                state.needs.setdefault(item.nodeid, []).append((kind.name, name))
 
 

@@ -37,6 +37,9 @@ class RunState:
     coverage: dict[str, list[str]] = field(default_factory=dict)
     delivery_problems: list[str] = field(default_factory=list)
     rootpath: Path = Path()
+    # Per case, the (kind, target) records it reads; and the streaming pass of a one-process run.
+    needs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    probe_pass: kinds.ProbePass | None = None
 
 
 STATE = pytest.StashKey[RunState]()
