@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from acgs_checks.sandbox import servers as sandbox_servers
+from acgs_checks.sandbox import processes as sandbox_processes
 from acgs_checks.sandbox.servers import PostgresServer, free_port
 from servers import RealServers
 
@@ -235,19 +235,19 @@ def primary_and_standby() -> Iterator[tuple[PostgresServer, str, Path, int]]:
     primary.start()
     assert primary.bindir is not None
     assert primary.workdir is not None
-    folder = sandbox_servers._workdir("acgs-test-standby-")
+    folder = sandbox_processes.workdir_for("acgs-test-standby-")
     port = free_port()
     try:
-        sandbox_servers._run(str(primary.bindir / "pg_basebackup"), "-h", str(primary.workdir), "-p", str(primary.port),
-                     "-U", "postgres", "-D", str(folder / "data"), "-R", "-X", "stream", "-c", "fast", "--no-sync")
-        sandbox_servers._run(str(primary.bindir / "pg_ctl"), "-D", str(folder / "data"), "-l", str(folder / "log"),
-                     "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c hot_standby=on "
-                             "-c dynamic_shared_memory_type=mmap",
-                     "-w", "start")
+        sandbox_processes.run(str(primary.bindir / "pg_basebackup"), "-h", str(primary.workdir),
+                              "-p", str(primary.port), "-U", "postgres", "-D", str(folder / "data"), "-R",
+                              "-X", "stream", "-c", "fast", "--no-sync")
+        sandbox_processes.run(str(primary.bindir / "pg_ctl"), "-D", str(folder / "data"), "-l", str(folder / "log"),
+                              "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c hot_standby=on "
+                              "-c dynamic_shared_memory_type=mmap", "-w", "start")
         standby_dsn = primary.dsn.replace(f":{primary.port}/", f":{port}/")
         yield primary, standby_dsn, folder, port
     finally:
         with contextlib.suppress(Exception):
-            sandbox_servers._run(str(primary.bindir / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "stop")
+            sandbox_processes.run(str(primary.bindir / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "stop")
         shutil.rmtree(folder, ignore_errors=True)
         primary.stop()

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from acgs_checks.sandbox import servers
+from acgs_checks.sandbox import processes, servers
 from conftest import ROOT
 
 
 @pytest.fixture
 def scratch() -> Iterator[Path]:
     """A scratch folder the postgres account can reach (tmp_path's parents are private to root)."""
-    folder = Path(tempfile.mkdtemp(prefix="acgs-hygiene-", dir=servers._scratch()))
+    folder = Path(tempfile.mkdtemp(prefix="acgs-hygiene-", dir=processes.scratch_folder()))
     folder.chmod(0o755)
     try:
         yield folder

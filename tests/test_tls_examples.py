@@ -25,7 +25,7 @@ import pytest
 import trustme
 
 import tls_servers
-from acgs_checks.sandbox import servers as sandbox_servers
+from acgs_checks.sandbox import processes as sandbox_processes
 from acgs_checks.sandbox.servers import PgBouncerServer, PostgresServer, free_port, pgbouncer_binary
 from conftest import ROOT, Run, RunSuite
 from servers import answer
@@ -56,10 +56,10 @@ class Setup:
 @pytest.fixture
 def setup() -> Iterator[Setup]:
     # Servers that run as the postgres account must read the files: a folder that account owns.
-    folder = sandbox_servers._workdir("acgs-test-tls-")
+    folder = sandbox_processes.workdir_for("acgs-test-tls-")
     try:
         pki = tls_servers.make_pki(folder / "certs")
-        account = sandbox_servers._unprivileged_user()
+        account = sandbox_processes.unprivileged_user()
         if account is not None:
             for path in (folder / "certs", *sorted((folder / "certs").iterdir())):
                 os.chown(path, account.pw_uid, account.pw_gid)

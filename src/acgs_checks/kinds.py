@@ -97,6 +97,9 @@ class ProbeKind(Generic[T, R]):
     # model and its JSON Schema gain the section; None when the section is a built-in one.
     entry: type[Target] | None = None
     evidence: Callable[[R, Environment], None] | None = None
+    # Whether the probe measures latency itself (synthetic sampling): then no case runs while the
+    # pass is in flight, so the run's own reporting cannot slow down what it is timing.
+    timing: Callable[[Environment], bool] = lambda env: False
     doc: str = ""
 
     def names(self, env: Environment) -> list[str]:
@@ -256,6 +259,11 @@ class ProbePass:
         with self._changed:
             self._records[(kind, name)] = record
             self._changed.notify_all()
+
+    def wait_until_finished(self) -> None:
+        with self._changed:
+            while not self._finished:
+                self._changed.wait(0.1)
 
     def ready(self, keys: Iterable[tuple[str, str]]) -> bool:
         with self._changed:

@@ -269,7 +269,7 @@ def _gate(seen: SloSnapshot, env: Environment) -> kinds.Decision | None:
 
 SLO = kinds.register(kinds.ProbeKind(
     name="slo", section="slo", record=SloSnapshot, probe=probe, param="service", fixture="slo_probe",
-    targets=lambda env: env.services, after="service",
+    targets=lambda env: env.services, after="service", timing=lambda env: env.slo.source == "synthetic",
     gate=kinds.Gate(_gate, fixture="slo", doc="the numbers; blocked when the metrics source or the health probe "
                     "failed, no data when the source could not read them"),
     doc="latency, error and traffic numbers per service",

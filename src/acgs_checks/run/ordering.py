@@ -3,7 +3,8 @@
 In one process (no xdist), the probe pass starts when the run starts, in the background. The
 loop runs next the first case (in collection order) whose records are all in, and waits only
 when none is; the cases of a target that hangs run last, once its timeout has passed. Under
-xdist, or when nothing is probed, pytest's own loop runs the cases in collection order.
+xdist, or when nothing is probed, pytest's own loop runs the cases in collection order. While a
+probe that times requests itself (synthetic SLO sampling) is in flight, no case runs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
+from acgs_checks import kinds
 from acgs_checks.kinds import ProbePass
 from acgs_checks.run.fixtures import start_pass
 from acgs_checks.run.state import STATE, is_worker
@@ -25,6 +27,8 @@ def runtestloop(session: pytest.Session) -> bool | None:
             or config.option.collectonly or not state.needs or session.testsfailed):
         return None
     probes = start_pass(state)
+    if any(kind.timing(state.environment) for name, kind in kinds.discover().items() if state.selected.get(name)):
+        probes.wait_until_finished()  # sampling times requests itself: nothing else runs meanwhile
     pending = list(session.items)
     current = _take(pending, lambda item: probes.ready(state.needs.get(item.nodeid, ())), probes)
     while current is not None:
