@@ -64,14 +64,17 @@ def _start_blackbox(work: Path, timeout: float) -> tuple[subprocess.Popen[bytes]
     raise SystemExit("blackbox_exporter did not start")
 
 
-async def _blackbox_round(url: str, ports: list[tuple[bool, int]], timeout: float) -> tuple[float, int]:
-    """Every endpoint probed once, all at once, as one Prometheus scrape interval would: (wall, successes)."""
-    limits = httpx.Limits(max_connections=len(ports), max_keepalive_connections=len(ports))
-    async with httpx.AsyncClient(limits=limits, timeout=timeout + 5) as client:
+async def _blackbox_round(url: str, ports: list[tuple[bool, int]], timeout: float,
+                          concurrency: int) -> tuple[float, int]:
+    """Every endpoint probed once, ``concurrency`` probes in flight (the suite's own setting): (wall, successes)."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    semaphore = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=None) as client:
         async def one(port: int) -> bool:
-            response = await client.get(f"{url}/probe", params={
-                "module": "http_2xx", "target": f"http://127.0.0.1:{port}/health"},
-                headers={"X-Prometheus-Scrape-Timeout-Seconds": f"{timeout + 0.5:g}"})
+            async with semaphore:
+                response = await client.get(f"{url}/probe", params={
+                    "module": "http_2xx", "target": f"http://127.0.0.1:{port}/health"},
+                    headers={"X-Prometheus-Scrape-Timeout-Seconds": f"{timeout + 0.5:g}"})
             return "probe_success 1" in response.text
 
         start = time.perf_counter()
@@ -86,6 +89,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=2.0)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--marker", default="daily and health")
+    parser.add_argument("--concurrency", type=int, default=256,
+                        help="probes in flight, for both: the environment's concurrency, and the requests "
+                        "to the exporter")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="acgs-bench-bb-"))
@@ -99,7 +105,7 @@ def main() -> int:
             time.sleep(0.05)
         ports = json.loads(ready.read_text())
         env_file = work / "bench.toml"
-        env_file.write_text(environment_text(ports, args.timeout, 256))
+        env_file.write_text(environment_text(ports, args.timeout, args.concurrency))
         blackbox, url = _start_blackbox(work, args.timeout)
         command = [sys.executable, "-m", "pytest", "-m", args.marker, "-q", "-p", "no:cacheprovider",
                    f"--env={env_file}", f"--alluredir={work / 'allure'}", f"--junitxml={work / 'junit.xml'}",
@@ -114,14 +120,15 @@ def main() -> int:
             done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=environ, check=False)
             ours.append(time.perf_counter() - start)
             cases = sum(sum(row.values()) for row in json.loads((work / "summary.json").read_text())["counts"].values())
-            wall, passed = asyncio.run(_blackbox_round(url, ports, args.timeout))
+            wall, passed = asyncio.run(_blackbox_round(url, ports, args.timeout, args.concurrency))
             theirs.append(wall)
             tail = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-200:]
             print(f"run {run + 1}: suite {ours[-1]:.2f} s ({tail}); blackbox_exporter {wall:.2f} s "
                   f"({passed} of {len(ports)} probe_success 1)", flush=True)
         suite, exporter = statistics.median(ours), statistics.median(theirs)
         print(f"endpoints={args.endpoints} hanging={args.hanging} timeout={args.timeout:g}s -m {args.marker!r} "
-              f"runs={args.runs}: suite median {suite:.2f} s ({cases} cases), blackbox_exporter median "
+              f"concurrency={args.concurrency} runs={args.runs}: suite median {suite:.2f} s ({cases} cases), "
+              "blackbox_exporter median "
               f"{exporter:.2f} s, ratio {suite / exporter:.2f}, suite beyond the timeout "
               f"{(suite - args.timeout) * 1000 / max(cases, 1):.2f} ms per case")
     finally:

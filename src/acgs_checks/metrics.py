@@ -11,8 +11,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from prometheus_client.parser import text_string_to_metric_families
-
 
 @dataclass(frozen=True)
 class Sample:
@@ -26,6 +24,8 @@ def parse_text(text: str) -> list[Sample]:
 
     Samples keep their full names (``_bucket``, ``_count``, ``_total``); garbage raises ValueError.
     """
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415 - scrape source only
+
     try:
         return [Sample(s.name, dict(s.labels), float(s.value))
                 for family in text_string_to_metric_families(text) for s in family.samples]

@@ -16,9 +16,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
-import redis.exceptions
-
 from acgs_checks import kinds, verdict
 from acgs_checks.environment import Cache, Environment, display_url
 from acgs_checks.probes._record import JsonRecord
@@ -60,8 +57,11 @@ def _pick(info: dict[str, Any]) -> dict[str, Any]:
 # No CLIENT SETINFO on connect: a least-privilege user would be refused, and each refusal lands
 # in the server's ACL LOG, where the Monday review looks for trouble. redis-py 7 and later say
 # it with driver_info=None; older ones with lib_name/lib_version=None.
-_NO_SETINFO: dict[str, Any] = (
-    {"driver_info": None} if importlib.util.find_spec("redis.driver_info") else {"lib_name": None, "lib_version": None})
+# (The client library loads when a cache is probed, not with the plugin.)
+def _no_setinfo() -> dict[str, Any]:
+    if importlib.util.find_spec("redis.driver_info"):
+        return {"driver_info": None}
+    return {"lib_name": None, "lib_version": None}
 
 _DENIED_WORDS = ("NOAUTH", "WRONGPASS", "NOPERM", "invalid password", "invalid username-password")
 DENIED_HINT = ("the user and password in the URL, and the ACL user's rules "
@@ -69,6 +69,8 @@ DENIED_HINT = ("the user and password in the URL, and the ACL user's rules "
 
 
 def _error(exc: BaseException, timeout: float) -> str:
+    import redis.exceptions  # noqa: PLC0415 - see _no_setinfo
+
     if isinstance(exc, TimeoutError | redis.exceptions.TimeoutError):
         return f"no answer within {timeout:g} s"
     text = str(exc).strip() or type(exc).__name__
@@ -78,6 +80,8 @@ def _error(exc: BaseException, timeout: float) -> str:
 
 
 def _is_denied(exc: BaseException) -> bool:
+    import redis.exceptions  # noqa: PLC0415 - see _no_setinfo
+
     if isinstance(exc, redis.exceptions.AuthenticationError | redis.exceptions.NoPermissionError
                   | redis.exceptions.AuthenticationWrongNumberOfArgsError):
         return True
@@ -100,12 +104,15 @@ def _tls_options(cache: Cache) -> dict[str, Any]:
 
 async def probe_cache(cache: Cache, *, window_seconds: float) -> CacheSnapshot:
     """PING, INFO, wait ``window_seconds``, INFO; never raises for a sick server."""
+    import redis.asyncio as aioredis  # noqa: PLC0415 - see _no_setinfo
+    import redis.exceptions  # noqa: PLC0415
+
     url = display_url(cache.url)
     timeout = cache.timeout_seconds
     client = aioredis.Redis.from_url(
         cache.url, socket_timeout=timeout, socket_connect_timeout=timeout,
         single_connection_client=True, retry_on_timeout=False, health_check_interval=0,
-        **_NO_SETINFO, **_tls_options(cache),
+        **_no_setinfo(), **_tls_options(cache),
     )
     errors: dict[str, str] = {}
     notes: dict[str, str] = {}

@@ -23,15 +23,14 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import psycopg
-from psycopg.conninfo import make_conninfo
-from psycopg.rows import dict_row
+from typing import TYPE_CHECKING, Any
 
 from acgs_checks import kinds, verdict
 from acgs_checks.environment import Database, Environment, Pooler, display_url
 from acgs_checks.probes._record import JsonRecord
+
+if TYPE_CHECKING:  # the client library loads when a database or pooler is probed, not with the plugin
+    import psycopg
 
 APPLICATION_NAME = "acgs-checks"
 ROW_LIMIT = 500
@@ -190,6 +189,10 @@ def _connect_error(exc: BaseException, target: Database) -> tuple[str, str]:
 
 async def _connect(target: Database, **options: Any) -> psycopg.AsyncConnection[dict[str, Any]]:
     """Connect with the DSN as given, plus the TLS parameters the environment adds beside it."""
+    import psycopg  # noqa: PLC0415 - see TYPE_CHECKING above
+    from psycopg.conninfo import make_conninfo  # noqa: PLC0415
+    from psycopg.rows import dict_row  # noqa: PLC0415
+
     conninfo = make_conninfo(target.dsn, **dict(target.connect_params)) if target.connect_params else target.dsn
     return await psycopg.AsyncConnection.connect(
         conninfo, connect_timeout=connect_timeout(target.timeout_seconds),
@@ -213,6 +216,8 @@ _TRANSACTION_BOUNDS = ("SELECT set_config('statement_timeout', %(t)s, true), set
 
 async def _query(conn: psycopg.AsyncConnection[dict[str, Any]], errors: dict[str, str], name: str,
                  sql: str, params: Sequence[Any] | None = None, *, timeout: float) -> list[dict[str, Any]]:
+    import psycopg  # noqa: PLC0415 - see TYPE_CHECKING above
+
     millis = max(1, int(timeout * 1000))
     try:
         async with conn.transaction():
@@ -231,6 +236,8 @@ def _jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 async def probe_database(db: Database) -> PgSnapshot:
     """One connection, every statistic the database checks need; never raises for a sick server."""
+    import psycopg  # noqa: PLC0415 - see TYPE_CHECKING above
+
     url = display_url(db.dsn)
     start = time.perf_counter()
     errors: dict[str, str] = {}
@@ -314,6 +321,8 @@ class PoolerSnapshot(JsonRecord):
 
 async def probe_pooler(pooler: Pooler) -> PoolerSnapshot:
     """The admin console speaks only the simple query protocol and has no transactions."""
+    import psycopg  # noqa: PLC0415 - see TYPE_CHECKING above
+
     url = display_url(pooler.dsn)
     start = time.perf_counter()
     try:

@@ -15,13 +15,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
-import stamina
-from prometheus_client import CollectorRegistry, generate_latest, push_to_gateway, write_to_textfile
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.exposition import basic_auth_handler, default_handler
+
+if TYPE_CHECKING:  # prometheus_client and stamina load when metrics are written or pushed, not with the plugin
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import GaugeMetricFamily
 
 from acgs_checks import __version__
 from acgs_checks.severity import Severity
@@ -108,6 +109,8 @@ class _Results:
         self.summary = summary
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415 - see TYPE_CHECKING
+
         summary = self.summary
         labels = ["check", "severity", "env", "review"]
         success = GaugeMetricFamily("acgs_check_success",
@@ -128,6 +131,8 @@ class _Results:
 
 
 def _registry(summary: RunSummary) -> CollectorRegistry:
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415 - see TYPE_CHECKING
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Results(summary))
     return registry
@@ -136,11 +141,15 @@ def _registry(summary: RunSummary) -> CollectorRegistry:
 def prometheus_text(summary: RunSummary) -> str:
     """The text exposition format: one series per check (bounded by the environment's targets),
     labelled check, severity, env and review; skipped checks have no success sample."""
+    from prometheus_client import generate_latest  # noqa: PLC0415 - see TYPE_CHECKING
+
     return generate_latest(_registry(summary)).decode("utf-8")
 
 
 def write_textfile(path: Path, summary: RunSummary) -> None:
     """The node_exporter textfile, written to a temporary file beside it and renamed (never half a file)."""
+    from prometheus_client import write_to_textfile  # noqa: PLC0415 - see TYPE_CHECKING
+
     path.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(path), _registry(summary))
 
@@ -155,6 +164,8 @@ class _Transient(Exception):
 
 
 def _retrying(send: Callable[[], None]) -> None:
+    import stamina  # noqa: PLC0415 - see TYPE_CHECKING
+
     retry = stamina.retry(on=(_Transient, urllib.error.URLError, httpx.TransportError, OSError),
                           attempts=_DELIVERY_ATTEMPTS, timeout=_DELIVERY_BOUND_SECONDS,
                           wait_initial=0.2, wait_max=2.0, wait_jitter=0.1)
@@ -163,6 +174,9 @@ def _retrying(send: Callable[[], None]) -> None:
 
 def push(url: str, summary: RunSummary) -> str:
     """PUT the metrics to a Pushgateway, grouped by env and review. Returns an error line or ''."""
+    from prometheus_client import push_to_gateway  # noqa: PLC0415 - see TYPE_CHECKING
+    from prometheus_client.exposition import basic_auth_handler, default_handler  # noqa: PLC0415
+
     parts = urlsplit(url)
     gateway = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
     username, password = unquote(parts.username or ""), unquote(parts.password or "")
