@@ -148,3 +148,46 @@ def raw_http(pieces: list[bytes], *, pause: float = 0.0) -> tuple[int, threading
 
     threading.Thread(target=serve, daemon=True).start()
     return int(sock.getsockname()[1]), stopped
+
+
+class CountingForwarder:
+    """A TCP forwarder in front of a shared server, counting the connections this test's runs make.
+
+    The machine's Redis serves every self-test at once (and a second suite run, if one runs), so
+    its own connection counters cannot tell whose connections they were; this one can.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.accepted = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            upstream = socket.create_connection(self.target, timeout=5)
+            upstream.settimeout(None)
+            self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._listener.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
