@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from dataclasses import replace
 
 from acgs_checks.probes import _aio, slo
 from acgs_checks.sandbox import Sandbox
@@ -27,7 +26,7 @@ def _measure(fault: str | None, service: str, runs: int) -> list[tuple[float, fl
     try:
         env = sandbox.environment()
         target = env.service(service)
-        settings = replace(env.slo, samples=50, concurrency=50)
+        settings = env.slo.model_copy(update={"samples": 50, "concurrency": 50})
         found = []
         for _ in range(runs):
             snapshot = _aio.run(lambda: slo.from_samples(target, settings))

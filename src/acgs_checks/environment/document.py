@@ -36,13 +36,12 @@ from acgs_checks.environment.model import (
     Service,
     Strict,
     Target,
+    TlsKeys,
     checked_url,
     context_of,
-    existing_file,
     number_or_variable,
     problem,
 )
-from acgs_checks.environment.tls import Tls
 from acgs_checks.thresholds import SPECS, Thresholds
 
 SloSource = Literal["prometheus", "synthetic", "scrape"]
@@ -74,7 +73,7 @@ class SloSettings(Strict):
 
 
 
-class BusinessMetric(Strict):
+class BusinessMetric(TlsKeys):
     """A business metric from a PromQL query, or from a JSON endpoint and a dotted field path."""
 
     name: str = Field("", description="set from the table's key")
@@ -84,15 +83,6 @@ class BusinessMetric(Strict):
     unit: Literal["ratio", "percent"] = Field("ratio", description="ratio (0..1) or percent (0..100)")
     timeout_seconds: Seconds = DEFAULT_TIMEOUT
     headers: Headers = Field(default_factory=dict)
-    verify_tls: Flag = True
-    ca_file: str | None = None
-    client_cert: str | None = None
-    client_key: str | None = None
-
-    @field_validator("ca_file", "client_cert", "client_key")
-    @classmethod
-    def _files(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return existing_file(value, info)
 
     @field_validator("url")
     @classmethod
@@ -108,11 +98,6 @@ class BusinessMetric(Strict):
         if self.url and not self.field:
             raise problem("missing: which JSON field holds the value", 'write field = "data.score"', at="field")
         return self
-
-    @property
-    def tls(self) -> Tls:
-        return Tls(verify=self.verify_tls, ca_file=self.ca_file, client_cert=self.client_cert,
-                   client_key=self.client_key)
 
 
 

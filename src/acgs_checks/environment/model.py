@@ -99,7 +99,33 @@ def existing_file(value: str | None, info: ValidationInfo) -> str | None:
     return str(path)
 
 
-class Target(Strict):
+class TlsKeys(Strict):
+    """The same four TLS keys on everything the suite connects to."""
+
+    verify_tls: Flag = Field(True, description="check the certificate chain and host name")
+    ca_file: str | None = Field(None, description="PEM bundle to trust instead of the system store "
+                                "(relative to the environment file)")
+    client_cert: str | None = Field(None, description="PEM certificate for targets that require mutual TLS")
+    client_key: str | None = Field(None, description="its private key (default: inside client_cert)")
+
+    @field_validator("ca_file", "client_cert", "client_key")
+    @classmethod
+    def _files(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return existing_file(value, info)
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> TlsKeys:
+        if self.client_key and not self.client_cert:
+            raise problem("is set without client_cert", 'add client_cert = "client.pem"', at="client_key")
+        return self
+
+    @property
+    def tls(self) -> Tls:
+        return Tls(verify=self.verify_tls, ca_file=self.ca_file, client_cert=self.client_cert,
+                   client_key=self.client_key)
+
+
+class Target(TlsKeys):
     """What every target has: a name (its test id), a title, a time bound and the four TLS keys."""
 
     name: str = Field(description="lower-case id; becomes the test id, e.g. test_service_health[auth]",
@@ -107,11 +133,6 @@ class Target(Strict):
     title: str = Field("", description="a readable name for reports (default: the name)")
     timeout_seconds: Seconds = Field(DEFAULT_TIMEOUT, description="bound on the whole probe "
                                      "(default: [defaults] timeout_seconds)")
-    verify_tls: Flag = Field(True, description="check the certificate chain and host name")
-    ca_file: str | None = Field(None, description="PEM bundle to trust instead of the system store "
-                                "(relative to the environment file)")
-    client_cert: str | None = Field(None, description="PEM certificate for targets that require mutual TLS")
-    client_key: str | None = Field(None, description="its private key (default: inside client_cert)")
 
     @model_validator(mode="before")
     @classmethod
@@ -133,22 +154,6 @@ class Target(Strict):
             raise problem(f"{value!r} is not a valid name",
                           "use lower-case letters, digits, '-', '_' or '.' (it becomes the test id)")
         return value
-
-    @field_validator("ca_file", "client_cert", "client_key")
-    @classmethod
-    def _files(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return existing_file(value, info)
-
-    @model_validator(mode="after")
-    def _key_needs_cert(self) -> Target:
-        if self.client_key and not self.client_cert:
-            raise problem("is set without client_cert", 'add client_cert = "client.pem"', at="client_key")
-        return self
-
-    @property
-    def tls(self) -> Tls:
-        return Tls(verify=self.verify_tls, ca_file=self.ca_file, client_cert=self.client_cert,
-                   client_key=self.client_key)
 
     def __repr__(self) -> str:
         # Short and secret-free: reports and histories show targets by name.

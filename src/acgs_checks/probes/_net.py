@@ -32,10 +32,40 @@ MARKS: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
 HAPPY_EYEBALLS_DELAY = 0.25  # RFC 8305: start the next address this long after the previous one
 
 
-def mark(phase: str) -> None:
+def mark(phase: str, when: float | None = None) -> None:
     marks = MARKS.get()
     if marks is not None:
-        marks.setdefault(phase, time.perf_counter())
+        marks.setdefault(phase, time.perf_counter() if when is None else when)
+
+
+class TimedProtocol(asyncio.StreamReaderProtocol):
+    """Notes when the first bytes of an answer reach the event loop, before any parsing.
+
+    Latency is measured from the request's last byte handed to the kernel to this moment, so
+    the client's own work (httpx parsing, other cases, a busy interpreter) stays out of it.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        super().__init__(reader)
+        self.waiting = False
+        self.arrived: float | None = None
+
+    def expect_answer(self) -> None:
+        self.waiting, self.arrived = True, None
+
+    def data_received(self, data: bytes) -> None:
+        if self.waiting and data:
+            self.arrived, self.waiting = time.perf_counter(), False
+        super().data_received(data)
+
+
+async def open_timed(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """``asyncio.open_connection`` with a :class:`TimedProtocol`."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=2**16, loop=loop)
+    protocol = TimedProtocol(reader)
+    transport, _ = await loop.create_connection(lambda: protocol, host, port)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
 async def race(addresses: Sequence[tuple[str, int]], *, delay: float = HAPPY_EYEBALLS_DELAY) -> tuple[
@@ -48,7 +78,7 @@ async def race(addresses: Sequence[tuple[str, int]], *, delay: float = HAPPY_EYE
         while queue or pending:
             if queue:
                 address, port = queue.pop(0)
-                pending.add(asyncio.ensure_future(asyncio.open_connection(address, port)))
+                pending.add(asyncio.ensure_future(open_timed(address, port)))
             done, pending = await asyncio.wait(pending, timeout=delay if queue else None,
                                                return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -76,13 +106,28 @@ class Stream(httpcore.AsyncNetworkStream):
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
+        protocol = writer.transport.get_protocol()  # stays the application protocol after start_tls
+        self._timed = protocol if isinstance(protocol, TimedProtocol) else None
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._reader.read(max_bytes)
+        data = await self._reader.read(max_bytes)
+        protocol = self._protocol()  # behind TLS too: the SSL layer hands it the decrypted bytes
+        if data and protocol is not None and protocol.arrived is not None:
+            mark("first_byte", protocol.arrived)
+        return data
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        protocol = self._protocol()
+        if protocol is not None:
+            protocol.expect_answer()
         self._writer.write(buffer)
         await self._writer.drain()
+        marks = MARKS.get()
+        if marks is not None:
+            marks["written"] = time.perf_counter()  # the last write of the request
+
+    def _protocol(self) -> TimedProtocol | None:
+        return self._timed
 
     async def aclose(self) -> None:
         self._writer.transport.abort()

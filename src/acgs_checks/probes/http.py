@@ -84,6 +84,9 @@ class HttpResult(JsonRecord):
     health_value: str = ""
     # Seconds per phase, as blackbox_exporter names them: resolve, connect, tls, processing, transfer.
     phases: dict[str, float] = field(default_factory=dict)
+    # From the request's last byte handed to the kernel to the answer's first byte reaching the event
+    # loop: the server's time, without the client's own parsing (what synthetic sampling measures).
+    response_seconds: float | None = None
 
     @property
     def reachable(self) -> bool:
@@ -242,7 +245,10 @@ async def exchange(url: str, *, target: str, timeout: float,
             target=target, url=shown, outcome=outcome, detail=detail, timeout_seconds=timeout,
             elapsed_seconds=round(time.perf_counter() - start, 6),
             connect_seconds=_since(start, marks.get("tls", marks.get("connected"))),
-            first_byte_seconds=_since(start, marks.get("answer")), phases=_phases(start, marks, parts.scheme),
+            first_byte_seconds=_since(start, marks.get("first_byte", marks.get("answer"))),
+            phases=_phases(start, marks, parts.scheme),
+            response_seconds=round(marks["first_byte"] - marks["written"], 6)
+            if "first_byte" in marks and "written" in marks and marks["first_byte"] >= marks["written"] else None,
             **fields)
 
     try:
@@ -324,7 +330,7 @@ def _since(start: float, mark: float | None) -> float | None:
 def _phases(start: float, marks: dict[str, float], scheme: str) -> dict[str, float]:
     """Seconds per phase; a phase that did not happen (a reused connection's connect) is left out."""
     order = [("resolve", "resolved"), ("connect", "connected"), *([("tls", "tls")] if scheme == "https" else []),
-             ("processing", "answer"), ("transfer", "done")]
+             ("processing", "first_byte" if "first_byte" in marks else "answer"), ("transfer", "done")]
     found: dict[str, float] = {}
     previous = start
     for phase, name in order:

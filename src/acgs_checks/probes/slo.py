@@ -134,10 +134,10 @@ async def from_samples(service: Service, settings: SloSettings) -> SloSnapshot:
     for r in results:
         key = str(r.status) if r.reachable else r.outcome
         statuses[key] = statuses.get(key, 0) + 1
-    # Timing around the exchange only: from the request to the end of the body, without the connect
-    # (or TLS) the sampler chose to make. A request that timed out took at least the timeout.
-    latencies = [r.elapsed_seconds - (r.connect_seconds or 0.0) if r.reachable else r.timeout_seconds
-                 for r in results]
+    # The server's time: from the request's last byte to the answer's first byte reaching the loop,
+    # without the connect (or TLS) the sampler chose to make, and without the client's own parsing,
+    # which a busy machine would add. A request that timed out took at least the timeout.
+    latencies = [_latency(r) if r.reachable else r.timeout_seconds for r in results]
     failed = sum(1 for r in results if not r.reachable or (r.status or 0) >= 500)
     client = sum(1 for r in results if r.reachable and 400 <= (r.status or 0) < 500)
     values: dict[str, float | None] = {key: metrics.percentile(latencies, q) if latencies else None
@@ -162,6 +162,12 @@ async def from_samples(service: Service, settings: SloSettings) -> SloSnapshot:
 # --- scraping /metrics -------------------------------------------------------------------------
 
 _MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"([^"]*)"\s*')
+
+
+def _latency(result: http.HttpResult) -> float:
+    if result.response_seconds is not None:
+        return result.response_seconds
+    return result.elapsed_seconds - (result.connect_seconds or 0.0)
 
 
 def _selector_labels(selector: str) -> dict[str, str]:
