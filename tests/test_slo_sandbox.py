@@ -79,10 +79,12 @@ def test_each_fault_fails_exactly_its_cases(run_suite: RunSuite, fault: str, fai
 def test_synthetic_p95_is_within_ten_percent_of_the_truth(
         run_suite: RunSuite, standalone_sandbox: Callable[..., Path]) -> None:
     # The fault's fixed sequence: 200 samples (four periods of 50) give a P95 within 1 % of 1.5 s.
+    # 50 in flight, as bench/bench_sampling.py measures it: with 200 at once, a machine whose cores
+    # are busy delays the sandbox server's own answers, and the truth itself moves.
     env_file = standalone_sandbox("auth:latency=1.5", backends=False)
 
     def sample_more(data: dict[str, Any]) -> None:
-        data["slo"].update(samples=200, concurrency=200, max_seconds=10.0)
+        data["slo"].update(samples=200, concurrency=50, max_seconds=10.0)
         data["thresholds"] = {"p95_warning_seconds": 1.35}  # 10 % under the truth: must fail
         for key in ("databases", "poolers", "caches"):
             data.pop(key, None)
