@@ -6,13 +6,18 @@ ACGS_TEST_PG_DSN (a superuser DSN) and ACGS_TEST_REDIS_URL; without them they sk
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import os
 import secrets
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -201,3 +206,37 @@ def test_thresholds_can_fail_every_judged_metric(run_suite: RunSuite, monitor: M
     assert "% of the 2^31 wraparound limit" in results["test_transaction_id_age[primary]"]["statusDetails"]["message"]
     assert "mem_fragmentation_ratio" in results["test_cache_fragmentation[main]"]["statusDetails"]["message"]
     assert "buffer cache hit ratio" in results["test_buffer_cache_hit_ratio[primary]"]["statusDetails"]["message"]
+
+
+@pytest.mark.parametrize(("setting", "shown"), [("masked", False), ("raw", True)])
+def test_sql_literals_of_other_sessions_are_masked_unless_asked(setting: str, shown: bool) -> None:
+    """A real long-running statement carrying a secret: its text reaches the snapshot with '…' instead."""
+    secret = f"acgs-literal-{uuid.uuid4().hex[:10]}"
+    running = psycopg.connect(PG_DSN, autocommit=True)
+    pid = running.info.backend_pid
+    worker = threading.Thread(target=_run_quietly, args=(running, f"SELECT pg_sleep(30), '{secret}', 4242"),
+                              daemon=True)
+    worker.start()
+    try:
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not admin.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND state = 'active'", [pid]).fetchone():
+                time.sleep(0.05)
+        target = Database(name="machine", title="machine", dsn=PG_DSN, timeout_seconds=2)
+        seen = _aio.run(lambda: postgres.probe_database(target, sql_literals=setting))
+        mine = [row for row in seen.activity if row.get("pid") == pid]
+        assert len(mine) == 1, seen.activity
+        assert (secret in json.dumps(seen.to_json())) is shown
+        if not shown:
+            assert mine[0]["query"] == "SELECT pg_sleep(…), '…', …"
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:
+            admin.execute("SELECT pg_cancel_backend(%s)", [pid])
+        worker.join(timeout=10)
+        running.close()
+
+
+def _run_quietly(conn: psycopg.Connection[Any], sql: str) -> None:
+    with contextlib.suppress(psycopg.Error):
+        conn.execute(sql)

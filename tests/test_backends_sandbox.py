@@ -8,6 +8,7 @@ import re
 import pytest
 
 from acgs_checks.sandbox.servers import pgbouncer_binary
+from acgs_checks.sandbox.workload import SECRET_LITERAL
 from conftest import Run, RunSuite, label
 
 # Without PgBouncer on the machine the sandbox has no pooler (and its checks do not apply).
@@ -49,7 +50,7 @@ def test_healthy_sandbox_passes_every_backend_case(run_suite: RunSuite) -> None:
 FAULTS = [
     ("db:long-query", f"test_no_long_running_queries{DB}", "critical",
      r"primary: 1 statement\(s\) running longer than 1 s: pid \d+ \(user postgres, application 'acgs-sandbox-app'\) "
-     r"running \d+\.\d s: SELECT pg_sleep\(3600\) \(expected none longer than 1 s\)"),
+     r"running \d+\.\d s: SELECT pg_sleep\(…\), '…' \(expected none longer than 1 s\)"),
     ("db:idle-in-transaction", f"test_no_idle_in_transaction_sessions{DB}", "critical",
      r"primary: 1 session\(s\) idle in transaction: pid \d+ .* idle in transaction for \d+\.\d s .*"
      r"\(expected none idle longer than 1 s\)"),
@@ -126,7 +127,8 @@ def test_backend_evidence_is_attached_and_redacted(run_suite: RunSuite) -> None:
     result = run.results()[f"test_no_long_running_queries{DB}"]
     attachment = next(a for a in result["attachments"] if a["name"] == "evidence")
     text = (run.allure_dir / attachment["source"]).read_text()
-    assert "SELECT pg_sleep(3600)" in text  # the activity rows behind the message
+    assert "SELECT pg_sleep(…), '…'" in text  # the activity rows behind the message, literals masked
+    assert SECRET_LITERAL not in run.output + run.all_files_text()
     assert "acgs_monitor:***@127.0.0.1" in text
     assert "Daily Operations" in label(result, "epic")
     assert "pg_cancel_backend" in result["description"]

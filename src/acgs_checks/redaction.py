@@ -124,3 +124,33 @@ class Redactor:
         for secret in self._ordered:
             text = text.replace(secret, MASK)
         return mask_text(text)
+
+
+_SQL_TOKENS = re.compile(r"""
+    (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z0-9_]*)?\$.*?\$(?P=tag)?\$)   # $$...$$ or $tag$...$tag$
+  | (?P<string>(?:[EeBbXxNn]|[Uu]&)?'(?:[^'\\]|\\.|'')*'?)          # '...', E'...', B'...', X'...', U&'...'
+  | (?P<ident>"(?:[^"]|"")*"?)                                    # "quoted identifier": kept
+  | (?P<comment>--[^\n]*|/\*.*?(?:\*/|$))                          # comments: kept
+  | (?P<param>\$\d+)                                               # $1 parameters: kept
+  | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)                              # identifiers and keywords: kept
+  | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)               # numeric literals
+""", re.VERBOSE | re.DOTALL)
+
+
+def mask_sql_literals(sql: str) -> str:
+    """SQL text with its string and numeric literals masked (``'…'``, ``…``), as pg_stat_statements
+    normalises queries: what a statement does stays readable, the values it carries do not.
+
+    Identifiers (quoted or not), comments and ``$n`` parameters are kept; a literal cut off by
+    ``pg_stat_activity``'s length limit is masked to its end.
+    """
+    def replace(match: re.Match[str]) -> str:
+        if match.group("dollar") is not None:
+            return "$$…$$"
+        if match.group("string") is not None:
+            return "'…'"
+        if match.group("number") is not None:
+            return "…"
+        return match.group(0)
+
+    return _SQL_TOKENS.sub(replace, sql)

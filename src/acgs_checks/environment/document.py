@@ -128,6 +128,8 @@ class Defaults(Strict):
     concurrency: Annotated[int, Field(gt=0, le=1024), number_or_variable("integer")] = Field(
         64, description="probes in flight at once")
     cache_window_seconds: Seconds = Field(3.0, description="cache hit rate: seconds between the two INFO samples")
+    sql_literals: Literal["masked", "raw"] = Field(
+        "masked", description="other sessions' SQL in messages and evidence: literals masked ('…'), or raw")
 
 
 _THRESHOLDS_SCHEMA = {

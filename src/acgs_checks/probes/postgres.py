@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from acgs_checks import kinds, verdict
 from acgs_checks.environment import Database, Environment, Pooler, display_url
 from acgs_checks.probes._record import JsonRecord
+from acgs_checks.redaction import mask_sql_literals
 
 if TYPE_CHECKING:  # the client library loads when a database or pooler is probed, not with the plugin
     import psycopg
@@ -229,13 +230,25 @@ async def _query(conn: psycopg.AsyncConnection[dict[str, Any]], errors: dict[str
         return []
 
 
+def _masked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Other sessions' SQL text with its literals masked (see redaction.mask_sql_literals)."""
+    for row in rows:
+        if isinstance(row.get("query"), str):
+            row["query"] = mask_sql_literals(row["query"])
+    return rows
+
+
 def _jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: (float(v) if hasattr(v, "as_integer_ratio") and not isinstance(v, int | bool) else v)
              for k, v in row.items()} for row in rows]
 
 
-async def probe_database(db: Database) -> PgSnapshot:
-    """One connection, every statistic the database checks need; never raises for a sick server."""
+async def probe_database(db: Database, *, sql_literals: str = "masked") -> PgSnapshot:
+    """One connection, every statistic the database checks need; never raises for a sick server.
+
+    Other sessions' SQL text (activity, lock waits, blockers) is kept with its literals masked
+    unless ``sql_literals`` is ``"raw"``: a production statement's values never reach a report.
+    """
     import psycopg  # noqa: PLC0415 - see TYPE_CHECKING above
 
     url = display_url(db.dsn)
@@ -255,7 +268,7 @@ async def probe_database(db: Database) -> PgSnapshot:
     async def query(name: str, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         rows = await _query(conn, errors, name, sql, params, timeout=db.timeout_seconds)
         done.add(name)
-        return rows
+        return rows if sql_literals == "raw" else _masked(rows)
 
     try:
         # The whole pass gets one more timeout's worth of time; statement_timeout bounds each query.
@@ -376,7 +389,7 @@ def _pool_gate(seen: PoolerSnapshot, env: Environment) -> kinds.Decision | None:
 
 
 async def _probe_database(db: Database, job: kinds.Job) -> PgSnapshot:
-    return await probe_database(db)
+    return await probe_database(db, sql_literals=job.env.defaults.sql_literals)
 
 
 async def _probe_pooler(pooler: Pooler, job: kinds.Job) -> PoolerSnapshot:

@@ -34,11 +34,11 @@ def attach_http(result: HttpResult, environment: Environment) -> None:
         # In the one attachment: a file per case is what a run of hundreds of targets pays for.
         "body_excerpt": result.body_excerpt,
     }
-    allure.attach(environment.redact(json.dumps(facts, indent=2)), name="evidence",
+    allure.attach(environment.redact(json.dumps(facts, indent=2, ensure_ascii=False)), name="evidence",
                   attachment_type=allure.attachment_type.JSON)
 
 
 def attach_json(name: str, data: dict[str, Any], environment: Environment) -> None:
     """A probe snapshot as a JSON attachment, redacted."""
-    allure.attach(environment.redact(json.dumps(data, indent=2, default=str)), name=name,
+    allure.attach(environment.redact(json.dumps(data, indent=2, default=str, ensure_ascii=False)), name=name,
                   attachment_type=allure.attachment_type.JSON)

@@ -19,6 +19,9 @@ import redis
 from acgs_checks.sandbox.faults import Fault
 from acgs_checks.sandbox.servers import PostgresServer, RedisServer
 
+# The value a faulted long query carries (self-tests look for it in every output).
+SECRET_LITERAL = "acgs-sandbox-secret-literal-4242"  # noqa: S105 - a stand-in value, no credential
+
 POLICY_KEYS = 2000
 BLOB_KEYS = 500
 
@@ -52,7 +55,8 @@ class PostgresFaults:
         name = self.fault.name
         if name == "long-query":
             conn = self._connect()
-            self._background(lambda: self._quietly(conn, "SELECT pg_sleep(3600)"))
+            # With a literal that stands for an application's secret: reports must never show it.
+            self._background(lambda: self._quietly(conn, f"SELECT pg_sleep(3600), '{SECRET_LITERAL}'"))
         elif name == "idle-in-transaction":
             self._connect(autocommit=False).execute("SELECT count(*) FROM acgs.users")
         elif name == "connections":
