@@ -224,6 +224,47 @@ def webhook_payload(summary: RunSummary, level: Severity) -> dict[str, object]:
     }
 
 
+# A firing alert lasts past the next daily run; a check that passes later sends its alert resolved.
+ALERT_HOLD_SECONDS = 26 * 3600
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def alertmanager_alerts(summary: RunSummary, level: Severity, remediation: dict[str, str]) -> list[dict[str, object]]:
+    """Alertmanager API v2 alerts: the failures at or above ``level`` firing, the other judged checks
+    at those levels resolved (``endsAt`` now), so an alert clears once its check passes."""
+    now = summary.finished
+    alerts: list[dict[str, object]] = []
+    for check in summary.checks:
+        relevant = not check.severity or Severity.parse(check.severity).at_or_above(level)
+        if check.outcome not in ("passed", "failed") or not relevant:
+            continue  # a skipped (blocked) check says nothing new: its alert stays as it was
+        firing = check.outcome == "failed"
+        first = check.runbook[0] if check.runbook else ""
+        alerts.append({
+            "labels": {"alertname": "ACGSRunbookCheckFailed", "severity": check.severity, "check": check.name,
+                       "env": summary.environment, "runbook": first},
+            "annotations": {"summary": check.message if firing else "passed", "remediation": remediation.get(first, ""),
+                            "runbook_ids": ", ".join(check.runbook), "review": summary.review},
+            "startsAt": _iso(now), "endsAt": _iso(now + ALERT_HOLD_SECONDS if firing else now),
+        })
+    return alerts
+
+
+def alert(url: str, alerts: list[dict[str, object]]) -> str:
+    """POST the alerts to ``url/api/v2/alerts``. Returns an error line or ''."""
+    def send() -> None:
+        response = httpx.post(url.rstrip("/") + "/api/v2/alerts", json=alerts, timeout=PUSH_TIMEOUT_SECONDS)
+        if response.status_code >= 500:
+            raise _Transient(f"HTTP {response.status_code} {response.reason_phrase}")
+        if response.status_code >= 300:
+            raise _Refused(f"HTTP {response.status_code} {response.reason_phrase}: {response.text[:200]}")
+
+    return _delivered("alertmanager", send) if alerts else ""
+
+
 def notify(url: str, payload: dict[str, object]) -> str:
     """POST the payload as JSON. Returns an error line or ''."""
     def send() -> None:

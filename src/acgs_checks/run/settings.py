@@ -34,6 +34,7 @@ class Settings:
     textfile: Path | None
     pushgateway: str
     webhook: str
+    alertmanager: str
     coverage: bool
 
 
@@ -60,6 +61,9 @@ def addoption(parser: pytest.Parser) -> None:
                     help="also write the results as a node_exporter textfile (atomically)")
     group.addoption("--pushgateway", dest="acgs_pushgateway", default=None, metavar="URL",
                     help="also push the results to this Prometheus Pushgateway, grouped by env and review")
+    group.addoption("--alertmanager", dest="acgs_alertmanager", default=None, metavar="URL",
+                    help="post the failures at or above --fail-on as alerts to this Alertmanager (/api/v2/alerts), "
+                    "and the checks that pass as resolved")
     group.addoption("--notify-webhook", dest="acgs_webhook", default=None, metavar="URL",
                     help="POST the failures at or above --fail-on (Alertmanager webhook JSON with a Slack text)")
     group.addoption("--runbook-coverage", dest="acgs_coverage", action="store_true",
@@ -104,6 +108,7 @@ def resolve(config: pytest.Config) -> Settings:
         textfile=Path(textfile) if textfile else None,
         pushgateway=_http_url("--pushgateway", config.getoption("acgs_pushgateway")),
         webhook=_http_url("--notify-webhook", config.getoption("acgs_webhook")),
+        alertmanager=_http_url("--alertmanager", config.getoption("acgs_alertmanager")),
         coverage=bool(config.getoption("acgs_coverage")),
     )
 

@@ -107,6 +107,10 @@ def sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         problems.append(outputs.push(settings.pushgateway, summary))
     if settings.webhook and summary.failures_at_or_above(settings.fail_on):
         problems.append(outputs.notify(settings.webhook, outputs.webhook_payload(summary, settings.fail_on)))
+    if settings.alertmanager:
+        remediation = {rid: r.remediation for rid, r in runbook.load(runbook.map_path(state.rootpath)).items()}
+        problems.append(outputs.alert(settings.alertmanager,
+                                      outputs.alertmanager_alerts(summary, settings.fail_on, remediation)))
     state.delivery_problems = [state.environment.redact(p) for p in problems if p]
 
 

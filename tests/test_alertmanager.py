@@ -1,0 +1,80 @@
+"""Failures at or above --fail-on reach a real Alertmanager as alerts; checks that pass clear them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import RunSuite
+from servers import free_port
+
+ALERTMANAGER = shutil.which("prometheus-alertmanager")
+pytestmark = pytest.mark.skipif(ALERTMANAGER is None,
+                                reason="prometheus-alertmanager is not installed (.ci/run installs it)")
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[str]:
+    assert ALERTMANAGER is not None
+    config = tmp_path / "alertmanager.yml"
+    config.write_text("route:\n  receiver: none\nreceivers:\n  - name: none\n")
+    port = free_port()
+    process = subprocess.Popen([ALERTMANAGER, f"--config.file={config}", f"--storage.path={tmp_path / 'data'}",
+                                f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(url + "/-/ready", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def alerts(url: str) -> dict[str, dict[str, Any]]:
+    """The active alerts by check."""
+    with urllib.request.urlopen(url + "/api/v2/alerts?active=true&silenced=false&inhibited=false",
+                                timeout=5) as response:
+        found = json.loads(response.read())
+    return {a["labels"]["check"]: a for a in found}
+
+
+def test_failures_fire_and_passing_checks_clear(run_suite: RunSuite, alertmanager: str) -> None:
+    failing = run_suite("-m", "daily and health", "--env", "sandbox", "--sandbox-fault", "auth:down",
+                        "--fail-on", "P1", "--alertmanager", alertmanager)
+    assert failing.returncode == 1, failing.output
+    active = alerts(alertmanager)
+    assert set(active) == {"test_service_health[auth]"}  # P1 and up; the blocked P1 case says nothing new
+    alert = active["test_service_health[auth]"]
+    assert alert["labels"] == {"alertname": "ACGSRunbookCheckFailed", "severity": "P0",
+                               "check": "test_service_health[auth]", "env": "sandbox",
+                               "runbook": "daily.service-health"}
+    assert "connection refused" in alert["annotations"]["summary"]
+    assert "rolling_restart.sh" in alert["annotations"]["remediation"]
+    assert alert["status"]["state"] == "active"
+
+    healthy = run_suite("-m", "daily and health", "--env", "sandbox", "--fail-on", "P1", "--alertmanager", alertmanager)
+    assert healthy.returncode == 0, healthy.output
+    assert alerts(alertmanager) == {}  # resolved: endsAt now
+
+
+def test_an_unreachable_alertmanager_is_one_line(run_suite: RunSuite) -> None:
+    run = run_suite("-m", "daily and health", "--env", "sandbox", "--sandbox-fault", "auth:503",
+                    "--alertmanager", f"http://127.0.0.1:{free_port()}")
+    assert run.returncode == 1  # the failure's own exit code, unchanged by the delivery
+    assert "could not deliver: alertmanager:" in run.stdout
+    assert "Traceback" not in run.output
