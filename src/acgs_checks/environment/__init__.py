@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 from acgs_checks.environment.document import (
-    AnyTarget,
     Business,
     BusinessMetric,
     Defaults,
@@ -23,7 +22,7 @@ from acgs_checks.environment.tls import NO_TLS, Tls
 from acgs_checks.redaction import display as display_url
 
 __all__ = [
-    "ENVIRONMENTS_DIR", "NO_TLS", "PERCENT_ENCODING", "SANDBOX", "AnyTarget", "Business", "BusinessMetric", "Cache",
+    "ENVIRONMENTS_DIR", "NO_TLS", "PERCENT_ENCODING", "SANDBOX", "Business", "BusinessMetric", "Cache",
     "Database", "Defaults", "Environment", "EnvironmentFile", "Pooler", "Prometheus", "Service", "SloSettings",
     "Target", "Tls", "display_url", "from_mapping", "known_names", "load", "resolve_path",
 ]

@@ -192,9 +192,6 @@ class EnvironmentFile(Strict):
         return _unique_names(targets, info)
 
 
-AnyTarget = Service | Database | Pooler | Cache
-
-
 class Environment(EnvironmentFile):
     """A validated environment: the file's model, where it came from, its secrets and resolved thresholds."""
 
