@@ -35,6 +35,18 @@ _HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="acgs-selftest-hypothesis-")
 os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = _HYPOTHESIS_HOME
 atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
 
+def _interrupted(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (a CI timeout, pkill) ends a self-test run like Ctrl-C: fixtures still stop their servers
+    and remove their folders (in the xdist workers too, which load this file)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupted)
+
+
 # No self-test writes into the checkout: every file under it (but caches, the venv and node_modules)
 # is remembered when the run starts (in the xdist controller, before workers) and compared at the end.
 _NOT_WATCHED = {".git", ".venv", "node_modules", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache",

@@ -7,6 +7,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -115,6 +116,18 @@ class RealServers:
 
         threading.Thread(target=accept, daemon=True).start()
         return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, *, seconds: float = 30) -> None:
+    """Wait until a server's readiness URL answers (Prometheus-family servers: ``/-/ready``)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+        except OSError:
+            time.sleep(0.1)
+        else:
+            return
 
 
 def raw_http(pieces: list[bytes], *, pause: float = 0.0) -> tuple[int, threading.Event]:

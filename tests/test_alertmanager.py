@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 
 from conftest import RunSuite
-from servers import free_port
+from servers import free_port, wait_ready
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager")
 pytestmark = pytest.mark.skipif(ALERTMANAGER is None,
@@ -32,13 +31,7 @@ def alertmanager(tmp_path: Path) -> Iterator[str]:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(url + "/-/ready", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_ready(url + "/-/ready")
         yield url
     finally:
         process.terminate()

@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import threading
-import time
 import tomllib
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -22,7 +21,7 @@ from test_allure_report import ALLURE, CHROMIUM, assert_html_report_shows
 from acgs_checks import metrics
 from acgs_checks.reporting import outputs
 from conftest import ROOT, RunSuite
-from servers import free_port
+from servers import free_port, wait_ready
 
 PUSHGATEWAY = shutil.which("prometheus-pushgateway")
 
@@ -59,13 +58,7 @@ def pushgateway(tmp_path: Path) -> Iterator[str]:
     process = subprocess.Popen([PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url + "/-/ready", timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    wait_ready(url + "/-/ready")
     yield url
     process.terminate()
     process.wait(timeout=10)
