@@ -4,8 +4,8 @@ import { defineConfig } from "allure";
 export default defineConfig({
   name: "ACGS-2 runbook checks",
   output: "./reports/allure-report",
-  // Trends across runs: every generated report appends to this file, kept under reports/.
-  historyPath: "./reports/history.jsonl",
+  // Trends across runs, kept under reports/; scripts/report.mjs appends each run once.
+  historyPath: process.env.ACGS_HISTORY_PATH || "./reports/history.jsonl",
   historyLimit: 100,
   plugins: {
     awesome: {

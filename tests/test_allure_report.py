@@ -32,19 +32,21 @@ def render_dom(url: str, profile: Path) -> str:
     return done.stdout
 
 
+def generate(results: Path, report: Path, history: Path, *, single_file: bool = False) -> str:
+    """``npm run report`` with the test's own folders (history and report never land in the checkout)."""
+    done = subprocess.run(["node", str(ROOT / "scripts" / "report.mjs"), "--results", str(results), "--output",
+                           str(report), "--history", str(history), *(["--single-file"] if single_file else [])],
+                          cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
 def assert_html_report_shows(allure_dir: Path, work: Path, base_url_for: functools.partial[str], *,
                              failing: str, message: str) -> None:
     """Generate the HTML report from ``allure_dir`` and read the failed check's page in Chromium."""
     report = work / "report"
-    # The suite's own configuration, run from a folder of the test's: its history file is written
-    # there, never into the checkout.
-    shutil.copy(ROOT / "allurerc.mjs", work / "allurerc.mjs")
-    (work / "node_modules").symlink_to(ROOT / "node_modules")
-    generated = subprocess.run([str(ALLURE), "generate", str(allure_dir), "--config", "allurerc.mjs",
-                                "-o", str(report)], cwd=work, capture_output=True, text=True, timeout=180,
-                               check=False)
-    assert generated.returncode == 0, generated.stdout + generated.stderr
-    assert (work / "reports" / "history.jsonl").read_text().strip()  # trends accumulate across runs
+    generate(allure_dir, report, work / "history.jsonl")
+    assert (work / "history.jsonl").read_text().strip()  # trends accumulate across runs
 
     by_id = json.loads((report / "test-results.json").read_text())["byId"]
     failed_id = next(k for k, v in by_id.items() if v["name"] == failing)
@@ -68,3 +70,31 @@ def test_failed_p0_check_is_readable_in_the_html_report(
     assert run.returncode == 1
     assert_html_report_shows(run.allure_dir, tmp_path, serve, failing="test_service_health[auth]",
                              message=r"auth: GET http://127\.0\.0\.1:\d+/health → connection refused")
+
+
+def test_regenerating_shows_the_new_run_at_the_root_and_each_run_once_in_history(
+        run_suite: RunSuite, tmp_path: Path, serve: functools.partial[str]) -> None:
+    """Healthy, then auth down, into the same results and report folders, as a team runs it every day."""
+    results, report, history = tmp_path / "results", tmp_path / "report", tmp_path / "history.jsonl"
+    healthy = run_suite("-m", "daily and health", "--env", "sandbox", f"--alluredir={results}", alluredir=False)
+    assert healthy.returncode == 0, healthy.output
+    assert "history appended" in generate(results, report, history)
+    shutil.rmtree(results)
+    down = run_suite("-m", "daily and health", "--env", "sandbox", "--sandbox-fault", "auth:down",
+                     f"--alluredir={results}", alluredir=False)
+    assert down.returncode == 1
+    assert "history appended" in generate(results, report, history)
+    # The single-file variant of the same run: the report is rebuilt, the trend does not count the run twice.
+    assert "history unchanged" in generate(results, report, history, single_file=True)
+    assert len(history.read_text().splitlines()) == 2
+    assert "history unchanged" in generate(results, report, history)
+    assert len(history.read_text().splitlines()) == 2
+    assert not [p.name for p in tmp_path.iterdir() if ".new-" in p.name or ".old-" in p.name]
+
+    # The root page, in Chromium, is the second run: the fault in its metadata, one failure counted.
+    dom = render_dom(f"{serve(report)}/index.html", tmp_path / "chromium")
+    page = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style).*?</\1>", "", dom,
+                                                                   flags=re.S))).split())
+    assert "sandbox.faults auth:down" in page, page[:2000]
+    assert re.search(r"Failed 1 Passed 6 Skipped 1", page), page[:2000]
+    assert not (report / "awesome").exists()  # no report nested under an older one
