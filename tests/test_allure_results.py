@@ -75,3 +75,18 @@ def test_default_results_folder_is_reports(run_suite: RunSuite, suite_copy: Path
     assert "allure results: " in run.stdout
     assert "reports/allure-results" in run.stdout
     assert list((suite_copy / "reports" / "allure-results").glob("*-result.json"))
+
+
+def test_one_identity_per_check_whatever_the_outcome(run_suite: RunSuite) -> None:
+    """Passed, failed, blocked or not applicable: the same history id and parameters, environment included."""
+    healthy = run_suite("-m", "daily and (database or health)", "--env", "sandbox").results()
+    faulted = run_suite("-m", "daily and (database or health)", "--env", "sandbox",
+                        "--sandbox-fault", "db:down", "--sandbox-fault", "auth:down").results()
+    outcomes = {faulted[name]["status"] for name in faulted}
+    assert {"passed", "failed", "skipped"} <= outcomes  # blocked and not-applicable skips among them
+    assert set(healthy) == set(faulted)
+    for name, result in healthy.items():
+        other = faulted[name]
+        assert other["historyId"] == result["historyId"], (name, result["status"], other["status"])
+        assert other["parameters"] == result["parameters"], name
+        assert {p["name"]: p["value"] for p in result["parameters"]}["environment"] == "'sandbox'", name
