@@ -29,7 +29,7 @@ def _value(slo: SloSnapshot, key: str) -> float:
     """The measured value, or a failure that says which query or sample gave no data, or why its unit is wrong."""
     value = slo.values.get(key)
     if value is None:
-        no_data(f"{slo.target}: no {key} over {slo.window} "
+        no_data(f"{slo.target}: no {key} over a {slo.window} window "
                 f"({slo.errors.get(key) or 'the source returned nothing'}; source: {slo.sources.get(key, slo.source)})")
     if (key in RATES and not 0 <= value <= 1) or value < 0:
         fail(f"{slo.target}: unit: {key} {value:g} {_where(slo, key)} cannot be right "
@@ -38,7 +38,7 @@ def _value(slo: SloSnapshot, key: str) -> float:
 
 
 def _where(slo: SloSnapshot, key: str) -> str:
-    return f"over {slo.window}; source: {slo.sources.get(key, slo.source)}"
+    return f"over a {slo.window} window; source: {slo.sources.get(key, slo.source)}"
 
 
 def _judge(slo: SloSnapshot, key: str, label: str, limit: float, unit: str, *, at_limit_fails: bool) -> None:

@@ -111,7 +111,7 @@ def test_faults_through_prometheus(run_suite: RunSuite, standalone_sandbox: Call
                             "test_policy_evaluation_success"}, run.output
     results = run.results()
     p95 = results["test_p95_latency[auth]"]["statusDetails"]["message"]
-    assert re.search(r"auth: P95 latency \d\.\d+ s over 15s; source: histogram_quantile\(0\.95, sum by \(le\) "
+    assert re.search(r"auth: P95 latency \d\.\d+ s over a 15s window; source: histogram_quantile\(0\.95, sum by \(le\) "
                      r'\(rate\(http_request_duration_seconds_bucket\{service="auth",path="/api/v1/auth/validate"\}'
                      r"\[15s\]\)\)\) \(expected < 2 s\)", p95), p95
     measured = float(re.search(r"P95 latency (\d+\.\d+) s", p95).group(1))  # type: ignore[union-attr]
@@ -119,7 +119,7 @@ def test_faults_through_prometheus(run_suite: RunSuite, standalone_sandbox: Call
     errors = results["test_error_rate_critical[constitutional-ai]"]["statusDetails"]["message"]
     assert "5xx error rate" in errors
     assert 'status=~"5.."' in errors
-    assert "over 15s" in errors
+    assert "over a 15s window" in errors
     assert label(results["test_error_rate_critical[constitutional-ai]"], "severity") == ["blocker"]
     compliance = results["test_constitutional_compliance"]["statusDetails"]["message"]
     assert "constitutional compliance score 90.00 % (source: PromQL avg(acgs_constitutional_compliance_score))" \
@@ -140,7 +140,7 @@ def test_empty_result_is_a_failure_not_a_pass(run_suite: RunSuite, standalone_sa
     run = run_suite("-m", "daily and slo", "-k", "p95", "--env", str(prometheus_env(path, base)))
     assert run.returncode == 1
     message = run.results()["test_p95_latency[auth]"]["statusDetails"]["message"]
-    assert message.startswith("Failed: no data: auth: no p95 over 15s (no data for histogram_quantile(0.95")
+    assert message.startswith("Failed: no data: auth: no p95 over a 15s window (no data for histogram_quantile(0.95")
     assert 'service="nobody"' in message
 
 

@@ -44,7 +44,7 @@ def test_healthy_sandbox_passes_every_slo_and_business_case(run_suite: RunSuite)
 
 FAULTS = [
     ("auth:latency=3", {"test_p95_latency[auth]"},
-     r"auth: P95 latency [23]\.\d+ s over \d+\.\d s; source: 50 synthetic requests to GET "
+     r"auth: P95 latency [23]\.\d+ s over a \d+\.\d s window; source: 50 synthetic requests to GET "
      r"http://127\.0\.0\.1:\d+/api/v1/auth/validate \(expected < 2 s\)"),
     ("auth:latency=6", {"test_p95_latency[auth]", "test_p99_latency_target[auth]"},
      r"auth: P99 latency [56]\.\d+ s over .* \(expected < 5 s\)"),
