@@ -28,6 +28,9 @@ export default defineConfig({
       { name: "Probe error", matchers: { statuses: ["failed", "broken"], message: /^(Failed: )?probe error:/ } },
       { name: "Threshold breached", matchers: { statuses: ["failed"], message: /\(expected / } },
       { name: "Configuration error", matchers: { statuses: ["broken"] } },
+      // Two kinds of skip, kept apart: blocked by a failed case of this run, or not applicable here.
+      { name: "Blocked by a failed check", matchers: { statuses: ["skipped"], message: /^(Skipped: )?blocked:/ } },
+      { name: "Not applicable", matchers: { statuses: ["skipped"], message: /^(Skipped: )?not applicable:/ } },
     ],
   },
 });

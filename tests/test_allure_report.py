@@ -98,3 +98,29 @@ def test_regenerating_shows_the_new_run_at_the_root_and_each_run_once_in_history
     assert "sandbox.faults auth:down" in page, page[:2000]
     assert re.search(r"Failed 1 Passed 6 Skipped 1", page), page[:2000]
     assert not (report / "awesome").exists()  # no report nested under an older one
+
+
+def _categories(report: Path) -> dict[str, set[str]]:
+    """Each category of the generated report with the cases in it."""
+    data = json.loads((report / "widgets" / "categories.json").read_text())
+    nodes = data["nodes"]
+
+    def cases(node_id: str) -> set[str]:
+        node = nodes[node_id]
+        if node["type"] == "tr":
+            return {node["name"]}
+        return set().union(*(cases(child) for child in node.get("childrenIds", [])))
+
+    return {nodes[root]["name"]: cases(root) for root in data["roots"]}
+
+
+def test_blocked_and_not_applicable_skips_are_told_apart(run_suite: RunSuite, tmp_path: Path) -> None:
+    down = run_suite("-m", "daily and database", "--env", "sandbox", "--sandbox-fault", "db:down")
+    generate(down.allure_dir, tmp_path / "down", tmp_path / "history.jsonl")
+    blocked = _categories(tmp_path / "down")["Blocked by a failed check"]
+    assert "test_no_long_running_queries[primary]" in blocked
+    healthy = run_suite("-m", "daily and database", "--env", "sandbox")
+    generate(healthy.allure_dir, tmp_path / "healthy", tmp_path / "history.jsonl")
+    categories = _categories(tmp_path / "healthy")
+    assert categories["Not applicable"] == {"test_replication_lag[primary]"}  # a primary without replicas
+    assert "Blocked by a failed check" not in categories
