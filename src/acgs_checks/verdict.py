@@ -13,6 +13,7 @@ ACCESS_DENIED = "access denied:"
 NO_DATA = "no data:"
 INSUFFICIENT_PRIVILEGE = "insufficient privilege:"
 PROBE_ERROR = "probe error:"
+WAIVED = "waived"
 # What kind of failure a one-line message is: the Allure category, summary.json and JUnit say the same.
 ACCESS_DENIED_KIND = "access denied"
 UNREACHABLE_KIND = "target unreachable"
@@ -122,6 +123,11 @@ _redact: list[Callable[[str], str]] = []
 def set_redactor(redact: Callable[[str], str]) -> None:
     """The plugin installs the environment's redaction, so no message can carry a secret."""
     _redact[:] = [redact]
+
+
+def clean(message: str) -> str:
+    """``message`` with every secret the environment knows replaced."""
+    return _clean(message)
 
 
 def _clean(message: str) -> str:

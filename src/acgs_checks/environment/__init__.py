@@ -15,6 +15,7 @@ from acgs_checks.environment.document import (
     Environment,
     EnvironmentFile,
     SloSettings,
+    Waiver,
 )
 from acgs_checks.environment.loader import ENVIRONMENTS_DIR, SANDBOX, from_mapping, known_names, load, resolve_path
 from acgs_checks.environment.model import PERCENT_ENCODING, Cache, Database, Pooler, Prometheus, Service, Target
@@ -24,5 +25,5 @@ from acgs_checks.redaction import display as display_url
 __all__ = [
     "ENVIRONMENTS_DIR", "NO_TLS", "PERCENT_ENCODING", "SANDBOX", "Business", "BusinessMetric", "Cache",
     "Database", "Defaults", "Environment", "EnvironmentFile", "Pooler", "Prometheus", "Service", "SloSettings",
-    "Target", "Tls", "display_url", "from_mapping", "known_names", "load", "resolve_path",
+    "Target", "Tls", "Waiver", "display_url", "from_mapping", "known_names", "load", "resolve_path",
 ]

@@ -6,7 +6,9 @@ both modules together are the one schema (``acgs-checks schema`` prints it as JS
 
 from __future__ import annotations
 
+import datetime
 import functools
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -123,6 +125,31 @@ class Business(Strict):
         return tuple(found)
 
 
+class Waiver(Strict):
+    """A known failure accepted for a while: reported as waived, not counted for --fail-on, until it expires."""
+
+    check: str = Field(description="the case, e.g. test_cache_hit_rate[main]; * and ? are wildcards, [ ] literal")
+    reason: str = Field(min_length=1, description="why the failure is accepted")
+    owner: str = Field(min_length=1, description="who answers for it")
+    expires: datetime.date = Field(description="the last day it applies (UTC), e.g. 2026-12-31")
+
+    @property
+    def name(self) -> str:
+        """The id of its own case (test_waiver_not_expired[...])."""
+        return self.check
+
+    def matches(self, case: str) -> bool:
+        return _case_pattern(self.check).fullmatch(case) is not None
+
+    def active(self, today: datetime.date) -> bool:
+        return today <= self.expires
+
+
+@functools.cache
+def _case_pattern(pattern: str) -> re.Pattern[str]:
+    return re.compile(re.escape(pattern).replace(r"\*", ".*").replace(r"\?", "."))
+
+
 class Defaults(Strict):
     timeout_seconds: Seconds = Field(DEFAULT_TIMEOUT, description="every target's bound unless it sets its own")
     concurrency: Annotated[int, Field(gt=0, le=1024), number_or_variable("integer")] = Field(
@@ -155,6 +182,7 @@ class EnvironmentFile(Strict):
     prometheus: Prometheus | None = None
     slo: SloSettings = Field(default_factory=SloSettings)
     business: Business = Field(default_factory=Business)
+    waivers: tuple[Waiver, ...] = ()
     threshold_overrides: Annotated[dict[str, Any], WithJsonSchema(_THRESHOLDS_SCHEMA)] = Field(
         default_factory=dict, alias="thresholds")
 

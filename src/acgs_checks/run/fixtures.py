@@ -8,6 +8,7 @@ the call phase, as the case's own, at the case's own severity.
 
 from __future__ import annotations
 
+import datetime
 import inspect
 from collections.abc import Callable, Generator
 from typing import Any
@@ -16,7 +17,7 @@ import allure
 import pytest
 
 from acgs_checks import kinds, verdict
-from acgs_checks.environment import Environment
+from acgs_checks.environment import Environment, Waiver
 from acgs_checks.kinds import ProbeKind
 from acgs_checks.probes._record import JsonRecord
 from acgs_checks.reporting import evidence
@@ -93,9 +94,25 @@ def runtest_call(item: pytest.Item) -> Generator[None, None, None]:
                 allure.dynamic.parameter(param, callspec.params[param].name)
         for attach in item.stash.get(EVIDENCE, []):
             attach()
-        for decide in item.stash.get(VERDICTS, []):
-            decide()  # raises: the case fails or is skipped before its body runs
+        try:
+            for decide in item.stash.get(VERDICTS, []):
+                decide()  # raises: the case fails or is skipped before its body runs
+            return (yield)
+        except (pytest.fail.Exception, Exception) as exc:
+            _waive(item, state.environment.waivers, state.settings.today, exc)
+            raise
     return (yield)
+
+
+def _waive(item: pytest.Item, waivers: tuple[Waiver, ...], today: datetime.date, exc: BaseException) -> None:
+    """A failure an active waiver covers becomes a skip that says so (and no longer counts for --fail-on)."""
+    waiver = next((w for w in waivers if w.active(today) and w.matches(item.name)), None)
+    if waiver is None:
+        return
+    failure = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    raise pytest.skip.Exception(verdict.clean(
+        f"{verdict.WAIVED} until {waiver.expires} by {waiver.owner}: {waiver.reason} (the failure: {failure})"),
+        _use_item_location=True) from exc
 
 
 def observed(request: pytest.FixtureRequest, kind: ProbeKind[Any, Any], name: str,

@@ -13,6 +13,8 @@ from acgs_checks.run.state import STATE, RunState
 from acgs_checks.runbook import AREAS, REVIEW_DAYS
 from acgs_checks.severity import SEVERITY_MARKERS, Severity
 
+WAIVER_ARG = "waiver"  # one case per [[waivers]] entry: is it still in force?
+
 
 def add_markers(config: pytest.Config) -> None:
     for day, meaning in REVIEW_DAYS.items():
@@ -33,6 +35,9 @@ def generate_tests(metafunc: pytest.Metafunc) -> None:
     if state is None:
         return
     selected = _may_be_selected(metafunc, state)
+    if WAIVER_ARG in metafunc.fixturenames:  # the suite's own check of the environment's waivers
+        waivers = state.environment.waivers if selected else ()
+        metafunc.parametrize(WAIVER_ARG, waivers, ids=[w.check for w in waivers], scope="function")
     for param, kind in kinds.params().items():
         if param in metafunc.fixturenames:
             # A check that -m or --review leaves out gets no cases per target: with hundreds of
@@ -149,6 +154,8 @@ def collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> N
     # Checks of a kind the environment has none of (say, no poolers) do not apply: leave them out
     # rather than report pytest's "empty parameter set" skip for each.
     missing = {param for param, kind in kinds.params().items() if not kind.targets(state.environment)}
+    if not state.environment.waivers:
+        missing.add(WAIVER_ARG)
     missing |= {f for f in kinds.by_fixture() if not kinds.applicable(state.environment, f)}
     if missing:
         keep = [i for i in items if not missing & set(getattr(i, "fixturenames", ()))]

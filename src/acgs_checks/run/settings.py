@@ -30,6 +30,7 @@ class Settings:
     faults: tuple[faults.Fault, ...]
     review: str | None          # the review day --review selects (daily + that day), if any
     review_label: str           # how metrics and summaries name this run: daily, monday, ... or adhoc
+    today: datetime.date        # the UTC date waivers are judged on
     summary_path: Path
     textfile: Path | None
     pushgateway: str
@@ -103,7 +104,7 @@ def resolve(config: pytest.Config) -> Settings:
     label = review or (markexpr if markexpr in REVIEW_DAYS else "adhoc")
     textfile = config.getoption("acgs_textfile")
     return Settings(
-        env_spec=spec, fail_on=fail_on, faults=parsed, review=review, review_label=label,
+        env_spec=spec, fail_on=fail_on, faults=parsed, review=review, review_label=label, today=today(),
         summary_path=Path(config.getoption("acgs_summary") or config.rootpath / "reports" / "summary.json"),
         textfile=Path(textfile) if textfile else None,
         pushgateway=_http_url("--pushgateway", config.getoption("acgs_pushgateway")),
@@ -117,19 +118,23 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 TODAY_VAR = "ACGS_TODAY"
 
 
+def today() -> datetime.date:
+    """The UTC date (``ACGS_TODAY=YYYY-MM-DD`` fixes it, for tests and replays)."""
+    fixed = os.environ.get(TODAY_VAR, "").strip()
+    try:
+        return datetime.date.fromisoformat(fixed) if fixed else datetime.datetime.now(datetime.UTC).date()
+    except ValueError:
+        raise ConfigError(source=TODAY_VAR, key="", problem=f"{fixed!r} is not a date",
+                          fix="write YYYY-MM-DD, or unset it") from None
+
+
 def _resolve_review(value: str | None) -> str | None:
     """``today`` is the UTC weekday (``ACGS_TODAY=YYYY-MM-DD`` fixes the date, for tests and replays)."""
     if not value:
         return None
     choice = value.strip().lower()
     if choice == "today":
-        fixed = os.environ.get(TODAY_VAR, "").strip()
-        try:
-            day = datetime.date.fromisoformat(fixed) if fixed else datetime.datetime.now(datetime.UTC).date()
-        except ValueError:
-            raise ConfigError(source=TODAY_VAR, key="", problem=f"{fixed!r} is not a date",
-                              fix="write YYYY-MM-DD, or unset it") from None
-        weekday = WEEKDAYS[day.weekday()]
+        weekday = WEEKDAYS[today().weekday()]
         return weekday if weekday in REVIEW_DAYS else "daily"
     if choice not in REVIEW_DAYS:
         raise ConfigError(source="--review", key="", problem=f"{value!r} is not a review",

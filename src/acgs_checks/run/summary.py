@@ -146,6 +146,15 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
         if waived:
             tr.write_line(f"--fail-on {fail_on.name}: {len(waived)} failure(s) below {fail_on.name} "
                           "are reported but do not fail the run")
+    under_waiver = [r for r in summary.checks if r.outcome == "skipped" and r.message.startswith(verdict.WAIVED)]
+    if under_waiver:
+        tr.write_line(f"waived: {len(under_waiver)} failure(s) reported as skipped under a waiver: "
+                      + ", ".join(r.name for r in under_waiver), yellow=True)
+    names = [r.name for r in summary.checks]
+    for waiver in state.environment.waivers:
+        if not any(waiver.matches(name) for name in names):
+            tr.write_line(f"warning: waiver {waiver.check!r} (owner {waiver.owner}) matches no case in this run",
+                          yellow=True)
     written = [f"summary {state.settings.summary_path}"]
     if state.settings.textfile is not None:
         written.append(f"metrics {state.settings.textfile}")
