@@ -39,11 +39,16 @@ def acgs_environment(pytestconfig: pytest.Config) -> Environment:
 Records = kinds.ProbePass | kinds.Finished
 
 
+def _sandbox_backends(state: RunState) -> None:
+    """The sandbox's PostgreSQL, PgBouncer and Redis, started before a pass that probes them."""
+    if state.sandbox is not None and any(state.selected.get(k) for k in _BACKEND_KINDS):
+        start_backends(state.sandbox)
+
+
 def start_pass(state: RunState) -> kinds.ProbePass:
     """The one concurrent pass over every selected target, started once, in the background."""
     if state.probe_pass is None:
-        if state.sandbox is not None and any(state.selected.get(k) for k in _BACKEND_KINDS):
-            start_backends(state.sandbox)
+        _sandbox_backends(state)
         state.probe_pass = kinds.ProbePass(state.environment, state.selected)
     return state.probe_pass
 
@@ -60,8 +65,7 @@ def probe_results(pytestconfig: pytest.Config) -> Records:
         return start_pass(state)
 
     def compute() -> kinds.Results:
-        if state.sandbox is not None and any(state.selected.get(k) for k in _BACKEND_KINDS):
-            start_backends(state.sandbox)
+        _sandbox_backends(state)
         return kinds.probe_selected(state.environment, state.selected)
 
     return kinds.Finished(state.results.get("probes", compute))
