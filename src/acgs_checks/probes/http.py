@@ -253,9 +253,7 @@ async def exchange(url: str, *, target: str, timeout: float,
 
     try:
         async with asyncio.timeout(timeout):
-            request = client.build_request("GET", url, headers={**dict(headers), **extra},
-                                           extensions={"trace": partial(_trace, marks)})
-            response = await client.send(request, stream=True)
+            response = await _send(client, url, {**dict(headers), **extra}, marks, pooled=pool is not None)
             try:
                 marks.setdefault("answer", time.perf_counter())
                 body = await _read(response, body_limit)
@@ -300,6 +298,25 @@ async def exchange(url: str, *, target: str, timeout: float,
         _net.MARKS.reset(token)
         if own is not None:
             await own.aclose()
+
+
+async def _send(client: httpx.AsyncClient, url: str, headers: dict[str, str], marks: dict[str, float], *,
+                pooled: bool) -> httpx.Response:
+    """Send the GET; a kept-alive connection the server closed just before it is replaced, once.
+
+    The server's FIN can arrive after httpcore checked the idle connection: the request then meets
+    a closed connection before any answer. A GET is safe to send again, on a new connection, within
+    the same bound, as HTTP/1.1 clients do; anything else (or a second failure) is the outcome.
+    """
+    for attempt in (1, 2):
+        request = client.build_request("GET", url, headers=headers, extensions={"trace": partial(_trace, marks)})
+        try:
+            return await client.send(request, stream=True)
+        except httpx.RemoteProtocolError:
+            if attempt == 2 or not pooled or "reused" not in marks or "first_byte" in marks:
+                raise
+            marks.clear()
+    raise AssertionError("unreachable")
 
 
 async def _read(response: httpx.Response, limit: int) -> bytes:
