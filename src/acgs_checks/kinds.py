@@ -14,10 +14,12 @@ of checks under ``checks/``. Nothing else.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib
 import pkgutil
 import threading
 import traceback
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -240,7 +242,12 @@ class ProbePass:
         self._changed = threading.Condition()
         self._finished = False
         self._error = ""
-        self._thread = threading.Thread(target=self._run, args=(env, selected), name="acgs-probe-pass", daemon=True)
+        # What the pass reads from the process environment is read here, in the main thread.
+        from acgs_checks.probes import http  # noqa: PLC0415
+        http.PROXIES.set(urllib.request.getproxies_environment())
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._run, env, selected), name="acgs-probe-pass",
+                                        daemon=True)
         self._thread.start()
 
     def _run(self, env: Environment, selected: Mapping[str, set[str]]) -> None:

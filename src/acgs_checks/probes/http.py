@@ -10,6 +10,7 @@ processing, transfer) as blackbox_exporter reports them.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import json
 import socket
@@ -142,10 +143,19 @@ def ssl_context(tls: Tls) -> ssl.SSLContext:
     return context
 
 
+# The proxy variables as read in the main thread, for a pass running in another one: pytest sets and
+# removes PYTEST_CURRENT_TEST meanwhile, and reading os.environ then can raise KeyError.
+PROXIES: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("acgs_proxies", default=None)
+
+
 def proxy_for(scheme: str, host: str) -> str:
     """The proxy the environment names for this URL (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), or ''."""
-    proxy = urllib.request.getproxies_environment().get(scheme, "")
-    return "" if not proxy or urllib.request.proxy_bypass(host) else proxy
+    proxies = PROXIES.get()
+    if proxies is None:
+        proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(scheme, "")
+    bypass = urllib.request.proxy_bypass_environment(host, proxies)  # type: ignore[attr-defined]  # CPython has it
+    return "" if not proxy or bypass else proxy
 
 
 def _transport(tls: Tls, proxy: str, backend: _net.Backend, connections: int) -> httpx.AsyncHTTPTransport:
