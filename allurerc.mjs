@@ -1,8 +1,17 @@
 // Allure 3 configuration for the acgs-checks results (npm run report).
 import { defineConfig } from "allure";
 
+// scripts/report.mjs names the report after the environment and the worst failing level, and
+// lists the environments in the results (each becomes an Allure environment, told apart by label).
+const reportName = process.env.ACGS_REPORT_NAME || "ACGS-2 runbook checks";
+const environmentNames = JSON.parse(process.env.ACGS_ENVIRONMENTS || "[]");
+const environments = Object.fromEntries(environmentNames.map((name) => [name, {
+  name,
+  matcher: ({ labels }) => labels.some((l) => l.name === "environment" && l.value === name),
+}]));
+
 export default defineConfig({
-  name: "ACGS-2 runbook checks",
+  name: reportName,
   output: "./reports/allure-report",
   // Trends across runs, kept under reports/; scripts/report.mjs appends each run once.
   historyPath: process.env.ACGS_HISTORY_PATH || "./reports/history.jsonl",
@@ -10,15 +19,19 @@ export default defineConfig({
   plugins: {
     awesome: {
       options: {
-        reportName: "ACGS-2 runbook checks",
+        reportName,
         reportLanguage: "en",
-        // The runbook's own structure: section, then the check's place in it.
-        groupBy: ["epic", "feature", "story"],
+        // The first screen answers "what is failing, how bad, since when": the runbook's level
+        // (P0 critical ... P3 low), then each case's state ("failing since ...: <message>",
+        // "passing", "skipped: blocked by ..."). The runbook's sections are the epic/feature/story labels.
+        groupBy: ["level", "state"],
+        defaultSortBy: "name,asc",
         // ALLURE_SINGLE_FILE=1 (npm run report:single-file) makes one self-contained index.html.
         singleFile: process.env.ALLURE_SINGLE_FILE === "1",
       },
     },
   },
+  ...(environmentNames.length ? { environments } : {}),
   categories: {
     rules: [
       { name: "Access denied", matchers: { statuses: ["failed", "broken"], message: /^(Failed: )?access denied:/ } },
@@ -31,6 +44,8 @@ export default defineConfig({
       // Two kinds of skip, kept apart: blocked by a failed case of this run, or not applicable here.
       { name: "Blocked by a failed check", matchers: { statuses: ["skipped"], message: /^(Skipped: )?blocked:/ } },
       { name: "Not applicable", matchers: { statuses: ["skipped"], message: /^(Skipped: )?not applicable:/ } },
+      { name: "Waived", matchers: { statuses: ["skipped"], message: /^(Skipped: )?waived / } },
+      { name: "In maintenance", matchers: { statuses: ["skipped"], message: /^(Skipped: )?in maintenance/ } },
     ],
   },
 });

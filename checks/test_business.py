@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import breached, fail, no_data, unreachable
+from acgs_checks.verdict import fail, judge, no_data, unreachable
 
 if TYPE_CHECKING:  # the probe modules load only when such checks run
     from acgs_checks.probes.business import BusinessSnapshot
@@ -26,9 +26,8 @@ def _at_least(seen: BusinessSnapshot, label: str, minimum_percent: float) -> Non
         fail(f"{label}: {seen.error} (source: {seen.source})")
     if seen.value is None:
         no_data(f"{label}: {seen.error} (source: {seen.source})")
-    if seen.value * 100 <= minimum_percent:
-        breached(f"{label} {seen.value * 100:.2f} % (source: {seen.source})", f"> {minimum_percent:g} %",
-                 value=seen.value * 100, threshold=minimum_percent)
+    judge(seen.value * 100 <= minimum_percent, f"{label} {seen.value * 100:.2f} % (source: {seen.source})",
+          f"> {minimum_percent:g} %", value=seen.value * 100, threshold=minimum_percent)
 
 
 @pytest.mark.p1

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import breached, no_data, unreachable
+from acgs_checks.verdict import judge, measure, no_data, unreachable
 
 if TYPE_CHECKING:  # the client libraries load only when such checks run
     from acgs_checks.probes.cache import CacheSnapshot
@@ -37,6 +37,7 @@ def test_cache_reachable(cache_probe: CacheSnapshot) -> None:
     seen = cache_probe
     if not seen.reachable:
         unreachable(f"{seen.target}: PING {seen.url} → {seen.error}", denied=seen.denied)
+    measure(f"{seen.target}: PING {seen.url} answered", "PONG")
 
 
 @pytest.mark.p1
@@ -60,13 +61,12 @@ def test_cache_hit_rate(redis_info: CacheSnapshot, acgs_environment: Environment
         pytest.skip(f"{seen.target}: no lookups at all since the last restart; nothing to judge")
     rate = 100.0 * hits / (hits + misses)
     limit = acgs_environment.thresholds.cache_hit_rate_min_percent
-    if rate <= limit:
-        total_hits = float(seen.second.get("keyspace_hits", 0))
-        total = total_hits + float(seen.second.get("keyspace_misses", 0))
-        # Say what the cumulative figure would have shown: it is what hides a recent collapse.
-        note = f"; cumulative {100.0 * total_hits / total:.1f} %" if source.startswith("over") else ""
-        breached(f"{seen.target}: hit rate {rate:.1f} % {source} ({hits:.0f} hits / {hits + misses:.0f} lookups"
-                 f"{note})", f"> {limit:g} %", value=rate, threshold=limit)
+    total_hits = float(seen.second.get("keyspace_hits", 0))
+    total = total_hits + float(seen.second.get("keyspace_misses", 0))
+    # Say what the cumulative figure would have shown: it is what hides a recent collapse.
+    note = f"; cumulative {100.0 * total_hits / total:.1f} %" if source.startswith("over") and total else ""
+    judge(rate <= limit, f"{seen.target}: hit rate {rate:.1f} % {source} ({hits:.0f} hits / {hits + misses:.0f} "
+          f"lookups{note})", f"> {limit:g} %", value=rate, threshold=limit)
 
 
 @pytest.mark.p1
@@ -87,9 +87,8 @@ def test_cache_memory(redis_info: CacheSnapshot, acgs_environment: Environment) 
         share, against = 100.0 * used / float(info["total_system_memory"]), "host memory (no maxmemory set)"
     else:
         pytest.skip(f"{redis_info.target}: neither maxmemory nor the host's memory is known")
-    if share >= limit:
-        breached(f"{redis_info.target}: used_memory {info.get('used_memory_human')} = {share:.1f} % of {against}"
-                 f" (policy {info.get('maxmemory_policy')})", f"< {limit:g} %", value=share, threshold=limit)
+    judge(share >= limit, f"{redis_info.target}: used_memory {info.get('used_memory_human')} = {share:.1f} % of "
+          f"{against} (policy {info.get('maxmemory_policy')})", f"< {limit:g} %", value=share, threshold=limit)
 
 
 @pytest.mark.p2
@@ -97,10 +96,9 @@ def test_cache_memory(redis_info: CacheSnapshot, acgs_environment: Environment) 
 def test_cache_evictions(redis_info: CacheSnapshot) -> None:
     """No key was evicted for lack of memory during the measuring window."""
     evicted = _number(redis_info, "evicted_keys") - _number(redis_info, "evicted_keys", sample="first")
-    if evicted > 0:
-        breached(f"{redis_info.target}: {evicted:.0f} key(s) evicted in {redis_info.window_seconds:g} s "
-                 f"(evicted_keys {redis_info.second.get('evicted_keys')} since restart, "
-                 f"policy {redis_info.second.get('maxmemory_policy')})", "0 evictions", value=evicted, threshold=0)
+    judge(evicted > 0, f"{redis_info.target}: {evicted:.0f} key(s) evicted in {redis_info.window_seconds:g} s "
+          f"(evicted_keys {redis_info.second.get('evicted_keys')} since restart, "
+          f"policy {redis_info.second.get('maxmemory_policy')})", "0 evictions", value=evicted, threshold=0)
 
 
 @pytest.mark.p1
@@ -109,10 +107,9 @@ def test_cache_rejected_connections(redis_info: CacheSnapshot) -> None:
     """Redis did not refuse clients (maxclients reached) during the measuring window."""
     rejected = _number(redis_info, "rejected_connections") - _number(redis_info, "rejected_connections",
                                                                      sample="first")
-    if rejected > 0:
-        breached(f"{redis_info.target}: {rejected:.0f} connection(s) rejected in {redis_info.window_seconds:g} s "
-                 f"({redis_info.second.get('rejected_connections')} since restart)", "0 rejected", value=rejected,
-                 threshold=0)
+    judge(rejected > 0, f"{redis_info.target}: {rejected:.0f} connection(s) rejected in "
+          f"{redis_info.window_seconds:g} s ({redis_info.second.get('rejected_connections')} since restart)",
+          "0 rejected", value=rejected, threshold=0)
 
 
 @pytest.mark.p3
@@ -122,7 +119,7 @@ def test_cache_fragmentation(redis_info: CacheSnapshot, acgs_environment: Enviro
     t = acgs_environment.thresholds
     ratio = _number(redis_info, "mem_fragmentation_ratio")
     excess = (_number(redis_info, "used_memory_rss") - _number(redis_info, "used_memory")) / MIB
-    if ratio > t.cache_fragmentation_max_ratio and excess >= t.cache_fragmentation_min_excess_mib:
-        breached(f"{redis_info.target}: mem_fragmentation_ratio {ratio:.2f} ({excess:.0f} MiB of RSS beyond "
-                 f"used_memory)", f"≤ {t.cache_fragmentation_max_ratio:g}", value=ratio,
-                 threshold=t.cache_fragmentation_max_ratio)
+    judge(ratio > t.cache_fragmentation_max_ratio and excess >= t.cache_fragmentation_min_excess_mib,
+          f"{redis_info.target}: mem_fragmentation_ratio {ratio:.2f} ({excess:.0f} MiB of RSS beyond used_memory)",
+          f"≤ {t.cache_fragmentation_max_ratio:g} (or under {t.cache_fragmentation_min_excess_mib:g} MiB of excess)",
+          value=ratio, threshold=t.cache_fragmentation_max_ratio)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import breached, insufficient_privilege, no_data, not_applicable, unreachable
+from acgs_checks.verdict import breached, insufficient_privilege, judge, measure, no_data, not_applicable, unreachable
 
 if TYPE_CHECKING:  # the client libraries load only when such checks run
     from acgs_checks.probes.postgres import PgSnapshot
@@ -64,6 +64,7 @@ def test_database_connectivity(database_probe: PgSnapshot) -> None:
         no_data(f"{seen.target}: SELECT 1 on {seen.url}: {seen.errors['select 1']}")
     if "select 1" in seen.errors:
         breached(f"{seen.target}: SELECT 1 on {seen.url} failed: {seen.errors['select 1']}", "SELECT 1 to succeed")
+    measure(f"{seen.target}: SELECT 1 on {seen.url} answered", "SELECT 1 to succeed")
 
 
 @pytest.mark.p1
@@ -75,15 +76,17 @@ def test_no_long_running_queries(db: PgSnapshot, acgs_environment: Environment) 
     """
     _read(db, "activity", sessions=True)
     limit = acgs_environment.thresholds.long_query_seconds
-    long = [row for row in db.activity
-            if row.get("state") not in (None, "idle", *IDLE_IN_TRANSACTION)
-            and row.get("wait_event_type") != "Lock"
-            and (row.get("query_seconds") or 0) > limit]
+    running = [row for row in db.activity
+               if row.get("state") not in (None, "idle", *IDLE_IN_TRANSACTION) and row.get("wait_event_type") != "Lock"]
+    long = [row for row in running if (row.get("query_seconds") or 0) > limit]
     if long:
         shown = [f"{_who(r)} running {r['query_seconds']:.1f} s: {_statement(r)}" for r in long[:3]]
         breached(f"{db.target}: {len(long)} statement(s) running longer than {limit:g} s: "
                  + _first(shown, len(long) - 3 if len(long) > 3 else 0), f"none longer than {limit:g} s",
                  value=max(r["query_seconds"] for r in long), threshold=limit)
+    longest = max((r.get("query_seconds") or 0 for r in running), default=0.0)
+    measure(f"{db.target}: longest running statement {longest:.1f} s ({len(running)} active)",
+            f"none longer than {limit:g} s", value=longest, threshold=limit)
 
 
 @pytest.mark.p1
@@ -92,8 +95,8 @@ def test_no_idle_in_transaction_sessions(db: PgSnapshot, acgs_environment: Envir
     """No session sits idle inside an open transaction longer than the threshold."""
     _read(db, "activity", sessions=True)
     limit = acgs_environment.thresholds.idle_in_transaction_seconds
-    idle = [row for row in db.activity
-            if row.get("state") in IDLE_IN_TRANSACTION and (row.get("state_seconds") or 0) > limit]
+    waiting = [row for row in db.activity if row.get("state") in IDLE_IN_TRANSACTION]
+    idle = [row for row in waiting if (row.get("state_seconds") or 0) > limit]
     if idle:
         shown = [f"{_who(r)} idle in transaction for {r['state_seconds']:.1f} s "
                  f"(transaction open {r.get('transaction_seconds') or 0:.1f} s), last: {_statement(r)}"
@@ -101,6 +104,9 @@ def test_no_idle_in_transaction_sessions(db: PgSnapshot, acgs_environment: Envir
         breached(f"{db.target}: {len(idle)} session(s) idle in transaction: "
                  + _first(shown, len(idle) - 3 if len(idle) > 3 else 0), f"none idle longer than {limit:g} s",
                  value=max(r["state_seconds"] for r in idle), threshold=limit)
+    longest = max((r.get("state_seconds") or 0 for r in waiting), default=0.0)
+    measure(f"{db.target}: longest idle in transaction {longest:.1f} s ({len(waiting)} session(s))",
+            f"none idle longer than {limit:g} s", value=longest, threshold=limit)
 
 
 @pytest.mark.p1
@@ -112,11 +118,10 @@ def test_connection_usage(db: PgSnapshot, acgs_environment: Environment) -> None
     usable = c["max_connections"] - c["superuser_reserved"] - c.get("reserved", 0)
     share = 100.0 * c["backends"] / usable
     limit = acgs_environment.thresholds.pool_usage_max_percent
-    if share >= limit:
-        breached(f"{db.target}: {c['backends']} of {usable} usable connections in use = {share:.1f} % "
-                 f"(max_connections {c['max_connections']} - {c['superuser_reserved']} superuser-reserved"
-                 + (f" - {c['reserved']} reserved" if c.get("reserved") else "") + ")", f"< {limit:g} %",
-                 value=share, threshold=limit)
+    judge(share >= limit, f"{db.target}: {c['backends']} of {usable} usable connections in use = {share:.1f} % "
+          f"(max_connections {c['max_connections']} - {c['superuser_reserved']} superuser-reserved"
+          + (f" - {c['reserved']} reserved" if c.get("reserved") else "") + ")", f"< {limit:g} %",
+          value=share, threshold=limit)
 
 
 @pytest.mark.p1
@@ -141,6 +146,9 @@ def test_no_blocked_lock_waits(db: PgSnapshot, acgs_environment: Environment) ->
         breached(f"{db.target}: {len(waits)} blocked lock wait(s): "
                  + _first(shown, len(waits) - 3 if len(waits) > 3 else 0), f"no wait longer than {limit:g} s",
                  value=max(w["wait_seconds"] for w in waits), threshold=limit)
+    longest = max((w.get("wait_seconds") or 0 for w in db.lock_waits), default=0.0)
+    measure(f"{db.target}: longest lock wait {longest:.1f} s ({len(db.lock_waits)} waiting)",
+            f"no wait longer than {limit:g} s", value=longest, threshold=limit)
 
 
 @pytest.mark.p2
@@ -155,9 +163,8 @@ def test_buffer_cache_hit_ratio(db: PgSnapshot, acgs_environment: Environment) -
         pytest.skip(f"{db.target}: only {hits + reads:.0f} block reads since the statistics reset; too few to judge")
     ratio = 100.0 * hits / (hits + reads)
     limit = acgs_environment.thresholds.buffer_cache_hit_min_percent
-    if ratio < limit:
-        breached(f"{db.target}: buffer cache hit ratio {ratio:.2f} % ({hits:.0f} hits, {reads:.0f} reads)",
-                 f"≥ {limit:g} %", value=ratio, threshold=limit)
+    judge(ratio < limit, f"{db.target}: buffer cache hit ratio {ratio:.2f} % ({hits:.0f} hits, {reads:.0f} reads)",
+          f"≥ {limit:g} %", value=ratio, threshold=limit)
 
 
 @pytest.mark.p1
@@ -170,9 +177,8 @@ def test_transaction_id_age(db: PgSnapshot, acgs_environment: Environment) -> No
     oldest = max(db.xid_age, key=lambda row: row["xid_age"])
     share = 100.0 * oldest["xid_age"] / XID_LIMIT
     limit = acgs_environment.thresholds.xid_age_max_percent
-    if share >= limit:
-        breached(f"{db.target}: database {oldest['database']} has transaction-ID age {oldest['xid_age']:.0f} "
-                 f"= {share:.1f} % of the 2^31 wraparound limit", f"< {limit:g} %", value=share, threshold=limit)
+    judge(share >= limit, f"{db.target}: database {oldest['database']} has transaction-ID age {oldest['xid_age']:.0f} "
+          f"= {share:.1f} % of the 2^31 wraparound limit", f"< {limit:g} %", value=share, threshold=limit)
 
 
 @pytest.mark.p1
@@ -191,9 +197,9 @@ def test_replication_lag(db: PgSnapshot, acgs_environment: Environment) -> None:
         if receiver.get("replay_paused") and backlog > 0:
             breached(f"{db.target}: replica's replay is paused with {backlog:.0f} bytes received and not applied",
                      "replay running")
-        if backlog > 0 and behind > limit:
-            breached(f"{db.target}: replica {backlog:.0f} bytes behind, last replay {behind:.1f} s ago",
-                     f"replay within {limit:g} s")
+        judge(backlog > 0 and behind > limit,
+              f"{db.target}: replica {backlog:.0f} bytes behind, last replay {behind:.1f} s ago",
+              f"replay within {limit:g} s", value=behind if backlog > 0 else 0.0, threshold=limit)
         return
     if not db.replicas:
         not_applicable(f"{db.target} is a primary with no replicas attached")
@@ -207,3 +213,6 @@ def test_replication_lag(db: PgSnapshot, acgs_environment: Environment) -> None:
             problems.append(f"{name} replays {lag:.1f} s behind ({replica.get('replay_lag_bytes') or 0:.0f} bytes)")
     if problems:
         breached(f"{db.target}: " + "; ".join(problems), f"every replica streaming, replay lag ≤ {limit:g} s")
+    worst = max((r.get("replay_lag_seconds") or 0 for r in db.replicas), default=0.0)
+    measure(f"{db.target}: {len(db.replicas)} replica(s) streaming, largest replay lag {worst:.1f} s",
+            f"every replica streaming, replay lag ≤ {limit:g} s", value=worst, threshold=limit)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import breached, no_data, unreachable
+from acgs_checks.verdict import breached, measure, no_data, unreachable
 
 if TYPE_CHECKING:  # the client libraries load only when such checks run
     from acgs_checks.probes.postgres import PoolerSnapshot
@@ -29,6 +29,7 @@ def test_pooler_reachable(pooler_probe: PoolerSnapshot) -> None:
     if "SHOW POOLS" in seen.errors:
         breached(f"{seen.target}: SHOW POOLS failed: {seen.errors['SHOW POOLS']}",
                  "the monitoring user to be in stats_users or admin_users")
+    measure(f"{seen.target}: SHOW POOLS answered ({len(seen.pools)} pool(s))", "SHOW POOLS to succeed")
 
 
 @pytest.mark.p1
@@ -42,6 +43,7 @@ def test_pool_saturation(pool: PoolerSnapshot, acgs_environment: Environment) ->
     sizes = {row["name"]: row.get("pool_size") for row in pool.databases}
     default = int(pool.config.get("default_pool_size", "20") or 20)
     problems = []
+    busiest = 0.0
     for row in pool.pools:
         if row.get("database") == "pgbouncer":
             continue  # the admin console's own pseudo-pool
@@ -50,7 +52,11 @@ def test_pool_saturation(pool: PoolerSnapshot, acgs_environment: Environment) ->
         if row.get("cl_waiting"):
             problems.append(f"{where}: {row['cl_waiting']} client(s) waiting, longest {row.get('maxwait', 0)} s")
         share = 100.0 * (row.get("sv_active") or 0) / size
+        busiest = max(busiest, share)
         if share >= limit:
             problems.append(f"{where}: {row.get('sv_active')} of {size} server connections active = {share:.0f} %")
     if problems:
-        breached(f"{pool.target}: " + "; ".join(problems), f"no waiting clients and active < {limit:g} % of pool_size")
+        breached(f"{pool.target}: " + "; ".join(problems), f"no waiting clients and active < {limit:g} % of pool_size",
+                 value=busiest, threshold=limit)
+    measure(f"{pool.target}: no client waiting; busiest pool {busiest:.0f} % active",
+            f"no waiting clients and active < {limit:g} % of pool_size", value=busiest, threshold=limit)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from acgs_checks.probes.http import DEGRADED, UNHEALTHY, UNRECOGNISED, HttpResult, summary
-from acgs_checks.verdict import blocked, breached, unreachable
+from acgs_checks.verdict import blocked, breached, judge, measure, unreachable
 
 pytestmark = [pytest.mark.daily, pytest.mark.health]
 
@@ -32,6 +32,7 @@ def test_service_health(health: HttpResult) -> None:
     if health.health == UNHEALTHY:
         breached(f"{summary(health)}, body {health.health_field}={health.health_value!r}",
                  "a healthy status: healthy, ok, up or pass")
+    measure(summary(health), "status < 400", value=health.status, threshold=400)
 
 
 @pytest.mark.p1
@@ -40,6 +41,6 @@ def test_service_not_degraded(health: HttpResult) -> None:
     """A service that answers but reports itself degraded (warn) is a P1 warning."""
     if _down(health):
         blocked(health.target, "is down", see=f"test_service_health[{health.target}]")
-    if health.health in (DEGRADED, UNRECOGNISED):
-        breached(f"{summary(health)}, body {health.health_field}={health.health_value!r}",
-                 "a healthy status: healthy, ok, up or pass")
+    body = f", body {health.health_field}={health.health_value!r}" if health.health_field else ""
+    judge(health.health in (DEGRADED, UNRECOGNISED), f"{summary(health)}{body}",
+          "a healthy status: healthy, ok, up or pass")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import breached, fail, no_data, not_applicable, unreachable
+from acgs_checks.verdict import breached, fail, judge, measure, no_data, not_applicable, unreachable
 
 if TYPE_CHECKING:  # the probe modules load only when such checks run
     from acgs_checks.probes.prometheus import SourceStatus
@@ -60,13 +60,12 @@ def _judge(slo: SloSnapshot, key: str, label: str, limit: float, unit: str, *, a
         breached(f"{slo.target}: {label} cannot be measured below {limit:g} s: {why} {_where(slo, key)}",
                  expected, value=floor, threshold=limit)
     broken = value >= limit if at_limit_fails else value > limit
-    if broken:
-        shown = f"{value * 100:.2f} %" if unit == "%" else f"{value:.3f} s"
-        if capped is not None or key in slo.at_least:
-            shown = f"at least {shown}" + (" (requests timed out)" if key in slo.at_least else
-                                           " (above the histogram's top finite bucket)")
-        note = f" ({slo.note})" if slo.note else ""
-        breached(f"{slo.target}: {label} {shown} {_where(slo, key)}{note}", expected, value=value, threshold=limit)
+    shown = f"{value * 100:.2f} %" if unit == "%" else f"{value:.3f} s"
+    if capped is not None or key in slo.at_least:
+        shown = f"at least {shown}" + (" (requests timed out)" if key in slo.at_least else
+                                       " (above the histogram's top finite bucket)")
+    note = f" ({slo.note})" if slo.note else ""
+    judge(broken, f"{slo.target}: {label} {shown} {_where(slo, key)}{note}", expected, value=value, threshold=limit)
 
 
 @pytest.mark.p1
@@ -122,11 +121,10 @@ def test_request_rate_floor(slo: SloSnapshot, acgs_environment: Environment) -> 
         not_applicable(f"{slo.target}: synthetic sampling sends its own traffic, so it cannot see the real rate")
     floor = acgs_environment.thresholds.request_rate_min_per_second
     rate = _value(slo, "request_rate")
-    if rate <= floor:
-        connections = slo.values.get("active_connections")
-        extra = f", active connections {connections:g}" if connections is not None else ""
-        breached(f"{slo.target}: request rate {rate:.3f} req/s{extra} {_where(slo, 'request_rate')}",
-                 f"> {floor:g} req/s", value=rate, threshold=floor)
+    connections = slo.values.get("active_connections")
+    extra = f", active connections {connections:g}" if connections is not None else ""
+    judge(rate <= floor, f"{slo.target}: request rate {rate:.3f} req/s{extra} {_where(slo, 'request_rate')}",
+          f"> {floor:g} req/s", value=rate, threshold=floor)
 
 
 @pytest.mark.p0
@@ -137,3 +135,4 @@ def test_metrics_source_reachable(metrics_source_probe: SourceStatus) -> None:
     if not seen.reachable:
         unreachable(f"metrics source {'refused the suite' if seen.denied else 'unreachable'}: {seen.error}",
                     denied=seen.denied)
+    measure(f"metrics source {seen.url} answered", "the Prometheus HTTP API to answer")

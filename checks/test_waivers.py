@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from acgs_checks.environment import Environment, Waiver
-from acgs_checks.verdict import fail
+from acgs_checks.verdict import fail, measure
 
 pytestmark = [pytest.mark.daily]
 
@@ -25,3 +25,6 @@ def test_waiver_not_expired(waiver: Waiver, pytestconfig: pytest.Config, acgs_en
     if not waiver.active(today):
         fail(f"waiver for {waiver.check} expired on {waiver.expires} (owner {waiver.owner}: {waiver.reason}); "
              f"the failure counts again (expected a date on or after {today}: renew it, or fix the check)")
+    days = (waiver.expires - today).days
+    measure(f"waiver for {waiver.check} in force for {days} more day(s) (owner {waiver.owner})",
+            f"a date on or after {today}", value=days, threshold=0)

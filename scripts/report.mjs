@@ -1,6 +1,6 @@
 // Generate the Allure 3 report so that it can never go stale, and append history once per run.
 //
-//   node scripts/report.mjs [--single-file] [--results DIR] [--output DIR] [--history FILE]
+//   node scripts/report.mjs [--single-file] [--results DIR] [--output DIR] [--history FILE] [--url URL]
 //   (npm run report, npm run report:single-file)
 //
 // * The report is built in a fresh folder beside the output and swapped in whole: the output's
@@ -10,9 +10,20 @@
 //   run writes new uuids). The first generation for a run appends to the history file; any later
 //   one for the same run (the single-file variant, a regeneration) reads a copy, so the trend
 //   shows each run once.
+// * The first screen: Allure reads a staged copy of the results in which each case carries a
+//   "state" label (passing; failing since <the first failing run of the current streak, from the
+//   history>: <message>; skipped: blocked by <case> / not applicable / waived / in maintenance).
+//   The tree groups by level (P0..P3) and state, the title names the environment and the worst
+//   failing level, and each environment is an Allure environment.
+// * Blocked cases link to the failed case at --url (default $ACGS_REPORT_URL, else
+//   http://localhost:8080/, where `npm run report:open` serves it): Allure 3 only makes absolute
+//   http(s) links clickable.
 import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -26,6 +37,9 @@ const singleFile = args.includes("--single-file");
 const results = option("--results", resolve("reports/allure-results"));
 const output = option("--output", resolve("reports/allure-report"));
 const history = option("--history", resolve("reports/history.jsonl"));
+const urlIndex = args.indexOf("--url");
+const reportUrl = (urlIndex >= 0 && urlIndex + 1 < args.length ? args[urlIndex + 1] : null)
+  || process.env.ACGS_REPORT_URL || "http://localhost:8080/";
 
 if (!existsSync(results) || !readdirSync(results).some((name) => name.endsWith("-result.json"))) {
   console.error(`report: ${results}: no Allure results; fix: run pytest first (it writes them there)`);
@@ -49,12 +63,25 @@ if (!firstTime) {
   if (existsSync(history)) copyFileSync(history, historyFile);
 }
 
+const stage = mkdtempSync(join(tmpdir(), "acgs-report-"));
+let launch;
+try {
+  launch = stageResults(results, stage, readHistory(history));
+} catch (error) {
+  rmSync(stage, { recursive: true, force: true });
+  console.error(`report: ${results}: ${error.message}`);
+  process.exit(4);
+}
 const allure = join(root, "node_modules", ".bin", "allure");
-const generated = spawnSync(allure, ["generate", results, "--config", join(root, "allurerc.mjs"), "-o", fresh], {
+const generated = spawnSync(allure, ["generate", stage, "--config", join(root, "allurerc.mjs"), "-o", fresh], {
   cwd: root,
   stdio: "inherit",
-  env: { ...process.env, ACGS_HISTORY_PATH: historyFile, ALLURE_SINGLE_FILE: singleFile ? "1" : "" },
+  env: {
+    ...process.env, ACGS_HISTORY_PATH: historyFile, ALLURE_SINGLE_FILE: singleFile ? "1" : "",
+    ACGS_REPORT_NAME: launch.title, ACGS_ENVIRONMENTS: JSON.stringify(launch.environments),
+  },
 });
+rmSync(stage, { recursive: true, force: true });
 if (!firstTime) rmSync(historyFile, { force: true });
 if (generated.status !== 0) {
   rmSync(fresh, { recursive: true, force: true });
@@ -68,4 +95,90 @@ const old = `${output}.old-${suffix}`;
 if (existsSync(output)) renameSync(output, old);
 renameSync(fresh, output);
 rmSync(old, { recursive: true, force: true });
-console.log(`report: ${output}${singleFile ? " (single file)" : ""}; history ${firstTime ? "appended" : "unchanged"}`);
+console.log(`report: ${output}${singleFile ? " (single file)" : ""}; history ${firstTime ? "appended" : "unchanged"}; `
+  + `${launch.title}`);
+
+// --- the staged results -------------------------------------------------------------------
+
+function readHistory(file) {
+  if (!existsSync(file)) return [];
+  const points = [];
+  for (const line of readFileSync(file, "utf8").split("\n")) {
+    if (!line.trim()) continue;
+    try {
+      points.push(JSON.parse(line));
+    } catch {
+      // a torn last line (an interrupted append) is not a reason to fail the report
+    }
+  }
+  return points.sort((a, b) => (b.timestamp ?? 0) - (a.timestamp ?? 0)); // newest first
+}
+
+function label(result, name) {
+  return (result.labels ?? []).find((l) => l.name === name)?.value;
+}
+
+function failing(status) {
+  return status === "failed" || status === "broken";
+}
+
+function utc(ms) {
+  return new Date(ms).toISOString().slice(0, 16).replace("T", " ") + " UTC";
+}
+
+// The first run of the current failing streak of ``result``, from the history (newest first).
+function failingSince(result, points) {
+  const id = createHash("md5").update(result.uuid).digest("hex");
+  const env = label(result, "environment");
+  let since = result.start ?? Date.now();
+  let runs = 1;
+  for (const point of points) {
+    const entry = Object.values(point.testResults ?? {}).find((tr) => tr.fullName === result.fullName
+      && tr.name === result.name && (tr.labels ?? []).find((l) => l.name === "environment")?.value === env);
+    if (entry === undefined) continue; // not run that time (another selection): look further back
+    if (entry.id === id) continue; // this very run, already in the history (a regeneration)
+    if (!failing(entry.status)) break;
+    since = entry.start ?? point.timestamp ?? since;
+    runs += 1;
+  }
+  return runs === 1 ? "failing since this run" : `failing since ${utc(since)} (${runs} runs in a row)`;
+}
+
+function state(result, points) {
+  const message = (result.statusDetails?.message ?? "").trim().split("\n")[0].replace(/^(Failed|Skipped): /, "");
+  if (failing(result.status)) return `${failingSince(result, points)}: ${message}`;
+  if (result.status === "passed") return "passing";
+  const blockedBy = label(result, "blocked_by");
+  if (blockedBy) return `skipped: blocked by ${blockedBy}`;
+  for (const kind of ["not applicable", "waived", "in maintenance"]) {
+    if (message.startsWith(kind)) return `skipped: ${kind}`;
+  }
+  return `${result.status ?? "unknown"}${message ? `: ${message}` : ""}`;
+}
+
+// Copy the results into ``stage``, each case with its state label and absolute blocked links.
+function stageResults(from, stage, points) {
+  const environments = new Set();
+  let worst = null;
+  const base = new URL("index.html", reportUrl);
+  for (const name of readdirSync(from)) {
+    const source = join(from, name);
+    if (!name.endsWith("-result.json")) {
+      copyFileSync(source, join(stage, name));
+      continue;
+    }
+    const result = JSON.parse(readFileSync(source, "utf8"));
+    const env = label(result, "environment");
+    if (env) environments.add(env);
+    const level = ["p0", "p1", "p2", "p3"].find((p) => (result.labels ?? []).some((l) => l.name === "tag" && l.value === p));
+    if (failing(result.status) && level && (worst === null || level < worst)) worst = level;
+    result.labels = [...(result.labels ?? []), { name: "state", value: state(result, points) }];
+    for (const link of result.links ?? []) {
+      if (typeof link.url === "string" && link.url.startsWith("#/")) link.url = new URL(link.url, base).toString();
+    }
+    writeFileSync(join(stage, name), JSON.stringify(result));
+  }
+  const names = [...environments].sort();
+  const verdict = worst === null ? "nothing failing" : `${worst.toUpperCase()} failing`;
+  return { environments: names, title: `ACGS-2 runbook checks · ${names.join(", ") || "no environment"} · ${verdict}` };
+}

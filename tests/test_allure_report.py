@@ -32,10 +32,11 @@ def render_dom(url: str, profile: Path) -> str:
     return done.stdout
 
 
-def generate(results: Path, report: Path, history: Path, *, single_file: bool = False) -> str:
+def generate(results: Path, report: Path, history: Path, *, single_file: bool = False, url: str = "") -> str:
     """``npm run report`` with the test's own folders (history and report never land in the checkout)."""
     done = subprocess.run(["node", str(ROOT / "scripts" / "report.mjs"), "--results", str(results), "--output",
-                           str(report), "--history", str(history), *(["--single-file"] if single_file else [])],
+                           str(report), "--history", str(history), *(["--single-file"] if single_file else []),
+                           *(["--url", url] if url else [])],
                           cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
@@ -107,7 +108,7 @@ def _categories(report: Path) -> dict[str, set[str]]:
 
     def cases(node_id: str) -> set[str]:
         node = nodes[node_id]
-        if node["type"] == "tr":
+        if node["type"] in ("tr", "history"):  # with environments, a case's node is "history", its runs below
             return {node["name"]}
         return set().union(*(cases(child) for child in node.get("childrenIds", [])))
 
@@ -124,3 +125,62 @@ def test_blocked_and_not_applicable_skips_are_told_apart(run_suite: RunSuite, tm
     categories = _categories(tmp_path / "healthy")
     assert categories["Not applicable"] == {"test_replication_lag[primary]"}  # a primary without replicas
     assert "Blocked by a failed check" not in categories
+
+
+def visible_text(dom: str) -> str:
+    """What a reader sees: the rendered DOM without scripts, styles and tags."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style).*?</\\1>", "", dom,
+                                                                flags=re.S))).split())
+
+
+def test_first_screen_shows_what_fails_by_level_since_when_and_links_blocked_cases(
+        run_suite: RunSuite, tmp_path: Path, serve: functools.partial[str]) -> None:
+    """Two mornings with the auth service and the database down: the report as on-call opens it."""
+    results, report, history = tmp_path / "results", tmp_path / "report", tmp_path / "history.jsonl"
+    base = serve(report)
+    for _ in range(2):
+        shutil.rmtree(results, ignore_errors=True)
+        down = run_suite("-m", "daily and (health or database)", "--env", "sandbox", "--sandbox-fault", "auth:down",
+                         "--sandbox-fault", "db:down", f"--alluredir={results}", alluredir=False)
+        assert down.returncode == 1, down.output
+        said = generate(results, report, history, url=f"{base}/")
+    assert "ACGS-2 runbook checks · sandbox · P0 failing" in said
+
+    shot = tmp_path / "first-screen.png"
+    assert CHROMIUM is not None
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    f"--user-data-dir={tmp_path / 'shot-profile'}", "--window-size=1400,1400",
+                    "--virtual-time-budget=10000", f"--screenshot={shot}", f"{base}/index.html"],
+                   capture_output=True, timeout=120, check=False)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the first screen, kept with the test's files
+
+    page = visible_text(render_dom(f"{base}/index.html", tmp_path / "chromium"))
+    # The title names the environment and the worst failing level; the tree opens on the levels, P0 first.
+    assert "ACGS-2 runbook checks · sandbox · P0 failing" in page, page[:3000]
+    levels = [page.find(level) for level in ("P0 critical · respond within 15 minutes",
+                                             "P1 high · respond within 1 hour", "P2 medium · respond within 4 hours")]
+    assert -1 not in levels, page[:3000]
+    assert levels == sorted(levels), page[:3000]
+    # Each failure with its message and since when (the first run of this failing streak, from the history).
+    assert re.search(r"failing since \d{4}-\d\d-\d\d \d\d:\d\d UTC \(2 runs in a row\): auth: GET "
+                     r"http://127\.0\.0\.1:\d+/health → connection refused", page), page[:3000]
+    assert re.search(r"failing since \d{4}-\d\d-\d\d \d\d:\d\d UTC \(2 runs in a row\): primary: connect", page), \
+        re.findall(r"failing since .{200}", page)
+    assert 'Environment: "sandbox"' in page  # the environment is an Allure environment, not "default"
+    assert "critical alert" not in page.replace("P0 critical", "")  # "critical" is P0's word only
+
+    # A blocked case links, clickably (an absolute http link), to the failed case that blocks it.
+    by_id = json.loads((report / "test-results.json").read_text())["byId"]
+    blocked_id = next(k for k, v in by_id.items() if v["name"] == "test_no_long_running_queries[primary]")
+    dom = render_dom(f"{base}/index.html#/{blocked_id}", tmp_path / "chromium")
+    link = re.search(r'<a href="(http[^"]+)"[^>]*>blocked by test_database_connectivity\[primary\]', dom)
+    assert link is not None, visible_text(dom)[:3000]
+    failed = visible_text(render_dom(html.unescape(link.group(1)), tmp_path / "chromium"))
+    assert "test_database_connectivity[primary]" in failed
+    assert "connection failed" in failed
+
+    # A passing case shows what it measured against its threshold.
+    passed_id = next(k for k, v in by_id.items() if v["name"] == "test_service_health[policy-governance]")
+    passed = visible_text(render_dom(f"{base}/index.html#/{passed_id}", tmp_path / "chromium"))
+    assert re.search(r"measured .*policy-governance: GET http://127\.0\.0\.1:\d+/health → 200 in \d\.\d+ s "
+                     r"\(expected status < 400\)", passed), passed[:3000]

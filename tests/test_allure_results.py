@@ -13,7 +13,7 @@ def test_failed_p0_case_in_allure(run_suite: RunSuite) -> None:
     assert run.returncode == 1
     result = run.results()["test_service_health[auth]"]
     assert result["status"] == "failed"
-    assert label(result, "severity") == ["blocker"]
+    assert label(result, "severity") == ["critical"]
     assert label(result, "epic") == ["Daily Operations"]
     assert label(result, "feature") == ["Morning Health Check (09:00 UTC)"]
     assert label(result, "story") == ["Service Health Verification"]
@@ -36,7 +36,7 @@ def test_failed_p0_case_in_allure(run_suite: RunSuite) -> None:
 def test_severity_mapping_and_evidence_of_a_p1(run_suite: RunSuite) -> None:
     run = run_suite("-m", "daily", "--env", "sandbox", "--sandbox-fault", "auth:degraded")
     result = run.results()["test_service_not_degraded[auth]"]
-    assert label(result, "severity") == ["critical"]
+    assert label(result, "severity") == ["normal"]
     assert "respond within 1 hour" in result["description"]
     attachments = {a["name"]: a for a in result["attachments"]}
     evidence = json.loads((run.allure_dir / attachments["evidence"]["source"]).read_text())
@@ -88,5 +88,28 @@ def test_one_identity_per_check_whatever_the_outcome(run_suite: RunSuite) -> Non
     for name, result in healthy.items():
         other = faulted[name]
         assert other["historyId"] == result["historyId"], (name, result["status"], other["status"])
-        assert other["parameters"] == result["parameters"], name
+        # "measured" (a passing case's value) is an excluded parameter: not part of the identity.
+        identity = [[p for p in r["parameters"] if not p.get("excluded")] for r in (result, other)]
+        assert identity[0] == identity[1], name
         assert {p["name"]: p["value"] for p in result["parameters"]}["environment"] == "'sandbox'", name
+
+
+def test_every_passing_case_says_what_it_measured_and_no_stray_teardown(run_suite: RunSuite) -> None:
+    """A healthy daily run: each passing case carries its value against its threshold (History shows it)."""
+    run = run_suite("-m", "daily", "--env", "sandbox")
+    assert run.returncode == 0, run.output
+    results = run.results()
+    passed = {name: r for name, r in results.items() if r["status"] == "passed"}
+    assert len(passed) > 30
+    for name, result in passed.items():
+        message = result.get("statusDetails", {}).get("message", "")
+        assert "(expected " in message, (name, message)
+        measured = [p for p in result["parameters"] if p["name"] == "measured"]
+        assert measured == [{"name": "measured", "value": message, "excluded": True}], name
+    summary = json.loads(Path(f"{run.allure_dir}-summary.json").read_text())
+    by_name = {c["name"]: c for c in summary["checks"]}
+    assert by_name["test_cache_hit_rate[main]"]["measurement"].startswith("main: hit rate ")
+    assert by_name["test_cache_hit_rate[main]"]["threshold"] == 85
+    steps = [a["name"] for path in run.allure_dir.glob("*-container.json")
+             for a in json.loads(path.read_text()).get("afters", [])]
+    assert not [s for s in steps if s.endswith("::<lambda>")], steps[:5]

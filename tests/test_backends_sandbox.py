@@ -110,7 +110,7 @@ def test_unreachable_target_is_one_failure_and_blocked_dependents(
     results = run.results()
     failed = results[connectivity]
     assert re.search(pattern, failed["statusDetails"]["message"]), failed["statusDetails"]["message"]
-    assert label(failed, "severity") == ["blocker"]
+    assert label(failed, "severity") == ["critical"]
     target = connectivity.split("[")[1].rstrip("]")
     allure_id = hashlib.md5(failed["uuid"].encode()).hexdigest()  # how Allure 3 names a result
     for name in dependents:

@@ -115,12 +115,14 @@ def test_faults_through_prometheus(run_suite: RunSuite, standalone_sandbox: Call
                      r'\(rate\(http_request_duration_seconds_bucket\{service="auth",path="/api/v1/auth/validate"\}'
                      r"\[15s\]\)\)\) \(expected < 2 s\)", p95), p95
     measured = float(re.search(r"P95 latency (\d+\.\d+) s", p95).group(1))  # type: ignore[union-attr]
-    assert abs(measured - 3.0) / 3.0 < 0.10, p95  # histogram_quantile over the sandbox's fine buckets
+    # histogram_quantile over the buckets around the truth (2.5, 3.0, 3.5): latencies are uniform on
+    # [0, 3.16 s], so no sample passes 3.5 s, and under 2.5 s would need 95 % of samples where 79 % are expected.
+    assert 2.5 < measured <= 3.5, p95
     errors = results["test_error_rate_critical[constitutional-ai]"]["statusDetails"]["message"]
     assert "5xx error rate" in errors
     assert 'status=~"5.."' in errors
     assert "over a 15s window" in errors
-    assert label(results["test_error_rate_critical[constitutional-ai]"], "severity") == ["blocker"]
+    assert label(results["test_error_rate_critical[constitutional-ai]"], "severity") == ["critical"]
     compliance = results["test_constitutional_compliance"]["statusDetails"]["message"]
     assert "constitutional compliance score 90.00 % (source: PromQL avg(acgs_constitutional_compliance_score))" \
         in compliance
@@ -153,7 +155,7 @@ def test_prometheus_down_is_one_p0_and_blocked_dependents(run_suite: RunSuite,
     assert run.failed() == {"test_metrics_source_reachable"}
     results = run.results()
     failed = results["test_metrics_source_reachable"]
-    assert label(failed, "severity") == ["blocker"]
+    assert label(failed, "severity") == ["critical"]
     assert re.search(r"metrics source unreachable: GET http://127\.0\.0\.1:\d+/api/v1/status/buildinfo → "
                      r"connection refused: .* \(target unreachable\)", failed["statusDetails"]["message"])
     skipped = {n: r for n, r in results.items() if n != "test_metrics_source_reachable"}

@@ -32,12 +32,12 @@ def test_healthy_sandbox_passes_every_case(run_suite: RunSuite) -> None:
 @pytest.mark.parametrize(
     ("fault", "failing", "severity", "message"),
     [
-        ("auth:down", HEALTH.format("auth"), "blocker", "connection refused: nothing is listening on"),
-        ("constitutional-ai:503", HEALTH.format("constitutional-ai"), "blocker",
+        ("auth:down", HEALTH.format("auth"), "critical", "connection refused: nothing is listening on"),
+        ("constitutional-ai:503", HEALTH.format("constitutional-ai"), "critical",
          "→ 503 in"),
-        ("policy-governance:slow=3", HEALTH.format("policy-governance"), "blocker",
+        ("policy-governance:slow=3", HEALTH.format("policy-governance"), "critical",
          "connected, but no complete response within 2 s (target unreachable)"),
-        ("governance-synthesis:hang", HEALTH.format("governance-synthesis"), "blocker",
+        ("governance-synthesis:hang", HEALTH.format("governance-synthesis"), "critical",
          "connected, but no complete response within 2 s (target unreachable)"),
         ("auth:degraded", DEGRADED.format("auth"), "critical", "body status='warn'"),
     ],

@@ -73,7 +73,7 @@ def test_each_fault_fails_exactly_its_cases(run_suite: RunSuite, fault: str, fai
     assert any(re.search(pattern, m) for m in messages), messages
     for name in failing:
         critical = "critical" in name and "latency_target" not in name
-        assert label(run.results()[name], "severity") == ["blocker" if critical else "critical"], name
+        assert label(run.results()[name], "severity") == ["critical" if critical else "normal"], name
 
 
 def test_synthetic_p95_is_within_ten_percent_of_the_truth(
@@ -102,7 +102,9 @@ def test_scrape_source_uses_histogram_buckets(run_suite: RunSuite, standalone_sa
 
     def scrape(data: dict[str, Any]) -> None:
         data["slo"] = {"source": "scrape", "scrape_window_seconds": 4.0}
-        data["thresholds"] = {"p95_warning_seconds": 1.35}
+        # About 40 requests in the window: a bucketed P95 is only as exact as the buckets around
+        # the truth (1.0, 1.5, 2.0), so the threshold sits a whole bucket under it.
+        data["thresholds"] = {"p95_warning_seconds": 1.0}
         for key in ("databases", "poolers", "caches"):
             data.pop(key, None)
 
@@ -112,7 +114,9 @@ def test_scrape_source_uses_histogram_buckets(run_suite: RunSuite, standalone_sa
                             "test_error_rate_critical[constitutional-ai]"}, run.output
     message = results["test_p95_latency[auth]"]["statusDetails"]["message"]
     measured = float(re.search(r"P95 latency (\d+\.\d+) s", message).group(1))  # type: ignore[union-attr]
-    assert abs(measured - 1.5) / 1.5 < 0.10, message
+    # Latencies are uniform on [0, 1.58 s]: no sample reaches the 2.0 s bound, and a P95 under 1.0 s
+    # would need 38 of 40 samples under 1.0 s where 63 % are expected (odds below one in a million).
+    assert 1.0 < measured <= 2.0, message
     assert "/metrics twice, 4 s apart" in message
     # A real traffic rate is visible this way, so the floor is judged (and passes).
     assert results["test_request_rate_floor[auth]"]["status"] == "passed"

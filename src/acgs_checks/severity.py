@@ -39,6 +39,11 @@ class Severity(enum.IntEnum):
     def response(self) -> Response:
         return _RESPONSES[self]
 
+    @property
+    def level(self) -> str:
+        """The report's words for it: ``P0 critical · respond within 15 minutes`` ("critical" only for P0)."""
+        return f"{self.name} {self.response.meaning.split(':')[0]} · respond within {self.response.respond_within}"
+
     def at_or_above(self, other: Severity) -> bool:
         """True when ``self`` is as urgent as ``other`` or more (P0 is above P1)."""
         return self.value <= other.value
@@ -62,28 +67,28 @@ _RESPONSES: dict[Severity, Response] = {
         escalation="page the on-call engineer immediately; escalate to the secondary "
         "if there is no response in 15 minutes",
         communication="status page update within 30 minutes",
-        allure_severity="blocker",
+        allure_severity="critical",
     ),
     Severity.P1: Response(
         meaning="high: degraded performance or a warning alert",
         respond_within="1 hour",
         escalation="escalate to the secondary if not resolved within 2 hours",
         communication="internal notification within 1 hour",
-        allure_severity="critical",
+        allure_severity="normal",
     ),
     Severity.P2: Response(
         meaning="medium: a minor issue",
         respond_within="4 hours",
         escalation="escalate to the secondary the next business day if not resolved",
         communication="internal tracking only",
-        allure_severity="normal",
+        allure_severity="minor",
     ),
     Severity.P3: Response(
         meaning="low: an enhancement request",
         respond_within="the next business day",
         escalation="raise at the weekly review with the team lead",
         communication="planned maintenance window",
-        allure_severity="minor",
+        allure_severity="trivial",
     ),
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NoReturn
 
 import allure
@@ -85,6 +86,41 @@ def breached(measured: str, expected: str, *, value: float | None = None, thresh
     ``value`` and ``threshold`` are the same numbers as data, for machine-readable summaries.
     """
     raise Breach(_clean(f"{measured} (expected {expected})"), value=value, threshold=threshold)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a passing check measured, against which threshold: shown like a failure's message, in green."""
+
+    text: str
+    value: float | None = None
+    threshold: float | None = None
+
+
+_measured: list[Measurement] = []
+
+
+def judge(broken: bool, measured: str, expected: str, *, value: float | None = None,
+          threshold: float | None = None) -> None:
+    """Fail with ``measured (expected ...)`` when ``broken``; otherwise keep the same line as the pass's evidence.
+
+    Every case, passing or not, so carries its value and threshold into the report and its history.
+    """
+    if broken:
+        breached(measured, expected, value=value, threshold=threshold)
+    measure(measured, expected, value=value, threshold=threshold)
+
+
+def measure(measured: str, expected: str, *, value: float | None = None, threshold: float | None = None) -> None:
+    """Record what a passing check measured, in the words a failure would use (the last one recorded counts)."""
+    _measured.append(Measurement(_clean(f"{measured} (expected {expected})"), value, threshold))
+
+
+def take_measurement() -> Measurement | None:
+    """The plugin reads (and clears) what the case that just ran recorded."""
+    found = _measured[-1] if _measured else None
+    _measured.clear()
+    return found
 
 
 BLOCKED_BY_LABEL = "blocked_by"

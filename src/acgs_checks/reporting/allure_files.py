@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import platform
@@ -16,6 +17,8 @@ from acgs_checks import __version__
 from acgs_checks.environment import Environment
 from acgs_checks.runbook import Requirement
 from acgs_checks.severity import Severity
+
+LEVEL_LABEL = "level"
 
 # Category names are matched on the one-line messages the checks produce.
 CATEGORIES = [
@@ -69,7 +72,7 @@ def description(requirement: Requirement, severity: Severity, doc: str | None) -
         f"**Runbook:** {requirement.epic} → {requirement.feature} → {requirement.story} "
         f"(`{requirement.id}`)",
         "",
-        f"**What it checks:** {(doc or '').strip() or 'see the check.'}",
+        f"**What it checks:** {inspect.cleandoc(doc or '') or 'see the check.'}",
         "",
         f"**Severity {severity.name}** ({response.meaning}). If it fails: {response.summary()}.",
         "",
@@ -90,6 +93,8 @@ def markers_for(requirement: Requirement, severity: Severity, environment: Envir
         allure.feature(requirement.feature),
         allure.story(requirement.story),
         allure.label("environment", environment.name),
+        # The runbook's words for the level (the report's tree groups by it; see allurerc.mjs).
+        allure.label(LEVEL_LABEL, severity.level),
         allure.label("runbook", requirement.id),
         allure.description(description(requirement, severity, doc)),
     ]
@@ -116,32 +121,77 @@ def write_launch_files(results_dir: Path, environment: Environment, *, fail_on: 
     (results_dir / "categories.json").write_text(json.dumps(CATEGORIES, indent=2), encoding="utf-8")
 
 
-def link_blocked_results(results_dir: Path, *, since_ms: int) -> int:
-    """Link each case skipped as blocked to the failed case it names; returns how many.
+def finish_results(results_dir: Path, *, since_ms: int, measurements: dict[str, str]) -> None:
+    """Finish this run's result files once all workers are done (so it works under xdist too).
 
-    Run by the controller after all workers finished, so it works under xdist too. The
-    link opens the failed case in an Allure 3 report (its result id is the md5 of the uuid).
+    * A passing case shows what it measured against its threshold: as its status message, so the
+      report's History shows the value run after run (allure-pytest writes no message for a pass),
+      and as an excluded parameter, so its page shows it without changing its identity.
+    * A case skipped as blocked links to the failed case it names.
+    * pytest's own fixture finalizers, which allure-pytest records as ``<fixture>::<lambda>``
+      teardown steps, are left out: they did nothing a reader needs.
     """
-    results: list[tuple[Path, dict[str, object]]] = []
-    for path in results_dir.glob("*-result.json"):
+    results = _this_run(results_dir, "*-result.json", since_ms)
+    failed = {str(d["name"]): str(d["uuid"]) for _, d in results if d.get("status") in ("failed", "broken")}
+    for path, data in results:
+        changed = _link_blocked(data, failed)
+        text = measurements.get(str(data.get("name")))
+        if data.get("status") == "passed" and text:
+            details = data.setdefault("statusDetails", {})
+            assert isinstance(details, dict)
+            details["message"] = text
+            # Shown on the case's page; "excluded" keeps it out of the history id.
+            parameters = data.setdefault("parameters", [])
+            assert isinstance(parameters, list)
+            parameters.append({"name": "measured", "value": text, "excluded": True})
+            changed = True
+        if changed:
+            path.write_text(json.dumps(data), encoding="utf-8")
+    for path, data in _this_run(results_dir, "*-container.json", since_ms):
+        afters = data.get("afters") or []
+        assert isinstance(afters, list)
+        kept = [a for a in afters if not _plain_finalizer(a)]
+        if len(kept) != len(afters):
+            data["afters"] = kept
+            path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def _this_run(results_dir: Path, pattern: str, since_ms: int) -> list[tuple[Path, dict[str, object]]]:
+    found: list[tuple[Path, dict[str, object]]] = []
+    for path in results_dir.glob(pattern):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if int(data.get("start") or 0) >= since_ms:
-            results.append((path, data))
-    failed = {str(d["name"]): str(d["uuid"]) for _, d in results if d.get("status") in ("failed", "broken")}
-    linked = 0
-    for path, data in results:
-        labels = data.get("labels") or []
-        assert isinstance(labels, list)
-        for label in labels:
-            if label.get("name") == "blocked_by" and label.get("value") in failed:
-                target = str(label["value"])
-                result_id = hashlib.md5(failed[target].encode(), usedforsecurity=False).hexdigest()
-                links = data.setdefault("links", [])
-                assert isinstance(links, list)
-                links.append({"name": f"blocked by {target}", "url": f"#/{result_id}", "type": "link"})
-                path.write_text(json.dumps(data), encoding="utf-8")
-                linked += 1
+        if int(data.get("start") or since_ms) >= since_ms:
+            found.append((path, data))
+    return found
+
+
+def _plain_finalizer(step: dict[str, object]) -> bool:
+    """A fixture finalizer of pytest's own (a lambda) that did not fail and recorded nothing.
+
+    allure-pytest leaves such steps without a status, which Allure shows as a "?" icon.
+    """
+    return (str(step.get("name", "")).endswith("::<lambda>") and step.get("status") in (None, "passed")
+            and not step.get("steps") and not step.get("attachments"))
+
+
+def _link_blocked(data: dict[str, object], failed: dict[str, str]) -> bool:
+    """Link a case skipped as blocked to the failed case it names (its Allure 3 id is the md5 of its uuid).
+
+    The link is relative (``#/<id>``); ``npm run report`` makes it absolute with the report's URL,
+    as Allure 3 only makes http(s) links clickable.
+    """
+    labels = data.get("labels") or []
+    assert isinstance(labels, list)
+    linked = False
+    for label in labels:
+        if label.get("name") == "blocked_by" and label.get("value") in failed:
+            target = str(label["value"])
+            result_id = hashlib.md5(failed[target].encode(), usedforsecurity=False).hexdigest()
+            links = data.setdefault("links", [])
+            assert isinstance(links, list)
+            links.append({"name": f"blocked by {target}", "url": f"#/{result_id}", "type": "link"})
+            linked = True
     return linked

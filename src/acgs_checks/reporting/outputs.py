@@ -46,6 +46,8 @@ class CheckRecord:
     kind: str = ""
     measured: float | None = None
     threshold: float | None = None
+    # A passing case's line: what it measured against which threshold (a failure's is its message).
+    measurement: str = ""
     duration_seconds: float = 0.0
 
 

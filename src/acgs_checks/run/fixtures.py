@@ -98,6 +98,7 @@ def runtest_call(item: pytest.Item) -> Generator[None, None, None]:
                 allure.dynamic.parameter(param, callspec.params[param].name)
         for attach in item.stash.get(EVIDENCE, []):
             attach()
+        verdict.take_measurement()  # nothing left over from an earlier case
         try:
             for decide in item.stash.get(VERDICTS, []):
                 decide()  # raises: the case fails or is skipped before its body runs

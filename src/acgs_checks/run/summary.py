@@ -38,6 +38,8 @@ class Recorder:
             record.measured = float(props["measured"])  # type: ignore[arg-type]
         if "threshold" in props:
             record.threshold = float(props["threshold"])  # type: ignore[arg-type]
+        if "measurement" in props:
+            record.measurement = str(props["measurement"])
         if record.outcome == "failed" or (report.passed and report.when != "call"):
             return
         record.outcome = report.outcome
@@ -55,11 +57,16 @@ class Recorder:
 
 
 def runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-    """Carry a breach's numbers (value and threshold) into the report, for summary.json and JUnit."""
+    """Carry what the case measured (a breach's numbers, a pass's line) into the report, for every output."""
     report = yield
     if call.when == "call":
         raised = call.excinfo.value if call.excinfo is not None else None
         found: list[tuple[str, object]] = list(raised.numbers().items()) if isinstance(raised, verdict.Breach) else []
+        seen = verdict.take_measurement()
+        if report.passed and seen is not None:  # what a passing case measured, against which threshold
+            found.append(("measurement", seen.text))
+            found.extend((key, number) for key, number in (("measured", seen.value), ("threshold", seen.threshold))
+                         if number is not None)
         if report.failed and call.excinfo is not None:
             found.append(("failure_kind", verdict.failure_kind(str(call.excinfo.value))))
         # The report carries them to the controller; the item too, since JUnit writes the properties
@@ -95,7 +102,8 @@ def sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         allure_files.write_launch_files(
             Path(results_dir), state.environment, fail_on=settings.fail_on,
             faults=[str(f) for f in settings.faults])
-        allure_files.link_blocked_results(Path(results_dir), since_ms=state.started_ms)
+        allure_files.finish_results(Path(results_dir), since_ms=state.started_ms, measurements={
+            r.name: r.measurement for r in state.records.values() if r.outcome == "passed" and r.measurement})
     if not state.records:
         return
     summary = _summary(state, int(session.exitstatus))
