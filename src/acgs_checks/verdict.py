@@ -15,6 +15,9 @@ NO_DATA = "no data:"
 INSUFFICIENT_PRIVILEGE = "insufficient privilege:"
 PROBE_ERROR = "probe error:"
 WAIVED = "waived"
+IN_MAINTENANCE = "in maintenance"
+BLOCKED = "blocked"
+NOT_APPLICABLE = "not applicable"
 # What kind of failure a one-line message is: the Allure category, summary.json and JUnit say the same.
 ACCESS_DENIED_KIND = "access denied"
 UNREACHABLE_KIND = "target unreachable"
@@ -64,6 +67,14 @@ def failure_kind(message: str) -> str:
     if "(expected " in message:
         return BREACH_KIND
     return "other"
+
+
+def skip_kind(message: str) -> str:
+    """The kind of a skip: waived, in maintenance, blocked, not applicable (or "")."""
+    for kind in (WAIVED, IN_MAINTENANCE, BLOCKED, NOT_APPLICABLE):
+        if message.startswith(kind):
+            return kind
+    return ""
 
 
 class Breach(pytest.fail.Exception):  # type: ignore[name-defined,misc]  # pytest's Failed outcome

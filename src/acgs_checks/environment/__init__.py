@@ -18,12 +18,13 @@ from acgs_checks.environment.document import (
     Waiver,
 )
 from acgs_checks.environment.loader import ENVIRONMENTS_DIR, SANDBOX, from_mapping, known_names, load, resolve_path
+from acgs_checks.environment.maintenance import Maintenance
 from acgs_checks.environment.model import PERCENT_ENCODING, Cache, Database, Pooler, Prometheus, Service, Target
 from acgs_checks.environment.tls import NO_TLS, Tls
 from acgs_checks.redaction import display as display_url
 
 __all__ = [
     "ENVIRONMENTS_DIR", "NO_TLS", "PERCENT_ENCODING", "SANDBOX", "Business", "BusinessMetric", "Cache",
-    "Database", "Defaults", "Environment", "EnvironmentFile", "Pooler", "Prometheus", "Service", "SloSettings",
-    "Target", "Tls", "Waiver", "display_url", "from_mapping", "known_names", "load", "resolve_path",
+    "Database", "Defaults", "Environment", "EnvironmentFile", "Maintenance", "Pooler", "Prometheus", "Service",
+    "SloSettings", "Target", "Tls", "Waiver", "display_url", "from_mapping", "known_names", "load", "resolve_path",
 ]

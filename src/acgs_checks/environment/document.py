@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -23,6 +22,7 @@ from pydantic import (
 )
 
 from acgs_checks import redaction
+from acgs_checks.environment.maintenance import Maintenance
 from acgs_checks.environment.model import (
     DEFAULT_TIMEOUT,
     DURATION,
@@ -41,6 +41,7 @@ from acgs_checks.environment.model import (
     TlsKeys,
     checked_url,
     context_of,
+    glob_pattern,
     number_or_variable,
     problem,
 )
@@ -139,15 +140,10 @@ class Waiver(Strict):
         return self.check
 
     def matches(self, case: str) -> bool:
-        return _case_pattern(self.check).fullmatch(case) is not None
+        return glob_pattern(self.check).fullmatch(case) is not None
 
     def active(self, today: datetime.date) -> bool:
         return today <= self.expires
-
-
-@functools.cache
-def _case_pattern(pattern: str) -> re.Pattern[str]:
-    return re.compile(re.escape(pattern).replace(r"\*", ".*").replace(r"\?", "."))
 
 
 class Defaults(Strict):
@@ -183,6 +179,7 @@ class EnvironmentFile(Strict):
     slo: SloSettings = Field(default_factory=SloSettings)
     business: Business = Field(default_factory=Business)
     waivers: tuple[Waiver, ...] = ()
+    maintenance: tuple[Maintenance, ...] = ()
     threshold_overrides: Annotated[dict[str, Any], WithJsonSchema(_THRESHOLDS_SCHEMA)] = Field(
         default_factory=dict, alias="thresholds")
 

@@ -10,6 +10,7 @@ see :mod:`acgs_checks.environment.loader`), so numbers and booleans also accept 
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,6 +53,12 @@ def number_or_variable(kind: str) -> WithJsonSchema:
 
 Seconds = Annotated[float, Field(gt=0, le=MAX_TIMEOUT), number_or_variable("number")]
 Flag = Annotated[bool, number_or_variable("boolean")]
+
+
+@functools.cache
+def glob_pattern(glob: str) -> re.Pattern[str]:
+    """A case or target pattern: ``*`` and ``?`` are wildcards, anything else (``[ ]`` too) is literal."""
+    return re.compile(re.escape(glob).replace(r"\*", ".*").replace(r"\?", "."))
 
 
 class Strict(BaseModel):

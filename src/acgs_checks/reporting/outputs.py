@@ -42,7 +42,8 @@ class CheckRecord:
     area: str = ""
     runbook: list[str] = field(default_factory=list)
     message: str = ""
-    # For failures: access denied, target unreachable, no data, threshold breached (or other).
+    # For failures: access denied, target unreachable, no data, threshold breached (or other);
+    # for skips: waived, in maintenance, blocked, not applicable.
     kind: str = ""
     measured: float | None = None
     threshold: float | None = None
@@ -126,10 +127,17 @@ class _Results:
             values = [check.name, check.severity, summary.environment, summary.review]
             success.add_metric(values, 1 if check.outcome == "passed" else 0)
             duration.add_metric(values, round(check.duration_seconds, 6))
+        suppressed = GaugeMetricFamily(
+            "acgs_check_suppressed", "A check whose result was set aside in the last run (reason: waived or "
+            "in maintenance); it has no success sample.", labels=[*labels, "reason"])
+        for check in summary.checks:
+            if check.outcome == "skipped" and check.kind in ("waived", "in maintenance"):
+                suppressed.add_metric([check.name, check.severity, summary.environment, summary.review,
+                                       check.kind.replace(" ", "_")], 1)
         finished = GaugeMetricFamily("acgs_checks_last_run_timestamp_seconds",
                                      "When the last run finished (Unix time).", labels=["env", "review"])
         finished.add_metric([summary.environment, summary.review], round(summary.finished, 3))
-        yield from (success, duration, finished)
+        yield from (success, duration, suppressed, finished)
 
 
 def _registry(summary: RunSummary) -> CollectorRegistry:

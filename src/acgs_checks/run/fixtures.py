@@ -17,7 +17,7 @@ import allure
 import pytest
 
 from acgs_checks import kinds, verdict
-from acgs_checks.environment import Environment, Waiver
+from acgs_checks.environment import Environment, Waiver, maintenance
 from acgs_checks.kinds import ProbeKind
 from acgs_checks.probes._record import JsonRecord
 from acgs_checks.reporting import evidence
@@ -103,10 +103,32 @@ def runtest_call(item: pytest.Item) -> Generator[None, None, None]:
             for decide in item.stash.get(VERDICTS, []):
                 decide()  # raises: the case fails or is skipped before its body runs
             return (yield)
+        except pytest.skip.Exception as exc:
+            if str(exc.msg).startswith("blocked:"):  # its target's own failure is in maintenance: so is this
+                _in_maintenance(item, state, exc)
+            raise
         except (pytest.fail.Exception, Exception) as exc:
+            _in_maintenance(item, state, exc)
             _waive(item, state.environment.waivers, state.settings.today, exc)
             raise
     return (yield)
+
+
+def case_targets(item: pytest.Item) -> list[str]:
+    """The names of the targets a case checks (its parametrized targets)."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return []
+    return [str(getattr(callspec.params[p], "name", "")) for p in kinds.params() if p in callspec.params]
+
+
+def _in_maintenance(item: pytest.Item, state: RunState, exc: BaseException) -> None:
+    """A failure (or blocked skip) of a target inside a [[maintenance]] window becomes a skip that says so."""
+    said = maintenance.in_maintenance(state.environment.maintenance, case_targets(item), state.settings.now)
+    if not said:
+        return
+    failure = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    raise pytest.skip.Exception(verdict.clean(f"{said}; {failure}"), _use_item_location=True) from exc
 
 
 def _waive(item: pytest.Item, waivers: tuple[Waiver, ...], today: datetime.date, exc: BaseException) -> None:

@@ -31,6 +31,7 @@ class Settings:
     review: str | None          # the review day --review selects (daily + that day), if any
     review_label: str           # how metrics and summaries name this run: daily, monday, ... or adhoc
     today: datetime.date        # the UTC date waivers are judged on
+    now: datetime.datetime      # the UTC time maintenance windows are judged on
     summary_path: Path
     textfile: Path | None
     pushgateway: str
@@ -105,6 +106,7 @@ def resolve(config: pytest.Config) -> Settings:
     textfile = config.getoption("acgs_textfile")
     return Settings(
         env_spec=spec, fail_on=fail_on, faults=parsed, review=review, review_label=label, today=today(),
+        now=now(),
         summary_path=Path(config.getoption("acgs_summary") or config.rootpath / "reports" / "summary.json"),
         textfile=Path(textfile) if textfile else None,
         pushgateway=_http_url("--pushgateway", config.getoption("acgs_pushgateway")),
@@ -118,14 +120,28 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 TODAY_VAR = "ACGS_TODAY"
 
 
+NOW_VAR = "ACGS_NOW"
+
+
 def today() -> datetime.date:
-    """The UTC date (``ACGS_TODAY=YYYY-MM-DD`` fixes it, for tests and replays)."""
+    """The UTC date (``ACGS_TODAY=YYYY-MM-DD`` fixes it, for tests and replays; else ``ACGS_NOW``'s date)."""
     fixed = os.environ.get(TODAY_VAR, "").strip()
     try:
-        return datetime.date.fromisoformat(fixed) if fixed else datetime.datetime.now(datetime.UTC).date()
+        return datetime.date.fromisoformat(fixed) if fixed else now().date()
     except ValueError:
         raise ConfigError(source=TODAY_VAR, key="", problem=f"{fixed!r} is not a date",
                           fix="write YYYY-MM-DD, or unset it") from None
+
+
+def now() -> datetime.datetime:
+    """The UTC time (``ACGS_NOW=2026-12-01T03:00:00Z`` fixes it, for tests and replays)."""
+    fixed = os.environ.get(NOW_VAR, "").strip()
+    try:
+        at = datetime.datetime.fromisoformat(fixed) if fixed else datetime.datetime.now(datetime.UTC)
+    except ValueError:
+        raise ConfigError(source=NOW_VAR, key="", problem=f"{fixed!r} is not a date and time",
+                          fix="write YYYY-MM-DDTHH:MM:SSZ, or unset it") from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=datetime.UTC)
 
 
 def _resolve_review(value: str | None) -> str | None:

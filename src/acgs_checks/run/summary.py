@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from acgs_checks import runbook, verdict
+from acgs_checks.environment import maintenance
 from acgs_checks.reporting import allure_files, outputs
 from acgs_checks.run.state import STATE, RunState, is_worker
 from acgs_checks.severity import Severity
@@ -52,8 +53,7 @@ class Recorder:
                 message = crash.message if crash is not None else str(longrepr)
             record.message = message.removeprefix("Failed: ").removeprefix("Skipped: ").strip().splitlines()[0] \
                 if message.strip() else ""
-            if report.failed:
-                record.kind = verdict.failure_kind(record.message)
+            record.kind = verdict.failure_kind(record.message) if report.failed else verdict.skip_kind(record.message)
 
 
 def runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
@@ -154,10 +154,13 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
         if waived:
             tr.write_line(f"--fail-on {fail_on.name}: {len(waived)} failure(s) below {fail_on.name} "
                           "are reported but do not fail the run")
-    under_waiver = [r for r in summary.checks if r.outcome == "skipped" and r.message.startswith(verdict.WAIVED)]
-    if under_waiver:
-        tr.write_line(f"waived: {len(under_waiver)} failure(s) reported as skipped under a waiver: "
-                      + ", ".join(r.name for r in under_waiver), yellow=True)
+    for kind, said in ((verdict.WAIVED, "under a waiver"), (verdict.IN_MAINTENANCE, "in a maintenance window")):
+        suppressed = [r for r in summary.checks if r.outcome == "skipped" and r.kind == kind]
+        if suppressed:
+            tr.write_line(f"{kind}: {len(suppressed)} check(s) reported as skipped {said}: "
+                          + ", ".join(r.name for r in suppressed), yellow=True)
+    for window, end in maintenance.active(state.environment.maintenance, state.settings.now):
+        tr.write_line(f"maintenance window open until {end:%Y-%m-%d %H:%M} UTC for {window.name}: {window.reason}")
     names = [r.name for r in summary.checks]
     for waiver in state.environment.waivers:
         if not any(waiver.matches(name) for name in names):
