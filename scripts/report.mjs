@@ -29,6 +29,19 @@ import { fileURLToPath } from "node:url";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const args = process.argv.slice(2);
+if (args.includes("--help") || args.includes("-h")) {
+  console.log(`usage: node scripts/report.mjs [--single-file] [--results DIR] [--output DIR] [--history FILE] [--url URL]
+  (npm run report, npm run report:single-file)
+
+Generate the Allure 3 HTML report of one run of acgs-checks.
+  --results DIR   the Allure results pytest wrote (default reports/allure-results)
+  --output DIR    where the report goes, swapped in whole (default reports/allure-report)
+  --history FILE  the report history; each run is appended once (default reports/history.jsonl)
+  --url URL       where the report will be served, for clickable blocked links
+                  (default $ACGS_REPORT_URL, else http://localhost:8080/, what npm run report:open serves)
+  --single-file   one self-contained index.html`);
+  process.exit(0);
+}
 const option = (name, fallback) => {
   const index = args.indexOf(name);
   return index >= 0 && index + 1 < args.length ? resolve(args[index + 1]) : fallback;

@@ -29,11 +29,23 @@ from servers import RealServers
 ROOT = Path(__file__).resolve().parent.parent
 
 
-# Hypothesis keeps its caches in a folder of this process's own, removed at exit, never in the
-# checkout (.hypothesis/). Set before its plugin first writes there.
-_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="acgs-selftest-hypothesis-")
-os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = _HYPOTHESIS_HOME
-atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
+# One folder per self-test run, made by the process that starts the run (the xdist controller) and
+# removed when it exits; the workers, and this file imported again in-process (pytester), inherit it
+# through the environment instead of making folders of their own that nobody would remove
+# (xdist workers end without running atexit). Never the checkout. In it:
+# * hypothesis/: Hypothesis's caches (not .hypothesis/ in the checkout);
+# * pycache/: the bytecode of every suite run a self-test starts (a child python), compiled and
+#   assertion-rewritten once per self-test run: with PYTHONDONTWRITEBYTECODE each child would
+#   compile ~200 modules again, seconds per run.
+if "ACGS_SELFTEST_DIR" not in os.environ:
+    _RUN_DIR = tempfile.mkdtemp(prefix="acgs-selftest-")
+    os.environ["ACGS_SELFTEST_DIR"] = _RUN_DIR
+    os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = os.path.join(_RUN_DIR, "hypothesis")
+    os.environ["PYTHONPYCACHEPREFIX"] = os.path.join(_RUN_DIR, "pycache")
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    atexit.register(shutil.rmtree, _RUN_DIR, ignore_errors=True)
+
+
 
 def _interrupted(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
@@ -143,7 +155,8 @@ def run_suite(tmp_path: Path) -> RunSuite:
         allure_dir = tmp_path / f"allure-{next(counter)}"
         env = {k: v for k, v in os.environ.items() if k not in ("CI", "ACGS_ENV", "PYTEST_ADDOPTS")}
         env.update(environ or {})
-        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+        # The suite's runs do without the self-tests' hypothesis plugin (importing it costs a second).
+        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", *args]
         if alluredir:
             command.append(f"--alluredir={allure_dir}")
         # Nothing a self-test runs may write into the checkout: every report goes to tmp_path

@@ -25,3 +25,13 @@ def test_help_works_for_every_entry_point(command: list[str], ci: str) -> None:
     assert done.returncode == 0, done.stderr
     assert "Traceback (most recent call last)" not in done.stdout + done.stderr
     assert "latency=" in done.stdout  # the fault list is part of the help
+
+
+@pytest.mark.parametrize(("command", "says"), [
+    ([str(Path(sys.executable).parent / "acgs-checks"), "--help"], "validate"),
+    (["node", str(ROOT / "scripts" / "report.mjs"), "--help"], "--url URL"),
+], ids=["acgs-checks", "report.mjs"])
+def test_help_of_the_other_commands(command: list[str], says: str) -> None:
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert says in done.stdout

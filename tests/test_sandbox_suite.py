@@ -39,7 +39,7 @@ def test_healthy_sandbox_passes_every_case(run_suite: RunSuite) -> None:
          "connected, but no complete response within 2 s (target unreachable)"),
         ("governance-synthesis:hang", HEALTH.format("governance-synthesis"), "critical",
          "connected, but no complete response within 2 s (target unreachable)"),
-        ("auth:degraded", DEGRADED.format("auth"), "critical", "body status='warn'"),
+        ("auth:degraded", DEGRADED.format("auth"), "normal", "body status='warn'"),
     ],
     ids=["down", "503", "slow", "hang", "degraded"],
 )

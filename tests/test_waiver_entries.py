@@ -48,7 +48,7 @@ def test_active_expired_and_unmatched_waivers(run_suite: RunSuite, write_env: Ca
     assert expired["severity"] == "P2"
     assert "expired on 2026-11-01 (owner bob" in str(expired["message"])
     assert "warning: waiver 'test_nothing_matches_this' (owner carol) matches no case in this run" in run.stdout
-    assert "waived: 1 failure(s)" in run.stdout
+    assert "waived: 1 check(s) reported as skipped under a waiver" in run.stdout
 
 
 def test_a_waived_failure_does_not_fail_the_run(run_suite: RunSuite, write_env: Callable[[str], Path]) -> None:

@@ -14,6 +14,7 @@ from acgs_checks.environment.document import (
     Defaults,
     Environment,
     EnvironmentFile,
+    Retry,
     SloSettings,
     Waiver,
 )
@@ -25,6 +26,6 @@ from acgs_checks.redaction import display as display_url
 
 __all__ = [
     "ENVIRONMENTS_DIR", "NO_TLS", "PERCENT_ENCODING", "SANDBOX", "Business", "BusinessMetric", "Cache",
-    "Database", "Defaults", "Environment", "EnvironmentFile", "Maintenance", "Pooler", "Prometheus", "Service",
+    "Database", "Defaults", "Environment", "EnvironmentFile", "Maintenance", "Pooler", "Prometheus", "Retry", "Service",
     "SloSettings", "Target", "Tls", "Waiver", "display_url", "from_mapping", "known_names", "load", "resolve_path",
 ]

@@ -146,6 +146,53 @@ class Waiver(Strict):
         return today <= self.expires
 
 
+RETRY_BUDGET_SECONDS = 60.0  # the longest a case may spend waiting between its attempts
+
+
+class Retry(Strict):
+    """An opt-in retry policy: a failure is tried again, and a pass on a later attempt is reported as flaky."""
+
+    check: str | None = Field(None, description="the cases it applies to, e.g. test_p95_latency[*]; * and ? "
+                              "are wildcards")
+    area: str | None = Field(None, description="or every case of a runbook area: health, database, cache, slo, "
+                             "business, ...")
+    attempts: Annotated[int, Field(ge=2, le=5)] = Field(description="attempts in all, the first one included")
+    backoff_seconds: Annotated[float, Field(ge=0, le=30)] = Field(
+        2.0, description="the wait before the second attempt; each later wait doubles")
+
+    @field_validator("area")
+    @classmethod
+    def _known_area(cls, value: str | None) -> str | None:
+        from acgs_checks.runbook import AREAS  # noqa: PLC0415 - the runbook's areas are the markers' names
+
+        if value is not None and value not in AREAS:
+            raise problem(f"{value!r} is not an area", "use one of " + ", ".join(AREAS))
+        return value
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> Retry:
+        if (self.check is None) == (self.area is None):
+            raise problem("a retry policy needs either check or area", 'write check = "test_p95_latency[*]" '
+                          'or area = "slo"')
+        if self.total_wait() > RETRY_BUDGET_SECONDS:
+            raise problem(f"waits {self.total_wait():g} s in all between attempts, over the "
+                          f"{RETRY_BUDGET_SECONDS:g} s budget", "use fewer attempts or a shorter backoff_seconds",
+                          at="backoff_seconds")
+        return self
+
+    def wait_before(self, attempt: int) -> float:
+        """Seconds to wait before ``attempt`` (2, 3, ...): backoff, then doubling."""
+        return float(self.backoff_seconds * 2.0 ** (attempt - 2))
+
+    def total_wait(self) -> float:
+        return sum(self.wait_before(a) for a in range(2, self.attempts + 1))
+
+    def applies(self, case: str, area: str) -> bool:
+        if self.check is not None:
+            return glob_pattern(self.check).fullmatch(case) is not None
+        return area == self.area
+
+
 class Defaults(Strict):
     timeout_seconds: Seconds = Field(DEFAULT_TIMEOUT, description="every target's bound unless it sets its own")
     concurrency: Annotated[int, Field(gt=0, le=1024), number_or_variable("integer")] = Field(
@@ -180,6 +227,7 @@ class EnvironmentFile(Strict):
     business: Business = Field(default_factory=Business)
     waivers: tuple[Waiver, ...] = ()
     maintenance: tuple[Maintenance, ...] = ()
+    retries: tuple[Retry, ...] = ()
     threshold_overrides: Annotated[dict[str, Any], WithJsonSchema(_THRESHOLDS_SCHEMA)] = Field(
         default_factory=dict, alias="thresholds")
 
@@ -247,6 +295,10 @@ class Environment(EnvironmentFile):
             if service.name == name:
                 return service
         raise KeyError(name)
+
+    def retry_for(self, case: str, area: str) -> Retry | None:
+        """The first [[retries]] entry that applies to the case, or None (no retry: the default)."""
+        return next((r for r in self.retries if r.applies(case, area)), None)
 
     def section(self, name: str) -> tuple[Any, ...]:
         """The entries of a section a probe kind added (``hosts``), or of a built-in one."""

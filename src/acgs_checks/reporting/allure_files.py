@@ -121,12 +121,14 @@ def write_launch_files(results_dir: Path, environment: Environment, *, fail_on: 
     (results_dir / "categories.json").write_text(json.dumps(CATEGORIES, indent=2), encoding="utf-8")
 
 
-def finish_results(results_dir: Path, *, since_ms: int, measurements: dict[str, str]) -> None:
+def finish_results(results_dir: Path, *, since_ms: int, measurements: dict[str, str],
+                   flaky: dict[str, str]) -> None:
     """Finish this run's result files once all workers are done (so it works under xdist too).
 
     * A passing case shows what it measured against its threshold: as its status message, so the
       report's History shows the value run after run (allure-pytest writes no message for a pass),
       and as an excluded parameter, so its page shows it without changing its identity.
+    * A case that passed only on a retry is marked flaky, with what its failed attempts said.
     * A case skipped as blocked links to the failed case it names.
     * pytest's own fixture finalizers, which allure-pytest records as ``<fixture>::<lambda>``
       teardown steps, are left out: they did nothing a reader needs.
@@ -136,6 +138,10 @@ def finish_results(results_dir: Path, *, since_ms: int, measurements: dict[str, 
     for path, data in results:
         changed = _link_blocked(data, failed)
         text = measurements.get(str(data.get("name")))
+        if data.get("status") == "passed" and str(data.get("name")) in flaky:
+            # Allure's own flaky mark (its "Flaky" filter and icon), and what failed before the pass.
+            data.setdefault("statusDetails", {})["flaky"] = True  # type: ignore[index]
+            text = f"{text} — {flaky[str(data.get('name'))]}" if text else flaky[str(data.get("name"))]
         if data.get("status") == "passed" and text:
             details = data.setdefault("statusDetails", {})
             assert isinstance(details, dict)

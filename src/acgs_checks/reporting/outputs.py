@@ -49,6 +49,8 @@ class CheckRecord:
     threshold: float | None = None
     # A passing case's line: what it measured against which threshold (a failure's is its message).
     measurement: str = ""
+    # Passed only on a retry ([[retries]]): the message then says which attempts failed, and how.
+    flaky: bool = False
     duration_seconds: float = 0.0
 
 
@@ -134,10 +136,16 @@ class _Results:
             if check.outcome == "skipped" and check.kind in ("waived", "in maintenance"):
                 suppressed.add_metric([check.name, check.severity, summary.environment, summary.review,
                                        check.kind.replace(" ", "_")], 1)
+        flaky = GaugeMetricFamily("acgs_check_flaky", "Whether the check passed only on a retry (1) in the last "
+                                  "run; 0 when it passed or failed outright.", labels=labels)
+        for check in summary.checks:
+            if check.outcome in ("passed", "failed"):
+                flaky.add_metric([check.name, check.severity, summary.environment, summary.review],
+                                 1 if check.flaky else 0)
         finished = GaugeMetricFamily("acgs_checks_last_run_timestamp_seconds",
                                      "When the last run finished (Unix time).", labels=["env", "review"])
         finished.add_metric([summary.environment, summary.review], round(summary.finished, 3))
-        yield from (success, duration, suppressed, finished)
+        yield from (success, duration, suppressed, flaky, finished)
 
 
 def _registry(summary: RunSummary) -> CollectorRegistry:

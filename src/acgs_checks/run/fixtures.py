@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import inspect
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import Any, Protocol
 
 import allure
 import pytest
@@ -21,6 +21,7 @@ from acgs_checks.environment import Environment, Waiver, maintenance
 from acgs_checks.kinds import ProbeKind
 from acgs_checks.probes._record import JsonRecord
 from acgs_checks.reporting import evidence
+from acgs_checks.run import retries
 from acgs_checks.run.selection import is_check
 from acgs_checks.run.state import STATE, RunState, armed, start_backends
 
@@ -36,7 +37,13 @@ def acgs_environment(pytestconfig: pytest.Config) -> Environment:
     return armed(pytestconfig).environment
 
 
-Records = kinds.ProbePass | kinds.Finished
+
+
+class Records(Protocol):
+    """Where a case's record comes from: the run's pass (streaming or finished), or a retry's attempt."""
+
+    def record(self, kind: str, name: str) -> dict[str, Any]: ...
+
 
 
 def _sandbox_backends(state: RunState) -> None:
@@ -107,10 +114,14 @@ def runtest_call(item: pytest.Item) -> Generator[None, None, None]:
             if str(exc.msg).startswith("blocked:"):  # its target's own failure is in maintenance: so is this
                 _in_maintenance(item, state, exc)
             raise
-        except (pytest.fail.Exception, Exception) as exc:
-            _in_maintenance(item, state, exc)
-            _waive(item, state.environment.waivers, state.settings.today, exc)
-            raise
+        except (pytest.fail.Exception, Exception) as exc:  # noqa: BLE001 - retried, then re-raised unless it passes
+            try:
+                retries.retry(item, state, exc)  # returns when a later attempt passes (reported as flaky)
+            except (pytest.fail.Exception, Exception) as final:
+                _in_maintenance(item, state, final)
+                _waive(item, state.environment.waivers, state.settings.today, final)
+                raise
+            return None
     return (yield)
 
 
@@ -162,7 +173,7 @@ def observed(request: pytest.FixtureRequest, kind: ProbeKind[Any, Any], name: st
     return record
 
 
-def _gated(request: pytest.FixtureRequest, kind: ProbeKind[Any, Any], record: JsonRecord) -> JsonRecord:
+def gated(request: pytest.FixtureRequest, kind: ProbeKind[Any, Any], record: JsonRecord) -> JsonRecord:
     if kind.gate is not None:  # after a probe error, which was registered first and wins
         env = armed(request.config).environment
         decision = kind.gate.decide(record, env)
@@ -183,7 +194,7 @@ def _probe_fixture(kind: ProbeKind[Any, Any], fixture: str, arg: str) -> Callabl
               **target: Any) -> JsonRecord:
         name = arg[1:] if arg.startswith("=") else target[arg].name
         record = observed(request, kind, name, probe_results)
-        return _gated(request, kind, record) if gate_here else record
+        return gated(request, kind, record) if gate_here else record
 
     names = ("request", "probe_results") if arg.startswith("=") else ("request", arg, "probe_results")
     names = ("self", *names)  # a method of the per-run plugin class (see kind_fixtures)
@@ -199,7 +210,7 @@ def _gate_fixture(kind: ProbeKind[Any, Any]) -> Callable[..., Any]:
 
     def gate(_holder: object, request: pytest.FixtureRequest, **probe: Any) -> JsonRecord:
         record: JsonRecord = probe[kind.fixture]
-        return _gated(request, kind, record)
+        return gated(request, kind, record)
 
     gate.__signature__ = _signature("self", "request", kind.fixture)  # type: ignore[attr-defined]
     gate.__name__ = gate.__qualname__ = kind.gate.fixture

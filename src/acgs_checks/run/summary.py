@@ -41,6 +41,8 @@ class Recorder:
             record.threshold = float(props["threshold"])  # type: ignore[arg-type]
         if "measurement" in props:
             record.measurement = str(props["measurement"])
+        if report.when == "call" and "flaky" in props:
+            record.flaky, record.message = True, str(props["flaky"])
         if record.outcome == "failed" or (report.passed and report.when != "call"):
             return
         record.outcome = report.outcome
@@ -103,7 +105,8 @@ def sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             Path(results_dir), state.environment, fail_on=settings.fail_on,
             faults=[str(f) for f in settings.faults])
         allure_files.finish_results(Path(results_dir), since_ms=state.started_ms, measurements={
-            r.name: r.measurement for r in state.records.values() if r.outcome == "passed" and r.measurement})
+            r.name: r.measurement for r in state.records.values() if r.outcome == "passed" and r.measurement},
+            flaky={r.name: r.message for r in state.records.values() if r.flaky})
     if not state.records:
         return
     summary = _summary(state, int(session.exitstatus))
@@ -159,6 +162,11 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
         if suppressed:
             tr.write_line(f"{kind}: {len(suppressed)} check(s) reported as skipped {said}: "
                           + ", ".join(r.name for r in suppressed), yellow=True)
+    flaky = [r for r in summary.checks if r.flaky]
+    if flaky:
+        tr.write_line(f"flaky: {len(flaky)} check(s) passed only on a retry:", yellow=True)
+        for record in flaky:
+            tr.write_line(f"FLAKY {record.severity or '--'} {record.id}: {record.message}", yellow=True)
     for window, end in maintenance.active(state.environment.maintenance, state.settings.now):
         tr.write_line(f"maintenance window open until {end:%Y-%m-%d %H:%M} UTC for {window.name}: {window.reason}")
     names = [r.name for r in summary.checks]
