@@ -70,6 +70,14 @@ SPECS: tuple[ThresholdSpec, ...] = (
                   "share of 4xx responses above which client errors are worth a look (P3)"),
     ThresholdSpec("request_rate_min_per_second", "req/s",
                   "a service must receive more traffic than this (0: any traffic at all)"),
+    ThresholdSpec("inodes_max_percent", "percent",
+                  "inode usage of a filesystem above this: files cannot be created though space is left"),
+    ThresholdSpec("log_file_max_mib", "MiB",
+                  "a log file larger than this was not rotated (runbook: log maintenance)"),
+    ThresholdSpec("log_dir_max_mib", "MiB",
+                  "a log directory's files together larger than this"),
+    ThresholdSpec("log_rotation_max_age_hours", "hours",
+                  "the newest rotated log file (name.1, name-DATE, .gz) is older than this: rotation stopped"),
     ThresholdSpec("compliance_min_percent", "percent",
                   "constitutional compliance score must stay above this (runbook: > 95 %)"),
     ThresholdSpec("policy_success_min_percent", "percent",
@@ -123,6 +131,10 @@ class Thresholds:
     cache_fragmentation_min_excess_mib: float = 64.0
     client_error_max_percent: float = 10.0
     request_rate_min_per_second: float = 0.0
+    inodes_max_percent: float = 90.0
+    log_file_max_mib: float = 100.0
+    log_dir_max_mib: float = 1024.0
+    log_rotation_max_age_hours: float = 26.0
     compliance_min_percent: float = 95.0
     policy_success_min_percent: float = 99.0
 

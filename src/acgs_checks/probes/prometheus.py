@@ -92,6 +92,22 @@ async def query(prometheus: Prometheus, promql: str) -> tuple[float | None, str]
     return value, ""
 
 
+async def vector(prometheus: Prometheus, promql: str) -> tuple[list[tuple[dict[str, str], float]], str]:
+    """An instant query's series as (labels, value); NaN series are left out. Empty is no data."""
+    data, error = await _instant(prometheus, promql)
+    if data is None:
+        return [], error
+    found = []
+    for series in data.get("result") or []:
+        try:
+            value = float(series["value"][1])
+        except (KeyError, ValueError, TypeError, IndexError):
+            continue
+        if not math.isnan(value):
+            found.append((dict(series.get("metric") or {}), value))
+    return found, "" if found else f"no data for {promql}"
+
+
 async def prometheus_reachable(prometheus: Prometheus) -> tuple[str, str]:
     """("", "") when the API answers; otherwise why not (one line), and for a refusal what to check."""
     result, document = await _api(prometheus, "/api/v1/status/buildinfo")
