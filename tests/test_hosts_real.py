@@ -267,3 +267,38 @@ def test_host_logs_are_read_bounded_and_redacted(tmp_path: Path) -> None:
     hung = read_log(machine, env, path=str(fifo))
     assert hung.error == "timed out on the host"
     assert time.monotonic() - started < 30  # bounded (1 s on a quiet machine), never waits for the writer
+
+
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox mounts its host's filesystem as root only")
+
+
+@pytest.mark.parametrize(("fault", "failing"), [
+    pytest.param("host:disk=92", {"test_host_disk_usage[sandbox-host]"}, marks=ROOT_ONLY),
+    pytest.param("host:disk=96", {"test_host_disk_usage[sandbox-host]", "test_host_disk_critical[sandbox-host]"},
+                 marks=ROOT_ONLY),
+    pytest.param("host:inodes", {"test_host_inodes[sandbox-host]"}, marks=ROOT_ONLY),
+    ("host:cpu", {"test_host_cpu[sandbox-host]"}),
+    ("logs:oversize", {"test_log_sizes[sandbox-host]"}),
+    ("logs:no-rotation", {"test_logs_rotated_recently[sandbox-host]"}),
+    ("service:stopped", {"test_host_services[sandbox-host]"}),
+])
+def test_each_sandbox_host_fault_fails_exactly_its_case(run_suite: RunSuite, fault: str, failing: set[str]) -> None:
+    run = run_suite("-m", "daily and (infra or health)", "--env", "sandbox", "--sandbox-fault", fault)
+    assert run.returncode == 1, run.output
+    assert run.failed() == failing, run.output
+
+
+def test_the_sandbox_host_is_healthy_and_leaves_nothing_mounted(run_suite: RunSuite) -> None:
+    run = run_suite("-m", "daily and (infra or health)", "--env", "sandbox")
+    assert run.returncode == 0, run.output
+    assert {n for n in run.statuses() if n.endswith("[sandbox-host]")} == {
+        f"{check}[sandbox-host]" for check in (
+            "test_host_reachable", "test_host_cpu", "test_host_memory", "test_host_disk_usage",
+            "test_host_disk_critical", "test_host_inodes", "test_host_network_errors", "test_log_sizes",
+            "test_log_rotation_configured", "test_logs_rotated_recently", "test_host_services")}
+    # Its own filesystem (named in the disk case's measurement) is unmounted and its folder gone.
+    measurement = str(summary(run.allure_dir)["test_host_disk_usage[sandbox-host]"]["measurement"])
+    mount = measurement.split("disk used ", 1)[1].split(" ", 1)[0]
+    assert "acgs-sandbox-host-" in mount, measurement
+    assert f" {mount} " not in Path("/proc/mounts").read_text()
+    assert not Path(mount).parent.exists()

@@ -25,7 +25,8 @@ def test_healthy_sandbox_passes_every_case(run_suite: RunSuite) -> None:
     assert {n for n, status in statuses.items() if status == "skipped"} == not_applicable
     assert {n for n, status in statuses.items() if status != "skipped"} == set(statuses) - not_applicable
     assert set(statuses[n] for n in set(statuses) - not_applicable) == {"passed"}
-    assert len(statuses) == (54 if pgbouncer_binary() else 52)  # 8 health, 8 db, 2 pooler, 6 cache, 28 slo, 2 business
+    # 8 health, 8 db, 2 pooler, 6 cache, 28 slo, 2 business, 11 host
+    assert len(statuses) == (65 if pgbouncer_binary() else 63)
     assert "environment 'sandbox' (embedded sandbox)" in run.stdout
 
 
@@ -73,7 +74,8 @@ def test_marker_selection_runs_only_p0(run_suite: RunSuite) -> None:
     assert run.returncode == 0, run.output
     pooler = {"test_pooler_reachable[pgbouncer]"} if pgbouncer_binary() else set()
     slo = {f"{case}[{s}]" for case in ("test_p99_latency_critical", "test_error_rate_critical") for s in SERVICES}
-    assert set(run.statuses()) == {HEALTH.format(s) for s in SERVICES} | pooler | slo | {
+    host = {f"{c}[sandbox-host]" for c in ("test_host_reachable", "test_host_disk_critical", "test_host_services")}
+    assert set(run.statuses()) == {HEALTH.format(s) for s in SERVICES} | pooler | slo | host | {
         "test_database_connectivity[primary]", "test_cache_reachable[main]"}
 
 

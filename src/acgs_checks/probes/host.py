@@ -51,6 +51,7 @@ class Host(Target):
     logrotate_config: str = Field("/etc/logrotate.d/acgs", description="the logrotate file meant to cover them")
     services: tuple[str, ...] = Field((), description="systemd units (or, without systemd, process names) that "
                                       "must be running")
+    interfaces: tuple[str, ...] = Field((), description="network interfaces to check (default: all but lo)")
     window_seconds: float = Field(3.0, gt=0, le=60, description="CPU and network are measured over this window")
 
     @field_validator("spec")
@@ -155,11 +156,11 @@ def _net(lines: list[str]) -> dict[str, list[float]]:
     return found
 
 
-def _network(first: list[str], second: list[str], seconds: float) -> list[dict[str, Any]]:
+def _network(first: list[str], second: list[str], seconds: float, interfaces: tuple[str, ...]) -> list[dict[str, Any]]:
     a, b = _net(first), _net(second)
     rows = []
     for name in sorted(b):
-        if name == "lo" or name not in a:
+        if name not in a or (name not in interfaces if interfaces else name == "lo"):
             continue
         d = [y - x for x, y in zip(a[name], b[name], strict=False)]
         # /proc/net/dev: rx bytes packets errs drop ... (8 fields), then tx bytes packets errs drop ...
@@ -192,7 +193,7 @@ def parse(host: Host, text: str, *, sampled: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"errors": {}}
     if sampled:
         out["cpu_percent"] = _cpu(s.get("stat1", []), s.get("stat2", []))
-        out["network"] = _network(s.get("net1", []), s.get("net2", []), host.window_seconds)
+        out["network"] = _network(s.get("net1", []), s.get("net2", []), host.window_seconds, host.interfaces)
     mem = {}
     for line in s.get("meminfo", []):
         key, _, rest = line.partition(":")
@@ -292,6 +293,7 @@ def promql(host: Host, window: str) -> dict[str, str]:
     """The PromQL for each value, scoped to the host's series."""
     sel = host.prometheus_selector
     fs = sel  # pseudo filesystems are told apart by their fstype label, as on the host path
+    devices = f'device=~"{"|".join(host.interfaces)}"' if host.interfaces else 'device!="lo"'
     return {
         # busy share: 1 - (idle + iowait) / all modes, as from /proc/stat
         "cpu_percent": f'100 * (1 - sum(rate(node_cpu_seconds_total{{{sel},mode=~"idle|iowait"}}[{window}])) '
@@ -303,10 +305,10 @@ def promql(host: Host, window: str) -> dict[str, str]:
                 f"(node_filesystem_size_bytes{{{fs}}} - node_filesystem_free_bytes{{{fs}}} "
                 f"+ node_filesystem_avail_bytes{{{fs}}})",
         "inodes": f"100 * (1 - node_filesystem_files_free{{{fs}}} / node_filesystem_files{{{fs}}})",
-        "network": f'sum by (device) (increase(node_network_receive_errs_total{{{sel},device!="lo"}}[{window}]) '
-                   f'+ increase(node_network_transmit_errs_total{{{sel},device!="lo"}}[{window}]))',
-        "drops": f'sum by (device) (increase(node_network_receive_drop_total{{{sel},device!="lo"}}[{window}]) '
-                 f'+ increase(node_network_transmit_drop_total{{{sel},device!="lo"}}[{window}]))',
+        "network": f'sum by (device) (increase(node_network_receive_errs_total{{{sel},{devices}}}[{window}]) '
+                   f'+ increase(node_network_transmit_errs_total{{{sel},{devices}}}[{window}]))',
+        "drops": f'sum by (device) (increase(node_network_receive_drop_total{{{sel},{devices}}}[{window}]) '
+                 f'+ increase(node_network_transmit_drop_total{{{sel},{devices}}}[{window}]))',
     }
 
 

@@ -169,7 +169,7 @@ def report_header(config: pytest.Config) -> list[str]:
     where = "embedded sandbox" if state.sandbox else env.source
     lines = [
         f"acgs-checks {__version__}: environment '{env.name}' ({where}), "
-        + ", ".join(f"{len(kind.targets(env))} {param}s" for param, kind in kinds.params().items())
+        + ", ".join(f"{len(kind.targets(env))} {kind.section}" for kind in kinds.params().values())
         + f", timeout {env.defaults.timeout_seconds:g} s, fail-on {state.settings.fail_on.name}",
     ]
     if state.settings.faults:

@@ -86,10 +86,35 @@ CACHE_FAULTS: dict[str, FaultSpec] = {
 }
 
 
+HOST = "host"
+LOGS = "logs"
+SERVICE = "service"
+HOST_FAULTS: dict[str, FaultSpec] = {
+    spec.name: spec for spec in (
+        FaultSpec("disk", "the sandbox host's own filesystem is filled to PERCENT (needs root to mount it)",
+                  _percent),
+        FaultSpec("inodes", "95 % of that filesystem's inodes are used (needs root)"),
+        FaultSpec("cpu", "every core is kept busy for a bounded 20 s and the CPU line is put at 50 %"),
+    )
+}
+LOGS_FAULTS: dict[str, FaultSpec] = {
+    spec.name: spec for spec in (
+        FaultSpec("oversize", "the current log file grows to 101 MiB (sparse)"),
+        FaultSpec("no-rotation", "the newest rotated log file is three days old"),
+    )
+}
+SERVICE_HOST_FAULTS: dict[str, FaultSpec] = {
+    spec.name: spec for spec in (
+        FaultSpec("stopped", "the sandbox host's service process is not running"),
+    )
+}
+
+
 def _faults_for(target: str) -> dict[str, FaultSpec] | None:
     if target in SERVICE_NAMES:
         return SERVICE_FAULTS
-    return {DATABASE: DATABASE_FAULTS, POOLER: POOLER_FAULTS, CACHE: CACHE_FAULTS}.get(target)
+    return {DATABASE: DATABASE_FAULTS, POOLER: POOLER_FAULTS, CACHE: CACHE_FAULTS, HOST: HOST_FAULTS,
+            LOGS: LOGS_FAULTS, SERVICE: SERVICE_HOST_FAULTS}.get(target)
 
 
 @dataclass(frozen=True)
@@ -118,7 +143,7 @@ def parse(text: str) -> Fault:
     specs = _faults_for(target)
     if specs is None:
         raise _usage(text, f"unknown sandbox target {target!r}",
-                     "use one of " + ", ".join((*SERVICE_NAMES, DATABASE, POOLER, CACHE)))
+                     "use one of " + ", ".join((*SERVICE_NAMES, DATABASE, POOLER, CACHE, HOST, LOGS, SERVICE)))
     name, has_arg, raw_arg = rest.partition("=")
     spec = specs.get(name)
     if spec is None:
@@ -163,7 +188,7 @@ def parse_all(texts: Iterable[str]) -> tuple[Fault, ...]:
 def describe() -> str:
     """Every fault with its help, for an argparse help string (so a literal % is written %%)."""
     groups = (("<service>", SERVICE_FAULTS), (DATABASE, DATABASE_FAULTS), (POOLER, POOLER_FAULTS),
-              (CACHE, CACHE_FAULTS))
+              (CACHE, CACHE_FAULTS), (HOST, HOST_FAULTS), (LOGS, LOGS_FAULTS), (SERVICE, SERVICE_HOST_FAULTS))
     scoped = [f"{target}:{n}{'=ARG' if s.parse_arg else ''} ({s.help})"
               for target, specs in groups for n, s in specs.items()]
     text = "; ".join(scoped + [f"{n}=ARG ({s.help})" for n, s in GLOBAL_FAULTS.items()])

@@ -216,6 +216,9 @@ def reap_leftovers(scratch: str | None = None) -> list[Path]:
         for pid in pids:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+        from acgs_checks.sandbox.host import unmount_leftovers  # noqa: PLC0415 - it imports this module
+
+        unmount_leftovers(folder)
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
     return removed

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from acgs_checks import environment
 from acgs_checks.environment import Environment
 from acgs_checks.sandbox.faults import CACHE, DATABASE, POOLER, SERVICE_NAMES, Fault
+from acgs_checks.sandbox.host import SandboxHost
 from acgs_checks.sandbox.servers import (
     PgBouncerServer,
     PostgresServer,
@@ -70,6 +71,7 @@ class Sandbox:
         self.postgres = PostgresServer(port=free_port())
         self.pgbouncer = PgBouncerServer(port=free_port(), postgres=self.postgres) if pgbouncer_binary() else None
         self.redis = RedisServer(port=free_port())
+        self.host = SandboxHost(by_target)
         self._db_fault = by_target.get(DATABASE)
         self._pool_fault = by_target.get(POOLER)
         self._cache_fault = by_target.get(CACHE)
@@ -94,6 +96,7 @@ class Sandbox:
     def start(self) -> None:
         # Runs killed outright (SIGKILL, a lost machine) left servers and folders behind: stop them now.
         reap_leftovers()
+        self.host.start()
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start_services(), self._loop).result(timeout=30)
 
@@ -176,6 +179,7 @@ class Sandbox:
             if self.pgbouncer is not None:
                 self.pgbouncer.stop()
             self.postgres.stop()
+            self.host.stop()
             for held in self._held:
                 held.close()
 
@@ -209,10 +213,12 @@ class Sandbox:
                 "policy_success": {"url": f"{self._service_url('policy-governance')}{POLICY_STATS_PATH}",
                                    "field": "evaluations.success_rate"},
             },
+            "hosts": [self.host.entry()] if self.host.workdir is not None else [],
             "thresholds": {
                 "long_query_seconds": AGE_THRESHOLD_SECONDS,
                 "idle_in_transaction_seconds": AGE_THRESHOLD_SECONDS,
                 "lock_wait_seconds": AGE_THRESHOLD_SECONDS,
+                **self.host.thresholds(),
             },
         }
 
@@ -240,13 +246,18 @@ def render_toml(data: dict[str, Any]) -> str:
     return "\n".join(_toml_lines(data, prefix="")) + "\n"
 
 
+def _tables(value: Any) -> bool:
+    return isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, dict) for v in value))
+
+
 def _toml_lines(data: dict[str, Any], *, prefix: str) -> list[str]:
-    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict | list)]
+    lines = [f"{k} = " + ("[" + ", ".join(map(_toml_value, v)) + "]" if isinstance(v, list) else _toml_value(v))
+             for k, v in data.items() if not _tables(v)]
     for key, value in data.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             lines += ["", f"[{name}]", *_toml_lines(value, prefix=f"{name}.")]
-        elif isinstance(value, list):
+        elif _tables(value):
             for table in value:
                 lines += ["", f"[[{name}]]", *_toml_lines(table, prefix=f"{name}.")]
     return lines
