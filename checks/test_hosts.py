@@ -81,13 +81,14 @@ def test_host_memory(host_facts: HostSnapshot, acgs_environment: Environment) ->
           f"≤ {limit:g} %", value=value, threshold=limit)
 
 
-def _disk_case(seen: HostSnapshot, env: Environment, limit: float) -> None:
+def _per_mount(seen: HostSnapshot, env: Environment, field: str, label: str, limit: float) -> None:
+    """Fail when any checked mount is above ``limit``; the worst mount is the measured value."""
     host = next(h for h in env.section("hosts") if h.name == seen.target)
-    disks = _disks(seen, host.mounts, "used_percent")
+    disks = _disks(seen, host.mounts, field)
     over = [(m, v) for m, v in disks if v > limit]
     mount, worst = max(disks, key=lambda d: d[1])
     shown = ", ".join(f"{m} {v:.1f} %" for m, v in over or [(mount, worst)])
-    judge(bool(over), f"{seen.target}: disk used {shown} (source: {seen.source})", f"≤ {limit:g} % on every mount",
+    judge(bool(over), f"{seen.target}: {label} {shown} (source: {seen.source})", f"≤ {limit:g} % on every mount",
           value=worst, threshold=limit)
 
 
@@ -95,28 +96,24 @@ def _disk_case(seen: HostSnapshot, env: Environment, limit: float) -> None:
 @pytest.mark.runbook("monitoring.infra.disk")
 def test_host_disk_usage(host_facts: HostSnapshot, acgs_environment: Environment) -> None:
     """Every checked filesystem stays at or below 90 % used (df's Use%)."""
-    _disk_case(host_facts, acgs_environment, acgs_environment.thresholds.disk_warning_percent)
+    _per_mount(host_facts, acgs_environment, "used_percent", "disk used",
+               acgs_environment.thresholds.disk_warning_percent)
 
 
 @pytest.mark.p0
 @pytest.mark.runbook("alerts.critical.disk")
 def test_host_disk_critical(host_facts: HostSnapshot, acgs_environment: Environment) -> None:
     """No filesystem is above 95 % used (critical alert)."""
-    _disk_case(host_facts, acgs_environment, acgs_environment.thresholds.disk_critical_percent)
+    _per_mount(host_facts, acgs_environment, "used_percent", "disk used",
+               acgs_environment.thresholds.disk_critical_percent)
 
 
 @pytest.mark.p1
 @pytest.mark.runbook("monitoring.infra.disk")
 def test_host_inodes(host_facts: HostSnapshot, acgs_environment: Environment) -> None:
     """Every checked filesystem has inodes left: at most 90 % used."""
-    host = next(h for h in acgs_environment.section("hosts") if h.name == host_facts.target)
-    limit = acgs_environment.thresholds.inodes_max_percent
-    disks = [(m, v) for m, v in _disks(host_facts, host.mounts, "inodes_percent")]
-    over = [(m, v) for m, v in disks if v > limit]
-    mount, worst = max(disks, key=lambda d: d[1])
-    shown = ", ".join(f"{m} {v:.0f} %" for m, v in over or [(mount, worst)])
-    judge(bool(over), f"{host_facts.target}: inodes used {shown} (source: {host_facts.source})",
-          f"≤ {limit:g} % on every mount", value=worst, threshold=limit)
+    _per_mount(host_facts, acgs_environment, "inodes_percent", "inodes used",
+               acgs_environment.thresholds.inodes_max_percent)
 
 
 @pytest.mark.p3
