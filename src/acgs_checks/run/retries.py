@@ -21,8 +21,9 @@ from acgs_checks.kinds import ProbeKind
 from acgs_checks.run.state import RunState
 
 FLAKY = "flaky"
-# (kind, target, attempt) -> that attempt's record, as JSON (per process: per xdist worker)
-_ATTEMPTS: dict[tuple[str, str, int], dict[str, Any]] = {}
+# (run, kind, target, attempt) -> that attempt's record, as JSON (per process: per xdist worker). The
+# run's start keys it too, so runs in one process (pytester, an IDE) never read each other's attempts.
+_ATTEMPTS: dict[tuple[int, str, str, int], dict[str, Any]] = {}
 
 
 def policy(item: pytest.Item, state: RunState) -> Retry | None:
@@ -48,7 +49,7 @@ class _Attempt:
         self.state, self.attempt = state, attempt
 
     def record(self, kind: str, name: str) -> dict[str, Any]:
-        key = (kind, name, self.attempt)
+        key = (self.state.started_ms, kind, name, self.attempt)
         if key not in _ATTEMPTS:
             declared = kinds.discover()[kind]
             selected = {kind: {name}} | ({declared.after: {name}} if declared.after else {})
