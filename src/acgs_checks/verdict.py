@@ -69,6 +69,11 @@ def failure_kind(message: str) -> str:
     return "other"
 
 
+def first_line(exc: BaseException) -> str:
+    """An outcome's one line, without pytest's "Failed: " prefix (for messages that quote a failure)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0].removeprefix("Failed: ")
+
+
 def skip_kind(message: str) -> str:
     """The kind of a skip: waived, in maintenance, blocked, not applicable (or "")."""
     for kind in (WAIVED, IN_MAINTENANCE, BLOCKED, NOT_APPLICABLE):

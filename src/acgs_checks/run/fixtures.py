@@ -37,13 +37,10 @@ def acgs_environment(pytestconfig: pytest.Config) -> Environment:
     return armed(pytestconfig).environment
 
 
-
-
 class Records(Protocol):
     """Where a case's record comes from: the run's pass (streaming or finished), or a retry's attempt."""
 
     def record(self, kind: str, name: str) -> dict[str, Any]: ...
-
 
 
 def _sandbox_backends(state: RunState) -> None:
@@ -138,8 +135,8 @@ def _in_maintenance(item: pytest.Item, state: RunState, exc: BaseException) -> N
     said = maintenance.in_maintenance(state.environment.maintenance, case_targets(item), state.settings.now)
     if not said:
         return
-    failure = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    raise pytest.skip.Exception(verdict.clean(f"{said}; {failure}"), _use_item_location=True) from exc
+    raise pytest.skip.Exception(verdict.clean(f"{said}; {verdict.first_line(exc)}"), _use_item_location=True) \
+        from exc
 
 
 def _waive(item: pytest.Item, waivers: tuple[Waiver, ...], today: datetime.date, exc: BaseException) -> None:
@@ -147,9 +144,9 @@ def _waive(item: pytest.Item, waivers: tuple[Waiver, ...], today: datetime.date,
     waiver = next((w for w in waivers if w.active(today) and w.matches(item.name)), None)
     if waiver is None:
         return
-    failure = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     raise pytest.skip.Exception(verdict.clean(
-        f"{verdict.WAIVED} until {waiver.expires} by {waiver.owner}: {waiver.reason} (the failure: {failure})"),
+        f"{verdict.WAIVED} until {waiver.expires} by {waiver.owner}: {waiver.reason} "
+        f"(the failure: {verdict.first_line(exc)})"),
         _use_item_location=True) from exc
 
 

@@ -77,16 +77,12 @@ def _refresh(item: pytest.Item, state: RunState, attempt: int) -> None:
         decide()
 
 
-def first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0].removeprefix("Failed: ")
-
-
 def retry(item: pytest.Item, state: RunState, failure: BaseException) -> None:
     """Try a failed case again under its policy; return when an attempt passes, else raise the last failure."""
     rule = policy(item, state)
     if rule is None or not _targets(item):
         raise failure
-    messages = [first_line(failure)]
+    messages = [verdict.first_line(failure)]
     with allure.step(f"attempt 1 of {rule.attempts} failed: {messages[0]}"):
         pass
     for attempt in range(2, rule.attempts + 1):
@@ -101,7 +97,7 @@ def retry(item: pytest.Item, state: RunState, failure: BaseException) -> None:
             raise  # blocked or not applicable on this attempt: a skip, as on a first attempt
         except (pytest.fail.Exception, Exception) as exc:  # noqa: BLE001 - any failure of the attempt counts
             failure = exc
-            messages.append(first_line(exc))
+            messages.append(verdict.first_line(exc))
             continue
         said = (f"flaky: passed on attempt {attempt} of {rule.attempts}; "
                 + "; ".join(f"attempt {n} failed: {m}" for n, m in enumerate(messages, 1)))
