@@ -48,9 +48,10 @@ class Host(Target):
                                      'instance="db1:9100" (then CPU, memory, disk and network come from PromQL)')
     mounts: tuple[str, ...] = Field((), description="mount points to check (default: every disk filesystem)")
     log_dirs: tuple[str, ...] = Field(("/var/log/acgs",), description="log directories to check")
-    logrotate_config: str = Field("/etc/logrotate.d/acgs", description="the logrotate file meant to cover them")
-    services: tuple[str, ...] = Field((), description="systemd units (or, without systemd, process names) that "
-                                      "must be running")
+    logrotate_config: str = Field("/etc/logrotate.d/acgs", description="the logrotate file meant to cover them "
+                                  '("": no logrotate check for this host)')
+    services: tuple[str, ...] = Field((), description="systemd units (or, without systemd, process names: "
+                                      "their first 15 characters, as /proc/PID/comm has them) that must be running")
     interfaces: tuple[str, ...] = Field((), description="network interfaces to check (default: all but lo)")
     window_seconds: float = Field(3.0, gt=0, le=60, description="CPU and network are measured over this window")
 
@@ -111,16 +112,18 @@ def script(host: Host, *, sample: bool) -> str:
                      f"find {q(directory)} -maxdepth 2 -type f -printf '%s %T@ %p\\n' 2>/dev/null | "
                      "sort -rn | head -n 200; else echo '!missing'; fi")
     conf = q(host.logrotate_config)
-    parts.append(f"echo '==acgs== logrotate'; if [ -f {conf} ]; then echo '!exists'; cat {conf}; "
-                 "if command -v logrotate >/dev/null 2>&1; then "
-                 f"logrotate -d -s /dev/null {conf} >/dev/null 2>&1; echo \"!debug $?\"; else echo '!no-logrotate';"
-                 " fi; else echo '!missing'; fi")
+    if host.logrotate_config:
+        parts.append(f"echo '==acgs== logrotate'; if [ -f {conf} ]; then echo '!exists'; cat {conf}; "
+                     "if command -v logrotate >/dev/null 2>&1 || [ -x /usr/sbin/logrotate ]; then "
+                     "PATH=$PATH:/usr/sbin; "
+                     f"logrotate -d -s /dev/null {conf} >/dev/null 2>&1; echo \"!debug $?\"; else "
+                     "echo '!no-logrotate'; fi; else echo '!missing'; fi")
     for service in host.services:
         # A systemd unit when systemd knows one by that name; otherwise a process of that name.
         parts.append(f"echo '==acgs== service {service}'; if [ -d /run/systemd/system ] && "
                      f"[ \"$(systemctl show -p LoadState --value {q(service)} 2>/dev/null)\" = loaded ]; then "
                      f"systemctl is-active {q(service)} 2>/dev/null || true; "
-                     f"elif pgrep -x {q(service)} >/dev/null 2>&1; then echo active; else echo inactive; fi")
+                     f"elif grep -qsx {q(service[:15])} /proc/[0-9]*/comm; then echo active; else echo inactive; fi")
     return "; ".join(parts)
 
 

@@ -32,7 +32,7 @@ from acgs_checks.sandbox.faults import Fault
 from acgs_checks.sandbox.processes import SERVER_PID_FILE, SandboxError, terminate, workdir_for
 
 NAME = "sandbox-host"
-SERVICE_PREFIX = "acgs-sbx-"  # with 6 random characters: 15, what pgrep -x compares; one per sandbox
+SERVICE_PREFIX = "acgs-sbx-"  # with 6 random characters: 15, all /proc/PID/comm keeps; one per sandbox
 DISK_BYTES = 16 * 1024 * 1024
 DISK_INODES = 1024
 CPU_SECONDS = 20.0  # the busy loops' bound: longer than the host window plus the run's start
@@ -119,7 +119,9 @@ class SandboxHost:
         assert self.workdir is not None
         return {"name": NAME, "title": "the sandbox's host (this machine)", "spec": "local://",
                 "mounts": [str(self.disk)], "log_dirs": [str(self.workdir / "logs")],
-                "logrotate_config": str(self.workdir / "acgs.logrotate"), "services": [self.service],
+                # Without logrotate on the machine there is nothing to run -d with: that check does not apply.
+                "logrotate_config": str(self.workdir / "acgs.logrotate") if _has_logrotate() else "",
+                "services": [self.service],
                 "interfaces": ["lo"], "window_seconds": 1.0}
 
     def thresholds(self) -> dict[str, float]:
@@ -138,6 +140,10 @@ class SandboxHost:
         if self.mounted:
             subprocess.run(["umount", "-l", str(self.workdir / "disk")], capture_output=True, check=False)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _has_logrotate() -> bool:
+    return shutil.which("logrotate") is not None or os.access("/usr/sbin/logrotate", os.X_OK)
 
 
 def unmount_leftovers(folder: Path) -> None:
