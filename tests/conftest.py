@@ -29,22 +29,25 @@ from servers import RealServers
 ROOT = Path(__file__).resolve().parent.parent
 
 
-# One folder per self-test run, made by the process that starts the run (the xdist controller) and
-# removed when it exits; the workers, and this file imported again in-process (pytester), inherit it
-# through the environment instead of making folders of their own that nobody would remove
-# (xdist workers end without running atexit). Never the checkout. In it:
+# One folder per self-test run, made when the run's session starts by the process that starts it
+# (the xdist controller, before its workers) and removed when that process exits; the workers, and
+# this file imported again in-process (pytester), inherit it through the environment instead of
+# making folders of their own that nobody would remove (xdist workers end without running atexit).
+# Not at import: pytest also imports this file when a run from the checkout's root re-executes
+# itself (`--env PATH`), and the exec would skip atexit. Never the checkout. In it:
 # * hypothesis/: Hypothesis's caches (not .hypothesis/ in the checkout);
 # * pycache/: the bytecode of every suite run a self-test starts (a child python), compiled and
 #   assertion-rewritten once per self-test run: with PYTHONDONTWRITEBYTECODE each child would
 #   compile ~200 modules again, seconds per run.
-if "ACGS_SELFTEST_DIR" not in os.environ:
-    _RUN_DIR = tempfile.mkdtemp(prefix="acgs-selftest-")
-    os.environ["ACGS_SELFTEST_DIR"] = _RUN_DIR
-    os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = os.path.join(_RUN_DIR, "hypothesis")
-    os.environ["PYTHONPYCACHEPREFIX"] = os.path.join(_RUN_DIR, "pycache")
+def _make_run_folder() -> None:
+    if "ACGS_SELFTEST_DIR" in os.environ:
+        return
+    run_dir = tempfile.mkdtemp(prefix="acgs-selftest-")
+    os.environ["ACGS_SELFTEST_DIR"] = run_dir
+    os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = os.path.join(run_dir, "hypothesis")
+    os.environ["PYTHONPYCACHEPREFIX"] = os.path.join(run_dir, "pycache")
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    atexit.register(shutil.rmtree, _RUN_DIR, ignore_errors=True)
-
+    atexit.register(shutil.rmtree, run_dir, ignore_errors=True)
 
 
 def _interrupted(signum: int, _frame: object) -> None:
@@ -77,8 +80,10 @@ def _checkout_files() -> dict[str, int]:
     return found
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist starts its workers, which inherit the run's folder
 def pytest_sessionstart(session: pytest.Session) -> None:
     if not hasattr(session.config, "workerinput"):
+        _make_run_folder()
         session.config.stash[_CHECKOUT] = _checkout_files()
 
 
