@@ -149,7 +149,8 @@ def test_log_sizes(host_facts: HostSnapshot, acgs_environment: Environment) -> N
     """No log file above 100 MiB, and each log directory within its total (what `du -sh` shows)."""
     t = acgs_environment.thresholds
     problems, largest = [], []
-    for directory, files in _log_files(host_facts):
+    logs = _log_files(host_facts)
+    for directory, files in logs:
         total = sum(float(f[0]) for f in files)
         big = [f for f in files if float(f[0]) > t.log_file_max_mib * MIB]
         problems += [f"{f[2]} {float(f[0]) / MIB:.0f} MiB" for f in big[:3]]
@@ -158,7 +159,7 @@ def test_log_sizes(host_facts: HostSnapshot, acgs_environment: Environment) -> N
         largest += [f"{f[2]} {float(f[0]) / MIB:.1f} MiB" for f in files[:1]]
     judge(bool(problems), f"{host_facts.target}: {'; '.join(problems) or 'largest ' + (', '.join(largest) or 'none')}",
           f"files ≤ {t.log_file_max_mib:g} MiB, directories ≤ {t.log_dir_max_mib:g} MiB",
-          value=max((float(f[0]) / MIB for _, fs in _log_files(host_facts) for f in fs), default=0.0),
+          value=max((float(f[0]) / MIB for _, fs in logs for f in fs), default=0.0),
           threshold=t.log_file_max_mib)
 
 
