@@ -233,6 +233,13 @@ def parse(host: Host, text: str, *, sampled: bool) -> dict[str, Any]:
     return out
 
 
+def _why(rc: int, stderr: str) -> str:
+    """What a failed command on a host said: timeout's own status (124, or 137 once killed), else stderr's last line."""
+    if rc in (124, 137):
+        return "timed out on the host"
+    return (stderr.strip().splitlines() or [f"exit status {rc}"])[-1]
+
+
 def _run_on_host(host: Host, command: str, bound: float) -> tuple[int, str, str]:
     import testinfra  # noqa: PLC0415 - only environments with hosts need it
 
@@ -284,9 +291,7 @@ def read_log(host: Host, env: Environment, *, path: str = "", unit: str = "", si
     except Exception as exc:  # noqa: BLE001 - a backend that cannot start is an answer, not a crash
         return LogExcerpt(target=host.name, source=source, error=env.redact(f"{type(exc).__name__}: {exc}"))
     if rc != 0:
-        said = (stderr.strip().splitlines() or [f"exit status {rc}"])[-1]
-        return LogExcerpt(target=host.name, source=source,
-                          error=env.redact("timed out on the host" if rc in (124, 137) else said))
+        return LogExcerpt(target=host.name, source=source, error=env.redact(_why(rc, stderr)))
     return LogExcerpt(target=host.name, source=source, text=env.redact(stdout))
 
 
@@ -370,9 +375,7 @@ async def probe_host(host: Host, job: kinds.Job) -> HostSnapshot:
         return HostSnapshot(target=host.name, spec=host.spec, reachable=False,
                             error=f"{type(exc).__name__}: {exc}".splitlines()[0], checked_at=time.time())
     if "==acgs== meminfo" not in stdout:
-        said = (stderr.strip().splitlines() or [f"exit status {rc}"])[-1]
-        why = "timed out on the host" if rc in (124, 137) else said
-        return HostSnapshot(target=host.name, spec=host.spec, reachable=False, error=verdict.clean(why),
+        return HostSnapshot(target=host.name, spec=host.spec, reachable=False, error=verdict.clean(_why(rc, stderr)),
                             checked_at=time.time())
     fields = parse(host, stdout, sampled=not via_prometheus)
     fields["source"] = f"the host ({host.spec.split('?')[0]}, testinfra)"
