@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import breached, measure, no_data, unreachable
+from acgs_checks.verdict import breached, judge, measure, no_data, unreachable
 
 if TYPE_CHECKING:  # the client libraries load only when such checks run
     from acgs_checks.probes.postgres import PoolerSnapshot
@@ -60,3 +60,21 @@ def test_pool_saturation(pool: PoolerSnapshot, acgs_environment: Environment) ->
                  value=busiest, threshold=limit)
     measure(f"{pool.target}: no client waiting; busiest pool {busiest:.0f} % active",
             f"no waiting clients and active < {limit:g} % of pool_size", value=busiest, threshold=limit)
+
+
+@pytest.mark.p2
+@pytest.mark.runbook("daily.key-metrics.pool-usage")
+def test_pooler_client_connections(pool: PoolerSnapshot, acgs_environment: Environment) -> None:
+    """Client connections (active, waiting, idle in all pools) stay below 80 % of max_client_conn."""
+    for command in ("deadline", "SHOW POOLS", "SHOW CONFIG"):
+        if command in pool.errors:
+            no_data(f"{pool.target}: {command} on {pool.url} failed: {pool.errors[command]}")
+    limit = acgs_environment.thresholds.pool_usage_max_percent
+    configured = pool.config.get("max_client_conn", "")
+    if not configured.isdigit() or int(configured) <= 0:
+        no_data(f"{pool.target}: SHOW CONFIG gave no max_client_conn ({configured!r})")
+    clients = sum(int(row.get(k) or 0) for row in pool.pools if row.get("database") != "pgbouncer"
+                  for k in ("cl_active", "cl_waiting", "cl_active_cancel_req", "cl_waiting_cancel_req"))
+    share = 100.0 * clients / int(configured)
+    judge(share >= limit, f"{pool.target}: {clients} client connection(s) of max_client_conn {configured} = "
+          f"{share:.1f} %", f"< {limit:g} % of max_client_conn", value=share, threshold=limit)

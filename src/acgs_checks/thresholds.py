@@ -16,7 +16,7 @@ from acgs_checks.errors import ConfigError
 @dataclass(frozen=True)
 class ThresholdSpec:
     key: str
-    unit: str  # "seconds", "percent", "hours", "rows", "ratio", "MiB" or "req/s"
+    unit: str  # "seconds", "percent", "hours", "days", "rows", "ratio", "MiB", "ms", "calls" or "req/s"
     meaning: str
 
 
@@ -82,6 +82,35 @@ SPECS: tuple[ThresholdSpec, ...] = (
                   "constitutional compliance score must stay above this (runbook: > 95 %)"),
     ThresholdSpec("policy_success_min_percent", "percent",
                   "policy evaluation success rate must stay above this (runbook: > 99 %)"),
+    ThresholdSpec("tls_expiry_warning_days", "days",
+                  "a certificate of a presented chain expiring within this many days must be renewed (P1)"),
+    ThresholdSpec("tls_expiry_critical_days", "days",
+                  "a certificate expiring within this many days (or expired) is critical (P0)"),
+    ThresholdSpec("slow_query_mean_ms", "ms",
+                  "a statement whose mean execution time is above this is slow (pg_stat_statements)"),
+    ThresholdSpec("slow_query_min_calls", "calls",
+                  "statements called fewer times than this are not judged slow"),
+    ThresholdSpec("trend_regression_percent", "percent",
+                  "this week's median worse than a previous week's median by more than this is a regression"),
+    ThresholdSpec("capacity_critical_days", "days",
+                  "a resource projected to run out within this many days needs capacity now (P1)"),
+    ThresholdSpec("capacity_warning_days", "days",
+                  "a resource projected to run out within this many days needs a capacity plan (P2)"),
+    ThresholdSpec("backup_max_age_hours", "hours",
+                  "the newest backup must be younger than this (daily plus slack)"),
+    ThresholdSpec("rpo_seconds", "seconds",
+                  "recovery point objective: the last archived WAL segment, and the newest row of a restored "
+                  "backup, must be younger than this (1 h)"),
+    ThresholdSpec("rto_seconds", "seconds",
+                  "recovery time objective: a restore drill must finish within this (4 h)"),
+    ThresholdSpec("restore_rows_tolerance_percent", "percent",
+                  "a restored table's row count may differ this much from production's estimate"),
+    ThresholdSpec("backup_retention_days", "days",
+                  "backups are kept this long: the oldest one is about this old"),
+    ThresholdSpec("pitr_window_days", "days",
+                  "point-in-time recovery window: backups and WAL must reach back this far"),
+    ThresholdSpec("dr_docs_max_age_days", "days",
+                  "a disaster-recovery document unchanged for longer than this is out of date"),
     ThresholdSpec("cache_fragmentation_min_excess_mib", "MiB",
                   "the ratio is judged only when RSS exceeds used_memory by this much (small instances "
                   "always show a high ratio)"),
@@ -96,6 +125,9 @@ _ORDERED = (
     ("disk_warning_percent", "disk_critical_percent"),
     # The long-query check leaves lock waiters to the lock check; that only holds in this order.
     ("lock_wait_seconds", "long_query_seconds"),
+    ("tls_expiry_critical_days", "tls_expiry_warning_days"),
+    ("capacity_critical_days", "capacity_warning_days"),
+    ("pitr_window_days", "backup_retention_days"),
 )
 
 
@@ -137,6 +169,20 @@ class Thresholds:
     log_rotation_max_age_hours: float = 26.0
     compliance_min_percent: float = 95.0
     policy_success_min_percent: float = 99.0
+    tls_expiry_warning_days: float = 30.0
+    tls_expiry_critical_days: float = 7.0
+    slow_query_mean_ms: float = 500.0
+    slow_query_min_calls: float = 10.0
+    trend_regression_percent: float = 20.0
+    capacity_critical_days: float = 30.0
+    capacity_warning_days: float = 90.0
+    backup_max_age_hours: float = 26.0
+    rpo_seconds: float = 3600.0
+    rto_seconds: float = 14400.0
+    restore_rows_tolerance_percent: float = 10.0
+    backup_retention_days: float = 30.0
+    pitr_window_days: float = 7.0
+    dr_docs_max_age_days: float = 90.0
 
     @staticmethod
     def spec(key: str) -> ThresholdSpec:

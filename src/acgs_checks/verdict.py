@@ -96,6 +96,12 @@ class Breach(pytest.fail.Exception):  # type: ignore[name-defined,misc]  # pytes
         return {k: v for k, v in found.items() if v is not None}
 
 
+# Reported as pytest reports its own Failed outcome ("Failed: message"), as pytest does for Failed itself;
+# otherwise every breach's one line began "acgs_checks.verdict.Breach: " in the terminal, JUnit and summary.json.
+Breach.__module__ = "builtins"
+Breach.__qualname__ = Breach.__name__ = "Failed"
+
+
 def breached(measured: str, expected: str, *, value: float | None = None, threshold: float | None = None) -> NoReturn:
     """``measured`` says what was seen and where; ``expected`` the threshold it broke.
 

@@ -45,6 +45,7 @@ from acgs_checks.environment.model import (
     number_or_variable,
     problem,
 )
+from acgs_checks.environment.weekly import Alertmanager, DrDocs, History, Security
 from acgs_checks.thresholds import SPECS, Thresholds
 
 SloSource = Literal["prometheus", "synthetic", "scrape"]
@@ -228,6 +229,10 @@ class EnvironmentFile(Strict):
     waivers: tuple[Waiver, ...] = ()
     maintenance: tuple[Maintenance, ...] = ()
     retries: tuple[Retry, ...] = ()
+    security: Security = Field(default_factory=Security)
+    alertmanager: Alertmanager | None = None
+    history: History = Field(default_factory=History)
+    dr: DrDocs = Field(default_factory=DrDocs)
     threshold_overrides: Annotated[dict[str, Any], WithJsonSchema(_THRESHOLDS_SCHEMA)] = Field(
         default_factory=dict, alias="thresholds")
 
@@ -249,6 +254,21 @@ class EnvironmentFile(Strict):
         if self.slo.source == "prometheus" and self.prometheus is None:
             raise problem("is prometheus, but there is no [prometheus] section",
                           'add [prometheus] url = "..." or choose source = "synthetic"', at="slo.source")
+        return self
+
+    @model_validator(mode="after")
+    def _sources_name_targets(self) -> EnvironmentFile:
+        for source in self.security.failed_logins:
+            for key, names in (("cache", [c.name for c in self.caches]),
+                               ("database", [d.name for d in self.databases])):
+                chosen = getattr(source, key)
+                if chosen and chosen not in names:
+                    raise problem(f"{chosen!r} is not a [[{key}s]] name", "use one of " + (", ".join(names) or
+                                  f"(none: add a [[{key}s]] entry)"),
+                                  at=f"security.failed_logins[{source.name}].{key}")
+            if source.query and self.prometheus is None:
+                raise problem("needs [prometheus]", 'add [prometheus] url = "..."',
+                              at=f"security.failed_logins[{source.name}].query")
         return self
 
     @field_validator("name")

@@ -112,10 +112,31 @@ ORDER BY n_mod_since_analyze + n_dead_tup DESC
 LIMIT {ROW_LIMIT}
 """
 
-
+# The weekly reviews' reads: all catalog and statistics views, each cheap.
+_SECURITY = """
+SELECT current_setting('ssl') AS ssl, current_setting('password_encryption') AS password_encryption
+"""
+# pg_hba_file_rules is readable by superusers only unless granted (see the security check's fix).
+_HBA = f"""
+SELECT line_number, type, database, user_name, address, netmask, auth_method, error
+FROM pg_hba_file_rules ORDER BY line_number LIMIT {ROW_LIMIT}
+"""
+_STATEMENTS_SCHEMA = ("SELECT extnamespace::regnamespace::text AS schema FROM pg_extension "
+                      "WHERE extname = 'pg_stat_statements'")
+# Top 10 by mean (among statements called often enough to judge) and top 10 by total time.
+_STATEMENTS = """
+(SELECT 'mean' AS ranked_by, queryid::text, left(query, 300) AS query, calls::float8, mean_exec_time::float8 AS mean_ms,
+        total_exec_time::float8 AS total_ms, rows::float8
+ FROM {schema}.pg_stat_statements WHERE calls >= %(min_calls)s ORDER BY mean_exec_time DESC LIMIT 10)
+UNION ALL
+(SELECT 'total', queryid::text, left(query, 300), calls::float8, mean_exec_time::float8, total_exec_time::float8,
+        rows::float8
+ FROM {schema}.pg_stat_statements ORDER BY total_exec_time DESC LIMIT 10)
+"""
 # Every query of a pass, by the name its failure is recorded under in ``errors``.
 PASS_QUERIES = ("select 1", "server", "activity", "connections", "lock waits", "blockers", "buffer cache",
-                "xid age", "replicas", "wal receiver", "maintenance")
+                "xid age", "replicas", "wal receiver", "maintenance", "security settings", "hba rules",
+                "statements")
 
 
 @dataclass(frozen=True)
@@ -139,6 +160,9 @@ class PgSnapshot(JsonRecord):
     replicas: list[dict[str, Any]] = field(default_factory=list)
     receiver: dict[str, Any] = field(default_factory=dict)
     maintenance: list[dict[str, Any]] = field(default_factory=list)
+    security: dict[str, Any] = field(default_factory=dict)       # ssl, password_encryption
+    hba_rules: list[dict[str, Any]] = field(default_factory=list)
+    statements: list[dict[str, Any]] = field(default_factory=list)  # pg_stat_statements: top by mean and total
     errors: dict[str, str] = field(default_factory=dict)
     denied: str = ""   # access was refused: the credential or grant to check
 
@@ -216,7 +240,8 @@ _TRANSACTION_BOUNDS = ("SELECT set_config('statement_timeout', %(t)s, true), set
 
 
 async def _query(conn: psycopg.AsyncConnection[dict[str, Any]], errors: dict[str, str], name: str,
-                 sql: str, params: Sequence[Any] | None = None, *, timeout: float) -> list[dict[str, Any]]:
+                 sql: str, params: Sequence[Any] | dict[str, Any] | None = None, *,
+                 timeout: float) -> list[dict[str, Any]]:
     import psycopg  # noqa: PLC0415 - see TYPE_CHECKING above
 
     millis = max(1, int(timeout * 1000))
@@ -243,7 +268,8 @@ def _jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
              for k, v in row.items()} for row in rows]
 
 
-async def probe_database(db: Database, *, sql_literals: str = "masked") -> PgSnapshot:
+async def probe_database(  # noqa: PLR0915 - one pass, every read in order
+        db: Database, *, sql_literals: str = "masked", min_calls: float = 10) -> PgSnapshot:
     """One connection, every statistic the database checks need; never raises for a sick server.
 
     Other sessions' SQL text (activity, lock waits, blockers) is kept with its literals masked
@@ -265,7 +291,7 @@ async def probe_database(db: Database, *, sql_literals: str = "masked") -> PgSna
     fields: dict[str, Any] = {}
     done: set[str] = set()
 
-    async def query(name: str, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+    async def query(name: str, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[dict[str, Any]]:
         rows = await _query(conn, errors, name, sql, params, timeout=db.timeout_seconds)
         done.add(name)
         return rows if sql_literals == "raw" else _masked(rows)
@@ -303,6 +329,15 @@ async def probe_database(db: Database, *, sql_literals: str = "masked") -> PgSna
             else:
                 fields["replicas"] = _jsonable(await query("replicas", _REPLICAS))
             fields["maintenance"] = _jsonable(await query("maintenance", _MAINTENANCE))
+            security = await query("security settings", _SECURITY)
+            fields["security"] = security[0] if security else {}
+            fields["hba_rules"] = _jsonable(await query("hba rules", _HBA))
+            schema = await query("statements", _STATEMENTS_SCHEMA)
+            if schema:
+                fields["statements"] = _jsonable(await query("statements", _STATEMENTS.format(
+                    schema=schema[0]["schema"]), {"min_calls": int(min_calls)}))
+            elif "statements" not in errors:
+                errors["statements"] = "pg_stat_statements is not installed in this database"
     except TimeoutError:
         errors["deadline"] = f"the pass did not finish within {db.timeout_seconds * 2:g} s"
         # Whatever the deadline cut off was not read: say so, so no check mistakes it for "nothing found".
@@ -389,7 +424,8 @@ def _pool_gate(seen: PoolerSnapshot, env: Environment) -> kinds.Decision | None:
 
 
 async def _probe_database(db: Database, job: kinds.Job) -> PgSnapshot:
-    return await probe_database(db, sql_literals=job.env.defaults.sql_literals)
+    return await probe_database(db, sql_literals=job.env.defaults.sql_literals,
+                                min_calls=job.env.thresholds.slow_query_min_calls)
 
 
 async def _probe_pooler(pooler: Pooler, job: kinds.Job) -> PoolerSnapshot:

@@ -49,7 +49,7 @@ def _auth_headers(prometheus: Prometheus) -> tuple[tuple[str, str], ...]:
     return ()
 
 
-async def _api(prometheus: Prometheus, path: str) -> tuple[http.HttpResult, Any]:
+async def api(prometheus: Prometheus, path: str) -> tuple[http.HttpResult, Any]:
     result, body = await http.exchange(
         prometheus.url.rstrip("/") + path, target="prometheus", timeout=prometheus.timeout_seconds,
         headers=_auth_headers(prometheus), tls=prometheus.tls, body_limit=4 * 1024 * 1024)
@@ -62,9 +62,10 @@ async def _api(prometheus: Prometheus, path: str) -> tuple[http.HttpResult, Any]
     return result, document
 
 
-async def _instant(prometheus: Prometheus, promql: str) -> tuple[dict[str, Any] | None, str]:
-    """An instant query's ``data`` object, or None and what went wrong."""
-    result, document = await _api(prometheus, "/api/v1/query?query=" + quote(promql, safe=""))
+async def _instant(prometheus: Prometheus, promql: str, at: float | None = None) -> tuple[dict[str, Any] | None, str]:
+    """An instant query's ``data`` object (evaluated now, or at the Unix time ``at``), or None and what went wrong."""
+    when = "" if at is None else f"&time={at:.3f}"
+    result, document = await api(prometheus, "/api/v1/query?query=" + quote(promql, safe="") + when)
     if not result.reachable:
         return None, result.detail
     if not isinstance(document, dict) or document.get("status") != "success":
@@ -92,9 +93,10 @@ async def query(prometheus: Prometheus, promql: str) -> tuple[float | None, str]
     return value, ""
 
 
-async def vector(prometheus: Prometheus, promql: str) -> tuple[list[tuple[dict[str, str], float]], str]:
+async def vector(prometheus: Prometheus, promql: str, at: float | None = None) -> tuple[
+        list[tuple[dict[str, str], float]], str]:
     """An instant query's series as (labels, value); NaN series are left out. Empty is no data."""
-    data, error = await _instant(prometheus, promql)
+    data, error = await _instant(prometheus, promql, at)
     if data is None:
         return [], error
     found = []
@@ -110,7 +112,7 @@ async def vector(prometheus: Prometheus, promql: str) -> tuple[list[tuple[dict[s
 
 async def prometheus_reachable(prometheus: Prometheus) -> tuple[str, str]:
     """("", "") when the API answers; otherwise why not (one line), and for a refusal what to check."""
-    result, document = await _api(prometheus, "/api/v1/status/buildinfo")
+    result, document = await api(prometheus, "/api/v1/status/buildinfo")
     if not result.reachable:
         return f"GET {result.url} → {result.detail}", ""
     if result.status in DENIED_STATUSES:

@@ -28,7 +28,7 @@ from acgs_checks.run.state import STATE, RunState, armed, start_backends
 EVIDENCE = pytest.StashKey[list[Callable[[], None]]]()
 VERDICTS = pytest.StashKey[list[Callable[[], None]]]()
 # Kinds whose probes need the sandbox's database and cache servers started first.
-_BACKEND_KINDS = ("database", "pooler", "cache")
+_BACKEND_KINDS = ("database", "pooler", "cache", "cache_security", "failed_logins", "backup")
 
 
 @pytest.fixture(scope="session")

@@ -104,10 +104,14 @@ def resolve(config: pytest.Config) -> Settings:
     markexpr = (config.getoption("markexpr", "") or "").strip()
     label = review or (markexpr if markexpr in REVIEW_DAYS else "adhoc")
     textfile = config.getoption("acgs_textfile")
+    summary_path = Path(config.getoption("acgs_summary") or config.rootpath / "reports" / "summary.json")
+    from acgs_checks.reporting import history  # noqa: PLC0415
+
+    history.set_default(summary_path.parent / "history.sqlite")  # unless [history] path says otherwise
     return Settings(
         env_spec=spec, fail_on=fail_on, faults=parsed, review=review, review_label=label, today=today(),
         now=now(),
-        summary_path=Path(config.getoption("acgs_summary") or config.rootpath / "reports" / "summary.json"),
+        summary_path=summary_path,
         textfile=Path(textfile) if textfile else None,
         pushgateway=_http_url("--pushgateway", config.getoption("acgs_pushgateway")),
         webhook=_http_url("--notify-webhook", config.getoption("acgs_webhook")),

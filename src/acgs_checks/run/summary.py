@@ -111,9 +111,9 @@ def sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     summary = _summary(state, int(session.exitstatus))
     outputs.write_summary(settings.summary_path, summary)
+    problems = [_keep_history(state, summary)]
     if settings.textfile is not None:
         outputs.write_textfile(settings.textfile, summary)
-    problems = []
     if settings.pushgateway:
         problems.append(outputs.push(settings.pushgateway, summary))
     if settings.webhook and summary.failures_at_or_above(settings.fail_on):
@@ -123,6 +123,24 @@ def sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         problems.append(outputs.alert(settings.alertmanager,
                                       outputs.alertmanager_alerts(summary, settings.fail_on, remediation)))
     state.delivery_problems = [state.environment.redact(p) for p in problems if p]
+
+
+def _keep_history(state: RunState, summary: outputs.RunSummary) -> str:
+    """Append every measured value of this run to the history store; a problem is reported, never raised."""
+    from acgs_checks.reporting import history  # noqa: PLC0415
+
+    path = history.path_for(state.environment.history.path)
+    if path is None:
+        return ""
+    rows = [history.Row(at=summary.started, environment=summary.environment, review=summary.review,
+                        case_name=r.name, value=r.measured, threshold=r.threshold, outcome=r.outcome,
+                        worse=history.worse_direction(r.measured, r.threshold, r.outcome))
+            for r in summary.checks if r.measured is not None and r.outcome in ("passed", "failed")]
+    try:
+        history.append(path, rows)
+    except (OSError, history.Error) as exc:
+        return f"history store {path}: {exc}"
+    return ""
 
 
 def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

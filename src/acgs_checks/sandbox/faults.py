@@ -31,6 +31,20 @@ def _share(text: str) -> float:
     return value
 
 
+def _count(text: str) -> float:
+    value = float(text)
+    if not value.is_integer() or not 1 <= value <= 1000:
+        raise ValueError("must be a whole number from 1 to 1000")
+    return value
+
+
+def _days(text: str) -> float:
+    value = float(text)
+    if not -3650 <= value <= 3650:
+        raise ValueError("must be a number of days between -3650 and 3650")
+    return value
+
+
 def _percent(text: str) -> float:
     value = float(text.rstrip("%"))
     if not 0 < value <= 100:
@@ -54,6 +68,7 @@ SERVICE_FAULTS: dict[str, FaultSpec] = {
         FaultSpec("degraded", "the health endpoint answers 200 with status warn"),
         FaultSpec("latency", "the SLO endpoint's latency is spread so that its P95 is SECONDS", _seconds),
         FaultSpec("errors", "this SHARE of the SLO endpoint's responses are 500", _share),
+        FaultSpec("failed-logins", "(auth only) N failed logins hit the stack's Redis and PostgreSQL", _count),
     )
 }
 GLOBAL_FAULTS: dict[str, FaultSpec] = {
@@ -69,6 +84,7 @@ DATABASE_FAULTS: dict[str, FaultSpec] = {
         FaultSpec("idle-in-transaction", "a session sits idle inside an open transaction"),
         FaultSpec("connections", "idle sessions fill PERCENT of the usable connection slots", _percent),
         FaultSpec("blocked-lock", "one session holds a table lock another one waits for"),
+        FaultSpec("slow-query", "a statement is called 12 times at 600 ms each (pg_stat_statements)"),
     )
 }
 POOLER_FAULTS: dict[str, FaultSpec] = {
@@ -101,6 +117,39 @@ LOGS_FAULTS: dict[str, FaultSpec] = {
     spec.name: spec for spec in (
         FaultSpec("oversize", "the current log file grows to 101 MiB (sparse)"),
         FaultSpec("no-rotation", "the newest rotated log file is three days old"),
+        FaultSpec("access-spike", "30 % of the last 24 h's requests in the access log are 5xx (before: 1 %)"),
+    )
+}
+TLS = "tls"
+BACKUP = "backup"
+RETENTION = "retention"
+DOCS = "docs"
+ALERTS = "alerts"
+HISTORY = "history"
+TLS_FAULTS: dict[str, FaultSpec] = {
+    spec.name: spec for spec in (
+        FaultSpec("expiring", "the endpoint's certificate expires in DAYS days", _days),
+        FaultSpec("expired", "the endpoint's certificate expired yesterday"),
+        FaultSpec("self-signed", "the endpoint presents a self-signed certificate no store trusts"),
+        FaultSpec("wrong-host", "the certificate names wrong.example, not the endpoint"),
+        FaultSpec("old-protocol", "the endpoint also accepts TLS 1.0 and 1.1"),
+    )
+}
+BACKUP_FAULTS: dict[str, FaultSpec] = {
+    spec.name: spec for spec in (
+        FaultSpec("stale", "the newest backup is 30 hours old (the job stopped)"),
+        FaultSpec("missing", "the backup directory is empty"),
+        FaultSpec("corrupt", "the newest backup's data is cut off: its table of contents still lists (pg_restore "
+                  "--list), restoring it fails"),
+    )
+}
+RETENTION_FAULTS = {"short": FaultSpec("short", "only the last 5 days of backups are kept (policy: 30)")}
+DOCS_FAULTS = {"stale": FaultSpec("stale", "a DR document last changed 120 days ago")}
+ALERTS_FAULTS = {"critical": FaultSpec("critical", "a critical alert has been firing for 20 minutes")}
+HISTORY_FAULTS: dict[str, FaultSpec] = {
+    spec.name: spec for spec in (
+        FaultSpec("regression", "the history store holds a week of auth P95 60 % above the weeks before"),
+        FaultSpec("disk-fills", "the history store holds a sandbox disk that fills up in DAYS days", _days),
     )
 }
 SERVICE_HOST_FAULTS: dict[str, FaultSpec] = {
@@ -114,7 +163,8 @@ def _faults_for(target: str) -> dict[str, FaultSpec] | None:
     if target in SERVICE_NAMES:
         return SERVICE_FAULTS
     return {DATABASE: DATABASE_FAULTS, POOLER: POOLER_FAULTS, CACHE: CACHE_FAULTS, HOST: HOST_FAULTS,
-            LOGS: LOGS_FAULTS, SERVICE: SERVICE_HOST_FAULTS}.get(target)
+            LOGS: LOGS_FAULTS, SERVICE: SERVICE_HOST_FAULTS, TLS: TLS_FAULTS, BACKUP: BACKUP_FAULTS,
+            RETENTION: RETENTION_FAULTS, DOCS: DOCS_FAULTS, ALERTS: ALERTS_FAULTS, HISTORY: HISTORY_FAULTS}.get(target)
 
 
 @dataclass(frozen=True)
@@ -143,13 +193,16 @@ def parse(text: str) -> Fault:
     specs = _faults_for(target)
     if specs is None:
         raise _usage(text, f"unknown sandbox target {target!r}",
-                     "use one of " + ", ".join((*SERVICE_NAMES, DATABASE, POOLER, CACHE, HOST, LOGS, SERVICE)))
+                     "use one of " + ", ".join((*SERVICE_NAMES, DATABASE, POOLER, CACHE, HOST, LOGS, SERVICE, TLS,
+                                                BACKUP, RETENTION, DOCS, ALERTS, HISTORY)))
     name, has_arg, raw_arg = rest.partition("=")
     spec = specs.get(name)
     if spec is None:
         kind = "a service" if specs is SERVICE_FAULTS else target
         raise _usage(text, f"unknown fault {name!r} for {kind}",
                      "use one of " + ", ".join(f"{n}{'=ARG' if s.parse_arg else ''}" for n, s in specs.items()))
+    if name == "failed-logins" and target != "auth":
+        raise _usage(text, "failed-logins applies to the auth service only", "write auth:failed-logins=N")
     if spec.parse_arg is None:
         if has_arg:
             raise _usage(text, f"fault {name!r} takes no argument", f"write {target}:{name}")
@@ -188,7 +241,9 @@ def parse_all(texts: Iterable[str]) -> tuple[Fault, ...]:
 def describe() -> str:
     """Every fault with its help, for an argparse help string (so a literal % is written %%)."""
     groups = (("<service>", SERVICE_FAULTS), (DATABASE, DATABASE_FAULTS), (POOLER, POOLER_FAULTS),
-              (CACHE, CACHE_FAULTS), (HOST, HOST_FAULTS), (LOGS, LOGS_FAULTS), (SERVICE, SERVICE_HOST_FAULTS))
+              (CACHE, CACHE_FAULTS), (HOST, HOST_FAULTS), (LOGS, LOGS_FAULTS), (SERVICE, SERVICE_HOST_FAULTS),
+              (TLS, TLS_FAULTS), (BACKUP, BACKUP_FAULTS), (RETENTION, RETENTION_FAULTS), (DOCS, DOCS_FAULTS),
+              (ALERTS, ALERTS_FAULTS), (HISTORY, HISTORY_FAULTS))
     scoped = [f"{target}:{n}{'=ARG' if s.parse_arg else ''} ({s.help})"
               for target, specs in groups for n, s in specs.items()]
     text = "; ".join(scoped + [f"{n}=ARG ({s.help})" for n, s in GLOBAL_FAULTS.items()])

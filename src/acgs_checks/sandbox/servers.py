@@ -86,6 +86,8 @@ class PostgresServer:
     workdir: Path | None = None
     pg_stat_statements: bool = False
     bindir: Path | None = None
+    extra_options: str = ""          # server options for this start only (TLS, WAL archiving, log prefix)
+    log_path: Path | None = None     # the server log (default: server.log in the workdir)
 
     @property
     def dsn(self) -> str:
@@ -125,7 +127,7 @@ class PostgresServer:
         """
         assert self.bindir is not None
         version = run(str(self.bindir / "postgres"), "--version").stdout.strip()
-        key = hashlib.sha256("\0".join([str(self.bindir), version, _SCHEMA, MONITOR_USER, "2"]).encode()).hexdigest()
+        key = hashlib.sha256("\0".join([str(self.bindir), version, _SCHEMA, MONITOR_USER, "3"]).encode()).hexdigest()
         cache = Path(os.environ.get("ACGS_SANDBOX_CACHE", Path.home() / ".cache" / "acgs-checks"))
         template = cache / f"pg-cluster-{key[:16]}"
         if (template / "PG_VERSION").exists():
@@ -145,6 +147,9 @@ class PostgresServer:
                 _SCHEMA,
                 f"CREATE ROLE {MONITOR_USER} LOGIN IN ROLE pg_monitor",
                 f"ALTER ROLE {MONITOR_USER} SET default_transaction_read_only = on",
+                # The Monday review reads pg_hba.conf's rules: the narrowest grant that allows it.
+                f"GRANT SELECT ON pg_hba_file_rules TO {MONITOR_USER}",
+                f"GRANT EXECUTE ON FUNCTION pg_hba_file_rules() TO {MONITOR_USER}",
                 "VACUUM ANALYZE",
             ]
             if self.pg_stat_statements:
@@ -176,12 +181,21 @@ class PostgresServer:
                 for name in files:
                     os.chown(os.path.join(folder, name), account.pw_uid, account.pw_gid)
         data.chmod(0o700)
-        run(str(self.bindir / "pg_ctl"), "-D", str(data), "-l", str(self.workdir / "server.log"),
-             "-o", self._options(self.port, self.workdir), "-w", "-t", str(int(START_TIMEOUT)), "start")
+        log = self.log_path or self.workdir / "server.log"
+        run(str(self.bindir / "pg_ctl"), "-D", str(data), "-l", str(log),
+             "-o", f"{self._options(self.port, self.workdir)} {self.extra_options}", "-w", "-t",
+             str(int(START_TIMEOUT)), "start")
         # A fresh password per sandbox, and buffers warmed the way an application would warm them.
         self.psql(f"ALTER ROLE {MONITOR_USER} PASSWORD '{self.monitor_password}'")
         self.psql("SELECT count(*) FROM acgs.policy_evaluations e JOIN acgs.policies p ON p.id = e.policy_id "
                   "JOIN acgs.users u ON u.id = e.user_id")
+
+    def dump(self, path: Path) -> None:
+        """A real ``pg_dump -Fc`` of the database into ``path`` (as the sandbox's superuser)."""
+        assert self.bindir is not None
+        assert self.workdir is not None
+        run(str(self.bindir / "pg_dump"), "-Fc", "-h", str(self.workdir), "-p", str(self.port), "-U", "postgres",
+            "-d", self.database, "-f", str(path))
 
     def stop(self) -> None:
         if self.workdir is None or self.bindir is None:
@@ -275,6 +289,7 @@ class RedisServer(_ChildProcess):
 
     port: int
     monitor_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     workdir: Path | None = None
     _process: subprocess.Popen[bytes] | None = None
 
@@ -284,8 +299,8 @@ class RedisServer(_ChildProcess):
 
     @property
     def admin_url(self) -> str:
-        """The sandbox's own access (the default user, loopback only)."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The sandbox's own access (the default user, with its password: Redis refuses strangers)."""
+        return f"redis://default:{self.admin_password}@127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         self.workdir = workdir_for("acgs-sandbox-redis-")
@@ -293,8 +308,9 @@ class RedisServer(_ChildProcess):
         config.write_text(
             f"port {self.port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir {self.workdir}\n"
             f"logfile {self.workdir / 'redis.log'}\nmaxmemory 256mb\n"
+            f"user default on >{self.admin_password} ~* &* +@all\n"
             f"user {MONITOR_USER} on >{self.monitor_password} resetkeys resetchannels -@all "
-            "+ping +info\n"
+            "+ping +info +acl|log\n"
         )
         self._process = subprocess.Popen([redis_binary(), str(config)], stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from acgs_checks import environment
 from acgs_checks.environment import Environment
 from acgs_checks.sandbox.faults import CACHE, DATABASE, POOLER, SERVICE_NAMES, Fault
+from acgs_checks.sandbox.host import NAME as HOST_NAME
 from acgs_checks.sandbox.host import SandboxHost
 from acgs_checks.sandbox.servers import (
     PgBouncerServer,
@@ -30,6 +32,7 @@ from acgs_checks.sandbox.services import (
     SandboxService,
     background_traffic,
 )
+from acgs_checks.sandbox.weekly import SandboxWeekly
 
 if TYPE_CHECKING:
     from acgs_checks.sandbox.workload import PoolSaturation, PostgresFaults, RedisWorkload
@@ -72,6 +75,7 @@ class Sandbox:
         self.pgbouncer = PgBouncerServer(port=free_port(), postgres=self.postgres) if pgbouncer_binary() else None
         self.redis = RedisServer(port=free_port())
         self.host = SandboxHost(by_target)
+        self.weekly = SandboxWeekly(by_target)
         self._db_fault = by_target.get(DATABASE)
         self._pool_fault = by_target.get(POOLER)
         self._cache_fault = by_target.get(CACHE)
@@ -97,11 +101,13 @@ class Sandbox:
         # Runs killed outright (SIGKILL, a lost machine) left servers and folders behind: stop them now.
         reap_leftovers()
         self.host.start()
+        self.weekly.start(log_dir=self.host.workdir / "logs" if self.host.workdir is not None else None)
+        self.postgres.log_path = self.weekly.postgres_log
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start_services(), self._loop).result(timeout=30)
 
     async def _start_services(self) -> None:
-        await asyncio.gather(*(s.start() for s in self.services))
+        await asyncio.gather(*(s.start() for s in self.services), self.weekly.start_servers())
         if self.traffic_per_second > 0:
             self._traffic_stop = asyncio.Event()
             self._traffic = asyncio.ensure_future(
@@ -128,7 +134,9 @@ class Sandbox:
 
         # db:down leaves the reserved port closed (connection refused); PgBouncer still runs.
         if self._db_fault is None or self._db_fault.name != "down":
+            self.postgres.extra_options = self.weekly.postgres_options()
             self.postgres.start()
+            self._weekly_database()
         else:
             self._hold(self.postgres.port)
         if self.pgbouncer is not None:
@@ -139,6 +147,26 @@ class Sandbox:
         self._db_faults = PostgresFaults(self.postgres, self._db_fault, settle_seconds=AGE_THRESHOLD_SECONDS + 0.3)
         self._db_faults.start()
 
+    def _weekly_database(self) -> None:
+        """Fresh data, a WAL segment archived, the night's backups, and (auth:failed-logins) failed logins."""
+        import psycopg  # noqa: PLC0415 - see __init__
+
+        with psycopg.connect(self.postgres.superuser_conninfo, autocommit=True) as conn:
+            conn.execute("INSERT INTO acgs.policy_evaluations (policy_id, user_id, allowed, compliance_score, "
+                         "latency_ms) VALUES (1, 1, true, 0.97, 5)")
+            conn.execute("SELECT pg_switch_wal()")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                row = conn.execute("SELECT archived_count FROM pg_stat_archiver").fetchone()
+                if row and row[0]:
+                    break
+                time.sleep(0.05)
+        self.weekly.take_backups(self.postgres.dump)
+        for _ in range(self.weekly.failed_logins):
+            with contextlib.suppress(psycopg.Error):
+                psycopg.connect(f"postgresql://acgs_app:wrong-password@127.0.0.1:{self.postgres.port}/"
+                                f"{self.postgres.database}", connect_timeout=5, sslmode="disable").close()
+
     def _start_cache(self) -> None:
         from acgs_checks.sandbox.workload import RedisWorkload  # noqa: PLC0415 - see __init__
 
@@ -146,6 +174,14 @@ class Sandbox:
             self._hold(self.redis.port)
             return
         self.redis.start()
+        if self.weekly.failed_logins:
+            # Plain RESP on one socket: N wrong passwords, N refusals (a client library would retry or say HELLO).
+            with socket.create_connection(("127.0.0.1", self.redis.port), timeout=5) as raw:
+                for _ in range(self.weekly.failed_logins):
+                    raw.sendall(b"*3\r\n$4\r\nAUTH\r\n$8\r\nacgs_app\r\n$14\r\nwrong-password\r\n")
+                    reply = b""
+                    while not reply.endswith(b"\r\n"):
+                        reply += raw.recv(256)
         self._cache_workload = RedisWorkload(self.redis, self._cache_fault, window_seconds=CACHE_WINDOW_SECONDS)
         self._cache_workload.start()
 
@@ -180,6 +216,7 @@ class Sandbox:
                 self.pgbouncer.stop()
             self.postgres.stop()
             self.host.stop()
+            self.weekly.stop()
             for held in self._held:
                 held.close()
 
@@ -187,7 +224,7 @@ class Sandbox:
         if self._traffic_stop is not None and self._traffic is not None:
             self._traffic_stop.set()
             await asyncio.wait_for(self._traffic, 5)
-        await asyncio.gather(*(s.stop() for s in self.services))
+        await asyncio.gather(*(s.stop() for s in self.services), self.weekly.stop_servers())
 
     def as_mapping(self) -> dict[str, Any]:
         return {
@@ -214,6 +251,8 @@ class Sandbox:
                                    "field": "evaluations.success_rate"},
             },
             "hosts": [self.host.entry()] if self.host.workdir is not None else [],
+            **self.weekly.mapping(host=HOST_NAME if self.host.workdir is not None else None, database="primary",
+                                  cache="main"),
             "thresholds": {
                 "long_query_seconds": AGE_THRESHOLD_SECONDS,
                 "idle_in_transaction_seconds": AGE_THRESHOLD_SECONDS,

@@ -63,6 +63,14 @@ class PostgresFaults:
             self._fill_connections(self.fault.arg or 90.0)
         elif name == "blocked-lock":
             self._hold_lock()
+        elif name == "slow-query":
+            # Twelve calls of one statement at 600 ms each, side by side: its mean is 600 ms over 12 calls.
+            sessions = [self._connect() for _ in range(12)]
+            callers = [threading.Thread(target=self._quietly, args=(c, "SELECT pg_sleep(0.6)")) for c in sessions]
+            for caller in callers:
+                caller.start()
+            for caller in callers:
+                caller.join(timeout=30)
         if name != "connections":
             # Let the fault age past the sandbox's (lowered) threshold before checks look.
             time.sleep(max(0.0, self.settle_seconds - (time.monotonic() - started)))

@@ -1,0 +1,144 @@
+"""The Friday restore drill: restore a pg_dump into a scratch PostgreSQL on this machine, then compare.
+
+Never on the production server. The scratch cluster comes from the same binaries the sandbox
+uses (initdb, pg_ctl, pg_restore), listens on a Unix socket in its own folder only (no TCP),
+runs as an unprivileged account when started as root, and is stopped and removed when the
+drill ends, whatever happened. A run killed outright leaves a folder marked with its pid;
+the next run's :func:`acgs_checks.sandbox.processes.reap_leftovers` removes it.
+
+The folder is on disk (``$ACGS_RESTORE_TMPDIR``, else the system temp folder), not in memory:
+a production dump can be large.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from acgs_checks.sandbox.processes import (
+    OWNER_FILE,
+    SandboxError,
+    postgres_bindir,
+    reap_leftovers,
+    unprivileged_user,
+)
+
+PREFIX = "acgs-sandbox-restore-"
+
+
+@dataclass
+class Drill:
+    """What a drill found: the restored tables with their row counts, the newest timestamp, how long it took."""
+
+    seconds: float = 0.0
+    tables: dict[str, float] = field(default_factory=dict)   # schema.table -> rows (count(*))
+    newest: float | None = None                               # Unix time of the timestamp column's max
+    error: str = ""
+    steps: list[str] = field(default_factory=list)
+
+
+def _folder() -> Path:
+    base = os.environ.get("ACGS_RESTORE_TMPDIR") or tempfile.gettempdir()
+    reap_leftovers(base)
+    path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=base))
+    (path / OWNER_FILE).write_text(str(os.getpid()))
+    account = unprivileged_user()
+    if account is not None:
+        os.chown(path, account.pw_uid, account.pw_gid)
+    return path
+
+
+def _run(args: list[str], deadline: float, what: str, *, stdin: Any = None) -> str:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError(f"the drill's bound ran out before {what}")
+    account = unprivileged_user()
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=left, stdin=stdin,
+                              user=account.pw_uid if account else None, group=account.pw_gid if account else None)
+    except subprocess.TimeoutExpired:
+        raise TimeoutError(f"{what} did not finish within the drill's bound") from None
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().splitlines()
+        raise SandboxError(f"{what} failed: {said[-1] if said else f'exit status {done.returncode}'}")
+    return done.stdout
+
+
+def _ident(name: str) -> str:
+    """A quoted SQL identifier (the names are validated as plain identifiers by the environment model)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def restore(dump: Path, *, timeout: float, timestamp_column: str = "") -> Drill:  # noqa: PLR0915 - one drill, in order
+    """Restore ``dump`` into a fresh cluster and read back every user table's row count; always cleans up."""
+    drill = Drill()
+    start = time.monotonic()
+    deadline = start + timeout
+    folder: Path | None = None
+    bindir: Path | None = None
+    data: Path | None = None
+    try:
+        bindir = postgres_bindir()
+        folder = _folder()
+        data = folder / "data"
+        account = unprivileged_user()
+        readable = dump
+        if account is not None and not os.access(dump, os.R_OK):
+            raise SandboxError(f"{dump} is not readable")  # noqa: TRY301 - one handler reports every step
+        if account is not None:  # the unprivileged account may not read the backup's folder: copy it in
+            readable = folder / "backup.dump"
+            shutil.copyfile(dump, readable)
+            os.chown(readable, account.pw_uid, account.pw_gid)
+        _run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+              "--no-sync", "--no-instructions"], deadline, "initdb")
+        drill.steps.append("initdb")
+        options = f"-c listen_addresses='' -k {folder} -c fsync=off -c full_page_writes=off -c port=5432"
+        _run([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-o", options, "-w",
+              "-t", "60", "start"], deadline, "starting the scratch server")
+        drill.steps.append("scratch server started (Unix socket only)")
+        psql = [str(bindir / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", str(folder), "-U",
+                "postgres"]
+        _run([*psql, "-d", "postgres", "-c", "CREATE DATABASE drill"], deadline, "CREATE DATABASE")
+        _run([str(bindir / "pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error", "-h", str(folder),
+              "-U", "postgres", "-d", "drill", str(readable)], deadline, "pg_restore")
+        drill.steps.append(f"pg_restore {dump.name}")
+        # One psql session counts every restored table: the query writes one count per table, \gexec runs them.
+        script = folder / "count.sql"
+        script.write_text(
+            "SELECT format('SELECT %L, count(*) FROM %I.%I', n.nspname || '.' || c.relname, n.nspname, c.relname) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
+            "AND NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+            "AND n.nspname !~ '^pg_' ORDER BY 1 \\gexec\n")
+        script.chmod(0o644)
+        counts = _run([*psql, "-d", "drill", "-F", "\t", "-f", str(script)], deadline, "counting the restored rows")
+        for line in counts.splitlines():
+            name, _, count = line.rpartition("\t")
+            if name:
+                drill.tables[name] = float(count or 0)
+        if timestamp_column:
+            schema, table, column = timestamp_column.split(".")
+            newest = _run([*psql, "-d", "drill", "-c", "SELECT extract(epoch FROM max(%s)) FROM %s.%s" % (  # noqa: S608, UP031 - validated identifiers, quoted
+                _ident(column), _ident(schema), _ident(table))], deadline, f"reading max({timestamp_column})")
+            drill.newest = float(newest.strip()) if newest.strip() else None
+        drill.steps.append("row counts read")
+    except (SandboxError, TimeoutError, OSError, ValueError) as exc:
+        drill.error = str(exc)
+    finally:
+        drill.seconds = round(time.monotonic() - start, 3)
+        if data is not None and bindir is not None and (data / "postmaster.pid").exists():
+            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+                account = unprivileged_user()
+                subprocess.run([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                               capture_output=True, timeout=30, check=False,
+                               user=account.pw_uid if account else None, group=account.pw_gid if account else None)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            drill.steps.append("scratch server stopped and removed")
+    return drill
