@@ -276,7 +276,7 @@ class SandboxWeekly:
     # --- PostgreSQL ---------------------------------------------------------------------------
 
     def postgres_options(self) -> str:
-        """Extra server options: TLS (a certificate from the sandbox CA), WAL archiving, the client in the log prefix."""
+        """Extra server options: TLS (a certificate of the sandbox CA), WAL archiving, the client in the log prefix."""
         assert self.workdir is not None
         assert self.certificates is not None
         cert, key = self.certificates.issue("postgres")
