@@ -22,7 +22,7 @@ DATABASE_CASES = {f"test_database_connectivity{DB}", f"test_no_long_running_quer
                   f"test_no_blocked_lock_waits{DB}", f"test_buffer_cache_hit_ratio{DB}",
                   f"test_transaction_id_age{DB}", f"test_replication_lag{DB}",
                   f"test_tables_vacuumed_and_analyzed{DB}"}
-POOLER_CASES = {f"test_pooler_reachable{POOL}", f"test_pool_saturation{POOL}"}
+POOLER_CASES = {f"test_pooler_reachable{POOL}", f"test_pool_saturation{POOL}", f"test_pooler_client_connections{POOL}"}
 CACHE_CASES = {f"test_cache_reachable{CACHE}", f"test_cache_hit_rate{CACHE}", f"test_cache_memory{CACHE}",
                f"test_cache_evictions{CACHE}", f"test_cache_rejected_connections{CACHE}",
                f"test_cache_fragmentation{CACHE}"}

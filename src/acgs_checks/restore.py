@@ -44,8 +44,22 @@ class Drill:
     steps: list[str] = field(default_factory=list)
 
 
+def _reachable(folder: Path, uid: int) -> str:
+    """The first ancestor of ``folder`` the account cannot pass through (as root, PostgreSQL runs as another)."""
+    for parent in reversed(folder.parents):
+        info = parent.stat()
+        if info.st_uid != uid and not info.st_mode & 0o001:
+            return str(parent)
+    return ""
+
+
 def _folder() -> Path:
     base = os.environ.get("ACGS_RESTORE_TMPDIR") or tempfile.gettempdir()
+    account = unprivileged_user()
+    blocked = _reachable(Path(base).resolve() / "x", account.pw_uid) if account is not None else ""
+    if blocked:
+        raise SandboxError(f"the scratch server runs as {account.pw_name} (PostgreSQL refuses root), which cannot "  # type: ignore[union-attr]
+                           f"enter {blocked}; set ACGS_RESTORE_TMPDIR to a folder it can reach, e.g. /var/tmp")
     reap_leftovers(base)
     path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=base))
     (path / OWNER_FILE).write_text(str(os.getpid()))

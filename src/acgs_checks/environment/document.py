@@ -329,6 +329,24 @@ class Environment(EnvironmentFile):
         """Replace every known secret in ``text``, and anything shaped like credentials, with ``***``."""
         return self._redactor(text)
 
+    @model_validator(mode="after")
+    def _host_references(self) -> Environment:
+        """Sections that read on a host name a [[hosts]] entry that exists."""
+        hosts = [h.name for h in self.section("hosts")]
+        uses = [(f"security.failed_logins[{s.name}].host", s.host) for s in self.security.failed_logins]
+        uses += [(f"security.access_logs[{i}].host", a.host) for i, a in enumerate(self.security.access_logs)]
+        uses += [(f"backups[{b.name}].host", b.host) for b in self.section("backups")]
+        uses += [(f"backups[{b.name}].database", "") for b in self.section("backups")
+                 if b.database not in [d.name for d in self.databases]]
+        for at, host in uses:
+            if at.endswith(".database"):
+                raise problem("is not a [[databases]] name", "use one of " + (
+                    ", ".join(d.name for d in self.databases) or "(none: add a [[databases]] entry)"), at=at)
+            if host and host not in hosts:
+                raise problem(f"{host!r} is not a [[hosts]] name",
+                              "use one of " + (", ".join(hosts) or "(none: add a [[hosts]] entry)"), at=at)
+        return self
+
 
 
 

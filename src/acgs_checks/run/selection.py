@@ -138,6 +138,7 @@ def collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> N
                 item.add_marker(mark)
     if errors:
         raise pytest.UsageError("invalid checks:\n  " + "\n  ".join(dict.fromkeys(errors)))
+    _catalog(state, items, config.rootpath)
     if state.settings.coverage:
         # Only the map is wanted: report it (pytest_terminal_summary) and run nothing.
         config.hook.pytest_deselected(items=list(items))
@@ -153,16 +154,73 @@ def collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> N
             items[:] = chosen
     # Checks of a kind the environment has none of (say, no poolers) do not apply: leave them out
     # rather than report pytest's "empty parameter set" skip for each.
-    missing = {param for param, kind in kinds.params().items() if not kind.targets(state.environment)}
-    if not state.environment.waivers:
-        missing.add(WAIVER_ARG)
-    missing |= {f for f in kinds.by_fixture() if not kinds.applicable(state.environment, f)}
+    missing = set(_missing_sections(state))
     if missing:
         keep = [i for i in items if not missing & set(getattr(i, "fixturenames", ()))]
         dropped = [i for i in items if missing & set(getattr(i, "fixturenames", ()))]
         if dropped:
             config.hook.pytest_deselected(items=dropped)
             items[:] = keep
+
+
+def _missing_sections(state: RunState) -> dict[str, str]:
+    """Fixture (or target argument) -> the environment section whose absence leaves its checks out."""
+    found = {param: kind.section for param, kind in kinds.params().items() if not kind.targets(state.environment)}
+    if not state.environment.waivers:
+        found[WAIVER_ARG] = "waivers"
+    found.update({f: kind.section for f, (kind, _arg) in kinds.by_fixture().items()
+                  if not kinds.applicable(state.environment, f)})
+    return found
+
+
+def _catalog(state: RunState, items: list[pytest.Item], rootpath: Path) -> None:
+    missing = _missing_sections(state)
+    for item in items:
+        if not is_check(item, rootpath):
+            continue
+        names = frozenset(m.name for m in item.iter_markers())
+        lacks = next((missing[f] for f in getattr(item, "fixturenames", ()) if f in missing), "")
+        state.catalog.setdefault(getattr(item, "originalname", item.name), (
+            next((d for d in REVIEW_DAYS if d in names), ""), next((a for a in AREAS if a in names), ""), names, lacks))
+
+
+def why_nothing_selected(state: RunState, markexpr: str) -> str:
+    """One line for a run that selected no check: the marker, what it matches, and what each day would select."""
+    from collections import Counter  # noqa: PLC0415
+
+    matches = {name: entry for name, entry in state.catalog.items() if _matches(markexpr, entry[2])} \
+        if markexpr else dict(state.catalog)
+    review = state.settings.review
+    shown = f"-m {markexpr!r}" if markexpr else "this selection"
+    if review is not None:
+        shown += f" with --review {review}"
+    env = state.environment.name
+    if matches:
+        lacking = sorted({entry[3] for entry in matches.values() if entry[3]})
+        if lacking and all(entry[3] for entry in matches.values()):
+            return (f"acgs-checks: {shown} matches {len(matches)} check(s), but environment {env!r} has nothing for "
+                    f"them to check: add {', '.join(f'[{s}]' for s in lacking)} (see the README)")
+        days = sorted({entry[0] for entry in matches.values()})
+        if review is not None and review not in days and "daily" not in days:
+            return (f"acgs-checks: {shown} selects nothing: the {len(matches)} matching check(s) run on "
+                    f"{', '.join(days)}, not in the {review} review (drop --review, or use --review {days[0]})")
+    by_day: dict[str, Counter[str]] = {day: Counter() for day in REVIEW_DAYS}
+    for day, area, _names, lacks in state.catalog.values():
+        if day and not lacks:
+            by_day[day][area or "other"] += 1
+    offer = "; ".join(f"-m {day} selects {sum(areas.values())} checks ("
+                      + ", ".join(f"{a} {n}" for a, n in areas.most_common()) + ")"
+                      for day, areas in by_day.items() if areas)
+    return f"acgs-checks: {shown} selects no check in environment {env!r}; {offer or 'no check applies to it'}"
+
+
+def _matches(markexpr: str, names: frozenset[str]) -> bool:
+    try:
+        from _pytest.mark.expression import Expression  # noqa: PLC0415
+
+        return bool(Expression.compile(markexpr).evaluate(lambda name, **_: name in names))  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - pytest's private API moved or the expression is odd: say what we can
+        return False
 
 
 def collection_finish(session: pytest.Session) -> None:

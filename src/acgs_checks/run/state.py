@@ -40,6 +40,9 @@ class RunState:
     # Per case, the (kind, target) records it reads; and the streaming pass of a one-process run.
     needs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     probe_pass: kinds.ProbePass | None = None
+    # Every check collected, before any selection: name -> (review day, area, markers, the environment
+    # section it lacks or ""). For the one line that says why a run selected nothing.
+    catalog: dict[str, tuple[str, str, frozenset[str], str]] = field(default_factory=dict)
 
 
 STATE = pytest.StashKey[RunState]()

@@ -151,6 +151,11 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
     if state.settings.coverage:
         _print_coverage(tr, state)
         return
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        from acgs_checks.run.selection import why_nothing_selected  # noqa: PLC0415
+
+        tr.write_line(why_nothing_selected(state, (config.getoption("markexpr", "") or "").strip()), yellow=True)
+        return
     if not state.records:
         return
     summary = _summary(state, exitstatus)
