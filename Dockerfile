@@ -8,6 +8,10 @@ COPY pyproject.toml README.md conftest.py ./
 COPY src ./src
 COPY checks ./checks
 COPY fixtures ./fixtures
+# PostgreSQL's binaries: pg_restore --list reads Friday's backups, and the restore drill restores the
+# newest one into a scratch server here (initdb, pg_ctl). Their version must be at least the dumps'.
+RUN apt-get update && apt-get install -y --no-install-recommends postgresql \
+    && rm -rf /var/lib/apt/lists/*
 RUN python -m pip install . \
     && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin checks \
     && mkdir -p reports && chown checks reports

@@ -71,3 +71,39 @@ def test_an_unreachable_alertmanager_is_one_line(run_suite: RunSuite) -> None:
     assert run.returncode == 1  # the failure's own exit code, unchanged by the delivery
     assert "could not deliver: alertmanager:" in run.stdout
     assert "Traceback" not in run.output
+
+
+def _post(url: str, alerts_: list[dict[str, Any]]) -> None:
+    request = urllib.request.Request(url + "/api/v2/alerts", data=json.dumps(alerts_).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+
+
+def test_the_monday_review_lists_what_a_real_alertmanager_has_firing(
+        run_suite: RunSuite, alertmanager: str, tmp_path: Path) -> None:
+    env_file = tmp_path / "env.toml"
+    env_file.write_text(f'name = "review"\n[alertmanager]\nurl = "{alertmanager}"\n')
+    quiet = run_suite("-m", "monday", "--env", str(env_file))
+    assert quiet.returncode == 0, quiet.output
+    assert quiet.statuses() == {"test_no_critical_alerts_firing": "passed", "test_no_warning_alerts_firing": "passed"}
+    _post(alertmanager, [
+        {"labels": {"alertname": "PostgresDown", "severity": "critical", "instance": "db1:5432"}},
+        {"labels": {"alertname": "DiskFilling", "severity": "warning", "mountpoint": "/var"}},
+        {"labels": {"alertname": "Silenced", "severity": "critical"}},
+    ])
+    silence = {"matchers": [{"name": "alertname", "value": "Silenced", "isRegex": False}],
+               "startsAt": "2020-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z", "createdBy": "test",
+               "comment": "a silenced alert is not reviewed"}
+    request = urllib.request.Request(alertmanager + "/api/v2/silences", data=json.dumps(silence).encode(),
+                                     method="POST", headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=5).close()
+    firing = run_suite("-m", "monday", "--env", str(env_file))
+    assert firing.returncode == 1, firing.output
+    assert firing.statuses() == {"test_no_critical_alerts_firing": "failed", "test_no_warning_alerts_firing": "failed"}
+    critical = str(firing.results()["test_no_critical_alerts_firing"]["statusDetails"]["message"])
+    assert "1 critical alert(s) firing" in critical
+    assert "PostgresDown {'instance': 'db1:5432'}, firing 0.0 h" in critical
+    assert "Silenced" not in critical
+    warning = str(firing.results()["test_no_warning_alerts_firing"]["statusDetails"]["message"])
+    assert "DiskFilling {'mountpoint': '/var'}" in warning

@@ -75,7 +75,7 @@ def prometheus_for(tmp_path: Path) -> Iterator[Callable[[Path], str]]:
 
 def prometheus_env(env_file: Path, url: str, **extra: Any) -> Path:
     data = tomllib.loads(env_file.read_text())
-    for key in ("databases", "poolers", "caches", "business"):
+    for key in ("databases", "poolers", "caches", "business", "security", "backups"):
         data.pop(key, None)  # business metrics then come from the default PromQL queries
     data["prometheus"] = {"url": url}
     data["slo"] = {"source": "prometheus", "window": WINDOW}

@@ -86,7 +86,7 @@ def test_synthetic_p95_is_within_ten_percent_of_the_truth(
     def sample_more(data: dict[str, Any]) -> None:
         data["slo"].update(samples=200, concurrency=50, max_seconds=10.0)
         data["thresholds"] = {"p95_warning_seconds": 1.35}  # 10 % under the truth: must fail
-        for key in ("databases", "poolers", "caches"):
+        for key in ("databases", "poolers", "caches", "security", "backups"):  # the last two name them
             data.pop(key, None)
 
     run = run_suite("-m", "daily and slo", "-k", "auth and p95", "--env", str(rewrite(env_file, sample_more)))
@@ -105,7 +105,7 @@ def test_scrape_source_uses_histogram_buckets(run_suite: RunSuite, standalone_sa
         # About 40 requests in the window: a bucketed P95 is only as exact as the buckets around
         # the truth (1.0, 1.5, 2.0), so the threshold sits a whole bucket under it.
         data["thresholds"] = {"p95_warning_seconds": 1.0}
-        for key in ("databases", "poolers", "caches"):
+        for key in ("databases", "poolers", "caches", "security", "backups"):  # the last two name them
             data.pop(key, None)
 
     run = run_suite("-m", "daily and slo", "--env", str(rewrite(env_file, scrape)))

@@ -117,8 +117,15 @@ class ProbeKind(Generic[T, R]):
 REGISTRY: dict[str, ProbeKind[Any, Any]] = {}
 
 
+def _origin(kind: ProbeKind[Any, Any]) -> str:
+    return f"{getattr(kind.probe, '__module__', '')}.{getattr(kind.probe, '__qualname__', '')}"
+
+
 def register(kind: ProbeKind[T, R]) -> ProbeKind[T, R]:
-    if kind.name in REGISTRY and REGISTRY[kind.name] is not kind:
+    earlier = REGISTRY.get(kind.name)
+    # The same module imported again (pytest's in-process runs restore sys.modules) declares it anew: the
+    # newer declaration replaces the older. Another module declaring the same name is a mistake.
+    if earlier is not None and earlier is not kind and _origin(earlier) != _origin(kind):
         raise ValueError(f"probe kind {kind.name!r} is declared twice")
     if kind.param and not kind.fixture:
         raise ValueError(f"probe kind {kind.name!r} names a parameter but no probe fixture")

@@ -249,8 +249,8 @@ async def probe_failed_logins(source: FailedLoginSource, job: kinds.Job) -> Fail
 
 
 FAILED_LOGINS = kinds.register(kinds.ProbeKind(
-    name="failed_logins", section="security", record=FailedLogins, param="source", fixture="failed_logins_probe",
-    probe=probe_failed_logins, targets=lambda env: env.security.failed_logins,
+    name="failed_logins", section="security.failed_logins", record=FailedLogins, param="source",
+    fixture="failed_logins_probe", probe=probe_failed_logins, targets=lambda env: env.security.failed_logins,
     doc="failed logins of the last 24 h from one source (PromQL, Redis ACL LOG, PostgreSQL server log)",
 ))
 
