@@ -10,6 +10,7 @@ maxmemory, max_client_conn) are projected to the day they reach it. Other measur
 from __future__ import annotations
 
 import io
+import statistics
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -116,7 +117,7 @@ def test_performance_trends(history_probe: HistorySnapshot, acgs_environment: En
         this, before = medians[0], [m for m in medians[1:] if m is not None]
         if this is None or not before or not entry["worse"]:
             continue
-        base = sorted(before)[len(before) // 2]
+        base = statistics.median(before)
         scale = max(abs(base), 0.1 * abs(entry["threshold"] or 0.0))
         if scale == 0:
             continue

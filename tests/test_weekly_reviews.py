@@ -162,3 +162,35 @@ def test_every_run_keeps_its_measured_values(run_suite: RunSuite, servers: RealS
     message = _message(trends, "test_performance_trends")
     assert message.startswith("no data: history store"), message
     assert "trends need at least one earlier week of runs" in message
+
+
+DB = '[[databases]]\nname = "primary"\ndsn = "postgresql://m@127.0.0.1:1/x"\n'
+
+
+@pytest.mark.parametrize(("text", "needles"), [
+    ('[[security.failed_logins]]\nname = "x"\nquery = "up"\ncache = "main"\n',
+     ["security.failed_logins", "sets query, cache of query, cache and database", "fix: set exactly one"]),
+    (DB + '[[security.failed_logins]]\nname = "x"\ndatabase = "primary"\n', ["path: is missing", "fix: write path ="]),
+    ('[[security.failed_logins]]\nname = "x"\ncache = "main"\n',
+     ["security.failed_logins[x].cache: 'main' is not a [[caches]] name"]),
+    (DB + '[[backups]]\nname = "nightly"\ndatabase = "replica"\ndirectory = "/b"\n',
+     ["backups[nightly].database: is not a [[databases]] name", "fix: use one of primary"]),
+    (DB + '[[backups]]\nname = "nightly"\ndatabase = "primary"\ndirectory = "/b"\nhost = "db9"\n',
+     ["backups[nightly].host: 'db9' is not a [[hosts]] name"]),
+    (DB + '[[backups]]\nname = "nightly"\ndatabase = "primary"\ndirectory = "/b"\nbarman_server = "pg"\n',
+     ["sets directory, barman_server of directory"]),
+    (DB + '[[backups]]\nname = "n"\ndatabase = "primary"\ndirectory = "/b"\ntimestamp_column = "a.b"\n',
+     ["'a.b' is not schema.table.column"]),
+    ('[[tls_endpoints]]\nname = "gw"\naddress = "gateway"\n', ["'gateway' is not host:port", "fix: write e.g."]),
+    ('[security]\naccess_logs = [{ host = "web9" }]\n', ["security.access_logs[0].host: 'web9' is not a [[hosts]]"]),
+    ('[thresholds]\ncapacity_critical_days = 120\n', ["capacity_critical_days", "keep capacity_critical_days at or "
+                                                      "below capacity_warning_days"]),
+], ids=["two sources", "log without path", "unknown cache", "unknown database", "unknown host", "two backup sources",
+        "bad column", "bad address", "unknown access host", "thresholds out of order"])
+def test_weekly_sections_refuse_bad_input_in_one_line(run_suite: RunSuite, write_env: Callable[[str], Path],
+                                                      text: str, needles: list[str]) -> None:
+    from test_config_errors import assert_one_line  # noqa: PLC0415
+
+    run = run_suite("-m", "monday", "--env", str(write_env('name = "x"\n' + text)), alluredir=False)
+    assert run.returncode == 4, run.output
+    assert_one_line(run.output, "fix:", *needles)

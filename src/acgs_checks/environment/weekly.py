@@ -113,9 +113,25 @@ class History(Strict):
 class DrDocs(Strict):
     """Friday: the disaster-recovery documents that must exist and be kept current."""
 
-    documents: tuple[str, ...] = Field((), description="files (their git history counts when they are in a "
-                                       "repository) or http(s) URLs (Last-Modified)")
+    documents: tuple[str, ...] = Field((), description="files (relative to the environment file; their git history "
+                                       "counts when they are in a repository) or http(s) URLs (Last-Modified)")
     timeout_seconds: Seconds = 2.0
+
+    @field_validator("documents")
+    @classmethod
+    def _relative_to_the_file(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        from pathlib import Path  # noqa: PLC0415
+
+        from acgs_checks.environment.model import context_of  # noqa: PLC0415
+
+        base = context_of(info).get("base_dir")
+
+        def resolved(doc: str) -> str:
+            if doc.startswith(("http://", "https://")) or base is None or Path(doc).expanduser().is_absolute():
+                return doc
+            return str(Path(base) / doc)
+
+        return tuple(resolved(doc) for doc in value)
 
 
 __all__ = ["NAME_PATTERN", "AccessLog", "Alertmanager", "DrDocs", "FailedLoginSource", "History", "Security"]

@@ -117,7 +117,11 @@ async def _from_query(source: FailedLoginSource, env: Environment) -> FailedLogi
     assert env.prometheus is not None
     series, error = await prom.vector(env.prometheus, source.query)
     shown = f"PromQL {source.query}"
-    if error and not error.startswith("no data for"):
+    if error.startswith("no data for"):
+        # An empty answer is also what a misspelt metric gives: it is not read as zero unless the query says so.
+        return FailedLogins(source.name, shown, read=False, error="the query returned no series; if none means no "
+                            "failed logins, end it with `or vector(0)`")
+    if error:
         return FailedLogins(source.name, shown, read=False, error=error)
     users: dict[str, float] = {}
     clients: dict[str, float] = {}
@@ -127,9 +131,8 @@ async def _from_query(source: FailedLoginSource, env: Environment) -> FailedLogi
         client = labels.get("client") or labels.get("client_addr") or labels.get("instance")
         if client:
             clients[client] = clients.get(client, 0.0) + value
-    # An empty result of a counter query is zero failures only if the query says so; say what was read.
     return FailedLogins(source.name, shown, read=True, total=sum(v for _, v in series), by_user=users,
-                        by_client=clients, note="" if series else "the query returned no series (read as 0)")
+                        by_client=clients)
 
 
 async def _from_acl_log(source: FailedLoginSource, env: Environment) -> FailedLogins:

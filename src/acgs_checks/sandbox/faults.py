@@ -45,6 +45,13 @@ def _days(text: str) -> float:
     return value
 
 
+def _positive_days(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 3650:
+        raise ValueError("must be a number of days above 0 and at most 3650")
+    return value
+
+
 def _percent(text: str) -> float:
     value = float(text.rstrip("%"))
     if not 0 < value <= 100:
@@ -149,7 +156,7 @@ ALERTS_FAULTS = {"critical": FaultSpec("critical", "a critical alert has been fi
 HISTORY_FAULTS: dict[str, FaultSpec] = {
     spec.name: spec for spec in (
         FaultSpec("regression", "the history store holds a week of auth P95 60 % above the weeks before"),
-        FaultSpec("disk-fills", "the history store holds a sandbox disk that fills up in DAYS days", _days),
+        FaultSpec("disk-fills", "the history store holds a sandbox disk that fills up in DAYS days", _positive_days),
     )
 }
 SERVICE_HOST_FAULTS: dict[str, FaultSpec] = {
