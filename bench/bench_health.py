@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -106,6 +107,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait()
+        shutil.rmtree(work, ignore_errors=True)  # the environment file and the Allure results
     return 0
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import ipaddress
 import socket
 import threading
@@ -14,22 +16,17 @@ T = TypeVar("T")
 AddrInfo = list[tuple[Any, ...]]
 
 
-async def resolve(host: str, port: int) -> AddrInfo:
-    """getaddrinfo in a daemon thread.
+async def in_thread(function: Callable[..., T], *args: Any, name: str = "acgs-probe") -> T:
+    """``function(*args)`` in a thread of its own (a daemon), awaited.
 
-    asyncio's default executor is joined when the loop closes, so one stuck
-    lookup would hold the whole run past its timeout; a daemon thread cannot.
+    Not asyncio's default executor: it has min(32, cores + 4) threads, so on a small machine six
+    hanging targets would hold every thread and the seventh would wait a whole timeout for one;
+    and it is joined when the loop closes, so one stuck call would hold the run past its bound.
+    Each blocking probe bounds its own work; a daemon thread never holds the process.
     """
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        return [(family, socket.SOCK_STREAM, 0, "", (host, port))]
-
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[AddrInfo] = loop.create_future()
+    future: asyncio.Future[T] = loop.create_future()
+    context = contextvars.copy_context()
 
     def deliver(setter: Callable[[Any], None], value: Any) -> None:
         if not future.done():
@@ -37,14 +34,28 @@ async def resolve(host: str, port: int) -> AddrInfo:
 
     def work() -> None:
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            loop.call_soon_threadsafe(deliver, future.set_exception, exc)
+            result = context.run(function, *args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine, as to_thread would
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+                loop.call_soon_threadsafe(deliver, future.set_exception, exc)
         else:
-            loop.call_soon_threadsafe(deliver, future.set_result, infos)
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(deliver, future.set_result, result)
 
-    threading.Thread(target=work, name=f"resolve-{host}", daemon=True).start()
+    threading.Thread(target=work, name=name, daemon=True).start()
     return await future
+
+
+async def resolve(host: str, port: int) -> AddrInfo:
+    """getaddrinfo in a daemon thread (see :func:`in_thread`)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return [(family, socket.SOCK_STREAM, 0, "", (host, port))]
+    return await in_thread(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM, name=f"resolve-{host}")
 
 
 def run(coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -31,6 +31,7 @@ from pydantic import Field, model_validator
 
 from acgs_checks import kinds, verdict
 from acgs_checks.environment import Environment, Target
+from acgs_checks.probes import _aio
 from acgs_checks.probes._record import JsonRecord
 
 ROW_LIMIT = 500
@@ -256,7 +257,7 @@ async def probe_backup(backup: Backup, job: kinds.Job) -> BackupListing:
     if backup.host:
         source += f" on {backup.host}"
     bound = backup.timeout_seconds * 10 + 2
-    listing = asyncio.wait_for(asyncio.to_thread(list_backups, backup, env), timeout=bound)
+    listing = asyncio.wait_for(_aio.in_thread(list_backups, backup, env), timeout=bound)
     try:
         (found, error, said, readable), (archiver, tables, db_errors) = await asyncio.gather(
             listing, _database_facts(backup, env))
@@ -329,7 +330,7 @@ async def probe_documents(target: Any, job: kinds.Job) -> Documents:
     settings = job.env.dr
     found = await asyncio.gather(*(
         _url_changed(doc, settings.timeout_seconds) if doc.startswith(("http://", "https://"))
-        else asyncio.to_thread(_file_changed, doc, settings.timeout_seconds) for doc in settings.documents))
+        else _aio.in_thread(_file_changed, doc, settings.timeout_seconds) for doc in settings.documents))
     return Documents(target.name, list(found))
 
 

@@ -8,12 +8,12 @@ projection comes from node_exporter instead: ``predict_linear``'s slope over the
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from acgs_checks import kinds
+from acgs_checks.probes import _aio
 from acgs_checks.probes._record import JsonRecord
 from acgs_checks.probes.host import PSEUDO_FS
 from acgs_checks.probes.security import Fixed
@@ -74,7 +74,7 @@ async def probe_history(target: Fixed, job: kinds.Job) -> HistorySnapshot:
                                projections=projections, projection_error=projection_error)
     since = time.time() - (weeks + 1) * 7 * DAY
     try:
-        rows = await asyncio.to_thread(history.read, path, env.name, since)
+        rows = await _aio.in_thread(history.read, path, env.name, since)
     except history.Error as exc:
         return HistorySnapshot(target.name, str(path), read=False, error=f"reading {path} failed: {exc}",
                                weeks=weeks, projections=projections, projection_error=projection_error)

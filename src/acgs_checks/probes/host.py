@@ -26,6 +26,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from acgs_checks import kinds, redaction, verdict
 from acgs_checks.environment import Environment, Target
+from acgs_checks.probes import _aio
 from acgs_checks.probes._record import JsonRecord
 
 # Filesystems that are not disks (df lists them; node_exporter exports several of them).
@@ -364,10 +365,9 @@ async def probe_host(host: Host, job: kinds.Job) -> HostSnapshot:
     via_prometheus = env.prometheus is not None and bool(host.prometheus_selector)
     bound = host.timeout_seconds + (0 if via_prometheus else host.window_seconds)
     command = script(host, sample=not via_prometheus)
-    loop = asyncio.get_running_loop()
     try:
         rc, stdout, stderr = await asyncio.wait_for(
-            loop.run_in_executor(None, _run_on_host, host, command, bound), timeout=bound + 2)
+            _aio.in_thread(_run_on_host, host, command, bound), timeout=bound + 2)
     except TimeoutError:
         return HostSnapshot(target=host.name, spec=host.spec, reachable=False,
                             error=f"no answer within {bound + 2:g} s", checked_at=time.time())

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from acgs_checks import kinds
 from acgs_checks.environment import Cache, Environment, display_url
 from acgs_checks.environment.weekly import FailedLoginSource
+from acgs_checks.probes import _aio
 from acgs_checks.probes._record import JsonRecord
 
 DAY = 86400.0
@@ -198,7 +199,7 @@ async def _from_pg_log(source: FailedLoginSource, env: Environment) -> FailedLog
                    f"tail -c {LOG_BYTES} -- {path}")
         try:
             rc, stdout, stderr = await asyncio.wait_for(
-                asyncio.to_thread(_run_on_host, host, command, host.timeout_seconds),
+                _aio.in_thread(_run_on_host, host, command, host.timeout_seconds),
                 timeout=host.timeout_seconds + 2)
         except Exception as exc:  # noqa: BLE001 - unreachable host, timeout: no data
             return FailedLogins(source.name, shown, read=False, error=env.redact(f"{type(exc).__name__}: {exc}"))
@@ -332,7 +333,7 @@ async def _access_from_hosts(env: Environment) -> AccessStats:
                    f"zcat -f -- \"$@\" | awk {shlex.quote(_AWK)}")
         bound = host.timeout_seconds * 5
         try:
-            rc, stdout, stderr = await asyncio.wait_for(asyncio.to_thread(_run_on_host, host, command, bound),
+            rc, stdout, stderr = await asyncio.wait_for(_aio.in_thread(_run_on_host, host, command, bound),
                                                         timeout=bound + 2)
         except Exception as exc:  # noqa: BLE001 - unreachable host, timeout: no data
             return AccessStats("access", shown, read=False, error=env.redact(f"{type(exc).__name__}: {exc}"))
