@@ -45,10 +45,15 @@ def test_slow_queries(db: PgSnapshot, acgs_environment: Environment) -> None:
     """No statement called at least 10 times averages above 500 ms (pg_stat_statements, top 10 by mean and total)."""
     t = acgs_environment.thresholds
     if "statements" in db.errors:
+        if db.slow_log_source and "slow log" not in db.errors:
+            _slow_from_log(db, t.slow_query_mean_ms, t.slow_query_min_calls)
+            return
         error = db.errors["statements"]
         fix = ("CREATE EXTENSION pg_stat_statements (with shared_preload_libraries = 'pg_stat_statements'), "
-               "and GRANT pg_read_all_stats (or pg_monitor) TO <role> to see every statement")
-        no_data(f"{db.target}: {error}; fix: {fix}")
+               "and GRANT pg_read_all_stats (or pg_monitor) TO <role> to see every statement; or set log_host and "
+               "log_path on the database to read log_min_duration_statement lines")
+        also = f"; the server log: {db.errors['slow log']}" if "slow log" in db.errors else ""
+        no_data(f"{db.target}: {error}{also}; fix: {fix}")
     by_mean = [s for s in db.statements if s["ranked_by"] == "mean"]
     by_total = [s for s in db.statements if s["ranked_by"] == "total"]
     slow = [s for s in by_mean if s["mean_ms"] > t.slow_query_mean_ms and s["calls"] >= t.slow_query_min_calls]
@@ -62,6 +67,19 @@ def test_slow_queries(db: PgSnapshot, acgs_environment: Environment) -> None:
           + f"; most total time: {top_total}",
           f"mean ≤ {t.slow_query_mean_ms:g} ms for statements called ≥ {t.slow_query_min_calls:g} times",
           value=worst, threshold=t.slow_query_mean_ms)
+
+
+def _slow_from_log(db: PgSnapshot, mean_limit: float, min_calls: float) -> None:
+    """The same rule over the statements the server logged (only those at or above log_min_duration_statement
+    are logged, so a mean here is the mean of the slow executions)."""
+    slow = [s for s in db.slow_log if s["mean_ms"] > mean_limit and s["calls"] >= min_calls]
+    worst = max((s["mean_ms"] for s in db.slow_log if s["calls"] >= min_calls), default=0.0)
+    shown = "; ".join(f"{s['mean_ms']:.0f} ms mean over {s['calls']:.0f} logged calls: {s['query'][:120]}"
+                      for s in slow[:5])
+    judge(bool(slow), f"{db.target}: " + (f"{len(slow)} slow statement(s): {shown}" if slow else
+                                          f"{len(db.slow_log)} statement(s) logged, slowest mean {worst:.0f} ms over "
+                                          f"≥ {min_calls:g} calls") + f" (source: {db.slow_log_source})",
+          f"mean ≤ {mean_limit:g} ms for statements called ≥ {min_calls:g} times", value=worst, threshold=mean_limit)
 
 
 def _trended(name: str) -> bool:

@@ -8,9 +8,18 @@ import pytest
 
 from acgs_checks import trends
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import breached, insufficient_privilege, judge, measure, no_data, unreachable
+from acgs_checks.verdict import (
+    breached,
+    insufficient_privilege,
+    judge,
+    measure,
+    no_data,
+    not_applicable,
+    unreachable,
+)
 
 if TYPE_CHECKING:
+    from acgs_checks.environment import Database
     from acgs_checks.environment.weekly import FailedLoginSource
     from acgs_checks.probes.postgres import PgSnapshot
     from acgs_checks.probes.security import AccessStats, CacheAccess, FailedLogins, FiringAlerts
@@ -78,8 +87,11 @@ def _setting(db: PgSnapshot, key: str) -> str:
 
 @pytest.mark.p1
 @pytest.mark.runbook("monday.security-settings")
-def test_postgres_ssl_on(db: PgSnapshot) -> None:
-    """PostgreSQL accepts TLS connections (ssl = on)."""
+def test_postgres_ssl_on(db: PgSnapshot, database: Database) -> None:
+    """PostgreSQL accepts TLS connections (ssl = on), unless the environment says TLS ends elsewhere."""
+    if not database.tls_required:
+        not_applicable(f"{db.target}: tls_required = false (TLS ends elsewhere); ssl = "
+                       f"{db.security.get('ssl', 'not read')}")
     value = _setting(db, "ssl")
     judge(value != "on", f"{db.target}: ssl = {value}", "ssl = on")
 

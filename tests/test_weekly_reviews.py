@@ -194,3 +194,22 @@ def test_weekly_sections_refuse_bad_input_in_one_line(run_suite: RunSuite, write
     run = run_suite("-m", "monday", "--env", str(write_env('name = "x"\n' + text)), alluredir=False)
     assert run.returncode == 4, run.output
     assert_one_line(run.output, "fix:", *needles)
+
+
+def test_without_openssl_or_pg_stat_statements_the_sandbox_says_so_and_reads_the_log(run_suite: RunSuite) -> None:
+    """The pgserver wheel's PostgreSQL (what a machine without PostgreSQL gets) has neither TLS nor
+    pg_stat_statements: the TLS case is not applicable (the sandbox sets tls_required = false), and slow
+    statements come from its log_min_duration_statement lines, read on the sandbox host."""
+    pgserver = pytest.importorskip("pgserver")
+    bindir = Path(pgserver.__file__).parent / "pginstall" / "bin"
+    run = run_suite("-m", WEEKLY, "--env", "sandbox", "--sandbox-fault", "db:slow-query",
+                    environ={"ACGS_SANDBOX_PG_BINDIR": str(bindir)})
+    assert run.returncode == 1, run.output
+    statuses = run.statuses()
+    assert {n for n, s in statuses.items() if s != "passed"} == {"test_postgres_ssl_on[primary]",
+                                                                 "test_slow_queries[primary]"}, run.output
+    assert _message(run, "test_postgres_ssl_on[primary]").startswith(
+        "not applicable: primary: tls_required = false (TLS ends elsewhere); ssl = off")
+    slow = _message(run, "test_slow_queries[primary]")
+    assert "1 slow statement(s): " in slow
+    assert "mean over 12 logged calls: SELECT pg_sleep(…) (source: log_min_duration_statement lines of " in slow

@@ -336,6 +336,7 @@ class Environment(EnvironmentFile):
         uses = [(f"security.failed_logins[{s.name}].host", s.host) for s in self.security.failed_logins]
         uses += [(f"security.access_logs[{i}].host", a.host) for i, a in enumerate(self.security.access_logs)]
         uses += [(f"backups[{b.name}].host", b.host) for b in self.section("backups")]
+        uses += [(f"databases[{d.name}].log_host", d.log_host) for d in self.databases]
         uses += [(f"backups[{b.name}].database", "") for b in self.section("backups")
                  if b.database not in [d.name for d in self.databases]]
         for at, host in uses:

@@ -247,6 +247,11 @@ class Database(Target):
     """
 
     dsn: str = Field(description="postgresql://user:password@host:port/db, several hosts, or libpq keywords")
+    tls_required: Flag = Field(True, description="Monday: the server must have ssl = on (false: TLS ends "
+                               "elsewhere, e.g. a local socket only; the check is then not applicable)")
+    log_host: str = Field("", description="Wednesday: a [[hosts]] entry where the server log is read when "
+                          "pg_stat_statements is missing (log_min_duration_statement lines)")
+    log_path: str = Field("", description="with log_host: the server log's path on that host")
     _params: tuple[tuple[str, str], ...] = PrivateAttr(default=())
     _hosts: int = PrivateAttr(default=1)
 

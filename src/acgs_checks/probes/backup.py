@@ -140,9 +140,23 @@ def _pg_dump_files(backup: Backup, env: Environment, bound: float) -> tuple[list
     return sorted(found, key=lambda b: -b["time"]), ""
 
 
+def _pg_restore(backup: Backup) -> str:
+    """pg_restore on the host's PATH; here, the newest PostgreSQL's (the drill's), which reads every older dump."""
+    if not backup.host:
+        from acgs_checks.sandbox.processes import SandboxError, postgres_bindir  # noqa: PLC0415
+
+        try:
+            found = postgres_bindir() / "pg_restore"
+        except SandboxError:
+            return "pg_restore"
+        if found.exists():
+            return shlex.quote(str(found))
+    return "pg_restore"
+
+
 def _restore_list(backup: Backup, env: Environment, path: str, bound: float) -> tuple[bool, str]:
     """pg_restore --list on the newest file: it reads the archive's table of contents end to end."""
-    rc, stdout, stderr = _run(backup, env, f"pg_restore --list -- {shlex.quote(path)}", bound)
+    rc, stdout, stderr = _run(backup, env, f"{_pg_restore(backup)} --list -- {shlex.quote(path)}", bound)
     if rc != 0:
         from acgs_checks.probes.host import _why  # noqa: PLC0415
 

@@ -19,7 +19,10 @@ A query the role may not run (or that the server version lacks) is recorded in
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
+import re
+import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -163,6 +166,9 @@ class PgSnapshot(JsonRecord):
     security: dict[str, Any] = field(default_factory=dict)       # ssl, password_encryption
     hba_rules: list[dict[str, Any]] = field(default_factory=list)
     statements: list[dict[str, Any]] = field(default_factory=list)  # pg_stat_statements: top by mean and total
+    # Without pg_stat_statements: statements over log_min_duration_statement in the server log, read on a host.
+    slow_log: list[dict[str, Any]] = field(default_factory=list)
+    slow_log_source: str = ""
     errors: dict[str, str] = field(default_factory=dict)
     denied: str = ""   # access was refused: the credential or grant to check
 
@@ -423,9 +429,61 @@ def _pool_gate(seen: PoolerSnapshot, env: Environment) -> kinds.Decision | None:
     return lambda: verdict.blocked(seen.target, why_blocked(seen.denied), see=f"test_pooler_reachable[{seen.target}]")
 
 
+_DURATION = re.compile(r"duration: ([0-9.]+) ms\s+(?:statement|execute [^:]*): (.*)$")
+SLOW_LOG_DAYS = 7.0
+
+
+def slow_statements(text: str, now: float, *, days: float = SLOW_LOG_DAYS) -> list[dict[str, Any]]:
+    """Statements in ``log_min_duration_statement`` lines of the last ``days``, grouped with literals masked:
+    calls, mean and total milliseconds, slowest first by mean."""
+    from acgs_checks.probes.security import _since  # noqa: PLC0415 - one reading of a log line's timestamp
+
+    found: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        match = _DURATION.search(line)
+        if match is None:
+            continue
+        age = _since(line, now)
+        if age is not None and age > days * 86400:
+            continue
+        found.setdefault(mask_sql_literals(match.group(2).strip())[:300], []).append(float(match.group(1)))
+    rows = [{"query": query, "calls": float(len(times)), "mean_ms": sum(times) / len(times),
+             "total_ms": sum(times)} for query, times in found.items()]
+    return sorted(rows, key=lambda r: -r["mean_ms"])
+
+
+async def _slow_log(db: Database, env: Environment) -> tuple[list[dict[str, Any]], str, str]:
+    """(statements, source, error) from the server log on the database's log_host; bounded."""
+    from acgs_checks.probes import _aio  # noqa: PLC0415
+    from acgs_checks.probes.host import _run_on_host, _why  # noqa: PLC0415
+
+    source = f"log_min_duration_statement lines of {db.log_path} on {db.log_host} (last {SLOW_LOG_DAYS:g} days)"
+    host = next((h for h in env.section("hosts") if h.name == db.log_host), None)
+    if host is None:
+        return [], source, f"no [[hosts]] entry named {db.log_host!r}"
+    path = shlex.quote(db.log_path)
+    command = (f"if [ ! -r {path} ]; then echo 'No such file or not readable: {db.log_path}' >&2; exit 1; fi; "
+               f"tail -c 4194304 -- {path} | grep -a 'duration: '")
+    try:
+        rc, stdout, stderr = await asyncio.wait_for(
+            _aio.in_thread(_run_on_host, host, command, host.timeout_seconds), timeout=host.timeout_seconds + 2)
+    except Exception as exc:  # noqa: BLE001 - unreachable host, timeout: the reason, never a crash
+        return [], source, env.redact(f"{type(exc).__name__}: {exc}")
+    if rc not in (0, 1) or (rc == 1 and stderr.strip()):  # grep's 1 is "no such line": a clean log
+        return [], source, env.redact(_why(rc, stderr))
+    return slow_statements(stdout, time.time()), source, ""
+
+
 async def _probe_database(db: Database, job: kinds.Job) -> PgSnapshot:
-    return await probe_database(db, sql_literals=job.env.defaults.sql_literals,
+    seen = await probe_database(db, sql_literals=job.env.defaults.sql_literals,
                                 min_calls=job.env.thresholds.slow_query_min_calls)
+    if seen.reachable and "statements" in seen.errors and db.log_host and db.log_path:
+        rows, source, error = await _slow_log(db, job.env)
+        errors = dict(seen.errors)
+        if error:
+            errors["slow log"] = error
+        return dataclasses.replace(seen, slow_log=rows, slow_log_source=source, errors=errors)
+    return seen
 
 
 async def _probe_pooler(pooler: Pooler, job: kinds.Job) -> PoolerSnapshot:

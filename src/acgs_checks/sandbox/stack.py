@@ -16,6 +16,7 @@ from acgs_checks.environment import Environment
 from acgs_checks.sandbox.faults import CACHE, DATABASE, POOLER, SERVICE_NAMES, Fault
 from acgs_checks.sandbox.host import NAME as HOST_NAME
 from acgs_checks.sandbox.host import SandboxHost
+from acgs_checks.sandbox.processes import postgres_bindir
 from acgs_checks.sandbox.servers import (
     PgBouncerServer,
     PostgresServer,
@@ -32,7 +33,7 @@ from acgs_checks.sandbox.services import (
     SandboxService,
     background_traffic,
 )
-from acgs_checks.sandbox.weekly import SandboxWeekly
+from acgs_checks.sandbox.weekly import SandboxWeekly, postgres_has_tls
 
 if TYPE_CHECKING:
     from acgs_checks.sandbox.workload import PoolSaturation, PostgresFaults, RedisWorkload
@@ -102,6 +103,8 @@ class Sandbox:
         reap_leftovers()
         self.host.start()
         self.weekly.start(log_dir=self.host.workdir / "logs" if self.host.workdir is not None else None)
+        with contextlib.suppress(SandboxError):  # no PostgreSQL at all: the backends say so when they start
+            self.weekly.postgres_tls = postgres_has_tls(postgres_bindir())
         self.postgres.log_path = self.weekly.postgres_log
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start_services(), self._loop).result(timeout=30)
@@ -240,7 +243,11 @@ class Sandbox:
                  "slo_path": s.slo_path, "prometheus_selector": f'service="{s.name}",path="{s.slo_path}"'}
                 for s in self.services
             ],
-            "databases": [{"name": "primary", "title": "ACGS production database", "dsn": self.postgres.dsn}],
+            "databases": [{"name": "primary", "title": "ACGS production database", "dsn": self.postgres.dsn,
+                           # Binaries without OpenSSL (the pgserver wheel's) cannot run ssl = on: say so.
+                           "tls_required": self.weekly.postgres_tls,
+                           **({"log_host": HOST_NAME, "log_path": str(self.weekly.postgres_log)}
+                              if self.host.workdir is not None else {})}],
             "poolers": ([{"name": "pgbouncer", "title": "PgBouncer", "dsn": self.pgbouncer.dsn}]
                         if self.pgbouncer is not None else []),
             "caches": [{"name": "main", "title": "Redis cache", "url": self.redis.url}],

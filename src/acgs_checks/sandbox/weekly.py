@@ -130,6 +130,17 @@ class JsonServer:
             self._server.close()
 
 
+def postgres_has_tls(bindir: Path) -> bool:
+    """Whether the PostgreSQL binaries were built with OpenSSL (the pgserver wheel's are not)."""
+    import subprocess  # noqa: PLC0415
+
+    pg_config = bindir / "pg_config"
+    if not pg_config.exists():
+        return False
+    done = subprocess.run([str(pg_config), "--configure"], capture_output=True, text=True, timeout=10, check=False)
+    return "--with-openssl" in done.stdout or "--with-ssl=openssl" in done.stdout
+
+
 class SandboxWeekly:
     """Created with the sandbox's faults; :meth:`start` makes the files, :meth:`start_servers` the servers."""
 
@@ -146,6 +157,7 @@ class SandboxWeekly:
         auth = faults.get("auth")
         self.failed_logins = int(auth.arg or 0) if auth is not None and auth.name == "failed-logins" else 0
         self.workdir: Path | None = None
+        self.postgres_tls = True  # whether the binaries can run ssl = on (the sandbox finds out at start)
         self.certificates: Certificates | None = None
         self.gateway: JsonServer | None = None
         self.alerts: JsonServer | None = None
@@ -276,15 +288,19 @@ class SandboxWeekly:
     # --- PostgreSQL ---------------------------------------------------------------------------
 
     def postgres_options(self) -> str:
-        """Extra server options: TLS (a certificate of the sandbox CA), WAL archiving, the client in the log prefix."""
+        """Extra server options: TLS where the binaries have it (a certificate of the sandbox CA), WAL archiving,
+        the client in the log prefix, and statements of 500 ms or more in the log."""
         assert self.workdir is not None
         assert self.certificates is not None
-        cert, key = self.certificates.issue("postgres")
-        for path in (cert, key):
-            _chown(path)
         archive = self.workdir / "archive"
-        return (f"-c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key} -c archive_mode=on "
-                f"-c \"archive_command=cp %p {archive}/%f\" -c \"log_line_prefix=%m [%p] %h \"")
+        options = (f"-c archive_mode=on -c \"archive_command=cp %p {archive}/%f\" "
+                   f"-c \"log_line_prefix=%m [%p] %h \" -c log_min_duration_statement=500")
+        if self.postgres_tls:
+            cert, key = self.certificates.issue("postgres")
+            for path in (cert, key):
+                _chown(path)
+            options += f" -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}"
+        return options
 
     def take_backups(self, dump: Any) -> None:
         """``dump(path)`` writes a real pg_dump; copies of it stand for the earlier nights."""
