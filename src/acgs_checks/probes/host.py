@@ -254,6 +254,25 @@ def _run_on_host(host: Host, command: str, bound: float) -> tuple[int, str, str]
     return int(result.rc), str(result.stdout), str(result.stderr)
 
 
+async def read_on_host(env: Environment, name: str, command: str, *, timeouts: float = 1.0,
+                       quiet_codes: tuple[int, ...] = (0,)) -> tuple[str, str]:
+    """``command`` (sh) on the ``[[hosts]]`` entry ``name``, in a thread of its own, bounded by ``timeouts`` times
+    the host's timeout: (its stdout, "") or ("", why not). An exit status in ``quiet_codes`` with nothing on
+    stderr is success (grep's 1: no such line)."""
+    host = next((h for h in env.section("hosts") if h.name == name), None)
+    if host is None:
+        return "", f"no [[hosts]] entry named {name!r}"
+    bound = host.timeout_seconds * timeouts
+    try:
+        rc, stdout, stderr = await asyncio.wait_for(_aio.in_thread(_run_on_host, host, command, bound),
+                                                    timeout=bound + 2)
+    except Exception as exc:  # noqa: BLE001 - unreachable host, a backend that cannot start, a timeout: the reason
+        return "", env.redact(f"{type(exc).__name__}: {exc}".splitlines()[0])
+    if rc == 0 or (rc in quiet_codes and not stderr.strip()):
+        return stdout, ""
+    return "", env.redact(_why(rc, stderr))
+
+
 # --- host logs, for the checks that read them (the weekly reviews) ------------------------------
 
 LOG_MAX_LINES = 2000

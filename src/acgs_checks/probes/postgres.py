@@ -454,24 +454,15 @@ def slow_statements(text: str, now: float, *, days: float = SLOW_LOG_DAYS) -> li
 
 async def _slow_log(db: Database, env: Environment) -> tuple[list[dict[str, Any]], str, str]:
     """(statements, source, error) from the server log on the database's log_host; bounded."""
-    from acgs_checks.probes import _aio  # noqa: PLC0415
-    from acgs_checks.probes.host import _run_on_host, _why  # noqa: PLC0415
+    from acgs_checks.probes.host import read_on_host  # noqa: PLC0415
 
     source = f"log_min_duration_statement lines of {db.log_path} on {db.log_host} (last {SLOW_LOG_DAYS:g} days)"
-    host = next((h for h in env.section("hosts") if h.name == db.log_host), None)
-    if host is None:
-        return [], source, f"no [[hosts]] entry named {db.log_host!r}"
     path = shlex.quote(db.log_path)
     command = (f"if [ ! -r {path} ]; then echo 'No such file or not readable: {db.log_path}' >&2; exit 1; fi; "
                f"tail -c 4194304 -- {path} | grep -a 'duration: '")
-    try:
-        rc, stdout, stderr = await asyncio.wait_for(
-            _aio.in_thread(_run_on_host, host, command, host.timeout_seconds), timeout=host.timeout_seconds + 2)
-    except Exception as exc:  # noqa: BLE001 - unreachable host, timeout: the reason, never a crash
-        return [], source, env.redact(f"{type(exc).__name__}: {exc}")
-    if rc not in (0, 1) or (rc == 1 and stderr.strip()):  # grep's 1 is "no such line": a clean log
-        return [], source, env.redact(_why(rc, stderr))
-    return slow_statements(stdout, time.time()), source, ""
+    # grep's 1 is "no such line": a clean log.
+    stdout, error = await read_on_host(env, db.log_host, command, quiet_codes=(0, 1))
+    return ([], source, error) if error else (slow_statements(stdout, time.time()), source, "")
 
 
 async def _probe_database(db: Database, job: kinds.Job) -> PgSnapshot:

@@ -30,7 +30,6 @@ from urllib.parse import urlsplit
 from acgs_checks import kinds
 from acgs_checks.environment import Cache, Environment, display_url
 from acgs_checks.environment.weekly import FailedLoginSource
-from acgs_checks.probes import _aio
 from acgs_checks.probes._record import JsonRecord
 
 DAY = 86400.0
@@ -46,10 +45,6 @@ class Fixed:
     """A fixed target: the one thing a kind checks in the environment (``alerts``, ``access``)."""
 
     name: str
-
-
-def _host(env: Environment, name: str) -> Any:
-    return next((h for h in env.section("hosts") if h.name == name), None)
 
 
 # --- failed logins ------------------------------------------------------------------------------
@@ -188,24 +183,15 @@ def _pairs(raw: Any) -> dict[str, Any]:
 async def _from_pg_log(source: FailedLoginSource, env: Environment) -> FailedLogins:
     now = time.time()
     if source.host:
-        from acgs_checks.probes.host import _run_on_host, _why  # noqa: PLC0415
+        from acgs_checks.probes.host import read_on_host  # noqa: PLC0415
 
-        host = _host(env, source.host)
         shown = f"{source.path} on host {source.host}"
-        if host is None:
-            return FailedLogins(source.name, shown, read=False, error=f"no [[hosts]] entry named {source.host!r}")
         path = shlex.quote(source.path)
         command = (f"if [ ! -r {path} ]; then echo 'No such file or not readable: {source.path}' >&2; exit 1; fi; "
                    f"tail -c {LOG_BYTES} -- {path}")
-        try:
-            rc, stdout, stderr = await asyncio.wait_for(
-                _aio.in_thread(_run_on_host, host, command, host.timeout_seconds),
-                timeout=host.timeout_seconds + 2)
-        except Exception as exc:  # noqa: BLE001 - unreachable host, timeout: no data
-            return FailedLogins(source.name, shown, read=False, error=env.redact(f"{type(exc).__name__}: {exc}"))
-        if rc != 0:
-            return FailedLogins(source.name, shown, read=False, error=env.redact(_why(rc, stderr)))
-        text = stdout
+        text, error = await read_on_host(env, source.host, command)
+        if error:
+            return FailedLogins(source.name, shown, read=False, error=error)
     else:
         shown = f"pg_read_file('{source.path}') on {source.database}"
         text, error, privilege = await _pg_read_file(source, env)
@@ -320,25 +306,17 @@ def aggregate_access(lines: str, now: float) -> list[dict[str, Any]]:
 
 
 async def _access_from_hosts(env: Environment) -> AccessStats:
-    from acgs_checks.probes.host import _run_on_host, _why  # noqa: PLC0415
+    from acgs_checks.probes.host import read_on_host  # noqa: PLC0415
 
     text: list[str] = []
     shown = ", ".join(f"{a.path} on {a.host}" for a in env.security.access_logs)
     for log in env.security.access_logs:
-        host = _host(env, log.host)
-        if host is None:
-            return AccessStats("access", shown, read=False, error=f"no [[hosts]] entry named {log.host!r}")
         # Only the files' names are globbed by the shell; zcat -f reads rotated .gz files too.
         command = (f"set -- {log.path}; [ -e \"$1\" ] || {{ echo 'no file matches {log.path}' >&2; exit 1; }}; "
                    f"zcat -f -- \"$@\" | awk {shlex.quote(_AWK)}")
-        bound = host.timeout_seconds * 5
-        try:
-            rc, stdout, stderr = await asyncio.wait_for(_aio.in_thread(_run_on_host, host, command, bound),
-                                                        timeout=bound + 2)
-        except Exception as exc:  # noqa: BLE001 - unreachable host, timeout: no data
-            return AccessStats("access", shown, read=False, error=env.redact(f"{type(exc).__name__}: {exc}"))
-        if rc != 0:
-            return AccessStats("access", shown, read=False, error=env.redact(_why(rc, stderr)))
+        stdout, error = await read_on_host(env, log.host, command, timeouts=5)
+        if error:
+            return AccessStats("access", shown, read=False, error=error)
         text.append(stdout)
     return AccessStats("access", shown, read=True, days=aggregate_access("\n".join(text), time.time()))
 
