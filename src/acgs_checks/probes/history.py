@@ -1,9 +1,13 @@
 """Wednesday performance review: the measured values of the past weeks, from the history store and Prometheus.
 
 The store (:mod:`acgs_checks.reporting.history`) holds what every run measured. Where the
-environment has ``[prometheus]`` and a host a ``prometheus_selector``, each filesystem's
-projection comes from node_exporter instead: ``predict_linear``'s slope over the past week
-(``deriv(node_filesystem_avail_bytes[7d])``) against the bytes still available.
+environment has ``[prometheus]``:
+
+* each service's P95 and error rate get weekly medians from range queries, evaluated at the end
+  of this week and of each earlier one: ``quantile_over_time(0.5, (<the SLO query over 1h>)[7d:1h])``;
+* each filesystem of a host with a ``prometheus_selector`` is projected from node_exporter:
+  ``predict_linear``'s slope over the past week (``deriv(node_filesystem_avail_bytes[7d])``)
+  against the bytes still available.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ class HistorySnapshot(JsonRecord):
     series: dict[str, dict[str, Any]] = field(default_factory=dict)  # case -> {points, threshold, worse}
     projections: list[dict[str, Any]] = field(default_factory=list)  # from Prometheus: resource, days, fit
     projection_error: str = ""
+    # From Prometheus range queries: case -> {"weekly": [this week, the week before, ...], threshold, worse, query}
+    weekly: dict[str, dict[str, Any]] = field(default_factory=dict)
+    weekly_error: str = ""
 
 
 async def _disk_projections(job: kinds.Job) -> tuple[list[dict[str, Any]], str]:
@@ -64,20 +71,57 @@ async def _disk_projections(job: kinds.Job) -> tuple[list[dict[str, Any]], str]:
     return found, ""
 
 
+# The SLO values trended from Prometheus: the case they stand for, the query key, its threshold (in the query's unit).
+_WEEKLY = (("test_p95_latency", "p95", "p95_warning_seconds", 1.0),
+           ("test_error_rate_warning", "error_rate", "error_rate_warning_percent", 0.01))
+
+
+async def _weekly_medians(job: kinds.Job, weeks: int) -> tuple[dict[str, dict[str, Any]], str]:
+    from acgs_checks.probes import prometheus as prom  # noqa: PLC0415
+    from acgs_checks.probes.slo import service_queries  # noqa: PLC0415
+
+    env = job.env
+    if env.prometheus is None or env.slo.source != "prometheus" or not env.services:
+        return {}, ""
+    down, _denied = await prom.reachable_once(job, env.prometheus)
+    if down:
+        return {}, down
+    now = time.time()
+    found: dict[str, dict[str, Any]] = {}
+    for service in env.services:
+        queries = service_queries(service, env.prometheus, "1h")
+        for case, key, threshold, scale in _WEEKLY:
+            query = f"quantile_over_time(0.5, ({queries[key]})[7d:1h])"
+            medians = [(await _at(env, query, now - week * 7 * DAY))[0] for week in range(weeks + 1)]
+            found[f"{case}[{service.name}]"] = {"weekly": medians, "worse": "higher", "query": query,
+                                                 "threshold": getattr(env.thresholds, threshold) * scale}
+    return found, ""
+
+
+async def _at(env: Any, query: str, at: float) -> tuple[float | None, str]:
+    from acgs_checks.probes import prometheus as prom  # noqa: PLC0415
+
+    series, error = await prom.vector(env.prometheus, query, at)
+    return (series[0][1], "") if len(series) == 1 else (None, error or f"{len(series)} series")
+
+
 async def probe_history(target: Fixed, job: kinds.Job) -> HistorySnapshot:
     env = job.env
     path = history.path_for(env.history.path)
     weeks = env.history.weeks
     projections, projection_error = await _disk_projections(job)
+    weekly, weekly_error = await _weekly_medians(job, weeks)
     if path is None:
         return HistorySnapshot(target.name, "", read=False, error="no history store configured", weeks=weeks,
-                               projections=projections, projection_error=projection_error)
+                               projections=projections, projection_error=projection_error, weekly=weekly,
+                               weekly_error=weekly_error)
     since = time.time() - (weeks + 1) * 7 * DAY
     try:
         rows = await _aio.in_thread(history.read, path, env.name, since)
     except history.Error as exc:
         return HistorySnapshot(target.name, str(path), read=False, error=f"reading {path} failed: {exc}",
-                               weeks=weeks, projections=projections, projection_error=projection_error)
+                               weeks=weeks, projections=projections, projection_error=projection_error,
+                               weekly=weekly, weekly_error=weekly_error)
     series: dict[str, dict[str, Any]] = {}
     for row in rows:
         entry = series.setdefault(row.case_name, {"points": [], "threshold": row.threshold, "worse": {}})
@@ -89,7 +133,8 @@ async def probe_history(target: Fixed, job: kinds.Job) -> HistorySnapshot:
         votes = entry.pop("worse")
         entry["worse"] = max(votes, key=votes.get) if votes else ""
     return HistorySnapshot(target.name, str(path), read=True, weeks=weeks, series=series,
-                           projections=projections, projection_error=projection_error)
+                           projections=projections, projection_error=projection_error, weekly=weekly,
+                           weekly_error=weekly_error)
 
 
 HISTORY = kinds.register(kinds.ProbeKind(
