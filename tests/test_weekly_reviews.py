@@ -213,3 +213,38 @@ def test_without_openssl_or_pg_stat_statements_the_sandbox_says_so_and_reads_the
     slow = _message(run, "test_slow_queries[primary]")
     assert "1 slow statement(s): " in slow
     assert "mean over 12 logged calls: SELECT pg_sleep(…) (source: log_min_duration_statement lines of " in slow
+
+
+def test_dr_documents_are_dated_by_git_or_last_modified(run_suite: RunSuite, write_env: Callable[[str], Path],
+                                                       tmp_path: Path, serve: Callable[[Path], str]) -> None:
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    day = 86400
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    doc = repo / "restore.md"
+    doc.write_text("# Restore\n")
+    dated = {"GIT_AUTHOR_DATE": f"@{int(time.time()) - 10 * day} +0000",
+             "GIT_COMMITTER_DATE": f"@{int(time.time()) - 10 * day} +0000", "GIT_CONFIG_GLOBAL": "/dev/null",
+             "HOME": str(tmp_path)}
+    for args in (["init", "-q"], ["add", "restore.md"],
+                 ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "restore"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, env={**os.environ, **dated})
+    os.utime(doc, (time.time() - 200 * day, time.time() - 200 * day))  # the file's own time is older: git wins
+    git_env = write_env(f'name = "dr"\n[dr]\ndocuments = ["{doc}"]\n', "git.toml")
+    fresh = run_suite("-m", "friday", "--env", str(git_env))
+    assert fresh.returncode == 0, fresh.output
+    assert "restore.md 10 days (last git commit)" in _message(fresh, "test_dr_documentation_current")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "contacts.html").write_text("<h1>DR contacts</h1>")
+    os.utime(site / "contacts.html", (time.time() - 100 * day, time.time() - 100 * day))
+    url = serve(site) + "/contacts.html"
+    stale_env = write_env(f'name = "dr"\n[dr]\ndocuments = ["{url}", "missing.md"]\n', "stale.toml")
+    stale = run_suite("-m", "friday", "--env", str(stale_env))
+    assert stale.returncode == 1, stale.output
+    message = _message(stale, "test_dr_documentation_current")
+    assert f"{url} last changed 100 days ago (Last-Modified)" in message, message
+    assert f"{tmp_path / 'missing.md'}: does not exist" in message  # relative to the environment file
