@@ -61,6 +61,8 @@ class Backup(Target):
     pattern: str = Field("*.dump", description="which files in directory are backups (shell wildcard)")
     host: str = Field("", description="a [[hosts]] entry the directory or command is on (default: this machine)")
     pgbackrest_stanza: str = Field("", description="or: list with pgbackrest --stanza=... info --output=json")
+    pgbackrest_config: str = Field("", description="with pgbackrest_stanza: its --config file (default: "
+                                   "pgBackRest's own, /etc/pgbackrest/pgbackrest.conf)")
     barman_server: str = Field("", description="or: list with barman list-backups SERVER")
     timestamp_column: str = Field("", description="schema.table.column whose newest value in the restored copy "
                                   "must be within the RPO of the backup's time, e.g. acgs.audit_log.created_at")
@@ -217,7 +219,8 @@ def list_backups(backup: Backup, env: Environment) -> tuple[list[dict[str, Any]]
         ok, said = _restore_list(backup, env, newest["name"], bound)
         return found, "", said, ok
     if backup.pgbackrest_stanza:
-        command = f"pgbackrest --stanza={shlex.quote(backup.pgbackrest_stanza)} info --output=json"
+        config = f" --config={shlex.quote(backup.pgbackrest_config)}" if backup.pgbackrest_config else ""
+        command = f"pgbackrest{config} --stanza={shlex.quote(backup.pgbackrest_stanza)} info --output=json"
         parse = parse_pgbackrest
     else:
         command = f"barman list-backups {shlex.quote(backup.barman_server)}"
