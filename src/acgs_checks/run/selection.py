@@ -195,6 +195,9 @@ def why_nothing_selected(state: RunState, markexpr: str) -> str:
     if review is not None:
         shown += f" with --review {review}"
     env = state.environment.name
+    if not state.catalog:  # an xdist controller: its workers collected, it did not
+        return (f"acgs-checks: {shown} selects no check in environment {env!r} (run it without -n to see what "
+                "each review day would select)")
     if matches:
         lacking = sorted({entry[3] for entry in matches.values() if entry[3]})
         if lacking and all(entry[3] for entry in matches.values()):
