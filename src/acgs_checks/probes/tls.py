@@ -21,7 +21,6 @@ import ipaddress
 import socket
 import ssl
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +35,7 @@ from acgs_checks.probes._record import JsonRecord
 _NO_CHECK_TIME = 0x200000
 _HOSTNAME_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
 OLD_PROTOCOLS = ("TLSv1", "TLSv1.1")
-_VERSIONS = {"TLSv1": "TLSv1", "TLSv1.1": "TLSv1_1", "TLSv1.2": "TLSv1_2"}
+_VERSIONS = {"TLSv1": "TLS1_VERSION", "TLSv1.1": "TLS1_1_VERSION", "TLSv1.2": "TLS1_2_VERSION"}
 
 
 class TlsEndpoint(Target):
@@ -135,12 +134,27 @@ def _describe(cert: Any) -> dict[str, Any]:
             "key": key_type, "self_signed": cert.subject == cert.issuer}
 
 
-def _chain(target: TlsEndpoint, timeout: float) -> tuple[str, list[Any]]:
-    """The negotiated protocol and the presented chain (cryptography certificates), without verifying."""
+def _unverified(version: int | None = None) -> Any:
+    """A pyOpenSSL client context that verifies nothing, optionally allowed one protocol version only.
+
+    pyOpenSSL, not ``ssl``: pinning TLS 1.0/1.1 in ``ssl`` raises DeprecationWarnings, and silencing them
+    with ``warnings.catch_warnings`` is not thread-safe (the probes run side by side in threads).
+    """
     from OpenSSL import SSL  # noqa: PLC0415
 
     context = SSL.Context(SSL.TLS_CLIENT_METHOD)
     context.set_verify(SSL.VERIFY_NONE, lambda *args: True)
+    if version is not None:
+        context.set_min_proto_version(version)
+        context.set_max_proto_version(version)
+        context.set_cipher_list(b"ALL:@SECLEVEL=0")  # the client must be able to offer what it asks about
+    return context
+
+
+def _handshake(target: TlsEndpoint, timeout: float, context: Any) -> tuple[str, list[Any]]:
+    """One handshake with ``context``, bounded: the negotiated protocol and the presented chain."""
+    from OpenSSL import SSL  # noqa: PLC0415
+
     with socket.create_connection((target.host, target.port), timeout=timeout) as raw:
         conn = SSL.Connection(context, raw)
         if not _is_ip(target.sni):
@@ -159,6 +173,11 @@ def _chain(target: TlsEndpoint, timeout: float) -> tuple[str, list[Any]]:
         protocol = conn.get_protocol_version_name()
         conn.shutdown()
     return protocol, list(chain)
+
+
+def _chain(target: TlsEndpoint, timeout: float) -> tuple[str, list[Any]]:
+    """The negotiated protocol and the presented chain (cryptography certificates), without verifying."""
+    return _handshake(target, timeout, _unverified())
 
 
 def _is_ip(name: str) -> bool:
@@ -198,23 +217,17 @@ def _hostname_matches(name: str, cert: dict[str, Any]) -> bool:
 
 def _accepts(target: TlsEndpoint, version: str, timeout: float) -> tuple[bool, str]:
     """Whether the endpoint completes a handshake allowed only ``version``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0/1.1 are deprecated: that is the point
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        pinned = getattr(ssl.TLSVersion, _VERSIONS[version])
-        context.minimum_version = pinned
-        context.maximum_version = pinned
-        context.set_ciphers("ALL:@SECLEVEL=0")  # the client must be able to offer what it asks about
+    from OpenSSL import SSL  # noqa: PLC0415
+
     try:
-        with socket.create_connection((target.host, target.port), timeout=timeout) as raw, \
-                context.wrap_socket(raw, server_hostname=None if _is_ip(target.sni) else target.sni) as tls:
-            return tls.version() == version, ""
-    except ssl.SSLError as exc:
-        return False, exc.reason or str(exc)
-    except OSError as exc:
-        return False, str(exc)
+        protocol, _presented = _handshake(target, timeout, _unverified(getattr(SSL, _VERSIONS[version])))
+    except SSL.Error as exc:
+        reasons = [str(part[-1]) for part in (exc.args[0] if exc.args and isinstance(exc.args[0], list) else [])
+                   if isinstance(part, tuple)]
+        return False, "; ".join(reasons) or str(exc) or "refused"
+    except (OSError, TimeoutError) as exc:
+        return False, str(exc) or type(exc).__name__
+    return protocol == version, ""
 
 
 def probe_endpoint(target: TlsEndpoint) -> TlsSnapshot:
