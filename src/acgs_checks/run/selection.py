@@ -138,7 +138,8 @@ def collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> N
                 item.add_marker(mark)
     if errors:
         raise pytest.UsageError("invalid checks:\n  " + "\n  ".join(dict.fromkeys(errors)))
-    _catalog(state, items, config.rootpath)
+    missing_sections = _missing_sections(state)
+    _catalog(state, items, config.rootpath, missing_sections)
     if state.settings.coverage:
         # Only the map is wanted: report it (pytest_terminal_summary) and run nothing.
         config.hook.pytest_deselected(items=list(items))
@@ -154,7 +155,7 @@ def collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> N
             items[:] = chosen
     # Checks of a kind the environment has none of (say, no poolers) do not apply: leave them out
     # rather than report pytest's "empty parameter set" skip for each.
-    missing = set(_missing_sections(state))
+    missing = set(missing_sections)
     if missing:
         keep = [i for i in items if not missing & set(getattr(i, "fixturenames", ()))]
         dropped = [i for i in items if missing & set(getattr(i, "fixturenames", ()))]
@@ -173,8 +174,7 @@ def _missing_sections(state: RunState) -> dict[str, str]:
     return found
 
 
-def _catalog(state: RunState, items: list[pytest.Item], rootpath: Path) -> None:
-    missing = _missing_sections(state)
+def _catalog(state: RunState, items: list[pytest.Item], rootpath: Path, missing: dict[str, str]) -> None:
     for item in items:
         if not is_check(item, rootpath):
             continue
