@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import shutil
 import socket
 import ssl
+import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 
 import trustme
 
-from acgs_checks.sandbox.servers import free_port  # noqa: F401 - the self-tests' ports come from the same place
+from acgs_checks.sandbox.servers import free_port
 
 
 def answer(handler: BaseHTTPRequestHandler, status: int, body: bytes,
@@ -204,3 +209,47 @@ class CountingForwarder:
         for sock in self._sockets:
             with contextlib.suppress(OSError):
                 sock.close()
+
+
+NODE_EXPORTER = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
+PROMETHEUS = shutil.which("prometheus")
+
+
+@contextlib.contextmanager
+def node_exporter_in_prometheus(folder: Path, *, config: str = "", scrapes: int = 5,
+                                ready: Callable[[str], bool] = lambda base: True) -> Iterator[tuple[str, str]]:
+    """A real node_exporter scraped every second by a real Prometheus: (Prometheus URL, instance label).
+
+    ``config`` is added to the Prometheus configuration's global part (rule files); the server is
+    handed over once it has ``scrapes`` scrapes and ``ready(base)`` holds, or after 60 s.
+    """
+    assert NODE_EXPORTER is not None
+    assert PROMETHEUS is not None
+    exporter_port, prometheus_port = free_port(), free_port()
+    instance = f"127.0.0.1:{exporter_port}"
+    exporter = subprocess.Popen([NODE_EXPORTER, f"--web.listen-address={instance}", "--log.level=warn"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    settings = folder / "prometheus.yml"
+    settings.write_text("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n" + config
+                        + "scrape_configs:\n  - job_name: node\n    static_configs:\n"
+                        f"      - targets: ['{instance}']\n")
+    prometheus = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={settings}", f"--storage.tsdb.path={folder / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{prometheus_port}", "--log.level=warn"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{prometheus_port}"
+    try:
+        deadline = time.monotonic() + 60
+        query = base + "/api/v1/query?query=" + urllib.parse.quote("count_over_time(up[1m])")
+        while time.monotonic() < deadline:  # rate() and deriv() want several scrapes
+            with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+                with urllib.request.urlopen(query, timeout=2) as answer_:
+                    result = json.loads(answer_.read())["data"]["result"]
+                if result and float(result[0]["value"][1]) >= scrapes and ready(base):
+                    break
+            time.sleep(0.5)
+        yield base, instance
+    finally:
+        for process in (prometheus, exporter):
+            process.terminate()
+            process.wait(timeout=20)

@@ -9,13 +9,12 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+import servers
 from acgs_checks import environment
 from acgs_checks.probes.host import read_log
 from conftest import RunSuite
@@ -181,42 +180,13 @@ def test_ssh_host_through_a_real_sshd_in_one_session(
     assert log.count("Accepted publickey for root") == 1, log  # one session for every case of the host
 
 
-NODE_EXPORTER = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
-PROMETHEUS = shutil.which("prometheus")
-
-
 @pytest.fixture
 def node_exporter_in_prometheus(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A real node_exporter scraped every second by a real Prometheus: (Prometheus URL, instance label)."""
-    if NODE_EXPORTER is None or PROMETHEUS is None:
+    if servers.NODE_EXPORTER is None or servers.PROMETHEUS is None:
         pytest.skip("needs prometheus-node-exporter and prometheus (.ci/run installs them)")
-    exporter_port, prometheus_port = free_port(), free_port()
-    instance = f"127.0.0.1:{exporter_port}"
-    exporter = subprocess.Popen([NODE_EXPORTER, f"--web.listen-address={instance}", "--log.level=warn"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    config = tmp_path / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: node\n    static_configs:\n"
-                      f"      - targets: ['{instance}']\n")
-    prometheus = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{prometheus_port}", "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{prometheus_port}"
-    try:
-        deadline = time.monotonic() + 60
-        query = base + "/api/v1/query?query=" + urllib.parse.quote("count_over_time(up[1m])")
-        while time.monotonic() < deadline:  # rate() over the probe's 15 s window wants several scrapes
-            with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
-                with urllib.request.urlopen(query, timeout=2) as answer:
-                    result = json.loads(answer.read())["data"]["result"]
-                if result and float(result[0]["value"][1]) >= 5:
-                    break
-            time.sleep(0.5)
-        yield base, instance
-    finally:
-        for process in (prometheus, exporter):
-            process.terminate()
-            process.wait(timeout=20)
+    with servers.node_exporter_in_prometheus(tmp_path) as found:
+        yield found
 
 
 def test_promql_and_testinfra_agree_on_the_same_host(

@@ -7,23 +7,16 @@ minutes old, so the earlier days have nothing: no data), and disk projections fr
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
-import subprocess
-import time
-import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+import servers
 from conftest import Run, RunSuite
-from servers import free_port
 
-NODE_EXPORTER = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
-PROMETHEUS = shutil.which("prometheus")
 RULES = """groups:
   - name: review
     interval: 1s
@@ -34,42 +27,20 @@ RULES = """groups:
 """
 
 
+def _alert_firing(base: str) -> bool:
+    with urllib.request.urlopen(base + "/api/v1/alerts", timeout=2) as answer:
+        return any(a["state"] == "firing" for a in json.loads(answer.read())["data"]["alerts"])
+
+
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    if NODE_EXPORTER is None or PROMETHEUS is None:
+    if servers.NODE_EXPORTER is None or servers.PROMETHEUS is None:
         pytest.skip("needs prometheus-node-exporter and prometheus (.ci/run installs them)")
-    exporter_port, prometheus_port = free_port(), free_port()
-    instance = f"127.0.0.1:{exporter_port}"
-    exporter = subprocess.Popen([NODE_EXPORTER, f"--web.listen-address={instance}", "--log.level=warn"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     (tmp_path / "rules.yml").write_text(RULES)
-    config = tmp_path / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-                      f"rule_files: ['{tmp_path / 'rules.yml'}']\n"
-                      "scrape_configs:\n  - job_name: node\n    static_configs:\n"
-                      f"      - targets: ['{instance}']\n")
-    process = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{prometheus_port}", "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{prometheus_port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # a few scrapes (deriv needs two) and the alert firing
-            with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
-                with urllib.request.urlopen(base + "/api/v1/query?query=" + urllib.parse.quote(
-                        "count_over_time(up[1m])"), timeout=2) as answer:
-                    scrapes = float(json.loads(answer.read())["data"]["result"][0]["value"][1])
-                with urllib.request.urlopen(base + "/api/v1/alerts", timeout=2) as answer:
-                    firing = [a for a in json.loads(answer.read())["data"]["alerts"] if a["state"] == "firing"]
-                if scrapes >= 3 and firing:
-                    break
-            time.sleep(0.5)
-        yield base, instance
-    finally:
-        for each in (process, exporter):
-            each.terminate()
-            each.wait(timeout=20)
+    # a few scrapes (deriv needs two) and the alert firing
+    with servers.node_exporter_in_prometheus(tmp_path, config=f"rule_files: ['{tmp_path / 'rules.yml'}']\n",
+                                             scrapes=3, ready=_alert_firing) as found:
+        yield found
 
 
 def _message(run: Run, name: str) -> str:
