@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -22,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _timing import time_runs
 
 
 async def _serve(endpoints: int, hanging: int, ready_file: Path) -> None:
@@ -89,15 +88,7 @@ def main() -> int:
                    f"--env={env_file}", f"--alluredir={work / 'allure'}"]
         if args.xdist:
             command += ["-n", args.xdist]
-        environ = dict(os.environ)
-        environ.pop("CI", None)
-        walls = []
-        for run in range(args.runs):
-            start = time.perf_counter()
-            done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=environ, check=False)
-            walls.append(time.perf_counter() - start)
-            tail = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-300:]
-            print(f"run {run + 1}: {walls[-1]:.2f} s (exit {done.returncode}; {tail})", flush=True)
+        walls = time_runs(command, args.runs)
         median = statistics.median(walls)
         print(f"endpoints={args.endpoints} hanging={args.hanging} timeout={args.timeout:g}s "
               f"-m {args.marker!r} concurrency={args.concurrency} xdist={args.xdist or 'off'} runs={args.runs}: "

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import ssl
 import statistics
@@ -25,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _timing import time_runs
 
 
 async def _serve(endpoints: int, hanging: int, folder: Path) -> None:
@@ -62,14 +61,7 @@ def environment_text(ready: dict[str, object], timeout: float, concurrency: int)
 
 
 def _time(command: list[str], runs: int, label: str) -> float:
-    environ = {k: v for k, v in os.environ.items() if k != "CI"}
-    walls = []
-    for run in range(runs):
-        start = time.perf_counter()
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=environ, check=False)
-        walls.append(time.perf_counter() - start)
-        tail = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-300:]
-        print(f"{label} run {run + 1}: {walls[-1]:.2f} s (exit {done.returncode}; {tail})", flush=True)
+    walls = time_runs(command, runs, label)
     median = statistics.median(walls)
     print(f"{label}: median {median:.2f} s, min {min(walls):.2f} s, max {max(walls):.2f} s", flush=True)
     return median
