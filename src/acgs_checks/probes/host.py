@@ -178,7 +178,11 @@ def _df(lines: list[str], inode_lines: list[str]) -> list[dict[str, Any]]:
     for line in inode_lines[1:]:
         cols = line.split()
         if len(cols) >= 7:
-            inodes[cols[6]] = float(cols[5].rstrip("%")) if cols[5].rstrip("%").isdigit() else None
+            # IUsed / Inodes, exactly: df's IUse% is rounded up to a whole percent, which put the direct path up
+            # to a point above node_exporter's 1 - files_free / files for the same filesystem.
+            files, taken = cols[2], cols[3]
+            inodes[cols[6]] = 100.0 * float(taken) / float(files) if files.isdigit() and taken.isdigit() \
+                and int(files) > 0 else None
     disks = []
     for line in lines[1:]:
         cols = line.split()
