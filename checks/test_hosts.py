@@ -35,8 +35,8 @@ def _value(seen: HostSnapshot, key: str, label: str) -> float:
 
 
 def _disks(seen: HostSnapshot, mounts: tuple[str, ...], field: str) -> list[tuple[str, float]]:
-    """(mount, percent) of the configured mounts (any type), or of every disk filesystem (pseudo ones such as
-    tmpfs and overlay left out); missing ones are no data."""
+    """(mount, percent) of the configured mounts (any type; a folder stands for the filesystem holding it), or
+    of every disk filesystem (pseudo ones such as tmpfs and overlay left out); missing ones are no data."""
     found = {d["mount"]: d.get(field) for d in seen.disks}
     wanted = list(mounts) or sorted(d["mount"] for d in seen.disks if not d.get("pseudo"))
     if not wanted:

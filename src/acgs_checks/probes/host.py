@@ -108,6 +108,10 @@ def script(host: Host, *, sample: bool) -> str:
                   "echo '==acgs== stat2'; head -n 1 /proc/stat", "echo '==acgs== net2'; cat /proc/net/dev"]
     parts += ["echo '==acgs== meminfo'; cat /proc/meminfo",
               "echo '==acgs== df'; df -P -k -T", "echo '==acgs== dfi'; df -P -i -T"]
+    for mount in host.mounts:
+        # A configured folder that is not itself a mount point: the filesystem that holds it.
+        parts.append(f"echo '==acgs== dfpath {mount}'; df -P -k -T {q(mount)} 2>/dev/null | tail -n 1; "
+                     f"df -P -i -T {q(mount)} 2>/dev/null | tail -n 1")
     for directory in host.log_dirs:
         parts.append(f"echo '==acgs== logs {directory}'; if [ -d {q(directory)} ]; then "
                      f"find {q(directory)} -maxdepth 2 -type f -printf '%s %T@ %p\\n' 2>/dev/null | "
@@ -211,6 +215,13 @@ def parse(host: Host, text: str, *, sampled: bool) -> dict[str, Any]:
     if mem.get("MemTotal"):
         out["memory_percent"] = 100.0 * (mem["MemTotal"] - mem.get("MemAvailable", 0.0)) / mem["MemTotal"]
     out["disks"] = _df(s.get("df", []), s.get("dfi", []))
+    listed = {d["mount"] for d in out["disks"]}
+    for mount in host.mounts:
+        held = s.get(f"dfpath {mount}", [])
+        if mount in listed or len(held) != 2:
+            continue
+        for disk in _df(["", held[0]], ["", held[1]]):  # the filesystem holding the folder, shown by the folder
+            out["disks"].append({**disk, "mount": mount, "on": disk["mount"]})
     logs = {}
     for directory in host.log_dirs:
         lines = s.get(f"logs {directory}")
