@@ -39,6 +39,30 @@ AREAS = {
     "business": "compliance score and policy evaluation",
 }
 
+# What to do depends on how a check failed. A breach (or an unreachable target, which only the reachability
+# checks report) gets the requirement's own remediation; the other kinds say that nothing was measured, so the
+# requirement's remediation (free space, restart a service) would be advice about a value nobody read.
+# The keys are acgs_checks.verdict's failure kinds (a self-test keeps them equal).
+KIND_REMEDIATION = {
+    "no data": "Nothing was measured, so the remediation for a breach does not apply yet. Make the read named "
+               "in the message work for the monitoring account: the source must answer, the metric, query, path "
+               "or selector must exist, and the timeout must allow the answer. Then re-run the check and act on "
+               "the value it reads.",
+    "insufficient privilege": "The monitoring account lacks a grant, so nothing was measured. Apply the grant "
+                              "the message names (README: Monitoring accounts, least privilege), then re-run.",
+    "access denied": "The target answered and refused the suite's credentials: the target itself may be fine. "
+                     "Check the account and its secret in the environment file (through ${VAR}) and the target's "
+                     "access rules (pg_hba.conf, the Redis ACL, the token the service expects).",
+    "probe error": "The suite's own probe failed, not the target: the attached traceback is the evidence. Check "
+                   "the target by hand meanwhile, and report the message to the acgs-checks maintainers.",
+}
+
+
+def remediation_for(kind: str, requirement_remediation: str) -> str:
+    """The remediation to show for a failure of ``kind`` (a breach keeps the requirement's own)."""
+    return KIND_REMEDIATION.get(kind, requirement_remediation)
+
+
 @dataclass(frozen=True)
 class Requirement:
     id: str

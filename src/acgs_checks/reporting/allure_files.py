@@ -13,7 +13,7 @@ from pathlib import Path
 import allure
 import pytest
 
-from acgs_checks import __version__
+from acgs_checks import __version__, runbook
 from acgs_checks.environment import Environment
 from acgs_checks.runbook import Requirement
 from acgs_checks.severity import Severity
@@ -66,6 +66,9 @@ CATEGORIES = [
 ]
 
 
+REMEDIATION = "**Remediation:**"
+
+
 def description(requirement: Requirement, severity: Severity, doc: str | None) -> str:
     response = severity.response
     parts = [
@@ -76,7 +79,7 @@ def description(requirement: Requirement, severity: Severity, doc: str | None) -
         "",
         f"**Severity {severity.name}** ({response.meaning}). If it fails: {response.summary()}.",
         "",
-        f"**Remediation:** {requirement.remediation}",
+        f"{REMEDIATION} {requirement.remediation}",
     ]
     return "\n".join(parts)
 
@@ -122,7 +125,7 @@ def write_launch_files(results_dir: Path, environment: Environment, *, fail_on: 
 
 
 def finish_results(results_dir: Path, *, since_ms: int, measurements: dict[str, str],
-                   flaky: dict[str, str]) -> None:
+                   flaky: dict[str, str], failure_kinds: dict[str, str] | None = None) -> None:
     """Finish this run's result files once all workers are done (so it works under xdist too).
 
     * A passing case shows what it measured against its threshold: as its status message, so the
@@ -130,6 +133,8 @@ def finish_results(results_dir: Path, *, since_ms: int, measurements: dict[str, 
       and as an excluded parameter, so its page shows it without changing its identity.
     * A case that passed only on a retry is marked flaky, with what its failed attempts said.
     * A case skipped as blocked links to the failed case it names.
+    * A failed case's remediation is the one for its kind of failure (``failure_kinds``: name -> kind): a
+      case that read nothing is told how to read, not how to fix the value it did not read.
     * pytest's own fixture finalizers, which allure-pytest records as ``<fixture>::<lambda>``
       teardown steps, are left out: they did nothing a reader needs.
     """
@@ -137,6 +142,9 @@ def finish_results(results_dir: Path, *, since_ms: int, measurements: dict[str, 
     failed = {str(d["name"]): str(d["uuid"]) for _, d in results if d.get("status") in ("failed", "broken")}
     for path, data in results:
         changed = _link_blocked(data, failed)
+        kind = (failure_kinds or {}).get(str(data.get("name")), "")
+        if data.get("status") == "failed" and kind in runbook.KIND_REMEDIATION:
+            changed = _remediation_for_kind(data, kind) or changed
         text = measurements.get(str(data.get("name")))
         if data.get("status") == "passed" and str(data.get("name")) in flaky:
             # Allure's own flaky mark (its "Flaky" filter and icon), and what failed before the pass.
@@ -160,6 +168,15 @@ def finish_results(results_dir: Path, *, since_ms: int, measurements: dict[str, 
         if len(kept) != len(afters):
             data["afters"] = kept
             path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def _remediation_for_kind(data: dict[str, object], kind: str) -> bool:
+    description = str(data.get("description") or "")
+    head, found, _ = description.partition(REMEDIATION)
+    if not found:
+        return False
+    data["description"] = f"{head}{REMEDIATION} ({kind}) {runbook.remediation_for(kind, '')}"
+    return True
 
 
 def _this_run(results_dir: Path, pattern: str, since_ms: int) -> list[tuple[Path, dict[str, object]]]:

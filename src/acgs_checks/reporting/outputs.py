@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # prometheus_client and stamina load when metrics are written
     from prometheus_client import CollectorRegistry
     from prometheus_client.core import GaugeMetricFamily
 
-from acgs_checks import __version__
+from acgs_checks import __version__, runbook
 from acgs_checks.severity import Severity
 
 PUSH_TIMEOUT_SECONDS = 5.0
@@ -264,7 +264,9 @@ def alertmanager_alerts(summary: RunSummary, level: Severity, remediation: dict[
         alerts.append({
             "labels": {"alertname": "ACGSRunbookCheckFailed", "severity": check.severity, "check": check.name,
                        "env": summary.environment, "runbook": first},
-            "annotations": {"summary": check.message if firing else "passed", "remediation": remediation.get(first, ""),
+            "annotations": {"summary": check.message if firing else "passed",
+                            "remediation": runbook.remediation_for(check.kind, remediation.get(first, ""))
+                            if firing else remediation.get(first, ""),
                             "runbook_ids": ", ".join(check.runbook), "review": summary.review},
             "startsAt": _iso(now), "endsAt": _iso(now + ALERT_HOLD_SECONDS if firing else now),
         })

@@ -106,7 +106,8 @@ def sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             faults=[str(f) for f in settings.faults])
         allure_files.finish_results(Path(results_dir), since_ms=state.started_ms, measurements={
             r.name: r.measurement for r in state.records.values() if r.outcome == "passed" and r.measurement},
-            flaky={r.name: r.message for r in state.records.values() if r.flaky})
+            flaky={r.name: r.message for r in state.records.values() if r.flaky},
+            failure_kinds={r.name: r.kind for r in state.records.values() if r.outcome == "failed"})
     if not state.records:
         return
     summary = _summary(state, int(session.exitstatus))
