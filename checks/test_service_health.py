@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import pytest
 
-from acgs_checks.probes.http import DEGRADED, UNHEALTHY, UNRECOGNISED, HttpResult, summary
-from acgs_checks.verdict import blocked, breached, judge, measure, unreachable
+from acgs_checks.probes.http import DEGRADED, REDIRECTS, UNHEALTHY, UNREAD, UNRECOGNISED, HttpResult, summary
+from acgs_checks.verdict import blocked, breached, judge, measure, no_data, unreachable
 
 pytestmark = [pytest.mark.daily, pytest.mark.health]
 
 
 def _down(seen: HttpResult) -> bool:
-    return not seen.reachable or (seen.status or 0) >= 400 or seen.health == UNHEALTHY
+    return not seen.reachable or (seen.status or 0) >= 400 or seen.health in (UNHEALTHY, UNREAD)
 
 
 @pytest.mark.p0
 @pytest.mark.runbook("daily.service-health", "alerts.critical.service-down")
 def test_service_health(health: HttpResult) -> None:
-    """The health endpoint answers with a status below 400 and does not report itself failing."""
+    """The health endpoint answers with a status below 400 and does not report itself failing.
+
+    Redirects are followed as the service's ``follow_redirects`` says, and the final answer is judged.
+    """
+    if health.outcome == REDIRECTS:
+        breached(summary(health), "a final answer within the redirects allowed")
     if not health.reachable:
         unreachable(summary(health))
     if health.status in (401, 403):
@@ -29,6 +34,8 @@ def test_service_health(health: HttpResult) -> None:
                     "service's access rules for its health path")
     if health.status is not None and health.status >= 400:
         breached(summary(health), "status < 400", value=health.status, threshold=400)
+    if health.health == UNREAD:
+        no_data(f"{summary(health)}: {health.health_value}")
     if health.health == UNHEALTHY:
         breached(f"{summary(health)}, body {health.health_field}={health.health_value!r}",
                  "a healthy status: healthy, ok, up or pass")

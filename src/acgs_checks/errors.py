@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+PROBLEM_LIMIT = 600
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit} more characters)"
+
 
 class ConfigError(Exception):
     """A user's mistake: which file, which key, what is wrong and what to do.
@@ -11,10 +17,11 @@ class ConfigError(Exception):
     """
 
     def __init__(self, *, source: str, key: str, problem: str, fix: str) -> None:
+        # What a file said is quoted in the problem: a line stays a line, however long the value was.
         self.source = source
-        self.key = key
-        self.problem = problem
-        self.fix = fix
+        self.key = _clip(key, 200)
+        self.problem = _clip(problem, PROBLEM_LIMIT)
+        self.fix = _clip(fix, PROBLEM_LIMIT)
         self.more: tuple[ConfigError, ...] = ()
         super().__init__(self.line())
 

@@ -11,9 +11,13 @@ value to parse: a value that does not parse is exactly the one an error message 
 
 from __future__ import annotations
 
+import base64
+import html
+import json
 import re
 from collections.abc import Iterable
-from urllib.parse import unquote
+from typing import Any
+from urllib.parse import quote, quote_plus, unquote
 
 MASK = "***"
 # Query and keyword parameters whose values are secrets (case-insensitive).
@@ -30,10 +34,16 @@ _QUERY_SECRET = re.compile(rf"(?i)([?&;](?:{_PARAM_NAMES})=)([^&#]*)")
 _KEYWORD_SECRET = re.compile(
     rf"(?i)(?<![\w.])((?:{_PARAM_NAMES})\s*=\s*)('(?:[^'\\]|\\.)*'?|.*?)(?=\s+[A-Za-z_][A-Za-z0-9_]*\s*=|\s*$)")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-# Credentials inside free text (a driver's message, a log line): scheme://user:secret@, ?token=secret
-# (in text a value ends at white space too, so the rest of the message stays readable).
-_TEXT_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*:)([^\s@]*)(@)")
+# Credentials inside free text (a driver's message, a log line): ?token=secret (in text a value ends at
+# white space too, so the rest of the message stays readable), and HTTP credentials as a header carries them.
+# Each pattern is linear: no part of it can match the text another part matched.
 _TEXT_QUERY_SECRET = re.compile(rf"(?i)([?&;](?:{_PARAM_NAMES})=)([^&#\s]*)")
+_TEXT_AUTH_SCHEME = re.compile(r"(?i)\b(Basic|Bearer|Token|Digest)(\s+)([A-Za-z0-9+/=._~-]{6,})")
+# scheme://user:secret@ in text: bounded pieces matched around each '://' (see _mask_userinfo); a longer user
+# or password is not sought by pattern (a known secret is still removed wherever it stands).
+_SCHEME_BEFORE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}\Z")
+_USER_PART = re.compile(r"[^\s/:@]{0,256}:")
+_PASSWORD_PART = re.compile(r"[^\s@]{1,1024}@")
 
 
 def _userinfo_end(rest: str) -> int:
@@ -88,6 +98,9 @@ def secrets_in(value: str) -> set[str]:
     parts = split_userinfo(value)
     if parts is not None:
         found.update({parts[2], unquote(parts[2])})
+        # The Authorization: Basic header an HTTP client builds from user:password@ (as written and decoded).
+        found.update(basic_credentials(user, password) for user, password in
+                     ((parts[1], parts[2]), (unquote(parts[1]), unquote(parts[2]))) if password)
     for match in _QUERY_SECRET.finditer(value):
         found.update({match.group(2), unquote(match.group(2))})
     if _SCHEME.match(value) is None:
@@ -107,23 +120,91 @@ def display(value: str) -> str:
     return text
 
 
+def basic_credentials(user: str, password: str) -> str:
+    """The value of ``Authorization: Basic`` for ``user:password`` (what to hunt for in echoed headers)."""
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _mask_userinfo(text: str) -> str:
+    """``scheme://user:secret@`` in free text, with the secret masked; linear in the text's length.
+
+    Each ``://`` is looked at once: a bounded look back over the scheme, and bounded matches forward over
+    the user and the password (so text of any length costs at most a constant per ``://``).
+    """
+    if "@" not in text:
+        return text
+    out: list[str] = []
+    done = 0
+    at = text.find("://")
+    while at >= 0:
+        nxt = at + 3
+        scheme = _SCHEME_BEFORE.search(text, max(0, at - 32), at)
+        user = _USER_PART.match(text, at + 3) if scheme is not None else None
+        if user is not None:
+            password = _PASSWORD_PART.match(text, user.end())
+            if password is not None:
+                out += [text[done:user.end()], MASK]
+                done = nxt = password.end() - 1
+        at = text.find("://", nxt)
+    out.append(text[done:])
+    return "".join(out)
+
+
 def mask_text(text: str) -> str:
-    """Pattern-based masking for free text whose secrets are not known in advance."""
-    text = _TEXT_USERINFO.sub(lambda m: m.group(1) + MASK + m.group(3), text)
+    """Pattern-based masking for free text whose secrets are not known in advance; linear in its length."""
+    text = _mask_userinfo(text)
+    text = _TEXT_AUTH_SCHEME.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
     return _TEXT_QUERY_SECRET.sub(lambda m: m.group(1) + MASK, text)
 
 
+def derived_forms(secret: str) -> set[str]:
+    """Every form ``secret`` takes on the wire or in a file: as is, percent-encoded, JSON-, XML/HTML- and
+    Python-escaped, base64 (alone and as the ``:password`` of a Basic header with no user)."""
+    forms = {secret, quote(secret, safe=""), quote(secret), quote_plus(secret),
+             json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
+             html.escape(secret), html.escape(secret, quote=False), repr(secret)[1:-1],
+             secret.replace("\\", "\\\\"),
+             base64.b64encode(secret.encode()).decode().rstrip("="), basic_credentials("", secret)}
+    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+
+
 class Redactor:
-    """Removes known secrets, then anything that looks like credentials, from any text."""
+    """Removes known secrets in every derived form, then anything that looks like credentials, from any text.
+
+    Linear in the text's length for a given environment: one ``str.replace`` per form, and patterns that
+    never backtrack over what they matched.
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.secrets = frozenset(s for s in secrets if len(s) >= MIN_SECRET_LENGTH)
-        self._ordered = sorted(self.secrets, key=len, reverse=True)
+        forms: set[str] = set()
+        for secret in self.secrets:
+            forms |= derived_forms(secret)
+        self._ordered = sorted(forms, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self._ordered:
-            text = text.replace(secret, MASK)
+            if secret in text:
+                text = text.replace(secret, MASK)
         return mask_text(text)
+
+    def tree(self, value: Any) -> Any:
+        """``value`` (JSON-shaped: dicts, lists, strings, numbers) with every string and key redacted, for
+        redaction before serialisation: an escaped form of a secret cannot slip past it."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {self(str(k)) if isinstance(k, str) else k: self.tree(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.tree(v) for v in value]
+        return value
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out (for text a target controls)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
 _SQL_TOKENS = re.compile(r"""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
@@ -102,11 +103,19 @@ Breach.__module__ = "builtins"
 Breach.__qualname__ = Breach.__name__ = "Failed"
 
 
+def _finite(measured: str, expected: str, value: float | None) -> None:
+    """A non-finite measured value (+Inf, -Inf, NaN) is no data, whatever the comparison would say: ``inf``
+    is above every floor and NaN compares false against every line, so either could pass a check."""
+    if value is not None and not math.isfinite(value):
+        no_data(f"{measured}: the measured value is {value} (not a finite number; expected {expected})")
+
+
 def breached(measured: str, expected: str, *, value: float | None = None, threshold: float | None = None) -> NoReturn:
     """``measured`` says what was seen and where; ``expected`` the threshold it broke.
 
     ``value`` and ``threshold`` are the same numbers as data, for machine-readable summaries.
     """
+    _finite(measured, expected, value)
     raise Breach(_clean(f"{measured} (expected {expected})"), value=value, threshold=threshold)
 
 
@@ -128,6 +137,7 @@ def judge(broken: bool, measured: str, expected: str, *, value: float | None = N
 
     Every case, passing or not, so carries its value and threshold into the report and its history.
     """
+    _finite(measured, expected, value)
     if broken:
         breached(measured, expected, value=value, threshold=threshold)
     measure(measured, expected, value=value, threshold=threshold)
@@ -135,6 +145,7 @@ def judge(broken: bool, measured: str, expected: str, *, value: float | None = N
 
 def measure(measured: str, expected: str, *, value: float | None = None, threshold: float | None = None) -> None:
     """Record what a passing check measured, in the words a failure would use (the last one recorded counts)."""
+    _finite(measured, expected, value)
     _measured.append(Measurement(_clean(f"{measured} (expected {expected})"), value, threshold))
 
 

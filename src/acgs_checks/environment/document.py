@@ -329,6 +329,10 @@ class Environment(EnvironmentFile):
         """Replace every known secret in ``text``, and anything shaped like credentials, with ``***``."""
         return self._redactor(text)
 
+    def redact_tree(self, value: Any) -> Any:
+        """A JSON-shaped value with every string in it redacted: redaction before serialisation."""
+        return self._redactor.tree(value)
+
     @model_validator(mode="after")
     def _host_references(self) -> Environment:
         """Sections that read on a host name a [[hosts]] entry that exists."""

@@ -26,6 +26,9 @@ from acgs_checks.errors import ConfigError
 from acgs_checks.thresholds import Thresholds
 
 SANDBOX = "sandbox"
+# An environment file larger than this is refused before it is parsed (every byte of it is read, validated
+# and shown in reports: its cost stays bounded).
+FILE_LIMIT = 1024 * 1024
 ENVIRONMENTS_DIR = Path("fixtures") / "environments"
 _VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Keys whose whole value is a secret (a password, a token); header values are secrets too.
@@ -58,6 +61,11 @@ def load(spec: str, *, rootdir: Path, environ: Mapping[str, str] | None = None) 
             fix="pass --env with one of " + ", ".join(known_names(rootdir)) + " or a path to a .toml file",
         )
     try:
+        size = path.stat().st_size
+        if size > FILE_LIMIT:
+            raise ConfigError(source=shown, key="", problem=f"is {size} bytes, more than the "
+                              f"{FILE_LIMIT // 1024} KiB an environment file may be",
+                              fix="check that --env names the environment file; keep long text out of it")
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source=shown, key="", problem=f"not valid TOML ({exc})",

@@ -203,6 +203,10 @@ class Service(Target):
     metrics_path: str = "/metrics"
     prometheus_selector: str = Field("", description='PromQL label matcher (default: service="<name>")')
     queries: SloQueries = Field(default_factory=SloQueries)
+    follow_redirects: bool = Field(True, description="follow the health URL's redirects and judge the final "
+                                   "answer (as blackbox_exporter does); false: a 3xx is judged as it is")
+    max_redirects: int = Field(10, ge=0, le=50, description="more redirects than this fail the health case, "
+                               "naming the chain")
 
     @field_validator("url")
     @classmethod
@@ -345,7 +349,7 @@ class Prometheus(Target):
         return checked_url(value, ("http", "https"), info)
 
     @model_validator(mode="after")
-    def _credentials_once(self) -> Prometheus:
+    def _credentials_once(self, info: ValidationInfo) -> Prometheus:
         parts = urlsplit(self.url)
         if parts.username is not None or parts.password is not None:
             # Credentials in the URL become basic auth, unless they are also given separately.
@@ -356,6 +360,8 @@ class Prometheus(Target):
             object.__setattr__(self, "username", unquote(parts.username or ""))
             object.__setattr__(self, "password", unquote(parts.password or ""))
             object.__setattr__(self, "url", urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])))
+        if self.password:  # the Basic header built from them is a secret in every output too
+            _secrets(info).add(redaction.basic_credentials(self.username, self.password))
         return self
 
 

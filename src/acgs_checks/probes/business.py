@@ -6,12 +6,11 @@ as a ratio (0..1) whatever unit the source speaks, and a value its unit cannot h
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
-from acgs_checks import kinds
+from acgs_checks import kinds, redaction
 from acgs_checks.environment import BusinessMetric, Environment, Prometheus, display_url
 from acgs_checks.probes import http
 from acgs_checks.probes._record import JsonRecord
@@ -72,11 +71,17 @@ async def business_metric(metric: BusinessMetric, prometheus: Prometheus | None,
                   if result.status in DENIED_STATUSES else "")
         return BusinessSnapshot(metric.name, source, None, f"GET {result.url} → {result.detail or result.status}",
                                 reachable=False, denied=denied)
+    document, why = http.json_body(result, body)
+    if why:
+        return BusinessSnapshot(metric.name, source, None, f"GET {result.url} → {why}")
     try:
-        raw = _field(json.loads(body), metric.field)
+        raw = _field(document, metric.field)
         value = float(raw)
     except (ValueError, KeyError, TypeError) as exc:
-        return BusinessSnapshot(metric.name, source, None, f"no usable value at field {metric.field!r} ({exc})")
+        return BusinessSnapshot(metric.name, source, None,
+                                f"no usable value at field {metric.field!r} ({redaction.clip(str(exc), 200)})")
+    if not math.isfinite(value):
+        return BusinessSnapshot(metric.name, source, None, f"field {metric.field!r} is {value} (not a finite number)")
     unit = _unit_problem(value, metric.unit)
     if unit:
         return BusinessSnapshot(metric.name, source, None, unit)

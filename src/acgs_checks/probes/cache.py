@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from acgs_checks import kinds, verdict
+from acgs_checks import kinds, redaction, verdict
 from acgs_checks.environment import Cache, Environment, display_url
 from acgs_checks.probes._record import JsonRecord
 
@@ -79,6 +79,11 @@ def _error(exc: BaseException, timeout: float) -> str:
     return f"connection failed: {text}"
 
 
+def protocol_error(expected: str, exc: BaseException) -> str:
+    """What a Redis sent that is not what was asked for, in one line: never a traceback."""
+    return f"protocol error: expected {expected}, got {redaction.clip(f'{type(exc).__name__}: {exc}', 200)}"
+
+
 def _is_denied(exc: BaseException) -> bool:
     import redis.exceptions  # noqa: PLC0415 - see _no_setinfo
 
@@ -109,8 +114,10 @@ async def probe_cache(cache: Cache, *, window_seconds: float) -> CacheSnapshot:
 
     url = display_url(cache.url)
     timeout = cache.timeout_seconds
+    # RESP2: every Redis since 2.6 speaks it (HELLO, for RESP3, arrived with Redis 6), and PING and INFO read
+    # the same in both.
     client = aioredis.Redis.from_url(
-        cache.url, socket_timeout=timeout, socket_connect_timeout=timeout,
+        cache.url, socket_timeout=timeout, socket_connect_timeout=timeout, protocol=2,
         single_connection_client=True, retry_on_timeout=False, health_check_interval=0,
         **_no_setinfo(), **_tls_options(cache),
     )
@@ -125,6 +132,9 @@ async def probe_cache(cache: Cache, *, window_seconds: float) -> CacheSnapshot:
         except (OSError, redis.exceptions.RedisError, TimeoutError) as exc:
             return CacheSnapshot(target=cache.name, url=url, reachable=False, error=_error(exc, timeout),
                                  denied=DENIED_HINT if _is_denied(exc) else "")
+        except Exception as exc:  # noqa: BLE001 - bytes that are not RESP make the client library raise anything
+            return CacheSnapshot(target=cache.name, url=url, reachable=False,
+                                 error=protocol_error("a RESP answer to PING", exc))
         try:
             async with asyncio.timeout(timeout):
                 await client.client_setname(CLIENT_NAME)
@@ -146,6 +156,8 @@ async def probe_cache(cache: Cache, *, window_seconds: float) -> CacheSnapshot:
             errors["info"] = str(exc)
         except (OSError, redis.exceptions.RedisError, TimeoutError) as exc:
             errors["info"] = _error(exc, timeout)
+        except Exception as exc:  # noqa: BLE001 - INFO text the client library cannot parse: ValueError and kin
+            errors["info"] = protocol_error("INFO's field:value lines", exc)
         return CacheSnapshot(target=cache.name, url=url, reachable=True, ping_seconds=round(ping, 6),
                              window_seconds=round(measured, 3), first=first, second=second, errors=errors,
                              notes=notes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import json
 import socket
@@ -21,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import httpcore
 import httpx
@@ -34,6 +35,10 @@ from acgs_checks.probes._record import JsonRecord
 
 BODY_LIMIT = 64 * 1024
 EXCERPT_LIMIT = 2048
+# Evidence keeps at most this many response headers, each value cut to HEADER_VALUE_LIMIT characters.
+HEADERS_KEPT = 64
+HEADER_VALUE_LIMIT = 1024
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 
 # What a failed exchange was, so each gets its own message.
 RESPONSE = "response"        # an HTTP response arrived (any status)
@@ -46,6 +51,7 @@ TIMEOUT = "timeout"          # connected, but no complete response in time
 CLOSED = "closed"            # the peer closed or reset before a full response
 PROTOCOL = "protocol"        # the bytes were not HTTP
 NETWORK = "network"          # any other socket error (unreachable network, ...)
+REDIRECTS = "redirects"      # a redirect loop, or more redirects than allowed
 
 # Health statuses services report in their body, normalised.
 HEALTHY = "healthy"
@@ -53,6 +59,7 @@ DEGRADED = "degraded"
 UNHEALTHY = "unhealthy"
 UNRECOGNISED = "unrecognised"
 NOT_REPORTED = "not-reported"
+UNREAD = "unread"            # the body should say a status, but could not be read: over the cap, or undecodable
 
 _HEALTHY_WORDS = frozenset({"healthy", "ok", "up", "pass", "passing", "green"})
 _DEGRADED_WORDS = frozenset({"warn", "warning", "degraded", "yellow"})
@@ -80,6 +87,9 @@ class HttpResult(JsonRecord):
     headers: tuple[tuple[str, str], ...] = ()
     body_excerpt: str = ""
     body_bytes: int = 0
+    body_truncated: bool = False  # more than body_limit bytes were on offer: only the limit was read
+    body_limit: int = BODY_LIMIT
+    redirects: tuple[str, ...] = ()  # the URLs redirected through, in order, when redirects were followed
     health: str = NOT_REPORTED
     health_field: str = ""
     health_value: str = ""
@@ -99,24 +109,64 @@ class HttpResult(JsonRecord):
         return super().from_json({**data, "headers": tuple(tuple(h) for h in data.get("headers", ()))})
 
 
-def classify_health(body: bytes, content_type: str) -> tuple[str, str, str]:
+def _charset(content_type: str) -> str:
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.strip().partition("=")
+        if key.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return ""
+
+
+def decode_body(body: bytes, content_type: str) -> tuple[str | None, str]:
+    """``body`` as text, by what it declares: the ``charset`` of its Content-Type, else (for JSON) RFC 8259's
+    own detection (UTF-8, or UTF-16/32 by their byte patterns and BOM), else UTF-8. (text, "") or (None, why)."""
+    declared = _charset(content_type)
+    encoding = declared or (json.detect_encoding(body) if "json" in content_type.lower() or
+                            body.lstrip()[:1] in (b"{", b"[") or body[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8")
+    try:
+        text = body.decode(encoding)
+    except LookupError:
+        return None, f"unknown charset {declared[:40]!r}"
+    except UnicodeDecodeError as exc:
+        return None, f"not valid {encoding}{' (declared)' if declared else ''} at byte {exc.start}"
+    return text.removeprefix("\ufeff"), ""
+
+
+def _looks_json(text: str, content_type: str) -> bool:
+    return "json" in content_type.lower() or text.lstrip().startswith("{")
+
+
+def classify_health(body: bytes, content_type: str, *, truncated: bool = False,
+                    limit: int = BODY_LIMIT) -> tuple[str, str, str]:
     """Read a conventional status field from a JSON body: (health, field, raw value).
 
     Understood: ``{"status": "healthy|ok|up|pass"}``, Spring Boot's ``UP``/``DOWN``,
-    and the IETF health-check draft's ``pass``/``warn``/``fail``.
+    and the IETF health-check draft's ``pass``/``warn``/``fail``. A JSON body that cannot be read whole
+    (over ``limit``, or not decodable as it declares) is UNREAD, with why as its value: never a pass on a prefix.
     """
-    text = body.strip()
-    if "json" not in content_type.lower() and not text.startswith(b"{"):
+    text, why = decode_body(body, content_type)
+    if text is None:
+        if "json" in content_type.lower() or body.lstrip()[:1] == b"{" or truncated:
+            return UNREAD, "", f"body {why}; status not read"
         return NOT_REPORTED, "", ""
+    if not _looks_json(text, content_type):
+        return NOT_REPORTED, "", ""
+    if truncated:
+        return UNREAD, "", f"health body over {limit // 1024} KiB; status not read"
     try:
-        document = json.loads(text.decode("utf-8", errors="replace"))
+        document = json.loads(text)
     except ValueError:
+        if "json" in content_type.lower():
+            return UNREAD, "", "body declared JSON is not JSON; status not read"
         return NOT_REPORTED, "", ""
+    except RecursionError:
+        return UNREAD, "", "body nested too deeply to read; status not read"
     if not isinstance(document, dict) or "status" not in document:
         return NOT_REPORTED, "", ""
     raw = document["status"]
     if not isinstance(raw, str):
         return UNRECOGNISED, "status", json.dumps(raw)[:80]
+    raw = raw[:80]
     word = raw.strip().lower().replace(" ", "_")
     if word in _HEALTHY_WORDS:
         return HEALTHY, "status", raw
@@ -125,6 +175,25 @@ def classify_health(body: bytes, content_type: str) -> tuple[str, str, str]:
     if word in _UNHEALTHY_WORDS:
         return UNHEALTHY, "status", raw
     return UNRECOGNISED, "status", raw
+
+
+def json_body(result: HttpResult, body: bytes) -> tuple[Any, str]:
+    """An API answer's JSON document, read by what it declares, or (None, what came back instead)."""
+    if result.body_truncated:
+        return None, f"answer over the {result.body_limit // 1024} KiB limit (not read)"
+    content_type = dict((k.lower(), v) for k, v in result.headers).get("content-type", "")
+    text, why = decode_body(body, content_type)
+    if text is None:
+        return None, f"answer {why}"
+    try:
+        return json.loads(text), ""
+    except (ValueError, RecursionError):
+        return None, f"answer is not JSON: {escaped(body[:60])}"
+
+
+def escaped(data: bytes) -> str:
+    """The first bytes of a target's answer as they may be shown: printable ASCII, the rest escaped."""
+    return repr(data)[1:] if data else "nothing"
 
 
 @functools.lru_cache(maxsize=64)
@@ -223,9 +292,34 @@ def _client(transport: httpx.AsyncHTTPTransport) -> httpx.AsyncClient:
 
 
 async def probe_service(service: Service) -> HttpResult:
-    """GET the service's health URL once; never raises for an unhealthy target."""
-    result, _ = await exchange(service.health_url, target=service.name, timeout=service.timeout_seconds,
-                               headers=service.headers, tls=service.tls)
+    """GET the service's health URL; never raises for an unhealthy target.
+
+    Redirects are followed (unless the service says not to), up to ``max_redirects``, all within the one
+    timeout; the final answer is judged. A loop, or one redirect too many, is the REDIRECTS outcome, naming
+    the chain. The configured headers go only to the service's own host and port.
+    """
+    start = time.perf_counter()
+    url, chain = service.health_url, [display_url(service.health_url)]
+    origin = _origin(url)
+    while True:
+        left = service.timeout_seconds - (time.perf_counter() - start)
+        same_origin = _origin(url) == origin
+        result, _ = await exchange(url, target=service.name, timeout=max(left, 0.001),
+                                   headers=service.headers if same_origin else (), tls=service.tls)
+        location = dict((k.lower(), v) for k, v in result.headers).get("location", "")
+        if not (service.follow_redirects and result.reachable and result.status in REDIRECT_STATUSES and location):
+            break
+        url = urljoin(url, location)
+        shown_next = display_url(url)
+        if shown_next in chain or len(chain) > service.max_redirects:
+            why = "redirect loop" if shown_next in chain else f"more than {service.max_redirects} redirects"
+            trail = " → ".join(chain if len(chain) <= 8 else [*chain[:6], "…", *chain[-2:]])
+            return dataclasses.replace(result, outcome=REDIRECTS, detail=f"{why}: {trail} → {shown_next}",
+                                       redirects=tuple(chain[1:]))
+        chain.append(shown_next)
+    if len(chain) > 1:
+        result = dataclasses.replace(result, redirects=tuple(chain[1:]),
+                                     elapsed_seconds=round(time.perf_counter() - start, 6))
     return result
 
 
@@ -266,16 +360,18 @@ async def exchange(url: str, *, target: str, timeout: float,
             response = await _send(client, url, {**dict(headers), **extra}, marks, pooled=pool is not None)
             try:
                 marks.setdefault("answer", time.perf_counter())
-                body = await _read(response, body_limit)
+                body, truncated = await _read(response, body_limit)
             finally:
                 await response.aclose()
             marks["done"] = time.perf_counter()
             content_type = response.headers.get("content-type", "")
-            health, found, value = classify_health(body, content_type)
-            return result(RESPONSE, "", status=response.status_code, reason=response.reason_phrase,
-                          headers=tuple(response.headers.multi_items()),
-                          body_excerpt=body[:EXCERPT_LIMIT].decode("utf-8", errors="replace"),
-                          body_bytes=len(body), health=health, health_field=found, health_value=value), body
+            health, found, value = classify_health(body, content_type, truncated=truncated, limit=body_limit)
+            text, _ = decode_body(body[:EXCERPT_LIMIT * 4], content_type)
+            excerpt = (text if text is not None else body[:EXCERPT_LIMIT].decode("utf-8", errors="replace"))
+            return result(RESPONSE, "", status=response.status_code, reason=response.reason_phrase[:200],
+                          headers=_kept_headers(response.headers.multi_items()),
+                          body_excerpt=excerpt[:EXCERPT_LIMIT], body_bytes=len(body), body_truncated=truncated,
+                          body_limit=body_limit, health=health, health_field=found, health_value=value), body
     except TimeoutError:
         if "connected" in marks and "tls" not in marks and parts.scheme == "https" and "answer" not in marks:
             return result(TLS_TIMEOUT, f"TCP connected, but the TLS handshake did not finish within {timeout:g} s"), b""
@@ -329,14 +425,14 @@ async def _send(client: httpx.AsyncClient, url: str, headers: dict[str, str], ma
     raise AssertionError("unreachable")
 
 
-async def _read(response: httpx.Response, limit: int) -> bytes:
-    """The decoded body up to ``limit`` bytes (what is beyond is not read)."""
+async def _read(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """The decoded body up to ``limit`` bytes, and whether there was more (what is beyond is not read)."""
     body = bytearray()
     async for chunk in response.aiter_bytes():
         body += chunk
-        if len(body) >= limit:
-            return bytes(body[:limit])
-    return bytes(body)
+        if len(body) > limit:
+            return bytes(body[:limit]), True
+    return bytes(body), False
 
 
 async def _trace(marks: dict[str, float], event: str, info: dict[str, Any]) -> None:
@@ -348,6 +444,18 @@ async def _trace(marks: dict[str, float], event: str, info: dict[str, Any]) -> N
             marks.setdefault("reused", now)
     elif event.endswith("receive_response_headers.complete"):
         marks.setdefault("answer", now)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+
+
+def _kept_headers(items: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """The response headers as evidence keeps them: the first HEADERS_KEPT, each value capped."""
+    return tuple((name[:200], value if len(value) <= HEADER_VALUE_LIMIT else
+                  f"{value[:HEADER_VALUE_LIMIT]}… ({len(value) - HEADER_VALUE_LIMIT} more characters)")
+                 for name, value in items[:HEADERS_KEPT])
 
 
 def _since(start: float, mark: float | None) -> float | None:
@@ -381,7 +489,8 @@ def summary(result: HttpResult) -> str:
     head = f"{result.target}: GET {result.url} →"
     if result.outcome != RESPONSE:
         return f"{head} {result.detail}"
-    return f"{head} {result.status} in {result.elapsed_seconds:.3f} s"
+    via = f" (after {len(result.redirects)} redirect(s), to {result.redirects[-1]})" if result.redirects else ""
+    return f"{head} {result.status} in {result.elapsed_seconds:.3f} s{via}"
 
 
 # --- the kind -----------------------------------------------------------------------------------

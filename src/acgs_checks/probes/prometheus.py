@@ -7,13 +7,12 @@ an Authorization header built from the environment and are redacted from every o
 from __future__ import annotations
 
 import base64
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from acgs_checks import kinds, metrics, verdict
+from acgs_checks import kinds, metrics, redaction, verdict
 from acgs_checks.environment import Prometheus, display_url
 from acgs_checks.probes import http
 from acgs_checks.probes._record import JsonRecord
@@ -49,30 +48,60 @@ def _auth_headers(prometheus: Prometheus) -> tuple[tuple[str, str], ...]:
     return ()
 
 
+# An answer larger than this is not read (100 k series of a vector are about 10 MiB): the query must aggregate.
+ANSWER_LIMIT = 4 * 1024 * 1024
+# What a Prometheus error says is kept up to this many characters.
+ERROR_LIMIT = 300
+
+
 async def api(prometheus: Prometheus, path: str) -> tuple[http.HttpResult, Any]:
+    """One bounded GET of the API: the result, and the JSON document (None when none could be read whole)."""
+    result, document, _why = await api_document(prometheus, path)
+    return result, document
+
+
+async def api_document(prometheus: Prometheus, path: str) -> tuple[http.HttpResult, Any, str]:
+    """One bounded GET of the API: the result, the JSON document or None, and why there is none."""
     result, body = await http.exchange(
         prometheus.url.rstrip("/") + path, target="prometheus", timeout=prometheus.timeout_seconds,
-        headers=_auth_headers(prometheus), tls=prometheus.tls, body_limit=4 * 1024 * 1024)
-    document: Any = None
-    if result.reachable and body:
-        try:
-            document = json.loads(body)
-        except ValueError:
-            document = None
-    return result, document
+        headers=_auth_headers(prometheus), tls=prometheus.tls, body_limit=ANSWER_LIMIT)
+    if not result.reachable:
+        return result, None, result.detail
+    document, why = http.json_body(result, body)
+    return result, document, why
+
+
+def _failure(result: http.HttpResult, document: Any, why: str) -> str:
+    """What a failed API answer said: Prometheus's own errorType and error, or what came back instead."""
+    if isinstance(document, dict) and document.get("status") == "error":
+        kind = redaction.clip(str(document.get("errorType") or "error"), 40)
+        said = redaction.clip(str(document.get("error") or ""), ERROR_LIMIT)
+        return f"query failed: HTTP {result.status} {kind}: {said}"
+    if why:
+        return f"query failed: HTTP {result.status}, {why}"
+    if not isinstance(document, dict):
+        return f"query failed: HTTP {result.status}, expected a JSON object, got {type(document).__name__}"
+    return f"query failed: HTTP {result.status}, status {redaction.clip(repr(document.get('status')), 40)}"
 
 
 async def _instant(prometheus: Prometheus, promql: str, at: float | None = None) -> tuple[dict[str, Any] | None, str]:
     """An instant query's ``data`` object (evaluated now, or at the Unix time ``at``), or None and what went wrong."""
     when = "" if at is None else f"&time={at:.3f}"
-    result, document = await api(prometheus, "/api/v1/query?query=" + quote(promql, safe="") + when)
+    result, document, why = await api_document(prometheus, "/api/v1/query?query=" + quote(promql, safe="") + when)
     if not result.reachable:
         return None, result.detail
     if not isinstance(document, dict) or document.get("status") != "success":
-        reason = document.get("error") if isinstance(document, dict) else f"HTTP {result.status}"
-        return None, f"query failed: {reason}"
+        return None, _failure(result, document, why)
     data = document.get("data")
     return (data, "") if isinstance(data, dict) else (None, "query failed: no data object in the answer")
+
+
+def _sample(series: Any) -> float:
+    """The value of one series of an instant answer (``[time, "value"]``); ValueError when it is not one."""
+    try:
+        return metrics.parse_value(str(series["value"][1]))
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"not a sample: {redaction.clip(repr(series), 80)}") from exc
 
 
 async def query(prometheus: Prometheus, promql: str) -> tuple[float | None, str]:
@@ -85,11 +114,18 @@ async def query(prometheus: Prometheus, promql: str) -> tuple[float | None, str]
         found = [{"value": found}]
     if not found:
         return None, f"no data for {promql}"
+    if not isinstance(found, list):
+        return None, f"query failed: result of {promql} is not a list"
     if len(found) > 1:
         return None, f"{len(found)} series for {promql}; the query must return one (aggregate it)"
-    value = float(found[0]["value"][1])
+    try:
+        value = _sample(found[0])
+    except ValueError as exc:
+        return None, f"query failed: {promql}: {redaction.clip(str(exc), ERROR_LIMIT)}"
     if math.isnan(value):
         return None, f"no data for {promql} (NaN: nothing was observed in the window)"
+    if math.isinf(value):
+        return None, f"no data for {promql} ({value:+}: not a measurable value)"
     return value, ""
 
 
@@ -100,13 +136,19 @@ async def vector(prometheus: Prometheus, promql: str, at: float | None = None) -
     if data is None:
         return [], error
     found = []
-    for series in data.get("result") or []:
+    result = data.get("result") or []
+    if not isinstance(result, list):
+        return [], f"query failed: result of {promql} is not a list"
+    for series in result:
         try:
-            value = float(series["value"][1])
-        except (KeyError, ValueError, TypeError, IndexError):
-            continue
+            value = _sample(series)
+            labels = {str(k): str(v) for k, v in (series.get("metric") or {}).items()}
+        except (ValueError, AttributeError) as exc:
+            return [], f"query failed: {promql}: {redaction.clip(str(exc), ERROR_LIMIT)}"
+        if math.isinf(value):  # one series at ±Inf makes the whole answer unusable, not one series fewer
+            return [], f"no data for {promql} (series {redaction.clip(str(labels), 120)} is {value:+})"
         if not math.isnan(value):
-            found.append((dict(series.get("metric") or {}), value))
+            found.append((labels, value))
     return found, "" if found else f"no data for {promql}"
 
 
@@ -128,8 +170,11 @@ async def buckets(prometheus: Prometheus, promql: str) -> list[tuple[float, floa
     found: list[tuple[float, float]] = []
     for series in (data or {}).get("result") or []:
         try:
-            found.append((metrics.parse_value(series["metric"]["le"]), float(series["value"][1])))
+            rate = _sample(series)
+            found.append((metrics.parse_value(series["metric"]["le"]), rate))
         except (KeyError, ValueError, TypeError, IndexError):
+            return []
+        if not math.isfinite(rate):
             return []
     return found
 

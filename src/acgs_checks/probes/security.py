@@ -135,11 +135,11 @@ async def _from_acl_log(source: FailedLoginSource, env: Environment) -> FailedLo
     import redis.asyncio as aioredis  # noqa: PLC0415
     import redis.exceptions  # noqa: PLC0415
 
-    from acgs_checks.probes.cache import _error, _no_setinfo, _tls_options  # noqa: PLC0415
+    from acgs_checks.probes.cache import _error, _no_setinfo, _tls_options, protocol_error  # noqa: PLC0415
 
     cache = next(c for c in env.caches if c.name == source.cache)
     shown = f"ACL LOG of {display_url(cache.url)}"
-    client = aioredis.Redis.from_url(cache.url, socket_timeout=source.timeout_seconds,
+    client = aioredis.Redis.from_url(cache.url, socket_timeout=source.timeout_seconds, protocol=2,
                                      socket_connect_timeout=source.timeout_seconds, single_connection_client=True,
                                      retry_on_timeout=False, health_check_interval=0, **_no_setinfo(),
                                      **_tls_options(cache))
@@ -153,15 +153,20 @@ async def _from_acl_log(source: FailedLoginSource, env: Environment) -> FailedLo
         return FailedLogins(source.name, shown, read=False, error=f"ACL LOG failed: {exc}")
     except (OSError, redis.exceptions.RedisError, TimeoutError) as exc:
         return FailedLogins(source.name, shown, read=False, error=_error(exc, source.timeout_seconds))
+    except Exception as exc:  # noqa: BLE001 - bytes that are not RESP make the client library raise anything
+        return FailedLogins(source.name, shown, read=False, error=protocol_error("ACL LOG's entries", exc))
     finally:
         await client.aclose()
     users: Counter[str] = Counter()
     clients: Counter[str] = Counter()
-    for raw in entries or []:
-        entry = _pairs(raw)
-        if entry.get("reason") != "auth" or float(entry.get("age-seconds", 0)) > DAY:
-            continue
-        count = int(entry.get("count", 1))
+    for raw in entries if isinstance(entries, list) else []:
+        try:
+            entry = _pairs(raw)
+            if entry.get("reason") != "auth" or float(entry.get("age-seconds", 0)) > DAY:
+                continue
+            count = int(entry.get("count", 1))
+        except (ValueError, TypeError, AttributeError) as exc:
+            return FailedLogins(source.name, shown, read=False, error=protocol_error("ACL LOG's entries", exc))
         users[str(entry.get("username", "?"))] += count
         info = str(entry.get("client-info", ""))
         addr = re.search(r"addr=(\S+)", info)
@@ -388,9 +393,9 @@ async def probe_alerts(target: Fixed, job: kinds.Job) -> FiringAlerts:
         result, body = await http.exchange(url, target="alerts", timeout=am.timeout_seconds, headers=am.headers,
                                            body_limit=8 * 1024 * 1024)
         source = f"Alertmanager {display_url(am.url)}"
-        document = _json(body) if result.reachable and result.status == 200 else None
+        document, unread = http.json_body(result, body) if result.reachable and result.status == 200 else (None, "")
         if not isinstance(document, list):
-            why = result.detail or f"HTTP {result.status}, expected 200 with a JSON list"
+            why = result.detail or f"HTTP {result.status}, {unread or 'expected 200 with a JSON list'}"
             return FiringAlerts("alerts", source, read=False, error=f"GET {display_url(url)} → {why}")
         raw = [(a.get("labels") or {}, a.get("startsAt")) for a in document if isinstance(a, dict)
                and (a.get("status") or {}).get("state", "active") == "active"]
@@ -399,11 +404,11 @@ async def probe_alerts(target: Fixed, job: kinds.Job) -> FiringAlerts:
 
         assert env.prometheus is not None
         source = f"Prometheus {display_url(env.prometheus.url)} /api/v1/alerts"
-        result, document = await prom.api(env.prometheus, "/api/v1/alerts")
+        result, document, unread = await prom.api_document(env.prometheus, "/api/v1/alerts")
         alerts = ((document or {}).get("data") or {}).get("alerts") if isinstance(document, dict) else None
         if not result.reachable or not isinstance(alerts, list):
-            return FiringAlerts("alerts", source, read=False,
-                                error=result.detail or f"HTTP {result.status}, expected the alerts API's JSON")
+            return FiringAlerts("alerts", source, read=False, error=result.detail or
+                                f"HTTP {result.status}, {unread or 'expected the alerts API JSON'}")
         raw = [(a.get("labels") or {}, a.get("activeAt")) for a in alerts if a.get("state") == "firing"]
     found = []
     for labels, started in raw:
@@ -411,15 +416,6 @@ async def probe_alerts(target: Fixed, job: kinds.Job) -> FiringAlerts:
         found.append({"name": labels.get("alertname", "?"), "severity": str(labels.get("severity", "")).lower(),
                       "labels": labels, "firing_seconds": None if since is None else round(now - since, 1)})
     return FiringAlerts("alerts", source, read=True, alerts=found)
-
-
-def _json(body: bytes) -> Any:
-    import json  # noqa: PLC0415
-
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
 
 
 ALERTS = kinds.register(kinds.ProbeKind(

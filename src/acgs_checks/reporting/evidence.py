@@ -34,11 +34,17 @@ def attach_http(result: HttpResult, environment: Environment) -> None:
         # In the one attachment: a file per case is what a run of hundreds of targets pays for.
         "body_excerpt": result.body_excerpt,
     }
-    allure.attach(environment.redact(json.dumps(facts, indent=2, ensure_ascii=False)), name="evidence",
+    _attach_redacted("evidence", facts, environment)
+
+
+def _attach_redacted(name: str, data: Any, environment: Environment) -> None:
+    """Redacted value by value before it is serialised (an escaped form of a secret cannot slip past), and
+    the text once more after, for anything the serialiser itself produced."""
+    text = json.dumps(environment.redact_tree(data), indent=2, default=str, ensure_ascii=False)
+    allure.attach(environment.redact(text), name=name,
                   attachment_type=allure.attachment_type.JSON)
 
 
 def attach_json(name: str, data: dict[str, Any], environment: Environment) -> None:
     """A probe snapshot as a JSON attachment, redacted."""
-    allure.attach(environment.redact(json.dumps(data, indent=2, default=str, ensure_ascii=False)), name=name,
-                  attachment_type=allure.attachment_type.JSON)
+    _attach_redacted(name, data, environment)
