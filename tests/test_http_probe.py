@@ -106,7 +106,15 @@ def test_configured_headers_are_sent(servers: RealServers) -> None:
         (b'{"status": 1}', "application/json", "unrecognised"),
         (b'{"uptime": 3}', "application/json", "not-reported"),
         (b"OK", "text/plain", "not-reported"),
-        (b"{not json", "application/json", "not-reported"),
+        # Declared JSON that is not JSON: the status cannot be read, so it is not taken as "no status".
+        (b"{not json", "application/json", "unread"),
+        (b"{not json", "text/plain", "not-reported"),
+        ('{"status": "down"}'.encode("utf-16"), "application/json", "unhealthy"),
+        ('{"status": "down"}'.encode("utf-16-le"), "application/json", "unhealthy"),
+        ('{"status": "down"}'.encode("utf-32"), "application/json", "unhealthy"),
+        ('{"status": "down"}'.encode("latin-1"), "application/json; charset=latin-1", "unhealthy"),
+        (b'{"status": "d\xffown"}', "application/json", "unread"),
+        (b'{"status": "down"}', "application/json; charset=nonesuch", "unread"),
     ],
 )
 def test_classify_health(body: bytes, content_type: str, expected: str) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from acgs_checks import verdict
 from acgs_checks.errors import ConfigError
-from acgs_checks.run import fixtures, ordering, selection, settings, state, summary
+from acgs_checks.run import fixtures, ordering, reports, selection, settings, state, summary
 from acgs_checks.run.fixtures import acgs_environment, probe_results
 from acgs_checks.run.state import STATE
 
@@ -30,11 +30,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     settings.addoption(parser)
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None, None, None]:
+    # Before any conftest is imported (a rootdir moved by "--env PATH" would import the wrong ones), and
+    # outside pytest's output capture, which starts in this hook: the run started again writes to the terminal.
+    settings.rerun_if_path_option_moved_rootdir(early_config)
+    return (yield)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     selection.add_markers(config)
     if not config.getini("acgs_checks"):
-        settings.rerun_if_path_option_moved_rootdir(config)
         # Installed but not armed (another project, or the suite's own self-tests).
         used = [o for o, d in (("--env", "acgs_env"), ("--sandbox-fault", "acgs_faults")) if config.getoption(d)]
         if used:
@@ -56,10 +63,19 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.clean_alluredir = False  # the controller cleaned it before workers started
     if getattr(config.option, "xmlpath", None) is None and not coverage_only:
         config.option.xmlpath = str(config.rootpath / "reports" / "junit.xml")
+    # Allure's and JUnit's writers degrade instead of crashing (they configure after this hook).
+    reports.reset()
+    reports.guard_writers()
     try:
-        run = state.start_environment(config, settings.resolve(config))
+        resolved = settings.resolve(config)
+        claim = (lambda: None) if state.is_worker(config) or coverage_only else (
+            lambda: reports.claim(config, resolved))
+        run = state.start_environment(config, resolved, claim)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
+    except TimeoutError as exc:
+        raise pytest.UsageError(f"acgs-checks: {exc}; fix: wait for it, or give this run its own --alluredir, "
+                                "--junitxml and --summary-json") from None
     run.rootpath = config.rootpath
     config.stash[STATE] = run
     verdict.set_redactor(run.environment.redact)
@@ -73,6 +89,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     state.unconfigure(config)
+    reports.release()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -107,6 +124,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return (yield from summary.runtest_makereport(item, call))
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     summary.sessionfinish(session, exitstatus)
 

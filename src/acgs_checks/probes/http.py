@@ -302,7 +302,7 @@ async def probe_service(service: Service) -> HttpResult:
     url, chain = service.health_url, [display_url(service.health_url)]
     origin = _origin(url)
     while True:
-        left = service.timeout_seconds - (time.perf_counter() - start)
+        left = service.timeout_seconds if len(chain) == 1 else service.timeout_seconds - (time.perf_counter() - start)
         same_origin = _origin(url) == origin
         result, _ = await exchange(url, target=service.name, timeout=max(left, 0.001),
                                    headers=service.headers if same_origin else (), tls=service.tls)
@@ -318,7 +318,7 @@ async def probe_service(service: Service) -> HttpResult:
                                        redirects=tuple(chain[1:]))
         chain.append(shown_next)
     if len(chain) > 1:
-        result = dataclasses.replace(result, redirects=tuple(chain[1:]),
+        result = dataclasses.replace(result, redirects=tuple(chain[1:]), timeout_seconds=service.timeout_seconds,
                                      elapsed_seconds=round(time.perf_counter() - start, 6))
     return result
 

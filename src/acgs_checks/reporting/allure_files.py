@@ -104,10 +104,11 @@ def markers_for(requirement: Requirement, severity: Severity, environment: Envir
 
 
 def write_launch_files(results_dir: Path, environment: Environment, *, fail_on: Severity,
-                       faults: Iterable[str]) -> None:
+                       faults: Iterable[str], status: str = "finished") -> None:
     """environment.properties and categories.json; no secret goes in either."""
     results_dir.mkdir(parents=True, exist_ok=True)
     props = {
+        "run.status": status,  # "interrupted": the results hold only what was judged before the run stopped
         "environment": environment.name,
         "environment.source": environment.source,
         "environment.description": environment.description,

@@ -56,6 +56,7 @@ class CheckRecord:
 
 @dataclass
 class RunSummary:
+    status: str  # finished, or interrupted (what was judged before the run was stopped)
     environment: str
     review: str
     fail_on: str
@@ -81,7 +82,8 @@ class RunSummary:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "environment": self.environment, "review": self.review, "fail_on": self.fail_on,
+            "status": self.status, "pid": os.getpid(), "environment": self.environment, "review": self.review,
+            "fail_on": self.fail_on,
             "started": self.started, "finished": self.finished, "exit_status": self.exit_status,
             "acgs_checks_version": __version__, "counts": self.counts(),
             "failure_kinds": self.kinds(),
@@ -89,7 +91,7 @@ class RunSummary:
         }
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def write_whole(path: Path, text: str) -> None:
     """Write to a temporary file beside ``path``, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -104,7 +106,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def write_summary(path: Path, summary: RunSummary) -> None:
-    _atomic_write(path, json.dumps(summary.to_json(), indent=2, default=str) + "\n")
+    write_whole(path, json.dumps(summary.to_json(), indent=2, default=str) + "\n")
 
 
 class _Results:

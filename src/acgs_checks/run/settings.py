@@ -38,6 +38,7 @@ class Settings:
     webhook: str
     alertmanager: str
     coverage: bool
+    reports_wait: float = 900.0  # how long to wait for another run that writes into the same reports folder
 
 
 def addoption(parser: pytest.Parser) -> None:
@@ -68,6 +69,8 @@ def addoption(parser: pytest.Parser) -> None:
                     "and the checks that pass as resolved")
     group.addoption("--notify-webhook", dest="acgs_webhook", default=None, metavar="URL",
                     help="POST the failures at or above --fail-on (Alertmanager webhook JSON with a Slack text)")
+    group.addoption("--reports-wait", dest="acgs_reports_wait", default=None, metavar="SECONDS",
+                    help="wait this long for another run writing into the same reports folder (default 900)")
     group.addoption("--runbook-coverage", dest="acgs_coverage", action="store_true",
                     help="print each runbook requirement with the checks that cover it, and run nothing")
     group.addoption(
@@ -117,7 +120,21 @@ def resolve(config: pytest.Config) -> Settings:
         webhook=_http_url("--notify-webhook", config.getoption("acgs_webhook")),
         alertmanager=_http_url("--alertmanager", config.getoption("acgs_alertmanager")),
         coverage=bool(config.getoption("acgs_coverage")),
+        reports_wait=_seconds("--reports-wait", config.getoption("acgs_reports_wait"), 900.0),
     )
+
+
+def _seconds(option: str, value: str | None, default: float) -> float:
+    if value is None:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < 86400:
+        raise ConfigError(source=option, key="", problem=f"{value!r} is not a number of seconds",
+                          fix=f"pass {option} with a number from 0 to 86400")
+    return seconds
 
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -195,10 +212,15 @@ def rerun_if_path_option_moved_rootdir(config: pytest.Config) -> None:
 
     pytest picks its rootdir before plugins add their options, so a separate option
     value that is an existing path counts as a test path and can move the rootdir
-    away from the suite. When that happened, run once more with ``--env=PATH``.
+    away from the suite (and make pytest import conftest files of folders named ``test*``
+    beside it, such as the self-tests', which need the test extras). Called before any
+    conftest is imported: when the suite is in play (the folder pytest runs in, or a path
+    it is given), run once more with ``--env=PATH``.
     """
     args = list(config.invocation_params.args)
-    if os.environ.get(_RERUN_GUARD) or _armed_suite_above(config.invocation_params.dir) is None:
+    here = config.invocation_params.dir
+    places = [here, *(here / a for a in args if not a.startswith("-") and (here / a).exists())]
+    if os.environ.get(_RERUN_GUARD) or all(_armed_suite_above(p.resolve()) is None for p in places):
         return
     fixed: list[str] = []
     changed = False

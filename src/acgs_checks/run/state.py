@@ -8,6 +8,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,10 @@ def armed(config: pytest.Config) -> RunState:
     return state
 
 
-def start_environment(config: pytest.Config, settings: Settings) -> RunState:
+def start_environment(config: pytest.Config, settings: Settings,
+                      claim_outputs: Callable[[], None] = lambda: None) -> RunState:
+    """The run's environment, validated (a bad file stops here), then ``claim_outputs`` (the reports folder's
+    lock: a run that stops on its input never waits for it), then the sandbox, if it is the one checked."""
     if is_worker(config):
         shared = Path(config.workerinput["acgs_shared_dir"])  # type: ignore[attr-defined]
         mapping = config.workerinput.get("acgs_sandbox")  # type: ignore[attr-defined]
@@ -75,7 +79,9 @@ def start_environment(config: pytest.Config, settings: Settings) -> RunState:
     sandbox = None
     if settings.env_spec == environment.SANDBOX:
         sandbox = Sandbox(settings.faults)
-        _stop_on_signals(sandbox)
+        claim_outputs()
+        _interrupt_on_signals()
+        atexit.register(sandbox.stop)
         try:
             sandbox.start()
         except BaseException:
@@ -84,6 +90,8 @@ def start_environment(config: pytest.Config, settings: Settings) -> RunState:
         env = sandbox.environment()
     else:
         env = environment.load(settings.env_spec, rootdir=config.rootpath)
+        claim_outputs()
+        _interrupt_on_signals()
     state = RunState(settings, env, sandbox=sandbox)
     if is_xdist_controller(config):
         state.shared_dir = Path(tempfile.mkdtemp(prefix="acgs-run-"))
@@ -97,12 +105,12 @@ def start_environment(config: pytest.Config, settings: Settings) -> RunState:
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
-def _stop_on_signals(sandbox: Sandbox) -> None:
+def _interrupt_on_signals() -> None:
     """SIGTERM (timeout, CI aborts, Kubernetes) and SIGHUP end the run like Ctrl-C does.
 
-    pytest then unwinds and pytest_unconfigure stops every sandbox server and removes its
-    folders; without this the servers would outlive the run. A second signal during that
-    cleanup is ignored, so the cleanup finishes.
+    pytest then unwinds: summary.json says the run was interrupted, with what it had judged, and
+    pytest_unconfigure stops every sandbox server and removes its folders (without this the servers
+    would outlive the run). A second signal during that cleanup is ignored, so the cleanup finishes.
     """
     def interrupt(signum: int, _frame: object) -> None:
         for each in STOP_SIGNALS:
@@ -112,7 +120,6 @@ def _stop_on_signals(sandbox: Sandbox) -> None:
     if threading.current_thread() is threading.main_thread():
         for each in STOP_SIGNALS:
             _previous_handlers.setdefault(each, signal.signal(each, interrupt))
-    atexit.register(sandbox.stop)
 
 
 _previous_handlers: dict[signal.Signals, Any] = {}
@@ -160,6 +167,8 @@ def unconfigure(config: pytest.Config) -> None:
             state.sandbox.stop()
         finally:
             _restore_signals()
+    else:
+        _restore_signals()
     if state.owns_shared_dir and state.shared_dir is not None:
         shutil.rmtree(state.shared_dir, ignore_errors=True)
 

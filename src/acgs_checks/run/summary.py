@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest import junitxml
 
 from acgs_checks import runbook, verdict
 from acgs_checks.environment import maintenance
 from acgs_checks.reporting import allure_files, outputs
+from acgs_checks.run import reports
 from acgs_checks.run.state import STATE, RunState, is_worker
 from acgs_checks.severity import Severity
 
@@ -21,6 +23,17 @@ class Recorder:
 
     def __init__(self, state: RunState) -> None:
         self.state = state
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None, None, None]:
+        """After every writer (JUnit writes last): a run whose verdicts passed but whose outputs were not all
+        written exits 6; a worker hands what it could not write to the controller."""
+        result = yield
+        if is_worker(session.config):
+            session.config.workeroutput["acgs_output_problems"] = reports.CURRENT.lines()  # type: ignore[attr-defined]
+        elif reports.CURRENT.problems and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = reports.OUTPUTS_INCOMPLETE
+        return result
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)
@@ -78,8 +91,13 @@ def runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Genera
     return report
 
 
+def _status(exit_status: int) -> str:
+    return "interrupted" if exit_status == pytest.ExitCode.INTERRUPTED else "finished"
+
+
 def _summary(state: RunState, exit_status: int) -> outputs.RunSummary:
     return outputs.RunSummary(
+        status=_status(exit_status),
         environment=state.environment.name, review=state.settings.review_label,
         fail_on=state.settings.fail_on.name, started=state.started_ms / 1000, finished=time.time(),
         exit_status=exit_status, checks=sorted(state.records.values(), key=lambda r: r.id))
@@ -99,22 +117,32 @@ def sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     waivable = all(r.severity and not Severity.parse(r.severity).at_or_above(settings.fail_on) for r in failures)
     if exitstatus == pytest.ExitCode.TESTS_FAILED and failures and waivable:
         session.exitstatus = pytest.ExitCode.OK
+    status = _status(exitstatus)
+    xml = config.stash.get(junitxml.xml_key, None)
+    if xml is not None:  # JUnit is written after this hook; it says whether the run finished
+        xml.add_global_property("acgs_run_status", status)
     results_dir = config.getoption("allure_report_dir", None)
     if results_dir:
-        allure_files.write_launch_files(
-            Path(results_dir), state.environment, fail_on=settings.fail_on,
-            faults=[str(f) for f in settings.faults])
-        allure_files.finish_results(Path(results_dir), since_ms=state.started_ms, measurements={
-            r.name: r.measurement for r in state.records.values() if r.outcome == "passed" and r.measurement},
-            flaky={r.name: r.message for r in state.records.values() if r.flaky},
-            failure_kinds={r.name: r.kind for r in state.records.values() if r.outcome == "failed"})
+        try:
+            _finish_allure(Path(results_dir), state, status)
+        except OSError as exc:
+            reports.CURRENT.failed("allure results", results_dir, exc)
+    summary = _summary(state, int(session.exitstatus))
+    try:
+        outputs.write_summary(settings.summary_path, summary)  # also with no record: it replaces "running"
+    except OSError as exc:
+        reports.CURRENT.failed("summary", settings.summary_path, exc)
     if not state.records:
         return
-    summary = _summary(state, int(session.exitstatus))
-    outputs.write_summary(settings.summary_path, summary)
-    problems = [_keep_history(state, summary)]
+    history_problem = _keep_history(state, summary)
+    if history_problem:
+        reports.CURRENT.problems.setdefault("history", history_problem)
+    problems: list[str] = []
     if settings.textfile is not None:
-        outputs.write_textfile(settings.textfile, summary)
+        try:
+            outputs.write_textfile(settings.textfile, summary)
+        except OSError as exc:
+            reports.CURRENT.failed("metrics textfile", settings.textfile, exc)
     if settings.pushgateway:
         problems.append(outputs.push(settings.pushgateway, summary))
     if settings.webhook and summary.failures_at_or_above(settings.fail_on):
@@ -124,6 +152,16 @@ def sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         problems.append(outputs.alert(settings.alertmanager,
                                       outputs.alertmanager_alerts(summary, settings.fail_on, remediation)))
     state.delivery_problems = [state.environment.redact(p) for p in problems if p]
+
+
+def _finish_allure(results_dir: Path, state: RunState, status: str) -> None:
+    settings = state.settings
+    allure_files.write_launch_files(results_dir, state.environment, fail_on=settings.fail_on,
+                                    faults=[str(f) for f in settings.faults], status=status)
+    allure_files.finish_results(results_dir, since_ms=state.started_ms, measurements={
+        r.name: r.measurement for r in state.records.values() if r.outcome == "passed" and r.measurement},
+        flaky={r.name: r.message for r in state.records.values() if r.flaky},
+        failure_kinds={r.name: r.kind for r in state.records.values() if r.outcome == "failed"})
 
 
 def _keep_history(state: RunState, summary: outputs.RunSummary) -> str:
@@ -198,10 +236,18 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
         if not any(waiver.matches(name) for name in names):
             tr.write_line(f"warning: waiver {waiver.check!r} (owner {waiver.owner}) matches no case in this run",
                           yellow=True)
-    written = [f"summary {state.settings.summary_path}"]
-    if state.settings.textfile is not None:
+    lost = reports.CURRENT.problems
+    written = [] if "summary" in lost else [f"summary {state.settings.summary_path}"]
+    if state.settings.textfile is not None and "metrics textfile" not in lost:
         written.append(f"metrics {state.settings.textfile}")
-    tr.write_line("wrote " + ", ".join(written))
+    if written:
+        tr.write_line("wrote " + ", ".join(written))
+    for line in reports.CURRENT.lines():
+        tr.write_line(f"could not write: {line}", yellow=True)
+    if lost:
+        tr.write_line("every verdict above stands; only the outputs named were not written"
+                      + (f" (exit {reports.OUTPUTS_INCOMPLETE} when every check passed)" if exitstatus == 0 else ""),
+                      yellow=True)
     for problem in state.delivery_problems:
         tr.write_line(f"could not deliver: {problem}", yellow=True)
 
