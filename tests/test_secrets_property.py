@@ -1,22 +1,27 @@
 """Property: a password never shows in any output, whatever its characters and wherever it sits.
 
-Passwords are drawn from the whole printable ASCII range (space included) and placed in
-every kind of target, in every form production uses: URLs with the password raw
+Passwords are drawn from the whole printable ASCII range (space, tab and escape included) and
+placed in every kind of target, in every form production uses: URLs with the password raw
 (unencoded, as ``openssl rand -base64`` output often is) or percent-encoded, libpq keyword
 DSNs, ``?password=`` parameters, Prometheus credentials, bearer headers; written into the
 file or brought by ``${VAR}``. Some values are valid (the run fails on refused
 connections, exit 1), some are not (a configuration error, exit 4): neither path may print
 the password, in the terminal or in any file the run writes.
 
-The suite runs in-process (pytester) against closed loopback ports, so each example
-costs a fraction of a second.
+Each example points the target at a closed loopback port or at a target that echoes what it
+was sent (tests/hostile.py: a PostgreSQL quoting the password in its error, a Redis quoting it
+refusing AUTH, an HTTP server echoing the request and its Authorization header), and the
+outputs are searched for the password, each run of it, its base64 and the Basic header value
+of user:password. The suite runs in-process (pytester), so each example costs a fraction of
+a second.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -27,9 +32,12 @@ import redis  # noqa: F401
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hostile import echo, postgres_echo, serving
+from hostile import redis as redis_server
 from servers import free_port
 
-PUNCTUATION = string.punctuation + " "
+# Quotes, backslashes and the characters next to the control range (tab, escape) included.
+PUNCTUATION = string.punctuation + " \t\x1b"
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,8 @@ def _keyword_quoted(password: str) -> str:
 
 
 def _toml(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "".join(c if c == "\t" or ord(c) >= 0x20 else f"\\u{ord(c):04x}" for c in escaped) + '"'
 
 
 # Each placement: (section TOML with {value}, how the password becomes the value). A closed port in each.
@@ -106,13 +115,36 @@ PLACEMENTS: dict[str, tuple[str, Callable[[str, int], str]]] = {
 
 
 def _leaks(text: str, secret: Secret) -> list[str]:
-    return [piece for piece in (secret.password, *secret.runs) if piece in text]
+    """The password, a run of it, or a form the wire gives it (base64 alone, and in a Basic header with the
+    users the placements use): escaped and percent-encoded forms keep the runs, so the runs find those."""
+    passwords = (secret.password, quote(secret.password, safe=""))
+    basic = [base64.b64encode(f"{user}:{password}".encode()).decode()
+             for user in ("", "acgs_monitor", "monitor") for password in passwords]
+    forms = (secret.password, *secret.runs, base64.b64encode(secret.password.encode()).decode().rstrip("="), *basic)
+    return [piece for piece in forms if piece in text]
 
 
-def _check(pytester: pytest.Pytester, suite: Path, secret: Secret, placement: str, via_variable: bool) -> int:
-    """Run the daily checks with the password placed so; assert it shows nowhere; return the exit code."""
+# Which echoing server stands in for a placement's target (see tests/hostile.py).
+def _echo_kind(placement: str) -> str:
+    if placement.startswith(("database", "multi-host", "pooler")):
+        return "postgres"
+    return "redis" if placement.startswith("cache") else "http"
+
+
+@pytest.fixture(scope="module")
+def echoes() -> Iterator[dict[str, int]]:
+    """Targets that echo what they were sent: a PostgreSQL quoting the password in its error, a Redis quoting it
+    refusing AUTH, an HTTP server echoing the request and its Authorization header (services, Prometheus)."""
+    with serving(postgres_echo()) as pg, serving(redis_server(b"", echo_auth=True)) as cache, serving(echo()) as web:
+        yield {"postgres": pg.port, "redis": cache.port, "http": web.port}
+
+
+def _check(pytester: pytest.Pytester, suite: Path, secret: Secret, placement: str, via_variable: bool,
+           echo_port: int | None = None) -> int:
+    """Run the daily checks with the password placed so, against a closed port or a target that echoes what it
+    was sent; assert it shows nowhere; return the exit code."""
     template, make = PLACEMENTS[placement]
-    port = free_port()
+    port = echo_port or free_port()
     value = make(secret.password, port)
     run_dir = pytester.path / f"run-{os.urandom(4).hex()}"
     run_dir.mkdir()
@@ -152,10 +184,12 @@ def _check(pytester: pytest.Pytester, suite: Path, secret: Secret, placement: st
 # database=None: no example database written into the checkout (.hypothesis/); each run draws afresh.
 @settings(max_examples=int(os.environ.get("ACGS_SECRET_EXAMPLES", "80")), deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(secret=secrets_, placement=st.sampled_from(sorted(PLACEMENTS)), via_variable=st.booleans())
-def test_no_password_in_any_output(pytester: pytest.Pytester, armed_suite: Path, secret: Secret, placement: str,
-                                   via_variable: bool) -> None:
-    _check(pytester, armed_suite, secret, placement, via_variable)
+@given(secret=secrets_, placement=st.sampled_from(sorted(PLACEMENTS)), via_variable=st.booleans(),
+       echoed=st.booleans())
+def test_no_password_in_any_output(pytester: pytest.Pytester, armed_suite: Path, echoes: dict[str, int],
+                                   secret: Secret, placement: str, via_variable: bool, echoed: bool) -> None:
+    _check(pytester, armed_suite, secret, placement, via_variable,
+           echoes[_echo_kind(placement)] if echoed else None)
 
 
 # Every reserved character at once, in every placement: some forms parse, some must be refused.
@@ -164,8 +198,10 @@ NASTY = Secret(("Ab3dE9", "Zq8Wm2", "Kp4Lx7"), "Ab3dE9/?#@:Zq8Wm2%&= '\"\\Kp4Lx7
 
 @pytest.mark.parametrize("placement", sorted(PLACEMENTS))
 def test_every_placement_with_every_reserved_character(pytester: pytest.Pytester, armed_suite: Path,
-                                                       placement: str) -> None:
-    codes = {_check(pytester, armed_suite, NASTY, placement, via) for via in (False, True)}
+                                                       echoes: dict[str, int], placement: str) -> None:
+    # From the file against a closed port; through ${VAR} against a target that echoes what it was sent.
+    codes = {_check(pytester, armed_suite, NASTY, placement, via, echoes[_echo_kind(placement)] if via else None)
+             for via in (False, True)}
     # From the file or from ${VAR}, the same verdict: a raw password with '/', '?', '#' or '@' cannot be
     # told apart from the host and path, so that URL is refused (exit 4) with the percent-encoding hint;
     # every other form is valid and the run fails only on the closed port (exit 1).

@@ -41,9 +41,10 @@ _TEXT_QUERY_SECRET = re.compile(rf"(?i)([?&;](?:{_PARAM_NAMES})=)([^&#\s]*)")
 _TEXT_AUTH_SCHEME = re.compile(r"(?i)\b(Basic|Bearer|Token|Digest)(\s+)([A-Za-z0-9+/=._~-]{6,})")
 # scheme://user:secret@ in text: bounded pieces matched around each '://' (see _mask_userinfo); a longer user
 # or password is not sought by pattern (a known secret is still removed wherever it stands).
-_SCHEME_BEFORE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}\Z")
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
 _USER_PART = re.compile(r"[^\s/:@]{0,256}:")
-_PASSWORD_PART = re.compile(r"[^\s@]{1,1024}@")
+_SPACE = re.compile(r"\s")
+_PASSWORD_LIMIT = 1024
 
 
 def _userinfo_end(rest: str) -> int:
@@ -128,23 +129,31 @@ def basic_credentials(user: str, password: str) -> str:
 def _mask_userinfo(text: str) -> str:
     """``scheme://user:secret@`` in free text, with the secret masked; linear in the text's length.
 
-    Each ``://`` is looked at once: a bounded look back over the scheme, and bounded matches forward over
-    the user and the password (so text of any length costs at most a constant per ``://``).
+    Each ``://`` is looked at once. The user part stops at ``/``, ``:`` or ``@``, so user scans never
+    overlap; the password is the text up to the next ``@``, when no white space comes first and it is at
+    most _PASSWORD_LIMIT long, found through the next ``@`` and the next white space, which only move forward.
     """
     if "@" not in text:
         return text
     out: list[str] = []
     done = 0
+    next_at, next_space = text.find("@"), -1
     at = text.find("://")
     while at >= 0:
         nxt = at + 3
-        scheme = _SCHEME_BEFORE.search(text, max(0, at - 32), at)
-        user = _USER_PART.match(text, at + 3) if scheme is not None else None
+        user = _USER_PART.match(text, at + 3) if at > 0 and text[at - 1] in _SCHEME_CHARS else None
         if user is not None:
-            password = _PASSWORD_PART.match(text, user.end())
-            if password is not None:
-                out += [text[done:user.end()], MASK]
-                done = nxt = password.end() - 1
+            begin = user.end()
+            if next_at < begin:
+                next_at = text.find("@", begin)
+            if next_space < begin:
+                space = _SPACE.search(text, begin)
+                next_space = space.start() if space else len(text)
+            if begin < next_at < next_space and next_at - begin <= _PASSWORD_LIMIT:
+                out += [text[done:begin], MASK]
+                done = nxt = next_at
+        if next_at < 0:
+            break  # no '@' left: no more credentials to find
         at = text.find("://", nxt)
     out.append(text[done:])
     return "".join(out)
