@@ -87,6 +87,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         session.config.stash[_CHECKOUT] = _checkout_files()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long self-tests first: xdist hands tests out in this order, so a minute-long test that starts last
+    would be the run's tail, alone on one worker."""
+    items.sort(key=lambda item: item.get_closest_marker("early") is None)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     before = session.config.stash.get(_CHECKOUT, None)
@@ -156,8 +162,14 @@ def run_suite(tmp_path: Path) -> RunSuite:
     counter = iter(range(1000))
 
     def run(*args: str, environ: dict[str, str] | None = None, cwd: Path = ROOT,
-            alluredir: bool = True, timeout: float = 180, report_defaults: bool = False) -> Run:
+            alluredir: bool = True, timeout: float = 180, report_defaults: bool = False,
+            as_written: bool = False) -> Run:
         allure_dir = tmp_path / f"allure-{next(counter)}"
+        if not as_written:
+            # "--env PATH" outside the suite makes the suite start itself again (see settings.py): a second
+            # interpreter start per run. The self-tests join it, "--env=PATH", except where that form is
+            # under test (as_written=True, and the quick start's own step).
+            args = _joined(args)
         env = {k: v for k, v in os.environ.items() if k not in ("CI", "ACGS_ENV", "PYTEST_ADDOPTS")}
         env.update(environ or {})
         # The suite's runs do without the self-tests' hypothesis plugin (importing it costs a second).
@@ -179,6 +191,23 @@ def run_suite(tmp_path: Path) -> RunSuite:
         return run
 
     return run
+
+
+_PATH_OPTIONS = ("--env", "--alluredir", "--metrics-textfile", "--summary-json")
+
+
+def _joined(args: tuple[str, ...]) -> tuple[str, ...]:
+    out: list[str] = []
+    pending = ""
+    for arg in args:
+        if pending:
+            out.append(f"{pending}={arg}")
+            pending = ""
+        elif arg in _PATH_OPTIONS:
+            pending = arg
+        else:
+            out.append(arg)
+    return (*out, *([pending] if pending else []))
 
 
 def copy_suite(folder: Path) -> Path:

@@ -105,6 +105,7 @@ def visible_text(dom: str) -> str:
                                                                 flags=re.S))).split())
 
 
+@pytest.mark.early
 def test_daily_reports_never_go_stale_and_the_first_screen_shows_what_fails_since_when(
         run_suite: RunSuite, tmp_path: Path, serve: functools.partial[str]) -> None:
     """Three mornings into the same results and report folders, as a team runs it every day: healthy,

@@ -40,6 +40,7 @@ def small_redis(tmp_path: Path) -> Iterator[int]:
     process.wait(timeout=10)
 
 
+@pytest.mark.early
 def test_rejected_connections_in_the_window_fail(run_suite: RunSuite, small_redis: int,
                                                  write_env: Callable[[str], Path]) -> None:
     port = small_redis

@@ -242,6 +242,13 @@ def test_redis_info_garbage_is_one_line(info: bytes) -> None:
         assert len(message) < 400
 
 
+def test_a_redis_reply_declared_at_2_gb_is_refused_before_it_is_read() -> None:
+    seen = _cache(redis(b"$2000000000\r\n" + b"x" * 65536))
+    limit = cache_probe.READ_LIMIT // 2 ** 20
+    assert seen.errors["info"] == ("protocol error: expected INFO's field:value lines, got ValueError: "
+                                   f"the reply is over the {limit} MiB a connection may read")
+
+
 # --- whole runs, as users run them ---------------------------------------------------------------
 
 def _env(services: dict[str, str], extra: str = "") -> str:
@@ -264,7 +271,7 @@ def test_a_run_against_hostile_http_and_prometheus_neither_hangs_nor_passes_what
                                    "endless": endless.url, "bigheader": big_header.url, "loris": loris.url},
                                   f'[prometheus]\nurl = "{metrics.url}"\n'))
         started = time.monotonic()
-        run = run_suite("-m", "daily", "--env", str(env_file))
+        run = run_suite("-m", "daily", "--env", str(env_file), as_written=True)  # as the README writes it
         _bounded(started)
     _no_traceback(run)
     statuses = run.statuses()

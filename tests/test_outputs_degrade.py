@@ -128,8 +128,9 @@ def _start(args: list[str], cwd: Path = ROOT) -> subprocess.Popen[str]:
 
 def test_two_runs_sharing_a_reports_folder_take_turns(write_env: Callable[[str], Path], tmp_path: Path) -> None:
     reports = tmp_path / "reports"
-    with serving(_slow(2.0)) as service:
-        env_file = _env(write_env, service.url)
+    # The first run holds the folder for 8 s: long enough for the second to start on a busy machine.
+    with serving(_slow(8.0)) as service:
+        env_file = _env(write_env, service.url, timeout=15)
         # --clean-alluredir, as a scheduled job that shares a folder uses it: each run's results alone.
         shared = [*_outputs(reports), "--clean-alluredir"]
         first = _start(["-m", "daily and health", "--env", str(env_file), *shared])

@@ -85,6 +85,7 @@ def prometheus_env(env_file: Path, url: str, **extra: Any) -> Path:
     return out
 
 
+@pytest.mark.early
 def test_healthy_sandbox_through_prometheus(run_suite: RunSuite, standalone_sandbox: Callable[..., Path],
                                             prometheus_for: Callable[[Path], str]) -> None:
     env_file = standalone_sandbox(backends=False)

@@ -182,6 +182,7 @@ def _check(pytester: pytest.Pytester, suite: Path, secret: Secret, placement: st
 
 
 # database=None: no example database written into the checkout (.hypothesis/); each run draws afresh.
+@pytest.mark.early
 @settings(max_examples=int(os.environ.get("ACGS_SECRET_EXAMPLES", "80")), deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(secret=secrets_, placement=st.sampled_from(sorted(PLACEMENTS)), via_variable=st.booleans(),

@@ -199,7 +199,13 @@ def clean(message: str) -> str:
     return _clean(message)
 
 
+# A check's one line, whatever a target put into it (a driver's error quoting a megabyte): cut after redaction.
+MESSAGE_LIMIT = 4000
+
+
 def _clean(message: str) -> str:
     for redact in _redact:
         message = redact(message)
+    if len(message) > MESSAGE_LIMIT:
+        message = f"{message[:MESSAGE_LIMIT]}… ({len(message) - MESSAGE_LIMIT} more characters)"
     return message

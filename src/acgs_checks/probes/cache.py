@@ -63,6 +63,61 @@ def _no_setinfo() -> dict[str, Any]:
         return {"driver_info": None}
     return {"lib_name": None, "lib_version": None}
 
+# What one connection may read from a Redis: INFO is a few KiB, ACL LOG's 128 entries some 100 KiB. A reply
+# that declares more (a bulk of 2 GB) is refused before it is read, so memory stays bounded whatever it sends.
+READ_LIMIT = 8 * 1024 * 1024
+
+
+class _CappedStream:
+    """The connection's StreamReader, counting what the parser reads and refusing to read past READ_LIMIT."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._read = 0
+
+    def _take(self, size: int) -> None:
+        self._read += size
+        if self._read > READ_LIMIT:
+            raise ValueError(f"the reply is over the {READ_LIMIT // (1024 * 1024)} MiB a connection may read")
+
+    async def readexactly(self, size: int) -> bytes:
+        self._take(size)  # before reading: a declared 2 GB bulk is never buffered
+        return bytes(await self._stream.readexactly(size))
+
+    async def readline(self) -> bytes:
+        line = bytes(await self._stream.readline())  # asyncio's own line limit (64 KiB) bounds one line
+        self._take(len(line))
+        return line
+
+    async def read(self, size: int = -1) -> bytes:
+        data = bytes(await self._stream.read(min(size, READ_LIMIT) if size >= 0 else READ_LIMIT))
+        self._take(len(data))
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def capped_parser() -> Any:
+    """redis-py's default parser, reading through :class:`_CappedStream` (the client library loads lazily)."""
+    from redis.asyncio.connection import DefaultParser  # noqa: PLC0415 - see _no_setinfo
+
+    class CappedParser(DefaultParser):  # type: ignore[misc,valid-type]
+        def on_connect(self, connection: Any) -> None:
+            super().on_connect(connection)
+            self._stream = _CappedStream(getattr(self, "_stream", None))
+
+    return CappedParser
+
+
+def client_options(cache: Cache) -> dict[str, Any]:
+    """What every Redis connection of the suite takes: RESP2 (every Redis since 2.6 speaks it; HELLO, for
+    RESP3, arrived with Redis 6, and PING, INFO and ACL LOG read the same in both), the capped parser, no
+    CLIENT SETINFO, no health checks, and the cache's TLS settings."""
+    return {"protocol": 2, "parser_class": capped_parser(), "health_check_interval": 0,
+            "single_connection_client": True, "retry_on_timeout": False, **_no_setinfo(), **_tls_options(cache)}
+
+
 _DENIED_WORDS = ("NOAUTH", "WRONGPASS", "NOPERM", "invalid password", "invalid username-password")
 DENIED_HINT = ("the user and password in the URL, and the ACL user's rules "
                "(it needs +ping +info: ACL SETUSER <user> on >PASSWORD -@all +ping +info)")
@@ -114,13 +169,8 @@ async def probe_cache(cache: Cache, *, window_seconds: float) -> CacheSnapshot:
 
     url = display_url(cache.url)
     timeout = cache.timeout_seconds
-    # RESP2: every Redis since 2.6 speaks it (HELLO, for RESP3, arrived with Redis 6), and PING and INFO read
-    # the same in both.
-    client = aioredis.Redis.from_url(
-        cache.url, socket_timeout=timeout, socket_connect_timeout=timeout, protocol=2,
-        single_connection_client=True, retry_on_timeout=False, health_check_interval=0,
-        **_no_setinfo(), **_tls_options(cache),
-    )
+    client = aioredis.Redis.from_url(cache.url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                     **client_options(cache))
     errors: dict[str, str] = {}
     notes: dict[str, str] = {}
     try:

@@ -85,6 +85,8 @@ class HttpResult(JsonRecord):
     status: int | None = None
     reason: str = ""
     headers: tuple[tuple[str, str], ...] = ()
+    content_type: str = ""        # as the answer declared it (its body is decoded by it)
+    location: str = ""            # a redirect's Location
     body_excerpt: str = ""
     body_bytes: int = 0
     body_truncated: bool = False  # more than body_limit bytes were on offer: only the limit was read
@@ -181,8 +183,7 @@ def json_body(result: HttpResult, body: bytes) -> tuple[Any, str]:
     """An API answer's JSON document, read by what it declares, or (None, what came back instead)."""
     if result.body_truncated:
         return None, f"answer over the {result.body_limit // 1024} KiB limit (not read)"
-    content_type = dict((k.lower(), v) for k, v in result.headers).get("content-type", "")
-    text, why = decode_body(body, content_type)
+    text, why = decode_body(body, result.content_type)
     if text is None:
         return None, f"answer {why}"
     try:
@@ -306,10 +307,10 @@ async def probe_service(service: Service) -> HttpResult:
         same_origin = _origin(url) == origin
         result, _ = await exchange(url, target=service.name, timeout=max(left, 0.001),
                                    headers=service.headers if same_origin else (), tls=service.tls)
-        location = dict((k.lower(), v) for k, v in result.headers).get("location", "")
-        if not (service.follow_redirects and result.reachable and result.status in REDIRECT_STATUSES and location):
+        if not (service.follow_redirects and result.reachable and result.status in REDIRECT_STATUSES
+                and result.location):
             break
-        url = urljoin(url, location)
+        url = urljoin(url, result.location)
         shown_next = display_url(url)
         if shown_next in chain or len(chain) > service.max_redirects:
             why = "redirect loop" if shown_next in chain else f"more than {service.max_redirects} redirects"
@@ -369,7 +370,8 @@ async def exchange(url: str, *, target: str, timeout: float,
             text, _ = decode_body(body[:EXCERPT_LIMIT * 4], content_type)
             excerpt = (text if text is not None else body[:EXCERPT_LIMIT].decode("utf-8", errors="replace"))
             return result(RESPONSE, "", status=response.status_code, reason=response.reason_phrase[:200],
-                          headers=_kept_headers(response.headers.multi_items()),
+                          headers=_kept_headers(response.headers.multi_items()), content_type=content_type[:200],
+                          location=response.headers.get("location", "")[:HEADER_VALUE_LIMIT],
                           body_excerpt=excerpt[:EXCERPT_LIMIT], body_bytes=len(body), body_truncated=truncated,
                           body_limit=body_limit, health=health, health_field=found, health_value=value), body
     except TimeoutError:

@@ -135,14 +135,12 @@ async def _from_acl_log(source: FailedLoginSource, env: Environment) -> FailedLo
     import redis.asyncio as aioredis  # noqa: PLC0415
     import redis.exceptions  # noqa: PLC0415
 
-    from acgs_checks.probes.cache import _error, _no_setinfo, _tls_options, protocol_error  # noqa: PLC0415
+    from acgs_checks.probes.cache import _error, client_options, protocol_error  # noqa: PLC0415
 
     cache = next(c for c in env.caches if c.name == source.cache)
     shown = f"ACL LOG of {display_url(cache.url)}"
-    client = aioredis.Redis.from_url(cache.url, socket_timeout=source.timeout_seconds, protocol=2,
-                                     socket_connect_timeout=source.timeout_seconds, single_connection_client=True,
-                                     retry_on_timeout=False, health_check_interval=0, **_no_setinfo(),
-                                     **_tls_options(cache))
+    client = aioredis.Redis.from_url(cache.url, socket_timeout=source.timeout_seconds,
+                                     socket_connect_timeout=source.timeout_seconds, **client_options(cache))
     try:
         async with asyncio.timeout(source.timeout_seconds * 2):
             entries = await client.execute_command("ACL", "LOG", "128")  # type: ignore[no-untyped-call]
@@ -443,7 +441,7 @@ async def probe_cache_access(cache: Cache, job: kinds.Job) -> CacheAccess:
     import redis.asyncio as aioredis  # noqa: PLC0415
     import redis.exceptions  # noqa: PLC0415
 
-    from acgs_checks.probes.cache import _error, _no_setinfo, _tls_options  # noqa: PLC0415
+    from acgs_checks.probes.cache import _error, client_options, protocol_error  # noqa: PLC0415
 
     del job
     parts = urlsplit(cache.url)
@@ -455,9 +453,8 @@ async def probe_cache_access(cache: Cache, job: kinds.Job) -> CacheAccess:
 
     # RESP2 (no HELLO on connect) and no retry: one connection, one PING, one answer.
     client = aioredis.Redis.from_url(anonymous, socket_timeout=cache.timeout_seconds,
-                                     socket_connect_timeout=cache.timeout_seconds, single_connection_client=True,
-                                     retry_on_timeout=False, health_check_interval=0, protocol=2,
-                                     retry=Retry(NoBackoff(), 0), **_no_setinfo(), **_tls_options(cache))
+                                     socket_connect_timeout=cache.timeout_seconds, retry=Retry(NoBackoff(), 0),
+                                     **client_options(cache))
     shown = display_url(anonymous)
     try:
         async with asyncio.timeout(cache.timeout_seconds):
@@ -470,6 +467,8 @@ async def probe_cache_access(cache: Cache, job: kinds.Job) -> CacheAccess:
         return CacheAccess(cache.name, shown, answered=True, anonymous="accepted", reply=f"PING → {exc}")
     except (OSError, redis.exceptions.RedisError, TimeoutError) as exc:
         return CacheAccess(cache.name, shown, answered=False, error=_error(exc, cache.timeout_seconds))
+    except Exception as exc:  # noqa: BLE001 - bytes that are not RESP make the client library raise anything
+        return CacheAccess(cache.name, shown, answered=False, error=protocol_error("a RESP answer to PING", exc))
     finally:
         await client.aclose()
 

@@ -220,7 +220,9 @@ def rerun_if_path_option_moved_rootdir(config: pytest.Config) -> None:
     args = list(config.invocation_params.args)
     here = config.invocation_params.dir
     places = [here, *(here / a for a in args if not a.startswith("-") and (here / a).exists())]
-    if os.environ.get(_RERUN_GUARD) or all(_armed_suite_above(p.resolve()) is None for p in places):
+    if os.environ.get(_RERUN_GUARD) or _armed_suite_above(config.rootpath) == config.rootpath:
+        return  # the rootdir is the suite's: nothing moved
+    if all(_armed_suite_above(p.resolve()) is None for p in places):
         return
     fixed: list[str] = []
     changed = False
