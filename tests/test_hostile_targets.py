@@ -345,3 +345,29 @@ def test_redis_garbage_and_a_stalling_postgres_are_one_line_each(run_suite: RunS
     assert run.statuses()["test_cache_reachable[main]"] == "passed"
     assert _message(run, "test_cache_hit_rate[main]").startswith("no data: main: INFO on redis://127.0.0.1:")
     assert run.statuses()["test_database_connectivity[primary]"] == "failed"
+
+
+def test_huge_text_from_files_and_targets_costs_linear_time(run_suite: RunSuite,
+                                                            write_env: Callable[[str], Path]) -> None:
+    """A 900 KB description in the environment file and 1 MB Prometheus errors (the masking worst case, which
+    once made runs take minutes) cost a run about its timeout; a file over the 1 MiB cap is one line, exit 4."""
+    error = json.dumps({"status": "error", "errorType": "execution", "error": "ab://x:" * 150_000}).encode()
+    with serving(raw_json(b'{"status": "ok"}')) as service, serving(prometheus({"query": error})) as metrics:
+        text = _env({"auth": service.url}, f'[prometheus]\nurl = "{metrics.url}"\n')
+        env_file = write_env(text.replace('name = "hostile"\n', 'name = "hostile"\ndescription = "'
+                                          + "ab://x:" * 128_000 + '"\n'))
+        started = time.monotonic()
+        run = run_suite("-m", "daily", "--env", str(env_file))
+        _bounded(started)
+        big = write_env(text.replace('name = "hostile"\n', 'name = "hostile"\ndescription = "'
+                                     + "x" * (2 * 1024 * 1024) + '"\n'), name="big.toml")
+        refused = run_suite("-m", "daily", "--env", str(big), alluredir=False)
+    _no_traceback(run)
+    assert run.statuses()["test_service_health[auth]"] == "passed"
+    message = _message(run, "test_p95_latency[auth]")
+    assert "query failed: HTTP 200 execution: ab://x:" in message, message
+    assert len(message) < 1000, message  # the error is kept to its cap
+    assert refused.returncode == 4
+    lines = [line for line in refused.output.splitlines() if line.strip()]
+    assert len(lines) == 1, refused.output[:2000]
+    assert "more than the 1024 KiB an environment file may be" in lines[0]
