@@ -15,7 +15,7 @@ import argparse
 import statistics
 import sys
 
-from acgs_checks.probes import _aio, slo
+from acgs_checks.probes import aio, slo
 from acgs_checks.sandbox import Sandbox
 from acgs_checks.sandbox.faults import parse_all
 
@@ -29,7 +29,7 @@ def _measure(fault: str | None, service: str, runs: int) -> list[tuple[float, fl
         settings = env.slo.model_copy(update={"samples": 50, "concurrency": 50})
         found = []
         for _ in range(runs):
-            snapshot = _aio.run(lambda: slo.from_samples(target, settings))
+            snapshot = aio.run(lambda: slo.from_samples(target, settings))
             found.append((float(snapshot.values["p50"] or 0.0), float(snapshot.values["p95"] or 0.0)))
         return found
     finally:

@@ -22,11 +22,14 @@ from typing import Any
 
 import pytest
 
-from acgs_checks.sandbox import processes as sandbox_processes
+from acgs_checks import kinds
+from acgs_checks import scratch as sandbox_processes
 from acgs_checks.sandbox.servers import PostgresServer, free_port
 from servers import RealServers
 
 ROOT = Path(__file__).resolve().parent.parent
+# The probe kinds bring their environment sections ([[hosts]], ...) when discovered, as a run discovers them.
+kinds.discover()
 
 
 # One folder per self-test run, made when the run's session starts by the process that starts it

@@ -25,7 +25,7 @@ import pytest
 import redis
 
 from acgs_checks.environment import Database
-from acgs_checks.probes import _aio, postgres
+from acgs_checks.probes import aio, postgres
 from conftest import RunSuite
 from servers import CountingForwarder
 
@@ -109,13 +109,13 @@ def test_sessions_are_read_only_with_timeouts() -> None:
     target = Database(name="machine", title="machine", dsn=PG_DSN, timeout_seconds=1.5)
 
     async def attempt() -> tuple[list[dict[str, object]], dict[str, str], list[dict[str, object]]]:
-        conn = await postgres._session(target)
+        conn = await postgres.read_only_session(target)
         errors: dict[str, str] = {}
         try:
-            inside = await postgres._query(
+            inside = await postgres.run_query(
                 conn, errors, "settings", "SELECT current_setting('statement_timeout') AS s, "
                 "current_setting('lock_timeout') AS l, current_setting('application_name') AS a", timeout=1.5)
-            await postgres._query(conn, errors, "write", "CREATE TEMP TABLE acgs_checks_must_not_exist (x int)",
+            await postgres.run_query(conn, errors, "write", "CREATE TEMP TABLE acgs_checks_must_not_exist (x int)",
                                   timeout=1.5)
             await conn.set_autocommit(True)
             # Outside the suite's own transactions the session is exactly as the server made it.
@@ -126,7 +126,7 @@ def test_sessions_are_read_only_with_timeouts() -> None:
         finally:
             await conn.close()
 
-    inside, errors, outside = _aio.run(attempt)
+    inside, errors, outside = aio.run(attempt)
     assert inside == [{"s": "1500ms", "l": "1500ms", "a": "acgs-checks"}]
     # Even with a superuser DSN, the probe's transactions refuse to write.
     assert "read-only transaction" in errors["write"]
@@ -224,7 +224,7 @@ def test_sql_literals_of_other_sessions_are_masked_unless_asked(setting: str, sh
                     "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND state = 'active'", [pid]).fetchone():
                 time.sleep(0.05)
         target = Database(name="machine", title="machine", dsn=PG_DSN, timeout_seconds=2)
-        seen = _aio.run(lambda: postgres.probe_database(target, sql_literals=setting))
+        seen = aio.run(lambda: postgres.probe_database(target, sql_literals=setting))
         mine = [row for row in seen.activity if row.get("pid") == pid]
         assert len(mine) == 1, seen.activity
         assert (secret in json.dumps(seen.to_json())) is shown

@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from acgs_checks import environment
-from acgs_checks.probes import _aio, postgres
+from acgs_checks.probes import aio, postgres
 from acgs_checks.sandbox.servers import PostgresServer
 from conftest import RunSuite
 from servers import RealServers
@@ -28,7 +28,7 @@ def _database(dsn: str, tmp_path: Path, timeout: float = 1.0) -> environment.Dat
 
 
 def _probe(target: environment.Database) -> postgres.PgSnapshot:
-    return _aio.run(lambda: postgres.probe_database(target))
+    return aio.run(lambda: postgres.probe_database(target))
 
 
 def test_keyword_dsn_passes_the_daily_database_checks(

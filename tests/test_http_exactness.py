@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from acgs_checks.environment import Service, SloSettings, Tls
-from acgs_checks.probes import _aio, http, slo
+from acgs_checks.probes import aio, http, slo
 from servers import RealServers, answer, raw_http
 
 
@@ -206,7 +206,7 @@ def test_addresses_are_raced_so_a_silent_one_costs_a_quarter_second() -> None:
             writer.close()
             return peer
 
-        assert _aio.run(connect) == good.getsockname()
+        assert aio.run(connect) == good.getsockname()
     finally:
         for sock in (silent, good, *filler):
             sock.close()
@@ -242,7 +242,7 @@ def test_sampling_reuses_at_most_one_connection_per_request_in_flight(keepalive:
         service = Service(name="svc", title="svc", url=f"http://127.0.0.1:{server.server_address[1]}",
                           slo_path="/work")
         settings = SloSettings(samples=40, concurrency=4, keepalive=keepalive)
-        seen = _aio.run(lambda: slo.from_samples(service, settings))
+        seen = aio.run(lambda: slo.from_samples(service, settings))
     finally:
         server.shutdown()
         server.server_close()
@@ -269,7 +269,7 @@ def test_an_idle_connection_the_server_closed_is_replaced_not_an_error() -> None
 
     # Each answer leaves a connection that looks reusable; each next request finds it closed (at once,
     # or when it asks) and opens anew: never an error, never more than one idle connection.
-    seen = _aio.run(thrice)
+    seen = aio.run(thrice)
     assert [status for status, _ in seen] == [200, 200, 200]
     assert all(idle <= 1 for _, idle in seen)
     assert pool.opened == 3  # each idle connection was found closed and replaced

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from acgs_checks import kinds, verdict
 from acgs_checks.environment import Target
-from acgs_checks.probes._record import JsonRecord
+from acgs_checks.records import JsonRecord
 
 
 class Port(Target):

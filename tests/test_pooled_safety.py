@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from acgs_checks.environment import Database
-from acgs_checks.probes import _aio, postgres
+from acgs_checks.probes import aio, postgres
 from acgs_checks.sandbox.servers import PgBouncerServer, PostgresServer, free_port, pgbouncer_binary
 from conftest import RunSuite
 
@@ -91,21 +91,21 @@ def test_every_query_carries_its_own_bounds_through_the_pooler(pooled: Pooled) -
     target = Database(name="primary", title="primary", dsn=pooled.app_dsn, timeout_seconds=0.5)
 
     async def probe() -> tuple[list[dict[str, object]], dict[str, str]]:
-        conn = await postgres._session(target)
+        conn = await postgres.read_only_session(target)
         errors: dict[str, str] = {}
         try:
-            settings = await postgres._query(
+            settings = await postgres.run_query(
                 conn, errors, "settings", "SELECT current_setting('statement_timeout') AS statement, "
                 "current_setting('lock_timeout') AS lock, current_setting('transaction_read_only') AS read_only",
                 timeout=0.5)
-            await postgres._query(conn, errors, "sleep", "SELECT pg_sleep(5)", timeout=0.5)
-            await postgres._query(conn, errors, "write", "INSERT INTO acgs.app_writes (note) VALUES ('x')",
+            await postgres.run_query(conn, errors, "sleep", "SELECT pg_sleep(5)", timeout=0.5)
+            await postgres.run_query(conn, errors, "write", "INSERT INTO acgs.app_writes (note) VALUES ('x')",
                                   timeout=0.5)
             return settings, errors
         finally:
             await conn.close()
 
-    settings, errors = _aio.run(probe)
+    settings, errors = aio.run(probe)
     assert settings == [{"statement": "500ms", "lock": "500ms", "read_only": "on"}]
     assert "canceling statement due to statement timeout" in errors["sleep"]
     assert "read-only transaction" in errors["write"]

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from acgs_checks.sandbox import processes, servers
+from acgs_checks import scratch as processes
+from acgs_checks.sandbox import servers
 from conftest import ROOT
 
 

@@ -25,7 +25,7 @@ import pytest
 import trustme
 
 import tls_servers
-from acgs_checks.sandbox import processes as sandbox_processes
+from acgs_checks import scratch as sandbox_processes
 from acgs_checks.sandbox.servers import PgBouncerServer, PostgresServer, free_port, pgbouncer_binary
 from conftest import ROOT, Run, RunSuite
 from servers import answer

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from acgs_checks.sandbox.processes import unprivileged_user
 from acgs_checks.sandbox.servers import PostgresServer, free_port
+from acgs_checks.scratch import unprivileged_user
 from conftest import RunSuite
 
 PGBACKREST = shutil.which("pgbackrest")

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import trustme
 
-from acgs_checks.sandbox import processes as sandbox_processes
+from acgs_checks import scratch as sandbox_processes
 from acgs_checks.sandbox.servers import PostgresServer
 
 PROMETHEUS = shutil.which("prometheus")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from acgs_checks import __version__
+from acgs_checks import __version__, kinds
 from acgs_checks.environment import load
 from acgs_checks.environment.loader import environment_model
 from acgs_checks.errors import ConfigError
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     validate = commands.add_parser("validate", help="check environment files (exit 4 on problems)")
     validate.add_argument("files", nargs="+", type=Path)
     args = parser.parse_args(argv)
+    kinds.discover()  # the probe kinds bring their environment sections
     if args.command == "schema":
         sys.stdout.write(json.dumps(schema(), indent=2, sort_keys=False) + "\n")
         return 0

@@ -4,8 +4,8 @@ A :class:`ProbeKind` says which environment section its targets come from, how t
 target (async and bounded), the typed record a probe returns, the case that blocks its
 dependents, and how its evidence is attached. From the declarations the plugin derives its
 fixtures, what to probe for the selected cases, the shared (xdist) results, blocked-skips and
-Allure evidence; :func:`probe_selected` runs every selected target of every kind in one
-concurrent pass, which costs about the slowest target's bound, not the sum.
+Allure evidence. The pass that probes them lives in :mod:`acgs_checks.run.probing`: this module only
+declares.
 
 Adding a kind: a module in :mod:`acgs_checks.probes` that calls :func:`register`, and a module
 of checks under ``checks/``. Nothing else.
@@ -14,18 +14,15 @@ of checks under ``checks/``. Nothing else.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import importlib
 import pkgutil
-import threading
-import traceback
-import urllib.request
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from acgs_checks.environment import Environment, Target
-from acgs_checks.probes._record import JsonRecord
+from acgs_checks.environment.loader import add_section
+from acgs_checks.records import JsonRecord
 
 
 class Named(Protocol):
@@ -33,6 +30,13 @@ class Named(Protocol):
 
     @property
     def name(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A fixed target: the one thing a kind checks in the environment (``alerts``, ``access``, ``history``)."""
+
+    name: str
 
 
 R = TypeVar("R", bound=JsonRecord)
@@ -98,7 +102,8 @@ class ProbeKind(Generic[T, R]):
     # The model of one entry when the kind brings a new section (``[[hosts]]``): the environment
     # model and its JSON Schema gain the section; None when the section is a built-in one.
     entry: type[Target] | None = None
-    evidence: Callable[[R, Environment], None] | None = None
+    # What the case's evidence attachment shows, JSON-shaped (default: the record itself); the run redacts it.
+    evidence: Callable[[R], Any] | None = None
     # Whether the probe measures latency itself (synthetic sampling): then no case runs while the
     # pass is in flight, so the run's own reporting cannot slow down what it is timing.
     timing: Callable[[Environment], bool] = lambda env: False
@@ -130,10 +135,13 @@ def register(kind: ProbeKind[T, R]) -> ProbeKind[T, R]:
     if kind.param and not kind.fixture:
         raise ValueError(f"probe kind {kind.name!r} names a parameter but no probe fixture")
     REGISTRY[kind.name] = kind
+    if kind.entry is not None:
+        add_section(kind.section, kind.entry)
     return kind
 
 
 _DISCOVERED: list[bool] = []
+PROBES_PACKAGE = "acgs_checks.probes"
 
 
 def discover() -> dict[str, ProbeKind[Any, Any]]:
@@ -142,19 +150,13 @@ def discover() -> dict[str, ProbeKind[Any, Any]]:
     Kinds registered later (by a project's conftest.py) join the same registry.
     """
     if not _DISCOVERED:
-        from acgs_checks import probes  # noqa: PLC0415
-
-        for module in pkgutil.iter_modules(probes.__path__):
+        # By name, as plugins are found: the registry depends on no probe module, the probe modules on it.
+        package = importlib.import_module(PROBES_PACKAGE)
+        for module in pkgutil.iter_modules(package.__path__):
             if not module.name.startswith("_"):
-                importlib.import_module(f"{probes.__name__}.{module.name}")
+                importlib.import_module(f"{PROBES_PACKAGE}.{module.name}")
         _DISCOVERED.append(True)
     return REGISTRY
-
-
-def added_sections() -> tuple[tuple[str, type[Target]], ...]:
-    """The environment sections registered kinds bring, for the environment model."""
-    return tuple(sorted({(k.section, k.entry) for k in discover().values() if k.entry is not None},
-                        key=lambda pair: pair[0]))
 
 
 def by_fixture() -> dict[str, tuple[ProbeKind[Any, Any], str]]:
@@ -178,136 +180,5 @@ def applicable(env: Environment, fixture: str) -> bool:
     return arg[1:] in names if arg.startswith("=") else bool(names)
 
 
-def _guarded(name: str, job: Callable[[], Awaitable[JsonRecord]]) -> Callable[[], Awaitable[JsonRecord]]:
-    async def run() -> JsonRecord:
-        try:
-            return await job()
-        except Exception as exc:  # noqa: BLE001 - one probe's exception must not take every other check down
-            return ProbeError(target=name, probe_error=f"{type(exc).__name__}: {exc}",
-                              traceback=traceback.format_exc(limit=20))
-
-    return run
-
-
-Results = dict[str, dict[str, dict[str, Any]]]
-Deliver = Callable[[str, str, dict[str, Any]], None]
-
-
-async def _pass(env: Environment, selected: Mapping[str, set[str]], deliver: Deliver) -> None:
-    """Probe the named targets of each kind concurrently; hand each record over (as JSON) once it is in."""
-    kinds = discover()
-    semaphore = asyncio.Semaphore(max(1, env.defaults.concurrency))
-    shared: dict[str, asyncio.Task[Any]] = {}
-    tasks: dict[tuple[str, str], asyncio.Task[JsonRecord]] = {}
-
-    async def one(kind: ProbeKind[Any, Any], target: Any) -> JsonRecord:
-        earlier = tasks.get((kind.after, target.name)) if kind.after else None
-        # Waited for outside the semaphore: a job holding a slot never waits on one without.
-        before = await asyncio.shield(earlier) if earlier is not None else None
-        async with semaphore:
-            record: JsonRecord = await kind.probe(target, Job(env, before, shared))
-            return record
-
-    async def delivered(kind: ProbeKind[Any, Any], target: Any) -> JsonRecord:
-        record = await _guarded(target.name, lambda: one(kind, target))()
-        deliver(kind.name, target.name, record.to_json())
-        return record
-
-    order = sorted(kinds.values(), key=lambda k: bool(k.after))  # what others wait for starts first
-    for kind in order:
-        wanted = selected.get(kind.name, set())
-        for target in kind.targets(env):
-            if target.name in wanted:
-                tasks[(kind.name, target.name)] = asyncio.ensure_future(delivered(kind, target))
-    await asyncio.gather(*tasks.values())
-    for task in shared.values():
-        task.cancel()
-
-
-def probe_selected(env: Environment, selected: Mapping[str, set[str]]) -> Results:
-    """Probe the named targets of each kind, all in one concurrent pass; results as JSON, by kind and name."""
-    from acgs_checks.probes import _aio  # noqa: PLC0415
-
-    out: Results = {name: {} for name in discover()}
-
-    def keep(kind: str, name: str, record: dict[str, Any]) -> None:
-        out[kind][name] = record
-
-    _aio.run(lambda: _pass(env, selected, keep))
-    return out
-
-
-class ProbePass:
-    """The same pass in a background thread, each record available as soon as its target answered.
-
-    Cases of targets that answered run while a hanging target still waits out its timeout, so a
-    run costs about one timeout plus start-up, not one timeout plus the time to report every case.
-    """
-
-    def __init__(self, env: Environment, selected: Mapping[str, set[str]]) -> None:
-        self._records: dict[tuple[str, str], dict[str, Any]] = {}
-        self._changed = threading.Condition()
-        self._finished = False
-        self._error = ""
-        # What the pass reads from the process environment is read here, in the main thread.
-        from acgs_checks.probes import http  # noqa: PLC0415
-        http.PROXIES.set(urllib.request.getproxies_environment())
-        context = contextvars.copy_context()
-        self._thread = threading.Thread(target=context.run, args=(self._run, env, selected), name="acgs-probe-pass",
-                                        daemon=True)
-        self._thread.start()
-
-    def _run(self, env: Environment, selected: Mapping[str, set[str]]) -> None:
-        from acgs_checks.probes import _aio  # noqa: PLC0415
-
-        try:
-            _aio.run(lambda: _pass(env, selected, self._deliver))
-        except BaseException as exc:  # noqa: BLE001 - reported to every case still waiting, never lost
-            self._error = f"{type(exc).__name__}: {exc}"
-        finally:
-            with self._changed:
-                self._finished = True
-                self._changed.notify_all()
-
-    def _deliver(self, kind: str, name: str, record: dict[str, Any]) -> None:
-        with self._changed:
-            self._records[(kind, name)] = record
-            self._changed.notify_all()
-
-    def wait_until_finished(self) -> None:
-        with self._changed:
-            while not self._finished:
-                self._changed.wait(0.1)
-
-    def ready(self, keys: Iterable[tuple[str, str]]) -> bool:
-        with self._changed:
-            return self._finished or all(key in self._records for key in keys)
-
-    def wait_for_change(self, seconds: float) -> None:
-        with self._changed:
-            if not self._finished:
-                self._changed.wait(seconds)
-
-    def record(self, kind: str, name: str) -> dict[str, Any]:
-        """This target's record, waiting for it (short waits, so Ctrl-C and SIGTERM still get through)."""
-        with self._changed:
-            while (kind, name) not in self._records and not self._finished:
-                self._changed.wait(0.1)
-            if (kind, name) in self._records:
-                return self._records[(kind, name)]
-        return ProbeError(target=name, probe_error=f"the probe pass ended without it ({self._error or 'no record'})",
-                          traceback="").to_json()
-
-
-class Finished:
-    """Results that are all in already (read from the run's shared folder under xdist)."""
-
-    def __init__(self, results: Results) -> None:
-        self.results = results
-
-    def record(self, kind: str, name: str) -> dict[str, Any]:
-        return self.results[kind][name]
-
-
-__all__ = ["Decision", "Finished", "Gate", "Job", "ProbeError", "ProbeKind", "ProbePass", "R", "applicable",
-           "by_fixture", "discover", "params", "probe_selected", "register"]
+__all__ = ["Decision", "Fixed", "Gate", "Job", "ProbeError", "ProbeKind", "R", "applicable", "by_fixture", "discover",
+           "params", "register"]

@@ -4,7 +4,7 @@ Never on the production server. The scratch cluster comes from the same binaries
 uses (initdb, pg_ctl, pg_restore), listens on a Unix socket in its own folder only (no TCP),
 runs as an unprivileged account when started as root, and is stopped and removed when the
 drill ends, whatever happened. A run killed outright leaves a folder marked with its pid;
-the next run's :func:`acgs_checks.sandbox.processes.reap_leftovers` removes it.
+the next run's :func:`acgs_checks.scratch.reap_leftovers` removes it.
 
 The folder is on disk (``$ACGS_RESTORE_TMPDIR``, else the system temp folder), not in memory:
 a production dump can be large.
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from acgs_checks.sandbox.processes import (
+from acgs_checks.scratch import (
     OWNER_FILE,
     SandboxError,
     postgres_bindir,

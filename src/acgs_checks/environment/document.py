@@ -46,6 +46,7 @@ from acgs_checks.environment.model import (
     problem,
 )
 from acgs_checks.environment.weekly import Alertmanager, DrDocs, History, Security
+from acgs_checks.runbook import AREAS
 from acgs_checks.thresholds import SPECS, Thresholds
 
 SloSource = Literal["prometheus", "synthetic", "scrape"]
@@ -164,7 +165,6 @@ class Retry(Strict):
     @field_validator("area")
     @classmethod
     def _known_area(cls, value: str | None) -> str | None:
-        from acgs_checks.runbook import AREAS  # noqa: PLC0415 - the runbook's areas are the markers' names
 
         if value is not None and value not in AREAS:
             raise problem(f"{value!r} is not an area", "use one of " + ", ".join(AREAS))

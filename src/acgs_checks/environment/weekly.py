@@ -17,6 +17,7 @@ from acgs_checks.environment.model import (
     Strict,
     Target,
     checked_url,
+    context_of,
     number_or_variable,
     problem,
 )
@@ -122,7 +123,6 @@ class DrDocs(Strict):
     def _relative_to_the_file(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
         from pathlib import Path  # noqa: PLC0415
 
-        from acgs_checks.environment.model import context_of  # noqa: PLC0415
 
         base = context_of(info).get("base_dir")
 

@@ -30,9 +30,13 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from acgs_checks import kinds, verdict
-from acgs_checks.environment import Environment, Target
-from acgs_checks.probes import _aio
-from acgs_checks.probes._record import JsonRecord
+from acgs_checks.environment import Environment, Target, display_url
+from acgs_checks.environment.model import problem
+from acgs_checks.probes import aio, http
+from acgs_checks.probes.host import run_on_host, why_failed
+from acgs_checks.probes.postgres import connect_budget, connect_error, jsonable, read_only_session, run_query
+from acgs_checks.records import JsonRecord
+from acgs_checks.scratch import SandboxError, postgres_bindir
 
 ROW_LIMIT = 500
 _ARCHIVER = """
@@ -71,7 +75,6 @@ class Backup(Target):
 
     @model_validator(mode="after")
     def _one_source(self) -> Backup:
-        from acgs_checks.environment.model import problem  # noqa: PLC0415
 
         chosen = [k for k in ("directory", "pgbackrest_stanza", "barman_server") if getattr(self, k)]
         if len(chosen) != 1:
@@ -109,12 +112,11 @@ class BackupListing(JsonRecord):
 def _run(backup: Backup, env: Environment, command: str, bound: float) -> tuple[int, str, str]:
     """Run ``command`` (sh) on the backup's host, or here; bounded."""
     if backup.host:
-        from acgs_checks.probes.host import _run_on_host  # noqa: PLC0415
 
         host = next((h for h in env.section("hosts") if h.name == backup.host), None)
         if host is None:
             return 2, "", f"no [[hosts]] entry named {backup.host!r}"
-        return _run_on_host(host, command, bound)
+        return run_on_host(host, command, bound)
     try:
         done = subprocess.run(["timeout", "-k", "1", f"{bound:g}", "sh", "-c", command], capture_output=True,
                               text=True, timeout=bound + 2, check=False, env={**os.environ, "LC_ALL": "C"})
@@ -129,9 +131,8 @@ def _pg_dump_files(backup: Backup, env: Environment, bound: float) -> tuple[list
                f"find {folder} -maxdepth 1 -type f -name {shlex.quote(backup.pattern)} -printf '%T@ %s %p\\n'")
     rc, stdout, stderr = _run(backup, env, command, bound)
     if rc != 0:
-        from acgs_checks.probes.host import _why  # noqa: PLC0415
 
-        return [], _why(rc, stderr)
+        return [], why_failed(rc, stderr)
     found = []
     for line in stdout.splitlines():
         stamp, size, path = [*line.split(" ", 2), "", ""][:3]
@@ -145,8 +146,6 @@ def _pg_dump_files(backup: Backup, env: Environment, bound: float) -> tuple[list
 def _pg_restore(backup: Backup) -> str:
     """pg_restore on the host's PATH; here, the newest PostgreSQL's (the drill's), which reads every older dump."""
     if not backup.host:
-        from acgs_checks.sandbox.processes import SandboxError, postgres_bindir  # noqa: PLC0415
-
         try:
             found = postgres_bindir() / "pg_restore"
         except SandboxError:
@@ -160,9 +159,8 @@ def _restore_list(backup: Backup, env: Environment, path: str, bound: float) -> 
     """pg_restore --list on the newest file: it reads the archive's table of contents end to end."""
     rc, stdout, stderr = _run(backup, env, f"{_pg_restore(backup)} --list -- {shlex.quote(path)}", bound)
     if rc != 0:
-        from acgs_checks.probes.host import _why  # noqa: PLC0415
 
-        return False, f"pg_restore --list {path} failed: {_why(rc, stderr)}"
+        return False, f"pg_restore --list {path} failed: {why_failed(rc, stderr)}"
     entries = [line for line in stdout.splitlines() if line and not line.startswith(";")]
     data = [line for line in entries if " TABLE DATA " in line]
     return True, f"pg_restore --list {path}: {len(entries)} entries, {len(data)} with table data"
@@ -227,9 +225,8 @@ def list_backups(backup: Backup, env: Environment) -> tuple[list[dict[str, Any]]
         parse = parse_barman
     rc, stdout, stderr = _run(backup, env, command, bound)
     if rc != 0:
-        from acgs_checks.probes.host import _why  # noqa: PLC0415
 
-        return [], f"{command}: {_why(rc, stderr)}", "", None
+        return [], f"{command}: {why_failed(rc, stderr)}", "", None
     try:
         found = parse(stdout)
     except (ValueError, TypeError, AttributeError) as exc:
@@ -243,27 +240,26 @@ async def _database_facts(backup: Backup, env: Environment) -> tuple[dict[str, A
                                                                      dict[str, str]]:
     import psycopg  # noqa: PLC0415
 
-    from acgs_checks.probes.postgres import _connect_error, _jsonable, _query, _session, connect_budget  # noqa: PLC0415
 
     db = next((d for d in env.databases if d.name == backup.database), None)
     if db is None:
         return {}, [], {"connect": f"no [[databases]] entry named {backup.database!r}"}
     try:
         async with asyncio.timeout(connect_budget(db) + 0.5):
-            conn = await _session(db)
+            conn = await read_only_session(db)
     except (OSError, psycopg.Error, TimeoutError) as exc:
-        return {}, [], {"connect": _connect_error(exc, db)[0]}
+        return {}, [], {"connect": connect_error(exc, db)[0]}
     errors: dict[str, str] = {}
     try:
         async with asyncio.timeout(db.timeout_seconds * 2):
-            archiver = await _query(conn, errors, "archiver", _ARCHIVER, timeout=db.timeout_seconds)
-            tables = await _query(conn, errors, "tables", _TABLES, timeout=db.timeout_seconds)
+            archiver = await run_query(conn, errors, "archiver", _ARCHIVER, timeout=db.timeout_seconds)
+            tables = await run_query(conn, errors, "tables", _TABLES, timeout=db.timeout_seconds)
     except TimeoutError:
         errors["deadline"] = f"not read within {db.timeout_seconds * 2:g} s"
         archiver, tables = [], []
     finally:
         await conn.close()
-    return (_jsonable(archiver)[0] if archiver else {}), _jsonable(tables), errors
+    return (jsonable(archiver)[0] if archiver else {}), jsonable(tables), errors
 
 
 async def probe_backup(backup: Backup, job: kinds.Job) -> BackupListing:
@@ -274,7 +270,7 @@ async def probe_backup(backup: Backup, job: kinds.Job) -> BackupListing:
     if backup.host:
         source += f" on {backup.host}"
     bound = backup.timeout_seconds * 10 + 2
-    listing = asyncio.wait_for(_aio.in_thread(list_backups, backup, env), timeout=bound)
+    listing = asyncio.wait_for(aio.in_thread(list_backups, backup, env), timeout=bound)
     try:
         (found, error, said, readable), (archiver, tables, db_errors) = await asyncio.gather(
             listing, _database_facts(backup, env))
@@ -327,8 +323,6 @@ def _file_changed(path: str, bound: float) -> dict[str, Any]:
 async def _url_changed(url: str, timeout: float) -> dict[str, Any]:
     from email.utils import parsedate_to_datetime  # noqa: PLC0415
 
-    from acgs_checks.environment import display_url  # noqa: PLC0415
-    from acgs_checks.probes import http  # noqa: PLC0415
 
     result, _ = await http.exchange(url, target="dr", timeout=timeout, body_limit=1024)
     shown = display_url(url)
@@ -347,14 +341,13 @@ async def probe_documents(target: Any, job: kinds.Job) -> Documents:
     settings = job.env.dr
     found = await asyncio.gather(*(
         _url_changed(doc, settings.timeout_seconds) if doc.startswith(("http://", "https://"))
-        else _aio.in_thread(_file_changed, doc, settings.timeout_seconds) for doc in settings.documents))
+        else aio.in_thread(_file_changed, doc, settings.timeout_seconds) for doc in settings.documents))
     return Documents(target.name, list(found))
 
 
 def _dr_targets(env: Environment) -> tuple[Any, ...]:
-    from acgs_checks.probes.security import Fixed  # noqa: PLC0415
 
-    return (Fixed("dr-documentation"),) if env.dr.documents else ()
+    return (kinds.Fixed("dr-documentation"),) if env.dr.documents else ()
 
 
 DOCUMENTS = kinds.register(kinds.ProbeKind(

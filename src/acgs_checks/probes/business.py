@@ -13,8 +13,8 @@ from typing import Any
 from acgs_checks import kinds, redaction
 from acgs_checks.environment import BusinessMetric, Environment, Prometheus, display_url
 from acgs_checks.probes import http
-from acgs_checks.probes._record import JsonRecord
 from acgs_checks.probes.prometheus import DENIED_STATUSES, blocked_by_source, query, reachable_once
+from acgs_checks.records import JsonRecord
 
 DEFAULT_BUSINESS_QUERIES = {
     "compliance": "avg(acgs_constitutional_compliance_score)",

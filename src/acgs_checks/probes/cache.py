@@ -18,7 +18,7 @@ from typing import Any
 
 from acgs_checks import kinds, redaction, verdict
 from acgs_checks.environment import Cache, Environment, display_url
-from acgs_checks.probes._record import JsonRecord
+from acgs_checks.records import JsonRecord
 
 CLIENT_NAME = "acgs-checks"
 FIELDS = (
@@ -123,7 +123,7 @@ DENIED_HINT = ("the user and password in the URL, and the ACL user's rules "
                "(it needs +ping +info: ACL SETUSER <user> on >PASSWORD -@all +ping +info)")
 
 
-def _error(exc: BaseException, timeout: float) -> str:
+def failure_text(exc: BaseException, timeout: float) -> str:
     import redis.exceptions  # noqa: PLC0415 - see _no_setinfo
 
     if isinstance(exc, TimeoutError | redis.exceptions.TimeoutError):
@@ -180,7 +180,7 @@ async def probe_cache(cache: Cache, *, window_seconds: float) -> CacheSnapshot:
                 await client.ping()
                 ping = time.perf_counter() - started
         except (OSError, redis.exceptions.RedisError, TimeoutError) as exc:
-            return CacheSnapshot(target=cache.name, url=url, reachable=False, error=_error(exc, timeout),
+            return CacheSnapshot(target=cache.name, url=url, reachable=False, error=failure_text(exc, timeout),
                                  denied=DENIED_HINT if _is_denied(exc) else "")
         except Exception as exc:  # noqa: BLE001 - bytes that are not RESP make the client library raise anything
             return CacheSnapshot(target=cache.name, url=url, reachable=False,
@@ -191,7 +191,7 @@ async def probe_cache(cache: Cache, *, window_seconds: float) -> CacheSnapshot:
         except redis.exceptions.ResponseError as exc:
             notes["client setname"] = f"refused, the connection stays unnamed: {exc}"
         except (OSError, redis.exceptions.RedisError, TimeoutError) as exc:
-            notes["client setname"] = _error(exc, timeout)
+            notes["client setname"] = failure_text(exc, timeout)
         first: dict[str, Any] = {}
         second: dict[str, Any] = {}
         measured = 0.0
@@ -205,7 +205,7 @@ async def probe_cache(cache: Cache, *, window_seconds: float) -> CacheSnapshot:
         except redis.exceptions.ResponseError as exc:
             errors["info"] = str(exc)
         except (OSError, redis.exceptions.RedisError, TimeoutError) as exc:
-            errors["info"] = _error(exc, timeout)
+            errors["info"] = failure_text(exc, timeout)
         except Exception as exc:  # noqa: BLE001 - INFO text the client library cannot parse: ValueError and kin
             errors["info"] = protocol_error("INFO's field:value lines", exc)
         return CacheSnapshot(target=cache.name, url=url, reachable=True, ping_seconds=round(ping, 6),

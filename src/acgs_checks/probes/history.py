@@ -1,6 +1,6 @@
 """Wednesday performance review: the measured values of the past weeks, from the history store and Prometheus.
 
-The store (:mod:`acgs_checks.reporting.history`) holds what every run measured. Where the
+The store (:mod:`acgs_checks.measurements`) holds what every run measured. Where the
 environment has ``[prometheus]``:
 
 * each service's P95 and error rate get weekly medians from range queries, evaluated at the end
@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from acgs_checks import kinds
-from acgs_checks.probes import _aio
-from acgs_checks.probes._record import JsonRecord
+from acgs_checks import measurements as history
+from acgs_checks.kinds import Fixed
+from acgs_checks.probes import aio
+from acgs_checks.probes import prometheus as prom
 from acgs_checks.probes.host import PSEUDO_FS
-from acgs_checks.probes.security import Fixed
-from acgs_checks.reporting import history
+from acgs_checks.probes.slo import service_queries
+from acgs_checks.records import JsonRecord
 
 DAY = 86400.0
 
@@ -44,7 +46,6 @@ class HistorySnapshot(JsonRecord):
 
 
 async def _disk_projections(job: kinds.Job) -> tuple[list[dict[str, Any]], str]:
-    from acgs_checks.probes import prometheus as prom  # noqa: PLC0415
 
     env = job.env
     hosts = [h for h in env.section("hosts") if h.prometheus_selector]
@@ -77,8 +78,6 @@ _WEEKLY = (("test_p95_latency", "p95", "p95_warning_seconds", 1.0),
 
 
 async def _weekly_medians(job: kinds.Job, weeks: int) -> tuple[dict[str, dict[str, Any]], str]:
-    from acgs_checks.probes import prometheus as prom  # noqa: PLC0415
-    from acgs_checks.probes.slo import service_queries  # noqa: PLC0415
 
     env = job.env
     if env.prometheus is None or env.slo.source != "prometheus" or not env.services:
@@ -99,7 +98,6 @@ async def _weekly_medians(job: kinds.Job, weeks: int) -> tuple[dict[str, dict[st
 
 
 async def _at(env: Any, query: str, at: float) -> tuple[float | None, str]:
-    from acgs_checks.probes import prometheus as prom  # noqa: PLC0415
 
     series, error = await prom.vector(env.prometheus, query, at)
     return (series[0][1], "") if len(series) == 1 else (None, error or f"{len(series)} series")
@@ -117,7 +115,7 @@ async def probe_history(target: Fixed, job: kinds.Job) -> HistorySnapshot:
                                weekly_error=weekly_error)
     since = time.time() - (weeks + 1) * 7 * DAY
     try:
-        rows = await _aio.in_thread(history.read, path, env.name, since)
+        rows = await aio.in_thread(history.read, path, env.name, since)
     except history.Error as exc:
         return HistorySnapshot(target.name, str(path), read=False, error=f"reading {path} failed: {exc}",
                                weeks=weeks, projections=projections, projection_error=projection_error,

@@ -26,8 +26,10 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from acgs_checks import kinds, redaction, verdict
 from acgs_checks.environment import Environment, Target
-from acgs_checks.probes import _aio
-from acgs_checks.probes._record import JsonRecord
+from acgs_checks.environment.model import context_of, problem
+from acgs_checks.probes import aio
+from acgs_checks.probes import prometheus as prom
+from acgs_checks.records import JsonRecord
 
 # Filesystems that are not disks (df lists them; node_exporter exports several of them).
 PSEUDO_FS = ("tmpfs", "devtmpfs", "overlay", "squashfs", "proc", "sysfs", "cgroup", "cgroup2", "devpts",
@@ -59,7 +61,6 @@ class Host(Target):
     @field_validator("spec")
     @classmethod
     def _spec(cls, value: str, info: ValidationInfo) -> str:
-        from acgs_checks.environment.model import context_of, problem  # noqa: PLC0415
 
         context_of(info).setdefault("secrets", set()).update(redaction.secrets_in(value))  # ssh://user:pw@host
         if not SPEC_RE.match(value):
@@ -249,14 +250,14 @@ def parse(host: Host, text: str, *, sampled: bool) -> dict[str, Any]:
     return out
 
 
-def _why(rc: int, stderr: str) -> str:
+def why_failed(rc: int, stderr: str) -> str:
     """What a failed command on a host said: timeout's own status (124, or 137 once killed), else stderr's last line."""
     if rc in (124, 137):
         return "timed out on the host"
     return (stderr.strip().splitlines() or [f"exit status {rc}"])[-1]
 
 
-def _run_on_host(host: Host, command: str, bound: float) -> tuple[int, str, str]:
+def run_on_host(host: Host, command: str, bound: float) -> tuple[int, str, str]:
     import testinfra  # noqa: PLC0415 - only environments with hosts need it
 
     options: dict[str, Any] = dict(host.testinfra_options())
@@ -279,13 +280,13 @@ async def read_on_host(env: Environment, name: str, command: str, *, timeouts: f
         return "", f"no [[hosts]] entry named {name!r}"
     bound = host.timeout_seconds * timeouts
     try:
-        rc, stdout, stderr = await asyncio.wait_for(_aio.in_thread(_run_on_host, host, command, bound),
+        rc, stdout, stderr = await asyncio.wait_for(aio.in_thread(run_on_host, host, command, bound),
                                                     timeout=bound + 2)
     except Exception as exc:  # noqa: BLE001 - unreachable host, a backend that cannot start, a timeout: the reason
         return "", env.redact(f"{type(exc).__name__}: {exc}".splitlines()[0])
     if rc == 0 or (rc in quiet_codes and not stderr.strip()):
         return stdout, ""
-    return "", env.redact(_why(rc, stderr))
+    return "", env.redact(why_failed(rc, stderr))
 
 
 # --- host logs, for the checks that read them (the weekly reviews) ------------------------------
@@ -322,11 +323,11 @@ def read_log(host: Host, env: Environment, *, path: str = "", unit: str = "", si
                    f"exit 1; fi; journalctl -u {shlex.quote(unit)} --since '-{since_hours:g}h' --no-pager -o short-iso "
                    f"-n {count} | head -c {LOG_MAX_BYTES}")
     try:
-        rc, stdout, stderr = _run_on_host(host, command, host.timeout_seconds)
+        rc, stdout, stderr = run_on_host(host, command, host.timeout_seconds)
     except Exception as exc:  # noqa: BLE001 - a backend that cannot start is an answer, not a crash
         return LogExcerpt(target=host.name, source=source, error=env.redact(f"{type(exc).__name__}: {exc}"))
     if rc != 0:
-        return LogExcerpt(target=host.name, source=source, error=env.redact(_why(rc, stderr)))
+        return LogExcerpt(target=host.name, source=source, error=env.redact(why_failed(rc, stderr)))
     return LogExcerpt(target=host.name, source=source, text=env.redact(stdout))
 
 
@@ -356,7 +357,6 @@ def promql(host: Host, window: str) -> dict[str, str]:
 
 
 async def _from_prometheus(host: Host, env: Environment, job: kinds.Job) -> dict[str, Any]:
-    from acgs_checks.probes import prometheus as prom  # noqa: PLC0415
 
     assert env.prometheus is not None
     window = f"{max(15, int(host.window_seconds * 5))}s"  # rate() needs several scrapes in the window
@@ -401,7 +401,7 @@ async def probe_host(host: Host, job: kinds.Job) -> HostSnapshot:
     command = script(host, sample=not via_prometheus)
     try:
         rc, stdout, stderr = await asyncio.wait_for(
-            _aio.in_thread(_run_on_host, host, command, bound), timeout=bound + 2)
+            aio.in_thread(run_on_host, host, command, bound), timeout=bound + 2)
     except TimeoutError:
         return HostSnapshot(target=host.name, spec=host.spec, reachable=False,
                             error=f"no answer within {bound + 2:g} s", checked_at=time.time())
@@ -409,8 +409,8 @@ async def probe_host(host: Host, job: kinds.Job) -> HostSnapshot:
         return HostSnapshot(target=host.name, spec=host.spec, reachable=False,
                             error=f"{type(exc).__name__}: {exc}".splitlines()[0], checked_at=time.time())
     if "==acgs== meminfo" not in stdout:
-        return HostSnapshot(target=host.name, spec=host.spec, reachable=False, error=verdict.clean(_why(rc, stderr)),
-                            checked_at=time.time())
+        return HostSnapshot(target=host.name, spec=host.spec, reachable=False,
+                            error=verdict.clean(why_failed(rc, stderr)), checked_at=time.time())
     fields = parse(host, stdout, sampled=not via_prometheus)
     fields["source"] = f"the host ({host.spec.split('?')[0]}, testinfra)"
     fields["window_seconds"] = host.window_seconds

@@ -1,7 +1,7 @@
 """HTTP on httpx: the health probe, and the one bounded exchange every HTTP read of the suite makes.
 
 One adapter keeps the probe's contract over httpx: one total time bound per exchange that never
-hangs (DNS included, see ``_net``), a precise outcome for each way an exchange fails, the system
+hangs (DNS included, see ``network``), a precise outcome for each way an exchange fails, the system
 trust store or ``ca_file`` (an ``SSLContext``), a client certificate for mutual TLS, proxies
 from ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY``, and per-phase timings (resolve, connect, TLS,
 processing, transfer) as blackbox_exporter reports them.
@@ -28,10 +28,10 @@ import httpcore
 import httpx
 
 from acgs_checks import __version__, kinds
-from acgs_checks.environment import NO_TLS, Environment, Service, Tls, display_url
-from acgs_checks.probes import _aio, _net
-from acgs_checks.probes._net import race
-from acgs_checks.probes._record import JsonRecord
+from acgs_checks.environment import NO_TLS, Service, Tls, display_url
+from acgs_checks.probes import aio, network
+from acgs_checks.probes.network import race
+from acgs_checks.records import JsonRecord
 
 BODY_LIMIT = 64 * 1024
 EXCERPT_LIMIT = 2048
@@ -228,7 +228,7 @@ def proxy_for(scheme: str, host: str) -> str:
     return "" if not proxy or bypass else proxy
 
 
-def _transport(tls: Tls, proxy: str, backend: _net.Backend, connections: int) -> httpx.AsyncHTTPTransport:
+def _transport(tls: Tls, proxy: str, backend: network.Backend, connections: int) -> httpx.AsyncHTTPTransport:
     """httpx's transport over our network backend (httpx takes no backend itself: its pool is replaced)."""
     context = ssl_context(tls)
     transport = httpx.AsyncHTTPTransport(verify=context, trust_env=False)
@@ -254,7 +254,7 @@ class Pool:
     """
 
     def __init__(self, connections: int = 64) -> None:
-        self.backend = _net.Backend()
+        self.backend = network.Backend()
         self._connections = connections
         self._clients: dict[tuple[Tls, str], httpx.AsyncClient] = {}
 
@@ -338,9 +338,9 @@ async def exchange(url: str, *, target: str, timeout: float,
     port = parts.port or (443 if parts.scheme == "https" else 80)
     start = time.perf_counter()
     marks: dict[str, float] = {}
-    token = _net.MARKS.set(marks)
+    token = network.MARKS.set(marks)
     proxy = proxy_for(parts.scheme, host)
-    own = None if pool is not None else _client(_transport(tls, proxy, _net.Backend(), 1))
+    own = None if pool is not None else _client(_transport(tls, proxy, network.Backend(), 1))
     client = pool.client(tls, proxy) if pool is not None else own
     assert client is not None
     extra = {} if pool is not None else {"Connection": "close"}
@@ -403,7 +403,7 @@ async def exchange(url: str, *, target: str, timeout: float,
     except (OSError, httpx.TransportError) as exc:
         return result(NETWORK, f"network error: {getattr(exc, 'strerror', None) or exc}"), b""
     finally:
-        _net.MARKS.reset(token)
+        network.MARKS.reset(token)
         if own is not None:
             await own.aclose()
 
@@ -480,9 +480,9 @@ def _phases(start: float, marks: dict[str, float], scheme: str) -> dict[str, flo
 def probe_services(services: Sequence[Service], *, concurrency: int = 64) -> dict[str, HttpResult]:
     """Probe every service concurrently; the whole pass costs about one timeout."""
     async def all_of() -> list[HttpResult]:
-        return await _aio.gather_bounded([partial(probe_service, s) for s in services], limit=concurrency)
+        return await aio.gather_bounded([partial(probe_service, s) for s in services], limit=concurrency)
 
-    results = _aio.run(all_of) if services else []
+    results = aio.run(all_of) if services else []
     return {r.target: r for r in results}
 
 
@@ -497,10 +497,29 @@ def summary(result: HttpResult) -> str:
 
 # --- the kind -----------------------------------------------------------------------------------
 
-def _attach(result: HttpResult, env: Environment) -> None:
-    from acgs_checks.reporting import evidence  # noqa: PLC0415 - the reporting layer imports this module
-
-    evidence.attach_http(result, env)
+def evidence(result: HttpResult) -> dict[str, Any]:
+    """Status, timings, headers and a body excerpt, as one attachment (the run redacts and attaches it)."""
+    return {
+        "url": result.url,
+        "outcome": result.outcome,
+        "detail": result.detail,
+        "status": result.status,
+        "reason": result.reason,
+        "timings_seconds": {
+            "connect": result.connect_seconds,
+            "first_byte": result.first_byte_seconds,
+            "total": result.elapsed_seconds,
+            "timeout": result.timeout_seconds,
+        },
+        # Per phase, as blackbox_exporter's probe_http_duration_seconds{phase=...} names them.
+        "phases_seconds": result.phases,
+        "health": {"normalised": result.health, "field": result.health_field,
+                   "value": result.health_value},
+        "headers": dict(result.headers),
+        "body_bytes": result.body_bytes,
+        # In the one attachment: a file per case is what a run of hundreds of targets pays for.
+        "body_excerpt": result.body_excerpt,
+    }
 
 
 async def _probe(service: Service, job: kinds.Job) -> HttpResult:
@@ -509,7 +528,7 @@ async def _probe(service: Service, job: kinds.Job) -> HttpResult:
 
 SERVICE = kinds.register(kinds.ProbeKind(
     name="service", section="services", record=HttpResult, param="service", fixture="health",
-    probe=_probe, targets=lambda env: env.services, evidence=_attach,
+    probe=_probe, targets=lambda env: env.services, evidence=evidence,
     doc="one GET of each service's health URL",
 ))
 

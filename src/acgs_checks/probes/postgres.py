@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from acgs_checks import kinds, verdict
 from acgs_checks.environment import Database, Environment, Pooler, display_url
-from acgs_checks.probes._record import JsonRecord
+from acgs_checks.probes.host import read_on_host
+from acgs_checks.probes.logs import seconds_since
+from acgs_checks.records import JsonRecord
 from acgs_checks.redaction import mask_sql_literals
 
 if TYPE_CHECKING:  # the client library loads when a database or pooler is probed, not with the plugin
@@ -199,7 +201,7 @@ def connect_budget(target: Database) -> float:
     return float(connect_timeout(target.timeout_seconds) * target.hosts)
 
 
-def _connect_error(exc: BaseException, target: Database) -> tuple[str, str]:
+def connect_error(exc: BaseException, target: Database) -> tuple[str, str]:
     """(what went wrong, and when access was refused the credential or grant to check)."""
     if isinstance(exc, TimeoutError):
         return f"no connection within {connect_budget(target):g} s ({target.hosts} host(s), " \
@@ -218,7 +220,7 @@ def _connect_error(exc: BaseException, target: Database) -> tuple[str, str]:
     return message, ""
 
 
-async def _connect(target: Database, **options: Any) -> psycopg.AsyncConnection[dict[str, Any]]:
+async def open_connection(target: Database, **options: Any) -> psycopg.AsyncConnection[dict[str, Any]]:
     """Connect with the DSN as given, plus the TLS parameters the environment adds beside it."""
     import psycopg  # noqa: PLC0415 - see TYPE_CHECKING above
     from psycopg.conninfo import make_conninfo  # noqa: PLC0415
@@ -231,9 +233,9 @@ async def _connect(target: Database, **options: Any) -> psycopg.AsyncConnection[
     )
 
 
-async def _session(db: Database) -> psycopg.AsyncConnection[dict[str, Any]]:
+async def read_only_session(db: Database) -> psycopg.AsyncConnection[dict[str, Any]]:
     """A connection on which psycopg opens every transaction with BEGIN READ ONLY; nothing else is set."""
-    conn = await _connect(db, autocommit=False)
+    conn = await open_connection(db, autocommit=False)
     await conn.set_read_only(True)
     return conn
 
@@ -245,7 +247,7 @@ _TRANSACTION_BOUNDS = ("SELECT set_config('statement_timeout', %(t)s, true), set
                        f"set_config('application_name', '{APPLICATION_NAME}', true)")
 
 
-async def _query(conn: psycopg.AsyncConnection[dict[str, Any]], errors: dict[str, str], name: str,
+async def run_query(conn: psycopg.AsyncConnection[dict[str, Any]], errors: dict[str, str], name: str,
                  sql: str, params: Sequence[Any] | dict[str, Any] | None = None, *,
                  timeout: float) -> list[dict[str, Any]]:
     import psycopg  # noqa: PLC0415 - see TYPE_CHECKING above
@@ -269,7 +271,7 @@ def _masked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: (float(v) if hasattr(v, "as_integer_ratio") and not isinstance(v, int | bool) else v)
              for k, v in row.items()} for row in rows]
 
@@ -288,9 +290,9 @@ async def probe_database(  # noqa: PLR0915 - one pass, every read in order
     errors: dict[str, str] = {}
     try:
         async with asyncio.timeout(connect_budget(db) + 0.5):
-            conn = await _session(db)
+            conn = await read_only_session(db)
     except (OSError, psycopg.Error, TimeoutError) as exc:
-        error, denied = _connect_error(exc, db)
+        error, denied = connect_error(exc, db)
         return PgSnapshot(target=db.name, url=url, reachable=False, error=error, denied=denied,
                           elapsed_seconds=round(time.perf_counter() - start, 6))
     connected = time.perf_counter()
@@ -298,7 +300,7 @@ async def probe_database(  # noqa: PLR0915 - one pass, every read in order
     done: set[str] = set()
 
     async def query(name: str, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        rows = await _query(conn, errors, name, sql, params, timeout=db.timeout_seconds)
+        rows = await run_query(conn, errors, name, sql, params, timeout=db.timeout_seconds)
         done.add(name)
         return rows if sql_literals == "raw" else _masked(rows)
 
@@ -315,32 +317,32 @@ async def probe_database(  # noqa: PLR0915 - one pass, every read in order
                        pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')
                            OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS sees_all_sessions""")
             fields["server"] = server[0] if server else {}
-            fields["activity"] = _jsonable(await query("activity", _ACTIVITY))
+            fields["activity"] = jsonable(await query("activity", _ACTIVITY))
             connections = await query("connections", _CONNECTIONS)
             fields["connections"] = connections[0] if connections else {}
             waits = await query("lock waits", _LOCK_WAITS.format(waitstart="l.waitstart"))
             if "lock waits" in errors:
                 del errors["lock waits"]
                 waits = await query("lock waits", _LOCK_WAITS.format(waitstart="NULL::timestamptz"))
-            fields["lock_waits"] = _jsonable(waits)
+            fields["lock_waits"] = jsonable(waits)
             blocking = sorted({pid for w in waits for pid in (w.get("blocking_pids") or [])})
             if blocking:
-                fields["blockers"] = _jsonable(await query("blockers", _BLOCKERS, [blocking]))
+                fields["blockers"] = jsonable(await query("blockers", _BLOCKERS, [blocking]))
             cache = await query("buffer cache", _BUFFER_CACHE)
             fields["buffer_cache"] = cache[0] if cache else {}
-            fields["xid_age"] = _jsonable(await query("xid age", _XID_AGE))
+            fields["xid_age"] = jsonable(await query("xid age", _XID_AGE))
             if fields["server"].get("in_recovery"):
                 receiver = await query("wal receiver", _RECEIVER)
                 fields["receiver"] = receiver[0] if receiver else {}
             else:
-                fields["replicas"] = _jsonable(await query("replicas", _REPLICAS))
-            fields["maintenance"] = _jsonable(await query("maintenance", _MAINTENANCE))
+                fields["replicas"] = jsonable(await query("replicas", _REPLICAS))
+            fields["maintenance"] = jsonable(await query("maintenance", _MAINTENANCE))
             security = await query("security settings", _SECURITY)
             fields["security"] = security[0] if security else {}
-            fields["hba_rules"] = _jsonable(await query("hba rules", _HBA))
+            fields["hba_rules"] = jsonable(await query("hba rules", _HBA))
             schema = await query("statements", _STATEMENTS_SCHEMA)
             if schema:
-                fields["statements"] = _jsonable(await query("statements", _STATEMENTS.format(
+                fields["statements"] = jsonable(await query("statements", _STATEMENTS.format(
                     schema=schema[0]["schema"]), {"min_calls": int(min_calls)}))
             elif "statements" not in errors:
                 errors["statements"] = "pg_stat_statements is not installed in this database"
@@ -381,9 +383,9 @@ async def probe_pooler(pooler: Pooler) -> PoolerSnapshot:
     start = time.perf_counter()
     try:
         async with asyncio.timeout(connect_budget(pooler) + 0.5):
-            conn = await _connect(pooler, autocommit=True)
+            conn = await open_connection(pooler, autocommit=True)
     except (OSError, psycopg.Error, TimeoutError) as exc:
-        error, denied = _connect_error(exc, pooler)
+        error, denied = connect_error(exc, pooler)
         return PoolerSnapshot(target=pooler.name, url=url, reachable=False, error=error, denied=denied)
     connected = time.perf_counter()
     errors: dict[str, str] = {}
@@ -394,7 +396,7 @@ async def probe_pooler(pooler: Pooler) -> PoolerSnapshot:
                 try:
                     cursor = psycopg.AsyncClientCursor(conn)
                     await cursor.execute(command)
-                    results[command] = _jsonable(list(await cursor.fetchall()))
+                    results[command] = jsonable(list(await cursor.fetchall()))
                 except psycopg.Error as exc:
                     errors[command] = str(exc).strip()
     except TimeoutError:
@@ -436,14 +438,13 @@ SLOW_LOG_DAYS = 7.0
 def slow_statements(text: str, now: float, *, days: float = SLOW_LOG_DAYS) -> list[dict[str, Any]]:
     """Statements in ``log_min_duration_statement`` lines of the last ``days``, grouped with literals masked:
     calls, mean and total milliseconds, slowest first by mean."""
-    from acgs_checks.probes.security import _since  # noqa: PLC0415 - one reading of a log line's timestamp
 
     found: dict[str, list[float]] = {}
     for line in text.splitlines():
         match = _DURATION.search(line)
         if match is None:
             continue
-        age = _since(line, now)
+        age = seconds_since(line, now)
         if age is not None and age > days * 86400:
             continue
         found.setdefault(mask_sql_literals(match.group(2).strip())[:300], []).append(float(match.group(1)))
@@ -454,7 +455,6 @@ def slow_statements(text: str, now: float, *, days: float = SLOW_LOG_DAYS) -> li
 
 async def _slow_log(db: Database, env: Environment) -> tuple[list[dict[str, Any]], str, str]:
     """(statements, source, error) from the server log on the database's log_host; bounded."""
-    from acgs_checks.probes.host import read_on_host  # noqa: PLC0415
 
     source = f"log_min_duration_statement lines of {db.log_path} on {db.log_host} (last {SLOW_LOG_DAYS:g} days)"
     path = shlex.quote(db.log_path)

@@ -15,7 +15,7 @@ from urllib.parse import quote
 from acgs_checks import kinds, metrics, redaction, verdict
 from acgs_checks.environment import Prometheus, display_url
 from acgs_checks.probes import http
-from acgs_checks.probes._record import JsonRecord
+from acgs_checks.records import JsonRecord
 
 
 def shown(url: str) -> str:

@@ -30,21 +30,20 @@ from urllib.parse import urlsplit
 from acgs_checks import kinds
 from acgs_checks.environment import Cache, Environment, display_url
 from acgs_checks.environment.weekly import FailedLoginSource
-from acgs_checks.probes._record import JsonRecord
+from acgs_checks.kinds import Fixed
+from acgs_checks.probes import http
+from acgs_checks.probes import prometheus as prom
+from acgs_checks.probes.cache import client_options, failure_text, protocol_error
+from acgs_checks.probes.host import read_on_host
+from acgs_checks.probes.logs import seconds_since
+from acgs_checks.probes.postgres import connect_budget, connect_error, open_connection, run_query
+from acgs_checks.records import JsonRecord
 
 DAY = 86400.0
 LOG_BYTES = 1024 * 1024
 PG_FAILED = "password authentication failed"
-_TIMESTAMP = re.compile(r"(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2})(?:\.\d+)?\s*([A-Z]{2,5}|[+-]\d{2}:?\d{2})?")
 _USER = re.compile(r'for user "([^"]*)"')
 _CLIENT = re.compile(r"(?:host=|\[|\s)((?:\d{1,3}\.){3}\d{1,3}|[0-9a-f]*:[0-9a-f:]+)(?:\(\d+\)|\]|\s|$)")
-
-
-@dataclass(frozen=True)
-class Fixed:
-    """A fixed target: the one thing a kind checks in the environment (``alerts``, ``access``)."""
-
-    name: str
 
 
 # --- failed logins ------------------------------------------------------------------------------
@@ -62,23 +61,6 @@ class FailedLogins(JsonRecord):
     note: str = ""                 # how far back the read reached, when not the whole 24 h
 
 
-def _since(line: str, now: float) -> float | None:
-    """Seconds since a log line's leading timestamp (UTC unless it names an offset), or None."""
-    found = _TIMESTAMP.search(line[:64])
-    if not found:
-        return None
-    try:
-        stamp = datetime.datetime.fromisoformat(found.group(1).replace(" ", "T"))
-    except ValueError:
-        return None
-    zone = found.group(2) or "UTC"
-    if zone[0] in "+-":
-        stamp = stamp.replace(tzinfo=datetime.datetime.strptime(zone.replace(":", ""), "%z").tzinfo)
-    else:
-        stamp = stamp.replace(tzinfo=datetime.UTC)  # named zones other than UTC/GMT are read as UTC
-    return now - stamp.timestamp()
-
-
 def count_pg_lines(text: str, now: float) -> tuple[float, dict[str, float], dict[str, float], str]:
     """Failed password logins of the last 24 h in a server log excerpt: (total, by user, by client, note)."""
     users: Counter[str] = Counter()
@@ -86,7 +68,7 @@ def count_pg_lines(text: str, now: float) -> tuple[float, dict[str, float], dict
     undated = 0
     oldest: float | None = None
     for line in text.splitlines():
-        age = _since(line, now)
+        age = seconds_since(line, now)
         if age is not None:
             oldest = age if oldest is None else max(oldest, age)
         if PG_FAILED not in line:
@@ -108,7 +90,6 @@ def count_pg_lines(text: str, now: float) -> tuple[float, dict[str, float], dict
 
 
 async def _from_query(source: FailedLoginSource, env: Environment) -> FailedLogins:
-    from acgs_checks.probes import prometheus as prom  # noqa: PLC0415
 
     assert env.prometheus is not None
     series, error = await prom.vector(env.prometheus, source.query)
@@ -135,7 +116,6 @@ async def _from_acl_log(source: FailedLoginSource, env: Environment) -> FailedLo
     import redis.asyncio as aioredis  # noqa: PLC0415
     import redis.exceptions  # noqa: PLC0415
 
-    from acgs_checks.probes.cache import _error, client_options, protocol_error  # noqa: PLC0415
 
     cache = next(c for c in env.caches if c.name == source.cache)
     shown = f"ACL LOG of {display_url(cache.url)}"
@@ -150,7 +130,7 @@ async def _from_acl_log(source: FailedLoginSource, env: Environment) -> FailedLo
                                 privilege=f"ACL SETUSER <user> +acl|log (on {cache.name})")
         return FailedLogins(source.name, shown, read=False, error=f"ACL LOG failed: {exc}")
     except (OSError, redis.exceptions.RedisError, TimeoutError) as exc:
-        return FailedLogins(source.name, shown, read=False, error=_error(exc, source.timeout_seconds))
+        return FailedLogins(source.name, shown, read=False, error=failure_text(exc, source.timeout_seconds))
     except Exception as exc:  # noqa: BLE001 - bytes that are not RESP make the client library raise anything
         return FailedLogins(source.name, shown, read=False, error=protocol_error("ACL LOG's entries", exc))
     finally:
@@ -186,7 +166,6 @@ def _pairs(raw: Any) -> dict[str, Any]:
 async def _from_pg_log(source: FailedLoginSource, env: Environment) -> FailedLogins:
     now = time.time()
     if source.host:
-        from acgs_checks.probes.host import read_on_host  # noqa: PLC0415
 
         shown = f"{source.path} on host {source.host}"
         path = shlex.quote(source.path)
@@ -208,18 +187,17 @@ async def _pg_read_file(source: FailedLoginSource, env: Environment) -> tuple[st
     """The last MiB of the server log through SQL, in a read-only transaction: (text, error, grant)."""
     import psycopg  # noqa: PLC0415
 
-    from acgs_checks.probes.postgres import _connect, _connect_error, _query, connect_budget  # noqa: PLC0415
 
     db = next(d for d in env.databases if d.name == source.database)
     try:
         async with asyncio.timeout(connect_budget(db) + 0.5):
-            conn = await _connect(db, autocommit=False)
+            conn = await open_connection(db, autocommit=False)
             await conn.set_read_only(True)
     except (OSError, psycopg.Error, TimeoutError) as exc:
-        return "", _connect_error(exc, db)[0], ""
+        return "", connect_error(exc, db)[0], ""
     errors: dict[str, str] = {}
     try:
-        rows = await _query(conn, errors, "log", "SELECT pg_read_file(%(p)s, greatest(0, (pg_stat_file(%(p)s)).size "
+        rows = await run_query(conn, errors, "log", "SELECT pg_read_file(%(p)s, greatest(0, (pg_stat_file(%(p)s)).size "
                             f"- {LOG_BYTES}), {LOG_BYTES}) AS text", {"p": source.path}, timeout=db.timeout_seconds)
     finally:
         await conn.close()
@@ -309,7 +287,6 @@ def aggregate_access(lines: str, now: float) -> list[dict[str, Any]]:
 
 
 async def _access_from_hosts(env: Environment) -> AccessStats:
-    from acgs_checks.probes.host import read_on_host  # noqa: PLC0415
 
     text: list[str] = []
     shown = ", ".join(f"{a.path} on {a.host}" for a in env.security.access_logs)
@@ -325,7 +302,6 @@ async def _access_from_hosts(env: Environment) -> AccessStats:
 
 
 async def _access_from_prometheus(env: Environment) -> AccessStats:
-    from acgs_checks.probes import prometheus as prom  # noqa: PLC0415
 
     assert env.prometheus is not None
     now = time.time()
@@ -381,7 +357,6 @@ def _started(text: str | None) -> float | None:
 
 
 async def probe_alerts(target: Fixed, job: kinds.Job) -> FiringAlerts:
-    from acgs_checks.probes import http  # noqa: PLC0415
 
     env = job.env
     now = time.time()
@@ -398,7 +373,6 @@ async def probe_alerts(target: Fixed, job: kinds.Job) -> FiringAlerts:
         raw = [(a.get("labels") or {}, a.get("startsAt")) for a in document if isinstance(a, dict)
                and (a.get("status") or {}).get("state", "active") == "active"]
     else:
-        from acgs_checks.probes import prometheus as prom  # noqa: PLC0415
 
         assert env.prometheus is not None
         source = f"Prometheus {display_url(env.prometheus.url)} /api/v1/alerts"
@@ -441,7 +415,6 @@ async def probe_cache_access(cache: Cache, job: kinds.Job) -> CacheAccess:
     import redis.asyncio as aioredis  # noqa: PLC0415
     import redis.exceptions  # noqa: PLC0415
 
-    from acgs_checks.probes.cache import _error, client_options, protocol_error  # noqa: PLC0415
 
     del job
     parts = urlsplit(cache.url)
@@ -466,7 +439,7 @@ async def probe_cache_access(cache: Cache, job: kinds.Job) -> CacheAccess:
             return CacheAccess(cache.name, shown, answered=True, anonymous="refused", reply=f"PING → {exc}")
         return CacheAccess(cache.name, shown, answered=True, anonymous="accepted", reply=f"PING → {exc}")
     except (OSError, redis.exceptions.RedisError, TimeoutError) as exc:
-        return CacheAccess(cache.name, shown, answered=False, error=_error(exc, cache.timeout_seconds))
+        return CacheAccess(cache.name, shown, answered=False, error=failure_text(exc, cache.timeout_seconds))
     except Exception as exc:  # noqa: BLE001 - bytes that are not RESP make the client library raise anything
         return CacheAccess(cache.name, shown, answered=False, error=protocol_error("a RESP answer to PING", exc))
     finally:
@@ -480,4 +453,4 @@ CACHE_ACCESS = kinds.register(kinds.ProbeKind(
 ))
 
 __all__ = ["ACCESS", "ALERTS", "CACHE_ACCESS", "FAILED_LOGINS", "AccessStats", "CacheAccess", "FailedLogins",
-           "FiringAlerts", "Fixed", "aggregate_access", "count_pg_lines"]
+           "FiringAlerts", "aggregate_access", "count_pg_lines"]

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from acgs_checks import kinds, metrics, verdict
 from acgs_checks.environment import Environment, Prometheus, Service, SloSettings, display_url
 from acgs_checks.probes import http
-from acgs_checks.probes._record import JsonRecord
 from acgs_checks.probes.prometheus import blocked_by_source, buckets, query, reachable_once
+from acgs_checks.records import JsonRecord
 
 DEFAULT_QUERIES = {
     "p50": 'histogram_quantile(0.5, sum by (le) (rate(http_request_duration_seconds_bucket{selector}[{window}])))',

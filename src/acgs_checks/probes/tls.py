@@ -28,8 +28,9 @@ from pydantic import Field, field_validator
 
 from acgs_checks import kinds, verdict
 from acgs_checks.environment import Environment, Target
-from acgs_checks.probes import _aio
-from acgs_checks.probes._record import JsonRecord
+from acgs_checks.environment.model import problem
+from acgs_checks.probes import aio
+from acgs_checks.records import JsonRecord
 
 # OpenSSL's X509_V_FLAG_NO_CHECK_TIME: validate the path and signatures, not the dates.
 _NO_CHECK_TIME = 0x200000
@@ -48,7 +49,6 @@ class TlsEndpoint(Target):
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
-        from acgs_checks.environment.model import problem  # noqa: PLC0415
 
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -274,7 +274,7 @@ async def _probe(target: TlsEndpoint, job: kinds.Job) -> TlsSnapshot:
     del job
     bound = target.timeout_seconds * 6 + 1  # at most six handshakes, each bounded
     try:
-        return await asyncio.wait_for(_aio.in_thread(probe_endpoint, target), timeout=bound)
+        return await asyncio.wait_for(aio.in_thread(probe_endpoint, target), timeout=bound)
     except TimeoutError:
         return TlsSnapshot(target=target.name, address=target.address, server_name=target.sni, reachable=False,
                            error=f"no answer within {bound:g} s", checked_at=time.time())

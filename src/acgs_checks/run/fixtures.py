@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import inspect
 from collections.abc import Callable, Generator
-from typing import Any, Protocol
+from typing import Any
 
 import allure
 import pytest
@@ -19,14 +19,11 @@ import pytest
 from acgs_checks import kinds, verdict
 from acgs_checks.environment import Environment, Waiver, maintenance
 from acgs_checks.kinds import ProbeKind
-from acgs_checks.probes._record import JsonRecord
-from acgs_checks.reporting import evidence
-from acgs_checks.run import retries
+from acgs_checks.records import JsonRecord
+from acgs_checks.run import cases, probing, retries
 from acgs_checks.run.selection import is_check
 from acgs_checks.run.state import STATE, RunState, armed, start_backends
 
-EVIDENCE = pytest.StashKey[list[Callable[[], None]]]()
-VERDICTS = pytest.StashKey[list[Callable[[], None]]]()
 # Kinds whose probes need the sandbox's database and cache servers started first.
 _BACKEND_KINDS = ("database", "pooler", "cache", "cache_security", "failed_logins", "backup")
 
@@ -37,28 +34,22 @@ def acgs_environment(pytestconfig: pytest.Config) -> Environment:
     return armed(pytestconfig).environment
 
 
-class Records(Protocol):
-    """Where a case's record comes from: the run's pass (streaming or finished), or a retry's attempt."""
-
-    def record(self, kind: str, name: str) -> dict[str, Any]: ...
-
-
 def _sandbox_backends(state: RunState) -> None:
     """The sandbox's PostgreSQL, PgBouncer and Redis, started before a pass that probes them."""
     if state.sandbox is not None and any(state.selected.get(k) for k in _BACKEND_KINDS):
         start_backends(state.sandbox)
 
 
-def start_pass(state: RunState) -> kinds.ProbePass:
+def start_pass(state: RunState) -> probing.ProbePass:
     """The one concurrent pass over every selected target, started once, in the background."""
     if state.probe_pass is None:
         _sandbox_backends(state)
-        state.probe_pass = kinds.ProbePass(state.environment, state.selected)
+        state.probe_pass = probing.ProbePass(state.environment, state.selected)
     return state.probe_pass
 
 
 @pytest.fixture(scope="session")
-def probe_results(pytestconfig: pytest.Config) -> Records:
+def probe_results(pytestconfig: pytest.Config) -> cases.Records:
     """Every selected target probed once, concurrently, shared by every check (and xdist worker).
 
     In one process each record is there as soon as its target answered; under xdist the first
@@ -68,26 +59,11 @@ def probe_results(pytestconfig: pytest.Config) -> Records:
     if state.shared_dir is None:
         return start_pass(state)
 
-    def compute() -> kinds.Results:
+    def compute() -> probing.Results:
         _sandbox_backends(state)
-        return kinds.probe_selected(state.environment, state.selected)
+        return probing.probe_selected(state.environment, state.selected)
 
-    return kinds.Finished(state.results.get("probes", compute))
-
-
-def _attach_during_call(request: pytest.FixtureRequest, attach: Callable[[], None]) -> None:
-    """Fixtures run in setup, where Allure files attachments under the fixture; defer to the call."""
-    request.node.stash.setdefault(EVIDENCE, []).append(attach)
-
-
-def decide_during_call(request: pytest.FixtureRequest, decide: Callable[[], None]) -> None:
-    """A fixture's verdict (blocked, no data, probe error) is given in the call phase, as the test's own.
-
-    Raised in setup, pytest would report a failure as an error ("broken" in Allure) and run no
-    hook in between; given here, it is the case's failure or skip at its own severity. The first
-    verdict registered wins, so a probe error is never hidden behind what follows from it.
-    """
-    request.node.stash.setdefault(VERDICTS, []).append(decide)
+    return probing.Finished(state.results.get("probes", compute))
 
 
 def runtest_call(item: pytest.Item) -> Generator[None, None, None]:
@@ -100,11 +76,11 @@ def runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         for param in kinds.params():
             if callspec is not None and param in callspec.params:
                 allure.dynamic.parameter(param, callspec.params[param].name)
-        for attach in item.stash.get(EVIDENCE, []):
+        for attach in item.stash.get(cases.EVIDENCE, []):
             attach()
         verdict.take_measurement()  # nothing left over from an earlier case
         try:
-            for decide in item.stash.get(VERDICTS, []):
+            for decide in item.stash.get(cases.VERDICTS, []):
                 decide()  # raises: the case fails or is skipped before its body runs
             return (yield)
         except pytest.skip.Exception as exc:
@@ -150,35 +126,6 @@ def _waive(item: pytest.Item, waivers: tuple[Waiver, ...], today: datetime.date,
         _use_item_location=True) from exc
 
 
-def observed(request: pytest.FixtureRequest, kind: ProbeKind[Any, Any], name: str,
-             results: Records) -> JsonRecord:
-    """The probe's typed record of one target, with its evidence; a probe that raised fails only this target's cases."""
-    env = armed(request.config).environment
-    data = results.record(kind.name, name)
-    if "probe_error" in data:
-        _attach_during_call(request, lambda: evidence.attach_json("probe error", data, env))
-        decide_during_call(request, lambda: verdict.fail(
-            f"{verdict.PROBE_ERROR} {name}: the {kind.name} probe raised {data['probe_error']} "
-            "(traceback in the evidence)"))
-        blank: JsonRecord = kind.record.empty(name)
-        return blank
-    record: JsonRecord = kind.record.from_json(data)
-    if kind.evidence is not None:
-        _attach_during_call(request, lambda: kind.evidence(record, env))  # type: ignore[misc]
-    else:
-        _attach_during_call(request, lambda: evidence.attach_json("evidence", data, env))
-    return record
-
-
-def gated(request: pytest.FixtureRequest, kind: ProbeKind[Any, Any], record: JsonRecord) -> JsonRecord:
-    if kind.gate is not None:  # after a probe error, which was registered first and wins
-        env = armed(request.config).environment
-        decision = kind.gate.decide(record, env)
-        if decision is not None:
-            decide_during_call(request, decision)
-    return record
-
-
 def _signature(*names: str) -> inspect.Signature:
     return inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])
 
@@ -187,11 +134,11 @@ def _probe_fixture(kind: ProbeKind[Any, Any], fixture: str, arg: str) -> Callabl
     """``database_probe(request, database, probe_results)``: the snapshot, reachable or not."""
     gate_here = kind.gate is not None and not kind.gate.fixture
 
-    def probe(_holder: object, request: pytest.FixtureRequest, probe_results: Records,
+    def probe(_holder: object, request: pytest.FixtureRequest, probe_results: cases.Records,
               **target: Any) -> JsonRecord:
         name = arg[1:] if arg.startswith("=") else target[arg].name
-        record = observed(request, kind, name, probe_results)
-        return gated(request, kind, record) if gate_here else record
+        record = cases.observed(request, kind, name, probe_results)
+        return cases.gated(request, kind, record) if gate_here else record
 
     names = ("request", "probe_results") if arg.startswith("=") else ("request", arg, "probe_results")
     names = ("self", *names)  # a method of the per-run plugin class (see kind_fixtures)
@@ -207,7 +154,7 @@ def _gate_fixture(kind: ProbeKind[Any, Any]) -> Callable[..., Any]:
 
     def gate(_holder: object, request: pytest.FixtureRequest, **probe: Any) -> JsonRecord:
         record: JsonRecord = probe[kind.fixture]
-        return gated(request, kind, record)
+        return cases.gated(request, kind, record)
 
     gate.__signature__ = _signature("self", "request", kind.fixture)  # type: ignore[attr-defined]
     gate.__name__ = gate.__qualname__ = kind.gate.fixture

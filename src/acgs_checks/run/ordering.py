@@ -14,8 +14,8 @@ from collections.abc import Callable
 import pytest
 
 from acgs_checks import kinds
-from acgs_checks.kinds import ProbePass
 from acgs_checks.run.fixtures import start_pass
+from acgs_checks.run.probing import ProbePass
 from acgs_checks.run.state import STATE, is_worker
 
 

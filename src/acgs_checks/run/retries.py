@@ -18,6 +18,7 @@ import pytest
 from acgs_checks import kinds, verdict
 from acgs_checks.environment import Retry
 from acgs_checks.kinds import ProbeKind
+from acgs_checks.run import cases, probing
 from acgs_checks.run.state import RunState
 
 FLAKY = "flaky"
@@ -53,27 +54,25 @@ class _Attempt:
         if key not in _ATTEMPTS:
             declared = kinds.discover()[kind]
             selected = {kind: {name}} | ({declared.after: {name}} if declared.after else {})
-            _ATTEMPTS[key] = kinds.probe_selected(self.state.environment, selected)[kind][name]
+            _ATTEMPTS[key] = probing.probe_selected(self.state.environment, selected)[kind][name]
         return _ATTEMPTS[key]
 
 
 def _refresh(item: pytest.Item, state: RunState, attempt: int) -> None:
     """Give the case this attempt's records (its probe and gate fixtures), evidence and verdicts."""
-    from acgs_checks.run import fixtures  # noqa: PLC0415 - fixtures imports this module
-
-    item.stash[fixtures.EVIDENCE] = []
-    item.stash[fixtures.VERDICTS] = []
+    item.stash[cases.EVIDENCE] = []
+    item.stash[cases.VERDICTS] = []
     request = item._request  # type: ignore[attr-defined]  # the case's own fixture request
     records = _Attempt(state, attempt)
     for fixture, kind, name in _targets(item):
-        record = fixtures.observed(request, kind, name, records)
+        record = cases.observed(request, kind, name, records)
         item.funcargs[fixture] = record  # type: ignore[attr-defined]
         if kind.gate is not None:
-            gated = fixtures.gated(request, kind, record)
+            gated = cases.gated(request, kind, record)
             item.funcargs[kind.gate.fixture or fixture] = gated  # type: ignore[attr-defined]
-    for attach in item.stash.get(fixtures.EVIDENCE, []):
+    for attach in item.stash.get(cases.EVIDENCE, []):
         attach()
-    for decide in item.stash.get(fixtures.VERDICTS, []):
+    for decide in item.stash.get(cases.VERDICTS, []):
         decide()
 
 

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from acgs_checks import environment
+from acgs_checks import measurements as history
 from acgs_checks.errors import ConfigError
 from acgs_checks.runbook import REVIEW_DAYS
 from acgs_checks.sandbox import faults
@@ -108,7 +109,6 @@ def resolve(config: pytest.Config) -> Settings:
     label = review or (markexpr if markexpr in REVIEW_DAYS else "adhoc")
     textfile = config.getoption("acgs_textfile")
     summary_path = Path(config.getoption("acgs_summary") or config.rootpath / "reports" / "summary.json")
-    from acgs_checks.reporting import history  # noqa: PLC0415
 
     history.set_default(summary_path.parent / "history.sqlite")  # unless [history] path says otherwise
     return Settings(

@@ -18,6 +18,7 @@ import pytest
 from acgs_checks import __version__, environment, kinds
 from acgs_checks.environment import Environment
 from acgs_checks.reporting import outputs
+from acgs_checks.run import probing
 from acgs_checks.run.settings import Settings
 from acgs_checks.sandbox import Sandbox
 from acgs_checks.sandbox.servers import SandboxError
@@ -40,7 +41,7 @@ class RunState:
     rootpath: Path = Path()
     # Per case, the (kind, target) records it reads; and the streaming pass of a one-process run.
     needs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-    probe_pass: kinds.ProbePass | None = None
+    probe_pass: probing.ProbePass | None = None
     # Every check collected, before any selection: name -> (review day, area, markers, the environment
     # section it lacks or ""). For the one line that says why a run selected nothing.
     catalog: dict[str, tuple[str, str, frozenset[str], str]] = field(default_factory=dict)
@@ -70,6 +71,7 @@ def start_environment(config: pytest.Config, settings: Settings,
                       claim_outputs: Callable[[], None] = lambda: None) -> RunState:
     """The run's environment, validated (a bad file stops here), then ``claim_outputs`` (the reports folder's
     lock: a run that stops on its input never waits for it), then the sandbox, if it is the one checked."""
+    kinds.discover()  # the probe kinds bring their environment sections before any file is read
     if is_worker(config):
         shared = Path(config.workerinput["acgs_shared_dir"])  # type: ignore[attr-defined]
         mapping = config.workerinput.get("acgs_sandbox")  # type: ignore[attr-defined]

@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 from _pytest import junitxml
 
+from acgs_checks import measurements as history
 from acgs_checks import runbook, verdict
 from acgs_checks.environment import maintenance
 from acgs_checks.reporting import allure_files, outputs
 from acgs_checks.run import reports
+from acgs_checks.run.selection import why_nothing_selected
 from acgs_checks.run.state import STATE, RunState, is_worker
 from acgs_checks.severity import Severity
 
@@ -166,7 +168,6 @@ def _finish_allure(results_dir: Path, state: RunState, status: str) -> None:
 
 def _keep_history(state: RunState, summary: outputs.RunSummary) -> str:
     """Append every measured value of this run to the history store; a problem is reported, never raised."""
-    from acgs_checks.reporting import history  # noqa: PLC0415
 
     path = history.path_for(state.environment.history.path)
     if path is None:
@@ -191,7 +192,6 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
         _print_coverage(tr, state)
         return
     if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
-        from acgs_checks.run.selection import why_nothing_selected  # noqa: PLC0415
 
         tr.write_line(why_nothing_selected(state, (config.getoption("markexpr", "") or "").strip()), yellow=True)
         return

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from acgs_checks.sandbox.faults import Fault
-from acgs_checks.sandbox.processes import SERVER_PID_FILE, SandboxError, terminate, workdir_for
+from acgs_checks.scratch import SERVER_PID_FILE, SandboxError, terminate, workdir_for
 
 NAME = "sandbox-host"
 SERVICE_PREFIX = "acgs-sbx-"  # with 6 random characters: 15, all /proc/PID/comm keeps; one per sandbox
@@ -144,13 +144,3 @@ class SandboxHost:
 
 def _has_logrotate() -> bool:
     return shutil.which("logrotate") is not None or os.access("/usr/sbin/logrotate", os.X_OK)
-
-
-def unmount_leftovers(folder: Path) -> None:
-    """A killed run's mounted filesystem, unmounted before its folder is removed."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/mounts").read_text().splitlines():
-            point = line.split()[1] if len(line.split()) > 1 else ""
-            if point.startswith(f"{folder}/"):
-                subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-

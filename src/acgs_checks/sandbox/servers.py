@@ -22,7 +22,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from acgs_checks.sandbox.processes import (
+from acgs_checks.scratch import (
     SERVER_PID_FILE,
     START_TIMEOUT,
     SandboxError,

@@ -11,12 +11,11 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from acgs_checks import environment
+from acgs_checks import environment, kinds
 from acgs_checks.environment import Environment
 from acgs_checks.sandbox.faults import CACHE, DATABASE, POOLER, SERVICE_NAMES, Fault
 from acgs_checks.sandbox.host import NAME as HOST_NAME
 from acgs_checks.sandbox.host import SandboxHost
-from acgs_checks.sandbox.processes import postgres_bindir
 from acgs_checks.sandbox.servers import (
     PgBouncerServer,
     PostgresServer,
@@ -34,6 +33,7 @@ from acgs_checks.sandbox.services import (
     background_traffic,
 )
 from acgs_checks.sandbox.weekly import SandboxWeekly, postgres_has_tls
+from acgs_checks.scratch import postgres_bindir
 
 if TYPE_CHECKING:
     from acgs_checks.sandbox.workload import PoolSaturation, PostgresFaults, RedisWorkload
@@ -272,6 +272,7 @@ class Sandbox:
         return next(f"http://127.0.0.1:{s.port}" for s in self.services if s.name == name)
 
     def environment(self) -> Environment:
+        kinds.discover()  # the probe kinds bring their sections ([[hosts]], [[backups]], ...)
         return environment.from_mapping(self.as_mapping(), source="sandbox", environ={})
 
     def to_toml(self) -> str:

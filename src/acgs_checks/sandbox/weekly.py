@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from acgs_checks.reporting import history
+from acgs_checks import measurements as history
 from acgs_checks.sandbox.faults import ALERTS, BACKUP, DOCS, HISTORY, RETENTION, TLS, Fault
-from acgs_checks.sandbox.processes import unprivileged_user, workdir_for
+from acgs_checks.scratch import unprivileged_user, workdir_for
 
 DAY = 86400.0
 RETENTION_DAYS = 30

@@ -1,7 +1,8 @@
-"""The sandbox's processes: free ports, server binaries, working folders, pid files and cleanup.
+"""Scratch servers on this machine: free ports, server binaries, private folders, pid files and cleanup.
 
-Every folder a sandbox server runs in holds the pid files of what runs there, so a later run
-(or a test) can find and stop what a killed run left behind.
+The embedded sandbox and the Friday restore drill both start servers here (the drill a scratch
+PostgreSQL, never on a production server). Every folder such a server runs in holds the pid files
+of what runs there, so a later run (or a test) can find and stop what a killed run left behind.
 """
 
 from __future__ import annotations
@@ -216,12 +217,19 @@ def reap_leftovers(scratch: str | None = None) -> list[Path]:
         for pid in pids:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-        from acgs_checks.sandbox.host import unmount_leftovers  # noqa: PLC0415 - it imports this module
-
         unmount_leftovers(folder)
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
     return removed
+
+
+def unmount_leftovers(folder: Path) -> None:
+    """A killed run's mounted filesystem (the sandbox host's, as root), unmounted before its folder is removed."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            point = line.split()[1] if len(line.split()) > 1 else ""
+            if point.startswith(f"{folder}/"):
+                subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
 def wait_port(port: int, process: subprocess.Popen[bytes] | None, what: str) -> None:

@@ -1,4 +1,5 @@
-"""The JSON round trip every probe result makes (probe results cross process boundaries under xdist)."""
+"""The record contract: every probe result is a frozen dataclass that makes the JSON round trip (results cross
+process boundaries under xdist)."""
 
 from __future__ import annotations
 

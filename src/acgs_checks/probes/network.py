@@ -25,7 +25,7 @@ from typing import Any
 
 import httpcore
 
-from acgs_checks.probes import _aio
+from acgs_checks.probes import aio
 
 # Phase -> time.perf_counter() when it completed, for the exchange running in this context.
 MARKS: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar("acgs_http_marks", default=None)
@@ -164,7 +164,7 @@ class Backend(httpcore.AsyncNetworkBackend):
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                           local_address: str | None = None,
                           socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
-        infos = await _aio.resolve(host, port)
+        infos = await aio.resolve(host, port)
         mark("resolved")
         addresses = interleaved(infos)
         if not addresses:
