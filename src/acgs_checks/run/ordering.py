@@ -9,6 +9,7 @@ probe that times requests itself (synthetic SLO sampling) is in flight, no case 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
 import pytest
@@ -29,36 +30,79 @@ def runtestloop(session: pytest.Session) -> bool | None:
     probes = start_pass(state)
     if any(kind.timing(state.environment) for name, kind in kinds.discover().items() if state.selected.get(name)):
         probes.wait_until_finished()  # sampling times requests itself: nothing else runs meanwhile
-    pending = list(session.items)
-    current = _take(pending, lambda item: probes.ready(state.needs.get(item.nodeid, ())), probes)
+    pending = Pending(session.items, lambda item: probes.ready(state.needs.get(item.nodeid, ())), probes)
+    current = pending.take()
     while current is not None:
         # The next case is not known yet (it is whichever is ready first): teardown keeps only what
         # every pending case shares, so whichever runs next finds the setup it expects.
-        nextitem = _unrelated(current, pending)
+        nextitem = pending.unrelated(current)
         current.config.hook.pytest_runtest_protocol(item=current, nextitem=nextitem)
         if session.shouldfail:
             raise session.Failed(session.shouldfail)
         if session.shouldstop:
             raise session.Interrupted(session.shouldstop)
-        current = _take(pending, lambda item: probes.ready(state.needs.get(item.nodeid, ())), probes)
+        current = pending.take()
     return True
 
 
-def _take(pending: list[pytest.Item], ready: Callable[[pytest.Item], bool],
-          probes: ProbePass) -> pytest.Item | None:
-    """The first pending case whose records are in, waiting for more records while none is."""
-    while pending:
-        for index, item in enumerate(pending):
-            if ready(item):
-                return pending.pop(index)
-        probes.wait_for_change(0.1)
-    return None
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0]
 
 
-def _unrelated(current: pytest.Item, pending: list[pytest.Item]) -> pytest.Item | None:
-    """A pending case from another module than ``current`` (or any pending one when all share it)."""
-    module = current.nodeid.split("::", 1)[0]
-    for item in pending:
-        if item.nodeid.split("::", 1)[0] != module:
-            return item
-    return pending[0] if pending else None
+class Pending:
+    """The cases still to run, in collection order, grouped by module; linear over a whole run.
+
+    A case is checked for readiness when it comes up; one that was not ready waits aside and is checked
+    again only after more records came in or the pass ended (a case cannot become ready otherwise), so
+    a hanging target's cases are not scanned again for every other case. The next case of another
+    module (for teardown) is found among the modules, not among the cases.
+    """
+
+    def __init__(self, items: list[pytest.Item], ready: Callable[[pytest.Item], bool], probes: ProbePass) -> None:
+        self._ready, self._probes = ready, probes
+        self._fresh: deque[pytest.Item] = deque(items)       # not checked yet, in collection order
+        self._waiting: deque[pytest.Item] = deque()          # checked, not ready then, in collection order
+        self._round: deque[pytest.Item] = deque()            # the waiting ones, being checked again
+        self._seen = -1                                     # the pass's changes at the last recheck
+        self._by_module: dict[str, deque[pytest.Item]] = {}  # every pending case (lazily pruned of taken ones)
+        for item in items:
+            self._by_module.setdefault(_module(item), deque()).append(item)
+        self._taken: set[int] = set()
+
+    def take(self) -> pytest.Item | None:
+        """The next case whose records are in, waiting for more records while none is.
+
+        Cases that were not ready are checked again in a new round once the pass changed (a record came in,
+        or it ended); within a round each is checked once, so a run costs linear time in its cases.
+        """
+        while True:
+            if not self._round and self._waiting and self._probes.changes != self._seen:
+                self._seen = self._probes.changes
+                self._round, self._waiting = self._waiting, deque()
+            for queue in (self._round, self._fresh):
+                while queue:
+                    item = queue.popleft()
+                    if self._ready(item):
+                        return self._took(item)
+                    self._waiting.append(item)
+            if not self._waiting:
+                return None
+            if self._probes.changes == self._seen:
+                self._probes.wait_for_change(0.1)
+
+    def _took(self, item: pytest.Item) -> pytest.Item:
+        self._taken.add(id(item))
+        return item
+
+    def unrelated(self, current: pytest.Item) -> pytest.Item | None:
+        """A pending case from another module than ``current`` (or any pending one when all share it)."""
+        module = _module(current)
+        fallback = None
+        for name, queue in self._by_module.items():
+            while queue and id(queue[0]) in self._taken:
+                queue.popleft()
+            if queue:
+                if name != module:
+                    return queue[0]
+                fallback = fallback or queue[0]
+        return fallback

@@ -90,6 +90,8 @@ class ProbePass:
         self._changed = threading.Condition()
         self._finished = False
         self._error = ""
+        # Records in, and the end of the pass: a case that was not ready can only become ready when this grows.
+        self.changes = 0
         # What the pass reads from the process environment is read here, in the main thread.
         http.PROXIES.set(urllib.request.getproxies_environment())
         context = contextvars.copy_context()
@@ -105,11 +107,13 @@ class ProbePass:
         finally:
             with self._changed:
                 self._finished = True
+                self.changes += 1
                 self._changed.notify_all()
 
     def _deliver(self, kind: str, name: str, record: dict[str, Any]) -> None:
         with self._changed:
             self._records[(kind, name)] = record
+            self.changes += 1
             self._changed.notify_all()
 
     def wait_until_finished(self) -> None:
