@@ -81,6 +81,19 @@ def test_a_read_only_reports_folder_costs_the_outputs_only(run_suite: RunSuite, 
     assert "[errno 30]" in run.stdout or "[errno 13]" in run.stdout
 
 
+def test_under_xdist_the_workers_lost_files_count_too(run_suite: RunSuite, write_env: Callable[[str], Path],
+                                                      tmp_path: Path) -> None:
+    """The workers write the Allure files: what they could not write reaches the controller's line and exit."""
+    with serving(raw_json(HEALTHY)) as service, _read_only(tmp_path / "reports") as reports:
+        run = run_suite("-m", "daily and health", "--env", str(_env(write_env, service.url)), "-n", "2",
+                        f"--alluredir={reports / 'allure-results'}", f"--junitxml={tmp_path / 'junit.xml'}",
+                        f"--summary-json={tmp_path / 'summary.json'}", alluredir=False)
+    assert "Traceback" not in run.output, run.output
+    assert run.returncode == 6, run.output
+    assert f"could not write: allure results: {reports / 'allure-results'}" in run.stdout, run.stdout
+    assert "could not write: junit" not in run.stdout  # what could be written was
+
+
 def test_a_failure_keeps_exit_1_when_outputs_are_lost_too(run_suite: RunSuite, write_env: Callable[[str], Path],
                                                           tmp_path: Path) -> None:
     with serving(raw_json(b'{"status": "down"}')) as service, _read_only(tmp_path / "reports") as reports:

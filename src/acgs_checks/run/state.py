@@ -18,7 +18,7 @@ import pytest
 from acgs_checks import __version__, environment, kinds
 from acgs_checks.environment import Environment
 from acgs_checks.reporting import outputs
-from acgs_checks.run import probing
+from acgs_checks.run import probing, reports
 from acgs_checks.run.settings import Settings
 from acgs_checks.sandbox import Sandbox
 from acgs_checks.sandbox.servers import SandboxError
@@ -155,6 +155,11 @@ class XdistController:
         node.workerinput["acgs_shared_dir"] = str(self.state.shared_dir)
         if self.state.sandbox is not None:
             node.workerinput["acgs_sandbox"] = self.state.sandbox.as_mapping()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """What a worker could not write (its Allure files) counts for the run: named, and exit 6."""
+        reports.CURRENT.merge(list(getattr(node, "workeroutput", {}).get("acgs_output_problems", [])))
 
 
 def unconfigure(config: pytest.Config) -> None:
