@@ -6,6 +6,7 @@ PROBLEM_LIMIT = 600
 
 
 def _clip(text: str, limit: int) -> str:
+    # redaction.clip's twin: errors is the bottom layer, below redaction, and imports nothing of the package.
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 

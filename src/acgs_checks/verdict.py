@@ -10,6 +10,8 @@ from typing import NoReturn
 import allure
 import pytest
 
+from acgs_checks.redaction import clip
+
 UNREACHABLE_TAG = "(target unreachable)"
 ACCESS_DENIED = "access denied:"
 NO_DATA = "no data:"
@@ -206,6 +208,4 @@ MESSAGE_LIMIT = 4000
 def _clean(message: str) -> str:
     for redact in _redact:
         message = redact(message)
-    if len(message) > MESSAGE_LIMIT:
-        message = f"{message[:MESSAGE_LIMIT]}… ({len(message) - MESSAGE_LIMIT} more characters)"
-    return message
+    return clip(message, MESSAGE_LIMIT)

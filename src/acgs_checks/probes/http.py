@@ -27,7 +27,7 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 import httpcore
 import httpx
 
-from acgs_checks import __version__, kinds
+from acgs_checks import __version__, kinds, redaction
 from acgs_checks.environment import NO_TLS, Service, Tls, display_url
 from acgs_checks.probes import aio, network
 from acgs_checks.probes.network import race
@@ -455,9 +455,7 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 
 def _kept_headers(items: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     """The response headers as evidence keeps them: the first HEADERS_KEPT, each value capped."""
-    return tuple((name[:200], value if len(value) <= HEADER_VALUE_LIMIT else
-                  f"{value[:HEADER_VALUE_LIMIT]}… ({len(value) - HEADER_VALUE_LIMIT} more characters)")
-                 for name, value in items[:HEADERS_KEPT])
+    return tuple((name[:200], redaction.clip(value, HEADER_VALUE_LIMIT)) for name, value in items[:HEADERS_KEPT])
 
 
 def _since(start: float, mark: float | None) -> float | None:

@@ -66,26 +66,23 @@ def reset() -> Outputs:
 
 # --- one run at a time --------------------------------------------------------------------------
 
-def lock_folders(folders: list[Path], *, wait_seconds: float, say: Any = None) -> list[str]:
-    """Lock every folder (sorted, so two runs never deadlock); returns the folders that could not be locked
-    (they could not be created or written, and the run's outputs there will say so).
+def lock_folders(folders: list[Path], *, wait_seconds: float, say: Any = None) -> None:
+    """Lock every folder (sorted, so two runs never deadlock). A folder that cannot be created or written is
+    left unlocked: nothing can be written there, and the outputs meant for it say so when they fail.
 
     Raises TimeoutError naming the holder when another run kept a folder longer than ``wait_seconds``.
     """
-    unlocked = []
     for folder in sorted(set(folders)):
         try:
             folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
-            unlocked.append(str(folder))
             continue
         _wait_for(fd, folder, wait_seconds, say or (lambda line: sys.stderr.write(line + "\n")))
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode(), 0)
         CURRENT.locks.append(fd)
-    return unlocked
 
 
 def _locked(fd: int) -> bool:
