@@ -165,7 +165,6 @@ class Retry(Strict):
     @field_validator("area")
     @classmethod
     def _known_area(cls, value: str | None) -> str | None:
-
         if value is not None and value not in AREAS:
             raise problem(f"{value!r} is not an area", "use one of " + ", ".join(AREAS))
         return value

@@ -75,7 +75,6 @@ class Backup(Target):
 
     @model_validator(mode="after")
     def _one_source(self) -> Backup:
-
         chosen = [k for k in ("directory", "pgbackrest_stanza", "barman_server") if getattr(self, k)]
         if len(chosen) != 1:
             raise problem(f"sets {', '.join(chosen) or 'none'} of directory, pgbackrest_stanza and barman_server",
@@ -346,7 +345,6 @@ async def probe_documents(target: Any, job: kinds.Job) -> Documents:
 
 
 def _dr_targets(env: Environment) -> tuple[Any, ...]:
-
     return (kinds.Fixed("dr-documentation"),) if env.dr.documents else ()
 
 

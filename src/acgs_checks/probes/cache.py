@@ -11,6 +11,7 @@ permission. A least-privilege ACL user is enough::
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import time
 from dataclasses import dataclass, field
@@ -98,6 +99,7 @@ class _CappedStream:
         return getattr(self._stream, name)
 
 
+@functools.cache
 def capped_parser() -> Any:
     """redis-py's default parser, reading through :class:`_CappedStream` (the client library loads lazily)."""
     from redis.asyncio.connection import DefaultParser  # noqa: PLC0415 - see _no_setinfo

@@ -46,7 +46,6 @@ class HistorySnapshot(JsonRecord):
 
 
 async def _disk_projections(job: kinds.Job) -> tuple[list[dict[str, Any]], str]:
-
     env = job.env
     hosts = [h for h in env.section("hosts") if h.prometheus_selector]
     if env.prometheus is None or not hosts:
@@ -78,7 +77,6 @@ _WEEKLY = (("test_p95_latency", "p95", "p95_warning_seconds", 1.0),
 
 
 async def _weekly_medians(job: kinds.Job, weeks: int) -> tuple[dict[str, dict[str, Any]], str]:
-
     env = job.env
     if env.prometheus is None or env.slo.source != "prometheus" or not env.services:
         return {}, ""
@@ -98,7 +96,6 @@ async def _weekly_medians(job: kinds.Job, weeks: int) -> tuple[dict[str, dict[st
 
 
 async def _at(env: Any, query: str, at: float) -> tuple[float | None, str]:
-
     series, error = await prom.vector(env.prometheus, query, at)
     return (series[0][1], "") if len(series) == 1 else (None, error or f"{len(series)} series")
 

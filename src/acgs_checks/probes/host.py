@@ -61,7 +61,6 @@ class Host(Target):
     @field_validator("spec")
     @classmethod
     def _spec(cls, value: str, info: ValidationInfo) -> str:
-
         context_of(info).setdefault("secrets", set()).update(redaction.secrets_in(value))  # ssh://user:pw@host
         if not SPEC_RE.match(value):
             raise problem(f"{redaction.display(value)!r} is not a testinfra host spec",
@@ -357,7 +356,6 @@ def promql(host: Host, window: str) -> dict[str, str]:
 
 
 async def _from_prometheus(host: Host, env: Environment, job: kinds.Job) -> dict[str, Any]:
-
     assert env.prometheus is not None
     window = f"{max(15, int(host.window_seconds * 5))}s"  # rate() needs several scrapes in the window
     queries = promql(host, window)

@@ -438,7 +438,6 @@ SLOW_LOG_DAYS = 7.0
 def slow_statements(text: str, now: float, *, days: float = SLOW_LOG_DAYS) -> list[dict[str, Any]]:
     """Statements in ``log_min_duration_statement`` lines of the last ``days``, grouped with literals masked:
     calls, mean and total milliseconds, slowest first by mean."""
-
     found: dict[str, list[float]] = {}
     for line in text.splitlines():
         match = _DURATION.search(line)
@@ -455,7 +454,6 @@ def slow_statements(text: str, now: float, *, days: float = SLOW_LOG_DAYS) -> li
 
 async def _slow_log(db: Database, env: Environment) -> tuple[list[dict[str, Any]], str, str]:
     """(statements, source, error) from the server log on the database's log_host; bounded."""
-
     source = f"log_min_duration_statement lines of {db.log_path} on {db.log_host} (last {SLOW_LOG_DAYS:g} days)"
     path = shlex.quote(db.log_path)
     command = (f"if [ ! -r {path} ]; then echo 'No such file or not readable: {db.log_path}' >&2; exit 1; fi; "

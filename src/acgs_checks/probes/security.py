@@ -90,7 +90,6 @@ def count_pg_lines(text: str, now: float) -> tuple[float, dict[str, float], dict
 
 
 async def _from_query(source: FailedLoginSource, env: Environment) -> FailedLogins:
-
     assert env.prometheus is not None
     series, error = await prom.vector(env.prometheus, source.query)
     shown = f"PromQL {source.query}"
@@ -287,7 +286,6 @@ def aggregate_access(lines: str, now: float) -> list[dict[str, Any]]:
 
 
 async def _access_from_hosts(env: Environment) -> AccessStats:
-
     text: list[str] = []
     shown = ", ".join(f"{a.path} on {a.host}" for a in env.security.access_logs)
     for log in env.security.access_logs:
@@ -302,7 +300,6 @@ async def _access_from_hosts(env: Environment) -> AccessStats:
 
 
 async def _access_from_prometheus(env: Environment) -> AccessStats:
-
     assert env.prometheus is not None
     now = time.time()
     days: list[dict[str, Any]] = []
@@ -357,7 +354,6 @@ def _started(text: str | None) -> float | None:
 
 
 async def probe_alerts(target: Fixed, job: kinds.Job) -> FiringAlerts:
-
     env = job.env
     now = time.time()
     if env.alertmanager is not None:

@@ -49,7 +49,6 @@ class TlsEndpoint(Target):
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
-
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise problem(f"{value!r} is not host:port", 'write e.g. address = "api.example.com:443"')

@@ -28,7 +28,6 @@ from typing import Any
 from acgs_checks.reporting import outputs
 
 LOCK_NAME = ".acgs-run.lock"
-DEFAULT_WAIT_SECONDS = 900.0
 # A run whose every verdict is known and passed (or is below --fail-on), but that could not write every output.
 OUTPUTS_INCOMPLETE = 6
 
@@ -43,7 +42,8 @@ class Outputs:
 
     def failed(self, output: str, path: Path | str, exc: BaseException) -> None:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        self.problems.setdefault(output, f"{output}: {path}: {reason} [errno {getattr(exc, 'errno', '?')}]")
+        errno = getattr(exc, "errno", None)
+        self.problems.setdefault(output, f"{output}: {path}: {reason}" + (f" [errno {errno}]" if errno else ""))
         self.lost[output] = self.lost.get(output, 0) + 1
 
     def lines(self) -> list[str]:

@@ -20,6 +20,7 @@ from acgs_checks.sandbox import faults
 from acgs_checks.severity import Severity
 
 ENV_VAR = "ACGS_ENV"
+REPORTS_WAIT_SECONDS = 900.0
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Settings:
     webhook: str
     alertmanager: str
     coverage: bool
-    reports_wait: float = 900.0  # how long to wait for another run that writes into the same reports folder
+    reports_wait: float = REPORTS_WAIT_SECONDS  # how long to wait for another run writing into the same folder
 
 
 def addoption(parser: pytest.Parser) -> None:
@@ -71,7 +72,8 @@ def addoption(parser: pytest.Parser) -> None:
     group.addoption("--notify-webhook", dest="acgs_webhook", default=None, metavar="URL",
                     help="POST the failures at or above --fail-on (Alertmanager webhook JSON with a Slack text)")
     group.addoption("--reports-wait", dest="acgs_reports_wait", default=None, metavar="SECONDS",
-                    help="wait this long for another run writing into the same reports folder (default 900)")
+                    help="wait this long for another run writing into the same reports folder "
+                    f"(default {REPORTS_WAIT_SECONDS:g})")
     group.addoption("--runbook-coverage", dest="acgs_coverage", action="store_true",
                     help="print each runbook requirement with the checks that cover it, and run nothing")
     group.addoption(
@@ -120,7 +122,7 @@ def resolve(config: pytest.Config) -> Settings:
         webhook=_http_url("--notify-webhook", config.getoption("acgs_webhook")),
         alertmanager=_http_url("--alertmanager", config.getoption("acgs_alertmanager")),
         coverage=bool(config.getoption("acgs_coverage")),
-        reports_wait=_seconds("--reports-wait", config.getoption("acgs_reports_wait"), 900.0),
+        reports_wait=_seconds("--reports-wait", config.getoption("acgs_reports_wait"), REPORTS_WAIT_SECONDS),
     )
 
 

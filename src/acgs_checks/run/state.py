@@ -78,23 +78,21 @@ def start_environment(config: pytest.Config, settings: Settings,
         env = (environment.from_mapping(mapping, source="sandbox", environ={}) if mapping
                else environment.load(settings.env_spec, rootdir=config.rootpath))
         return RunState(settings, env, shared_dir=shared, results=SharedResults(shared))
-    sandbox = None
-    if settings.env_spec == environment.SANDBOX:
-        sandbox = Sandbox(settings.faults)
-        claim_outputs()
-        _interrupt_on_signals()
+    # A sandbox that cannot be (an unknown fault) or a file that does not validate stops here, before the lock.
+    sandbox = Sandbox(settings.faults) if settings.env_spec == environment.SANDBOX else None
+    loaded = None if sandbox is not None else environment.load(settings.env_spec, rootdir=config.rootpath)
+    claim_outputs()
+    _interrupt_on_signals()
+    if sandbox is not None:
         atexit.register(sandbox.stop)
         try:
             sandbox.start()
         except BaseException:
             sandbox.stop()
             raise
-        env = sandbox.environment()
-    else:
-        env = environment.load(settings.env_spec, rootdir=config.rootpath)
-        claim_outputs()
-        _interrupt_on_signals()
-    state = RunState(settings, env, sandbox=sandbox)
+        loaded = sandbox.environment()
+    assert loaded is not None
+    state = RunState(settings, loaded, sandbox=sandbox)
     if is_xdist_controller(config):
         state.shared_dir = Path(tempfile.mkdtemp(prefix="acgs-run-"))
         state.owns_shared_dir = True

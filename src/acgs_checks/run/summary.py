@@ -136,9 +136,7 @@ def sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reports.CURRENT.failed("summary", settings.summary_path, exc)
     if not state.records:
         return
-    history_problem = _keep_history(state, summary)
-    if history_problem:
-        reports.CURRENT.problems.setdefault("history", history_problem)
+    _keep_history(state, summary)
     problems: list[str] = []
     if settings.textfile is not None:
         try:
@@ -166,12 +164,11 @@ def _finish_allure(results_dir: Path, state: RunState, status: str) -> None:
         failure_kinds={r.name: r.kind for r in state.records.values() if r.outcome == "failed"})
 
 
-def _keep_history(state: RunState, summary: outputs.RunSummary) -> str:
-    """Append every measured value of this run to the history store; a problem is reported, never raised."""
-
+def _keep_history(state: RunState, summary: outputs.RunSummary) -> None:
+    """Append every measured value of this run to the history store; a problem is an output not written."""
     path = history.path_for(state.environment.history.path)
     if path is None:
-        return ""
+        return
     rows = [history.Row(at=summary.started, environment=summary.environment, review=summary.review,
                         case_name=r.name, value=r.measured, threshold=r.threshold, outcome=r.outcome,
                         worse=history.worse_direction(r.measured, r.threshold, r.outcome))
@@ -179,8 +176,7 @@ def _keep_history(state: RunState, summary: outputs.RunSummary) -> str:
     try:
         history.append(path, rows)
     except (OSError, history.Error) as exc:
-        return f"history store {path}: {exc}"
-    return ""
+        reports.CURRENT.failed("history", path, exc)
 
 
 def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
