@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from acgs_checks import redaction
 from conftest import RunSuite
 from servers import RealServers
 
@@ -28,3 +29,15 @@ def test_no_secret_in_any_output(run_suite: RunSuite, servers: RealServers,
     everything = run.output + run.all_files_text()
     assert PASSWORD not in everything
     assert TOKEN not in everything
+
+
+def test_a_secret_cut_in_two_by_a_cap_leaves_no_start_behind() -> None:
+    """Probes cut what a target sends before the environment's redaction sees it (they do not know the secrets):
+    a password echoed across the cut leaves its start before the cut's mark, and that start is masked too."""
+    secret = 'Ab3dE9"Zq8Wm2'
+    redact = redaction.Redactor({secret})
+    for offset in range(280, 300):
+        text = redact(redaction.clip("x" * offset + secret + "y" * 50, 290))
+        kept = 290 - offset  # how much of the secret stood before the cut
+        assert not any(secret[:k] in text for k in range(redaction.MIN_SECRET_LENGTH, len(secret) + 1)), (kept, text)
+        assert text.endswith("more characters)")

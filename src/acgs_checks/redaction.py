@@ -190,12 +190,32 @@ class Redactor:
         for secret in self.secrets:
             forms |= derived_forms(secret)
         self._ordered = sorted(forms, key=len, reverse=True)
+        # Every proper start of every form, for a secret that a cut left in two (see _cut_secrets).
+        self._starts = {form[:k] for form in forms for k in range(MIN_SECRET_LENGTH, len(form))}
+        self._longest = max(map(len, forms), default=0)
 
     def __call__(self, text: str) -> str:
         for secret in self._ordered:
             if secret in text:
                 text = text.replace(secret, MASK)
+        if CUT_MARK in text:
+            text = self._cut_secrets(text)
         return mask_text(text)
+
+    def _cut_secrets(self, text: str) -> str:
+        """A secret that :func:`clip` cut in two leaves its first part just before the cut's mark, where no
+        whole form matches: mask the longest start of any form (of at least MIN_SECRET_LENGTH) found there."""
+        out: list[str] = []
+        done = 0
+        for mark in _CUT_RE.finditer(text):
+            before = text[done:mark.start()]
+            # At most one look-up per length of a form's start: a constant per mark, whatever the text.
+            longest = next((k for k in range(min(self._longest, len(before)), MIN_SECRET_LENGTH - 1, -1)
+                            if before[-k:] in self._starts), 0)
+            out += [before[:len(before) - longest], MASK if longest else "", mark.group(0)]
+            done = mark.end()
+        out.append(text[done:])
+        return "".join(out)
 
     def tree(self, value: Any) -> Any:
         """``value`` (JSON-shaped: dicts, lists, strings, numbers) with every string and key redacted, for
@@ -209,8 +229,16 @@ class Redactor:
         return value
 
 
+CUT_MARK = "… ("
+_CUT_RE = re.compile(r"… \(\d+ more characters\)")
+
+
 def clip(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters, saying how much was left out (for text a target controls)."""
+    """``text`` cut to ``limit`` characters, saying how much was left out (for text a target controls).
+
+    Text may be cut before it is redacted (a probe does not know the secrets): the mark tells the
+    :class:`Redactor` where a secret may have been cut in two.
+    """
     if len(text) <= limit:
         return text
     return f"{text[:limit]}… ({len(text) - limit} more characters)"

@@ -168,7 +168,7 @@ def classify_health(body: bytes, content_type: str, *, truncated: bool = False,
     raw = document["status"]
     if not isinstance(raw, str):
         return UNRECOGNISED, "status", json.dumps(raw)[:80]
-    raw = raw[:80]
+    raw = redaction.clip(raw, 80)
     word = raw.strip().lower().replace(" ", "_")
     if word in _HEALTHY_WORDS:
         return HEALTHY, "status", raw
@@ -369,11 +369,14 @@ async def exchange(url: str, *, target: str, timeout: float,
             health, found, value = classify_health(body, content_type, truncated=truncated, limit=body_limit)
             text, _ = decode_body(body[:EXCERPT_LIMIT * 4], content_type)
             excerpt = (text if text is not None else body[:EXCERPT_LIMIT].decode("utf-8", errors="replace"))
-            return result(RESPONSE, "", status=response.status_code, reason=response.reason_phrase[:200],
-                          headers=_kept_headers(response.headers.multi_items()), content_type=content_type[:200],
-                          location=response.headers.get("location", "")[:HEADER_VALUE_LIMIT],
-                          body_excerpt=excerpt[:EXCERPT_LIMIT], body_bytes=len(body), body_truncated=truncated,
-                          body_limit=body_limit, health=health, health_field=found, health_value=value), body
+            return result(RESPONSE, "", status=response.status_code,
+                          reason=redaction.clip(response.reason_phrase, 200),
+                          headers=_kept_headers(response.headers.multi_items()),
+                          content_type=redaction.clip(content_type, 200),
+                          location=redaction.clip(response.headers.get("location", ""), HEADER_VALUE_LIMIT),
+                          body_excerpt=redaction.clip(excerpt, EXCERPT_LIMIT), body_bytes=len(body),
+                          body_truncated=truncated, body_limit=body_limit, health=health, health_field=found,
+                          health_value=value), body
     except TimeoutError:
         if "connected" in marks and "tls" not in marks and parts.scheme == "https" and "answer" not in marks:
             return result(TLS_TIMEOUT, f"TCP connected, but the TLS handshake did not finish within {timeout:g} s"), b""
@@ -455,7 +458,8 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 
 def _kept_headers(items: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     """The response headers as evidence keeps them: the first HEADERS_KEPT, each value capped."""
-    return tuple((name[:200], redaction.clip(value, HEADER_VALUE_LIMIT)) for name, value in items[:HEADERS_KEPT])
+    return tuple((redaction.clip(name, 200), redaction.clip(value, HEADER_VALUE_LIMIT))
+                 for name, value in items[:HEADERS_KEPT])
 
 
 def _since(start: float, mark: float | None) -> float | None:
