@@ -10,7 +10,7 @@ import allure
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import blocked, breached, judge, measure, no_data, not_applicable
+from acgs_checks.verdict import blocked, breached, judge, measure, no_data, not_applicable, require_read
 
 if TYPE_CHECKING:
     from acgs_checks.probes.backup import Backup, BackupListing, Documents
@@ -27,11 +27,11 @@ def _age(seconds: float) -> str:
 
 @pytest.mark.p1
 @pytest.mark.runbook("friday.backup-completion")
+@pytest.mark.reachability
 def test_backup_completion(backup_probe: BackupListing, acgs_environment: Environment) -> None:
     """The newest backup is younger than 26 h, not empty, and reads back (pg_restore --list)."""
     seen = backup_probe
-    if not seen.read:
-        no_data(f"{seen.target}: listing {seen.source} failed: {seen.error}")
+    require_read(seen, f"listing {seen.source}")
     limit = acgs_environment.thresholds.backup_max_age_hours
     if not seen.backups:
         breached(f"{seen.target}: no backup in {seen.source}", f"a backup younger than {limit:g} h",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import judge, measure, no_data, unreachable
+from acgs_checks.verdict import judge, measure, no_data, require_answer
 
 if TYPE_CHECKING:  # the client libraries load only when such checks run
     from acgs_checks.probes.cache import CacheSnapshot
@@ -32,11 +32,11 @@ def _number(seen: CacheSnapshot, key: str, *, sample: str = "second") -> float:
 
 @pytest.mark.p0
 @pytest.mark.runbook("daily.cache-performance.reachable")
+@pytest.mark.reachability
 def test_cache_reachable(cache_probe: CacheSnapshot) -> None:
     """Redis answers PING (the round trip is in the evidence)."""
     seen = cache_probe
-    if not seen.reachable:
-        unreachable(f"{seen.target}: PING {seen.url} → {seen.error}", denied=seen.denied)
+    require_answer(seen, f"PING {seen.url}")
     measure(f"{seen.target}: PING {seen.url} answered", "PONG")
 
 

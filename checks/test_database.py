@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import breached, insufficient_privilege, judge, measure, no_data, not_applicable, unreachable
+from acgs_checks.verdict import (
+    breached,
+    insufficient_privilege,
+    judge,
+    measure,
+    no_data,
+    not_applicable,
+    require_answer,
+)
 
 if TYPE_CHECKING:  # the client libraries load only when such checks run
     from acgs_checks.probes.postgres import PgSnapshot
@@ -55,11 +63,11 @@ def _read(db: PgSnapshot, *queries: str, sessions: bool = False) -> None:
 
 @pytest.mark.p0
 @pytest.mark.runbook("daily.database-health.connectivity", "alerts.critical.database-connection-failures")
+@pytest.mark.reachability
 def test_database_connectivity(database_probe: PgSnapshot) -> None:
     """The database accepts a connection and answers SELECT 1 (check_database_health.py in the runbook)."""
     seen = database_probe
-    if not seen.reachable:
-        unreachable(f"{seen.target}: connect {seen.url} → {seen.error}", denied=seen.denied)
+    require_answer(seen, f"connect {seen.url}")
     if seen.errors.get("select 1", "").startswith("not read"):
         no_data(f"{seen.target}: SELECT 1 on {seen.url}: {seen.errors['select 1']}")
     if "select 1" in seen.errors:

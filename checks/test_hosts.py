@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import breached, fail, judge, measure, no_data, not_applicable, unreachable
+from acgs_checks.verdict import breached, fail, judge, measure, no_data, not_applicable, require_answer
 
 if TYPE_CHECKING:  # the probe module loads only when such checks run
     from acgs_checks.probes.host import HostSnapshot
@@ -51,11 +51,11 @@ def _disks(seen: HostSnapshot, mounts: tuple[str, ...], field: str) -> list[tupl
 
 @pytest.mark.p0
 @pytest.mark.runbook("monitoring.infra.host-reachable")
+@pytest.mark.reachability
 def test_host_reachable(host_probe: HostSnapshot) -> None:
     """The host answers: the read-only script ran (testinfra), within its bound."""
     seen = host_probe
-    if not seen.reachable:
-        unreachable(f"{seen.target}: {seen.spec} → {seen.error}")
+    require_answer(seen, seen.spec)
     measure(f"{seen.target}: {seen.spec} answered", "the host to answer")
 
 

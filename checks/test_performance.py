@@ -19,7 +19,7 @@ import pytest
 
 from acgs_checks import trends
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import breached, judge, measure, no_data
+from acgs_checks.verdict import breached, judge, measure, no_data, require_read
 
 if TYPE_CHECKING:
     from acgs_checks.probes.history import HistorySnapshot
@@ -116,8 +116,7 @@ def _plot(title: str, lines: dict[str, list[tuple[float, float]]], marks: dict[s
 
 
 def _history(seen: HistorySnapshot) -> dict[str, dict[str, Any]]:
-    if not seen.read:
-        no_data(f"history store: {seen.error} (every run appends to it; see [history] in the README)")
+    require_read(seen, "history store", fix=" (every run appends to it; see [history] in the README)")
     return seen.series
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import breached, judge, measure, no_data, unreachable
+from acgs_checks.verdict import breached, judge, measure, no_data, require_answer
 
 if TYPE_CHECKING:  # the client libraries load only when such checks run
     from acgs_checks.probes.postgres import PoolerSnapshot
@@ -21,11 +21,11 @@ pytestmark = [pytest.mark.daily, pytest.mark.database]
 
 @pytest.mark.p0
 @pytest.mark.runbook("daily.database-health.connectivity", "alerts.critical.database-connection-failures")
+@pytest.mark.reachability
 def test_pooler_reachable(pooler_probe: PoolerSnapshot) -> None:
     """The PgBouncer admin console accepts a connection and answers SHOW POOLS."""
     seen = pooler_probe
-    if not seen.reachable:
-        unreachable(f"{seen.target}: connect {seen.url} → {seen.error}", denied=seen.denied)
+    require_answer(seen, f"connect {seen.url}")
     if "SHOW POOLS" in seen.errors:
         breached(f"{seen.target}: SHOW POOLS failed: {seen.errors['SHOW POOLS']}",
                  "the monitoring user to be in stats_users or admin_users")

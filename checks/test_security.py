@@ -15,14 +15,18 @@ from acgs_checks.verdict import (
     measure,
     no_data,
     not_applicable,
-    unreachable,
+    require_answer,
+    require_read,
 )
 
 if TYPE_CHECKING:
     from acgs_checks.environment import Database
     from acgs_checks.environment.weekly import FailedLoginSource
+    from acgs_checks.probes.access_stats import AccessStats
+    from acgs_checks.probes.cache_access import CacheAccess
+    from acgs_checks.probes.failed_logins import FailedLogins
+    from acgs_checks.probes.firing_alerts import FiringAlerts
     from acgs_checks.probes.postgres import PgSnapshot
-    from acgs_checks.probes.security import AccessStats, CacheAccess, FailedLogins, FiringAlerts
 
 pytestmark = [pytest.mark.monday, pytest.mark.security]
 
@@ -37,10 +41,7 @@ def _top(counts: dict[str, float], n: int = 5) -> str:
 def test_failed_logins(failed_logins_probe: FailedLogins, source: FailedLoginSource) -> None:
     """Failed logins of the last 24 h from this source stay at or below its max."""
     seen = failed_logins_probe
-    if not seen.read:
-        if seen.privilege:
-            insufficient_privilege(f"{seen.target}: {seen.source}: {seen.error}; fix: {seen.privilege}")
-        no_data(f"{seen.target}: {seen.source}: {seen.error}")
+    require_read(seen, seen.source)
     note = f"; {seen.note}" if seen.note else ""
     judge(seen.total > source.max, f"{seen.target}: {seen.total:.0f} failed login(s) in 24 h from {seen.source}; "
           f"by user: {_top(seen.by_user)}; by client: {_top(seen.by_client)}{note}",
@@ -54,8 +55,7 @@ def test_access_log_anomalies(access_probe: AccessStats, acgs_environment: Envir
     and no unknown client among the top ones."""
     seen = access_probe
     settings = acgs_environment.security
-    if not seen.read:
-        no_data(f"access statistics from {seen.source}: {seen.error}")
+    require_read(seen, f"access statistics from {seen.source}")
     days_with_traffic = sum(1 for d in seen.days[1:] if d["total"] > 0)
     if seen.days[0]["total"] <= 0 or days_with_traffic < 3:
         no_data(f"{seen.source}: {seen.days[0]['total']:.0f} request(s) in the last 24 h and {days_with_traffic} "
@@ -73,8 +73,7 @@ def test_access_log_anomalies(access_probe: AccessStats, acgs_environment: Envir
 def test_redis_refuses_anonymous(cache_access_probe: CacheAccess) -> None:
     """A connection without credentials is refused (NOAUTH)."""
     seen = cache_access_probe
-    if not seen.answered:
-        unreachable(f"{seen.target}: {seen.url}: {seen.error}")
+    require_answer(seen, seen.url)
     judge(seen.anonymous != "refused", f"{seen.target}: unauthenticated {seen.reply} on {seen.url}",
           "the connection to be refused (NOAUTH)")
 
@@ -133,8 +132,7 @@ def test_postgres_no_remote_trust(db: PgSnapshot) -> None:
 
 
 def _alerts(seen: FiringAlerts, severities: tuple[str, ...]) -> list[dict[str, object]]:
-    if not seen.read:
-        no_data(f"firing alerts from {seen.source}: {seen.error}")
+    require_read(seen, f"firing alerts from {seen.source}")
     return [a for a in seen.alerts if a["severity"] in severities]
 
 

@@ -15,11 +15,12 @@ pytestmark = [pytest.mark.daily, pytest.mark.health]
 
 
 def _down(seen: HttpResult) -> bool:
-    return not seen.reachable or (seen.status or 0) >= 400 or seen.health in (UNHEALTHY, UNREAD)
+    return not seen.answered or (seen.status or 0) >= 400 or seen.health in (UNHEALTHY, UNREAD)
 
 
 @pytest.mark.p0
 @pytest.mark.runbook("daily.service-health", "alerts.critical.service-down")
+@pytest.mark.reachability
 def test_service_health(health: HttpResult) -> None:
     """The health endpoint answers with a status below 400 and does not report itself failing.
 
@@ -27,11 +28,10 @@ def test_service_health(health: HttpResult) -> None:
     """
     if health.outcome == REDIRECTS:
         breached(summary(health), "a final answer within the redirects allowed")
-    if not health.reachable:
+    if not health.answered:
         unreachable(summary(health))
     if health.status in (401, 403):
-        unreachable(summary(health), denied=f"the headers configured for {health.target} (a token) and the "
-                    "service's access rules for its health path")
+        unreachable(summary(health), denied=health.denied)
     if health.status is not None and health.status >= 400:
         breached(summary(health), "status < 400", value=health.status, threshold=400)
     if health.health == UNREAD:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import breached, fail, judge, measure, no_data, not_applicable, unreachable
+from acgs_checks.verdict import breached, fail, judge, measure, no_data, not_applicable, require_answer
 
 if TYPE_CHECKING:  # the probe modules load only when such checks run
     from acgs_checks.probes.prometheus import SourceStatus
@@ -129,10 +129,9 @@ def test_request_rate_floor(slo: SloSnapshot, acgs_environment: Environment) -> 
 
 @pytest.mark.p0
 @pytest.mark.runbook("monitoring.metrics-source")
+@pytest.mark.reachability
 def test_metrics_source_reachable(metrics_source_probe: SourceStatus) -> None:
     """The Prometheus HTTP API answers; without it no latency or error alert can be judged."""
     seen = metrics_source_probe
-    if not seen.reachable:
-        unreachable(f"metrics source {'refused the suite' if seen.denied else 'unreachable'}: {seen.error}",
-                    denied=seen.denied)
+    require_answer(seen, "the metrics source")
     measure(f"metrics source {seen.url} answered", "the Prometheus HTTP API to answer")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import breached, judge, measure, no_data, unreachable
+from acgs_checks.verdict import breached, judge, measure, no_data, require_answer
 
 if TYPE_CHECKING:
     from acgs_checks.probes.tls import TlsSnapshot
@@ -33,11 +33,11 @@ def _left(seen: TlsSnapshot, days: float) -> str:
 
 @pytest.mark.p0
 @pytest.mark.runbook("monday.ssl-expiry")
+@pytest.mark.reachability
 def test_tls_certificate_expiry_critical(tls_probe: TlsSnapshot, acgs_environment: Environment) -> None:
     """No certificate of the presented chain is expired or expires within 7 days."""
     seen = tls_probe
-    if not seen.reachable:
-        unreachable(f"{seen.target}: no TLS handshake with {seen.address}: {seen.error}")
+    require_answer(seen, f"TLS handshake with {seen.address}")
     limit = acgs_environment.thresholds.tls_expiry_critical_days
     days = _days(seen)
     judge(days < limit, _left(seen, days), f"at least {limit:g} days left", value=days, threshold=limit)

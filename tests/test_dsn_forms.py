@@ -54,7 +54,7 @@ def test_multi_host_uri_finds_the_primary_behind_a_standby(primary_and_standby: 
     target = _database(dsn, tmp_path)
     assert target.hosts == 2
     seen = _probe(target)
-    assert seen.reachable, seen.error
+    assert seen.answered, seen.error
     assert seen.server["in_recovery"] is False  # the standby came first and was passed over
     standby_only = _probe(_database(standby_dsn, tmp_path))
     assert standby_only.server["in_recovery"] is True
@@ -70,7 +70,7 @@ def test_each_host_gets_its_own_connect_timeout(primary_and_standby: Pair, serve
                        f"{primary.database}", tmp_path, timeout=1.0)
     assert postgres.connect_budget(target) == 4.0  # 2 hosts, libpq's 2 s floor each
     seen = _probe(target)
-    assert seen.reachable, seen.error
+    assert seen.answered, seen.error
     assert seen.server["in_recovery"] is False
 
 
@@ -78,7 +78,7 @@ def test_read_write_with_a_read_only_monitoring_role_says_what_to_use(primary_an
                                                                         tmp_path: Path) -> None:
     primary, _, _, _ = primary_and_standby
     seen = _probe(_database(primary.dsn + "?target_session_attrs=read-write", tmp_path))
-    assert not seen.reachable
+    assert not seen.answered
     assert not seen.denied
     assert "use target_session_attrs=primary" in seen.error
-    assert _probe(_database(primary.dsn + "?target_session_attrs=primary", tmp_path)).reachable
+    assert _probe(_database(primary.dsn + "?target_session_attrs=primary", tmp_path)).answered

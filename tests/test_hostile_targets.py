@@ -225,7 +225,7 @@ def _cache(handler: Callable[..., None]) -> cache_probe.CacheSnapshot:
 
 def test_a_redis_without_resp3_is_spoken_to_in_resp2() -> None:
     seen = _cache(redis(bulk(b"# Server\r\nredis_version:5.0.14\r\nkeyspace_hits:10\r\nkeyspace_misses:1\r\n")))
-    assert seen.reachable
+    assert seen.answered
     assert not seen.errors, seen
     assert seen.first["redis_version"] == "5.0.14"
 
@@ -234,7 +234,7 @@ def test_a_redis_without_resp3_is_spoken_to_in_resp2() -> None:
                                   bulk(b"used_memory:12:34:56\r\nkeyspace_hits\r\n"), b"*2\r\n:x\r\n"])
 def test_redis_info_garbage_is_one_line(info: bytes) -> None:
     seen = _cache(redis(info))
-    assert seen.reachable
+    assert seen.answered
     message = seen.errors.get("info", "")
     if message:
         assert "\n" not in message

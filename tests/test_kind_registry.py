@@ -23,7 +23,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from acgs_checks import kinds, verdict
+from acgs_checks import kinds
 from acgs_checks.environment import Target
 from acgs_checks.records import JsonRecord
 
@@ -39,8 +39,9 @@ class Port(Target):
 class TcpResult(JsonRecord):
     target: str
     address: str
-    reachable: bool
+    answered: bool
     error: str = ""
+    denied: str = ""
     connect_seconds: float = 0.0
 
 
@@ -56,15 +57,9 @@ async def probe(port: Port, job: kinds.Job) -> TcpResult:
     return TcpResult(port.name, address, True, connect_seconds=time.perf_counter() - start)
 
 
-def gate(seen: TcpResult, env):
-    if seen.reachable:
-        return None
-    return lambda: verdict.blocked(seen.target, "is closed", see=f"test_port_open[{seen.target}]")
-
-
 TCP = kinds.register(kinds.ProbeKind(
     name="tcp", section="ports", record=TcpResult, probe=probe, param="port", fixture="tcp_probe",
-    targets=lambda env: env.section("ports"), entry=Port, gate=kinds.Gate(gate, fixture="open_port"),
+    targets=lambda env: env.section("ports"), entry=Port, gate=kinds.Gate(fixture="open_port"),
     doc="a TCP connect to each [[ports]] entry",
 ))
 '''
@@ -72,16 +67,16 @@ TCP = kinds.register(kinds.ProbeKind(
 CHECKS_MODULE = '''
 import pytest
 
-from acgs_checks.verdict import breached, unreachable
+from acgs_checks.verdict import breached, require_answer
 
 pytestmark = [pytest.mark.daily, pytest.mark.infra]
 
 
 @pytest.mark.p0
 @pytest.mark.runbook("daily.ports")
+@pytest.mark.reachability
 def test_port_open(tcp_probe):
-    if not tcp_probe.reachable:
-        unreachable(f"{tcp_probe.target}: connect {tcp_probe.address} → {tcp_probe.error}")
+    require_answer(tcp_probe, f"connect {tcp_probe.address}")
 
 
 @pytest.mark.p2
@@ -132,7 +127,7 @@ def test_a_kind_added_by_two_modules_runs_like_the_built_in_ones(run_suite: RunS
     assert statuses == {"test_port_open[open]": "passed", "test_port_open[shut]": "failed",
                         "test_port_connects_quickly[open]": "passed", "test_port_connects_quickly[shut]": "skipped"}
     shut = run.results()["test_port_connects_quickly[shut]"]
-    assert "blocked: shut is closed; see test_port_open[shut]" in shut["statusDetails"]["message"]
+    assert "blocked: shut is unreachable; see test_port_open[shut]" in shut["statusDetails"]["message"]
     evidence = [a for a in run.results()["test_port_open[open]"]["attachments"] if a["name"] == "evidence"]
     assert len(evidence) == 1
     assert json.loads((run.allure_dir / evidence[0]["source"]).read_text())["address"] == f"127.0.0.1:{listening}"

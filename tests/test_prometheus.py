@@ -163,7 +163,7 @@ def test_prometheus_down_is_one_p0_and_blocked_dependents(run_suite: RunSuite,
     results = run.results()
     failed = results["test_metrics_source_reachable"]
     assert label(failed, "severity") == ["critical"]
-    assert re.search(r"metrics source unreachable: GET http://127\.0\.0\.1:\d+/api/v1/status/buildinfo → "
+    assert re.search(r"prometheus: the metrics source → GET http://127\.0\.0\.1:\d+/api/v1/status/buildinfo → "
                      r"connection refused: .* \(target unreachable\)", failed["statusDetails"]["message"])
     skipped = {n: r for n, r in results.items() if n != "test_metrics_source_reachable"}
     assert len(skipped) == 30

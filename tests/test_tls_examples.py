@@ -212,7 +212,7 @@ def test_prometheus_basic_auth_and_tls(run_suite: RunSuite, setup: Setup) -> Non
         denied = run_suite("-m", "daily", "-k", "metrics_source", "--env", str(env),
                            environ={**variables, "ACGS_PROMETHEUS_PASSWORD": "wrong-password"})
         message = _message(denied, "test_metrics_source_reachable")
-        assert message.startswith("access denied: metrics source refused the suite"), denied.output
+        assert message.startswith("access denied: prometheus: the metrics source → "), denied.output
         assert "HTTP 401" in message
     finally:
         tls_servers.stop(process)

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from acgs_checks import trends
 from acgs_checks.measurements import worse_direction
+from acgs_checks.probes.access_stats import aggregate_access
 from acgs_checks.probes.backup import parse_barman, parse_pgbackrest
-from acgs_checks.probes.security import aggregate_access, count_pg_lines
+from acgs_checks.probes.failed_logins import count_pg_lines
 
 DAY = 86400.0
 NOW = datetime.datetime(2026, 11, 28, 9, 30, tzinfo=datetime.UTC).timestamp()

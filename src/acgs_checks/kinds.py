@@ -22,7 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from acgs_checks.environment import Environment, Target
 from acgs_checks.environment.loader import add_section
-from acgs_checks.records import JsonRecord
+from acgs_checks.records import Answer, JsonRecord
 
 
 class Named(Protocol):
@@ -43,6 +43,27 @@ R = TypeVar("R", bound=JsonRecord)
 T = TypeVar("T", bound=Named)
 # A verdict decided from a snapshot, given later (in the case's call phase): raises skip or fail.
 Decision = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """A dependent case skipped because a target did not answer; the case that reports it fails in the same run.
+
+    That case is not named here: the run finds it by its marker (``@pytest.mark.reachability``), as the case of
+    ``kind`` for ``target``. When it is not selected in the run, the dependent case fails with ``reason`` itself.
+    """
+
+    kind: str
+    target: str
+    reason: str
+    subject: str = ""  # who the message is about when it is not ``target`` (a service blocked by Prometheus)
+
+
+def unanswered(kind: str, seen: Answer) -> Blocked | None:
+    """The gate every kind gets: blocked by its own reachability case when its target did not answer."""
+    if seen.answered:
+        return None
+    return Blocked(kind, seen.target, "refused access" if seen.denied else "is unreachable")
 
 
 @dataclass(frozen=True)
@@ -73,12 +94,12 @@ class Job:
 class Gate(Generic[R]):
     """The fixture checks use when they need a usable snapshot, and what makes it unusable.
 
-    ``decide`` returns None when the snapshot can be judged, or a decision (blocked, with the
-    blocking case named; or no data) given in the case's call phase, at the case's own severity.
-    With ``fixture`` empty the decision applies to the kind's probe fixture itself.
+    ``decide`` returns None when the snapshot can be judged, :class:`Blocked`, or a decision (no data, say)
+    given in the case's call phase, at the case's own severity. Without one, the kind's gate is
+    :func:`unanswered`. With ``fixture`` empty the decision applies to the kind's probe fixture itself.
     """
 
-    decide: Callable[[R, Environment], Decision | None]
+    decide: Callable[[R, Environment], Decision | Blocked | None] | None = None
     fixture: str = ""
     doc: str = ""
 
@@ -120,6 +141,7 @@ class ProbeKind(Generic[T, R]):
 
 
 REGISTRY: dict[str, ProbeKind[Any, Any]] = {}
+CONTRACT = ("target", "answered", "error", "denied")  # acgs_checks.records.Answer
 
 
 def _origin(kind: ProbeKind[Any, Any]) -> str:
@@ -134,6 +156,11 @@ def register(kind: ProbeKind[T, R]) -> ProbeKind[T, R]:
         raise ValueError(f"probe kind {kind.name!r} is declared twice")
     if kind.param and not kind.fixture:
         raise ValueError(f"probe kind {kind.name!r} names a parameter but no probe fixture")
+    lacking = [name for name in CONTRACT if not hasattr(kind.record, name)
+               and name not in getattr(kind.record, "__dataclass_fields__", {})]
+    if lacking:
+        raise ValueError(f"probe kind {kind.name!r}: its record {kind.record.__name__} lacks {', '.join(lacking)} "
+                         "(every record says whether its target answered: acgs_checks.records.Answer)")
     REGISTRY[kind.name] = kind
     if kind.entry is not None:
         add_section(kind.section, kind.entry)
@@ -180,5 +207,5 @@ def applicable(env: Environment, fixture: str) -> bool:
     return arg[1:] in names if arg.startswith("=") else bool(names)
 
 
-__all__ = ["Decision", "Fixed", "Gate", "Job", "ProbeError", "ProbeKind", "R", "applicable", "by_fixture", "discover",
-           "params", "register"]
+__all__ = ["Blocked", "Decision", "Fixed", "Gate", "Job", "ProbeError", "ProbeKind", "R", "applicable", "by_fixture",
+           "discover", "params", "register", "unanswered"]

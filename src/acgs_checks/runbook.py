@@ -27,6 +27,14 @@ REVIEW_DAYS = {
     "wednesday": "the Wednesday performance review",
     "friday": "the Friday backup verification",
 }
+# Declarations a check carries for the Wednesday review: the run stores them with each measurement, so the
+# review selects its series by what the check declared, never by a list of check names.
+TREND_MARKERS = {
+    "trended": "the measured value is a performance figure the Wednesday review compares week on week",
+    "capacity": "capacity(what): the measured value is a usage share of a hard limit, projected to the day it "
+                "reaches 100 % (what: what running out means, e.g. 'disk full')",
+}
+
 AREAS = {
     "health": "service health endpoints",
     "database": "PostgreSQL and its connection pool",

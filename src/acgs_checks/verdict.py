@@ -10,6 +10,7 @@ from typing import NoReturn
 import allure
 import pytest
 
+from acgs_checks.records import Answer
 from acgs_checks.redaction import clip
 
 UNREACHABLE_TAG = "(target unreachable)"
@@ -43,6 +44,21 @@ def unreachable(message: str, *, denied: str = "") -> NoReturn:
     if denied:
         fail(f"{ACCESS_DENIED} {message}; check {denied}")
     fail(f"{message} {UNREACHABLE_TAG}")
+
+
+def require_answer(seen: Answer, asked: str) -> None:
+    """A reachability case's judgement, the same for every kind: the target did not answer ``asked`` (unreachable),
+    or refused the suite (denied, naming what to check)."""
+    if not seen.answered:
+        unreachable(f"{seen.target}: {asked} → {seen.error}", denied=seen.denied)
+
+
+def require_read(seen: Answer, what: str, *, fix: str = "") -> None:
+    """A read the case needs and did not get: insufficient privilege with the grant that fixes it, else no data."""
+    if not seen.answered:
+        if seen.denied:
+            insufficient_privilege(f"{seen.target}: {what}: {seen.error}; fix: {seen.denied}")
+        no_data(f"{seen.target}: {what}: {seen.error}{fix}")
 
 
 def no_data(message: str) -> NoReturn:

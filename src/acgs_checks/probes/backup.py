@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from acgs_checks import kinds, verdict
+from acgs_checks import kinds
 from acgs_checks.environment import Environment, Target, display_url
 from acgs_checks.environment.model import problem
 from acgs_checks.probes import aio, http
@@ -96,7 +96,7 @@ class BackupListing(JsonRecord):
 
     target: str
     source: str
-    read: bool
+    answered: bool
     error: str = ""
     backups: list[dict[str, Any]] = field(default_factory=list)   # name, time (Unix), size, status
     newest_check: str = ""            # pg_restore --list said: "N entries" or why it failed
@@ -106,6 +106,7 @@ class BackupListing(JsonRecord):
     tables: list[dict[str, Any]] = field(default_factory=list)
     db_errors: dict[str, str] = field(default_factory=dict)
     checked_at: float = 0.0
+    denied: str = ""  # the target refused the suite: the credential or grant to check
 
 
 def _run(backup: Backup, env: Environment, command: str, bound: float) -> tuple[int, str, str]:
@@ -274,18 +275,17 @@ async def probe_backup(backup: Backup, job: kinds.Job) -> BackupListing:
         (found, error, said, readable), (archiver, tables, db_errors) = await asyncio.gather(
             listing, _database_facts(backup, env))
     except TimeoutError:
-        return BackupListing(backup.name, source, read=False, error=f"no listing within {bound:g} s",
+        return BackupListing(backup.name, source, answered=False, error=f"no listing within {bound:g} s",
                              database=backup.database, checked_at=time.time())
-    return BackupListing(backup.name, source, read=not error, error=env.redact(error), backups=found,
+    return BackupListing(backup.name, source, answered=not error, error=env.redact(error), backups=found,
                          newest_check=env.redact(said), newest_readable=readable, database=backup.database,
                          archiver=archiver, tables=tables, db_errors=db_errors, checked_at=time.time())
 
 
-def _gate(seen: BackupListing, env: Environment) -> kinds.Decision | None:
+def _gate(seen: BackupListing, env: Environment) -> kinds.Blocked | None:
     del env
-    if not seen.read or not seen.backups:
-        why = "could not be listed" if not seen.read else "has no backup"
-        return lambda: verdict.blocked(seen.target, why, see=f"test_backup_completion[{seen.target}]")
+    if not seen.answered or not seen.backups:
+        return kinds.Blocked("backup", seen.target, "could not be listed" if not seen.answered else "has no backup")
     return None
 
 
@@ -303,6 +303,9 @@ BACKUPS = kinds.register(kinds.ProbeKind(
 class Documents(JsonRecord):
     target: str
     documents: list[dict[str, Any]] = field(default_factory=list)  # where, changed (Unix) or error, how
+    answered: bool = True
+    error: str = ""
+    denied: str = ""  # the target refused the suite: the credential or grant to check
 
 
 def _file_changed(path: str, bound: float) -> dict[str, Any]:
@@ -325,7 +328,7 @@ async def _url_changed(url: str, timeout: float) -> dict[str, Any]:
 
     result, _ = await http.exchange(url, target="dr", timeout=timeout, body_limit=1024)
     shown = display_url(url)
-    if not result.reachable or result.status != 200:
+    if not result.answered or result.status != 200:
         return {"where": shown, "error": result.detail or f"HTTP {result.status}"}
     stamp = dict((k.lower(), v) for k, v in result.headers).get("last-modified")
     if not stamp:

@@ -29,7 +29,7 @@ class BusinessSnapshot(JsonRecord):
     source: str
     value: float | None = None
     error: str = ""
-    reachable: bool = True
+    answered: bool = True
     denied: str = ""
 
 
@@ -66,11 +66,11 @@ async def business_metric(metric: BusinessMetric, prometheus: Prometheus | None,
     source = f"GET {display_url(metric.url)} field {metric.field}"
     result, body = await http.exchange(metric.url, target=metric.name, timeout=metric.timeout_seconds,
                                        headers=tuple(metric.headers.items()), tls=metric.tls)
-    if not result.reachable or (result.status or 0) >= 400:
+    if not result.answered or (result.status or 0) >= 400:
         denied = (f"the headers configured in [business.{metric.name}] (a token) and the endpoint's access rules"
                   if result.status in DENIED_STATUSES else "")
         return BusinessSnapshot(metric.name, source, None, f"GET {result.url} → {result.detail or result.status}",
-                                reachable=False, denied=denied)
+                                answered=False, denied=denied)
     document, why = http.json_body(result, body)
     if why:
         return BusinessSnapshot(metric.name, source, None, f"GET {result.url} → {why}")
@@ -108,13 +108,13 @@ async def probe(metric: BusinessMetric, job: kinds.Job) -> BusinessSnapshot:
     if metric.query and prometheus is not None:
         down, _ = await reachable_once(job, prometheus)
         if down:
-            return BusinessSnapshot(metric.name, f"PromQL {metric.query}", None, down, reachable=False)
+            return BusinessSnapshot(metric.name, f"PromQL {metric.query}", None, down, answered=False)
     return await business_metric(metric, prometheus, job.env.slo.window)
 
 
-def _gate(seen: BusinessSnapshot, env: Environment) -> kinds.Decision | None:
+def _gate(seen: BusinessSnapshot, env: Environment) -> kinds.Blocked | None:
     del env
-    if not seen.reachable and seen.source.startswith("PromQL"):
+    if not seen.answered and seen.source.startswith("PromQL"):
         return blocked_by_source(seen.target, seen.error)
     return None
 

@@ -36,7 +36,7 @@ class CacheSnapshot(JsonRecord):
 
     target: str
     url: str
-    reachable: bool
+    answered: bool
     error: str = ""
     ping_seconds: float | None = None
     window_seconds: float = 0.0
@@ -182,10 +182,10 @@ async def probe_cache(cache: Cache, *, window_seconds: float) -> CacheSnapshot:
                 await client.ping()
                 ping = time.perf_counter() - started
         except (OSError, redis.exceptions.RedisError, TimeoutError) as exc:
-            return CacheSnapshot(target=cache.name, url=url, reachable=False, error=failure_text(exc, timeout),
+            return CacheSnapshot(target=cache.name, url=url, answered=False, error=failure_text(exc, timeout),
                                  denied=DENIED_HINT if _is_denied(exc) else "")
         except Exception as exc:  # noqa: BLE001 - bytes that are not RESP make the client library raise anything
-            return CacheSnapshot(target=cache.name, url=url, reachable=False,
+            return CacheSnapshot(target=cache.name, url=url, answered=False,
                                  error=protocol_error("a RESP answer to PING", exc))
         try:
             async with asyncio.timeout(timeout):
@@ -210,7 +210,7 @@ async def probe_cache(cache: Cache, *, window_seconds: float) -> CacheSnapshot:
             errors["info"] = failure_text(exc, timeout)
         except Exception as exc:  # noqa: BLE001 - INFO text the client library cannot parse: ValueError and kin
             errors["info"] = protocol_error("INFO's field:value lines", exc)
-        return CacheSnapshot(target=cache.name, url=url, reachable=True, ping_seconds=round(ping, 6),
+        return CacheSnapshot(target=cache.name, url=url, answered=True, ping_seconds=round(ping, 6),
                              window_seconds=round(measured, 3), first=first, second=second, errors=errors,
                              notes=notes)
     finally:
@@ -219,11 +219,10 @@ async def probe_cache(cache: Cache, *, window_seconds: float) -> CacheSnapshot:
 
 # --- the kind -----------------------------------------------------------------------------------
 
-def _gate(seen: CacheSnapshot, env: Environment) -> kinds.Decision | None:
+def _gate(seen: CacheSnapshot, env: Environment) -> kinds.Decision | kinds.Blocked | None:
     del env
-    if not seen.reachable:
-        reason = "refused access" if seen.denied else "is unreachable"
-        return lambda: verdict.blocked(seen.target, reason, see=f"test_cache_reachable[{seen.target}]")
+    if not seen.answered:
+        return kinds.unanswered("cache", seen)
     if "info" in seen.errors:
         return lambda: verdict.no_data(f"{seen.target}: INFO on {seen.url} failed: {seen.errors['info']}")
     return None

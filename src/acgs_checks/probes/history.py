@@ -34,7 +34,7 @@ class HistorySnapshot(JsonRecord):
 
     target: str
     path: str
-    read: bool
+    answered: bool
     error: str = ""
     weeks: int = 4
     series: dict[str, dict[str, Any]] = field(default_factory=dict)  # case -> {points, threshold, worse}
@@ -43,6 +43,7 @@ class HistorySnapshot(JsonRecord):
     # From Prometheus range queries: case -> {"weekly": [this week, the week before, ...], threshold, worse, query}
     weekly: dict[str, dict[str, Any]] = field(default_factory=dict)
     weekly_error: str = ""
+    denied: str = ""  # the target refused the suite: the credential or grant to check
 
 
 async def _disk_projections(job: kinds.Job) -> tuple[list[dict[str, Any]], str]:
@@ -107,14 +108,14 @@ async def probe_history(target: Fixed, job: kinds.Job) -> HistorySnapshot:
     projections, projection_error = await _disk_projections(job)
     weekly, weekly_error = await _weekly_medians(job, weeks)
     if path is None:
-        return HistorySnapshot(target.name, "", read=False, error="no history store configured", weeks=weeks,
+        return HistorySnapshot(target.name, "", answered=False, error="no history store configured", weeks=weeks,
                                projections=projections, projection_error=projection_error, weekly=weekly,
                                weekly_error=weekly_error)
     since = time.time() - (weeks + 1) * 7 * DAY
     try:
         rows = await aio.in_thread(history.read, path, env.name, since)
     except history.Error as exc:
-        return HistorySnapshot(target.name, str(path), read=False, error=f"reading {path} failed: {exc}",
+        return HistorySnapshot(target.name, str(path), answered=False, error=f"reading {path} failed: {exc}",
                                weeks=weeks, projections=projections, projection_error=projection_error,
                                weekly=weekly, weekly_error=weekly_error)
     series: dict[str, dict[str, Any]] = {}
@@ -127,7 +128,7 @@ async def probe_history(target: Fixed, job: kinds.Job) -> HistorySnapshot:
     for entry in series.values():
         votes = entry.pop("worse")
         entry["worse"] = max(votes, key=votes.get) if votes else ""
-    return HistorySnapshot(target.name, str(path), read=True, weeks=weeks, series=series,
+    return HistorySnapshot(target.name, str(path), answered=True, weeks=weeks, series=series,
                            projections=projections, projection_error=projection_error, weekly=weekly,
                            weekly_error=weekly_error)
 

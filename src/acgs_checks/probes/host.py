@@ -80,7 +80,7 @@ class HostSnapshot(JsonRecord):
 
     target: str
     spec: str
-    reachable: bool
+    answered: bool
     error: str = ""
     source: str = ""                     # where CPU, memory, disk and network came from
     window_seconds: float = 0.0
@@ -94,6 +94,7 @@ class HostSnapshot(JsonRecord):
     services: dict[str, str] = field(default_factory=dict)     # name -> active / inactive / unknown
     errors: dict[str, str] = field(default_factory=dict)       # what could not be read, by part
     checked_at: float = 0.0
+    denied: str = ""  # the target refused the suite: the credential or grant to check
 
 
 # --- the host itself (one script, one connection) ----------------------------------------------
@@ -401,13 +402,13 @@ async def probe_host(host: Host, job: kinds.Job) -> HostSnapshot:
         rc, stdout, stderr = await asyncio.wait_for(
             aio.in_thread(run_on_host, host, command, bound), timeout=bound + 2)
     except TimeoutError:
-        return HostSnapshot(target=host.name, spec=host.spec, reachable=False,
+        return HostSnapshot(target=host.name, spec=host.spec, answered=False,
                             error=f"no answer within {bound + 2:g} s", checked_at=time.time())
     except Exception as exc:  # noqa: BLE001 - a backend that cannot start (no such container, bad spec)
-        return HostSnapshot(target=host.name, spec=host.spec, reachable=False,
+        return HostSnapshot(target=host.name, spec=host.spec, answered=False,
                             error=f"{type(exc).__name__}: {exc}".splitlines()[0], checked_at=time.time())
     if "==acgs== meminfo" not in stdout:
-        return HostSnapshot(target=host.name, spec=host.spec, reachable=False,
+        return HostSnapshot(target=host.name, spec=host.spec, answered=False,
                             error=verdict.clean(why_failed(rc, stderr)), checked_at=time.time())
     fields = parse(host, stdout, sampled=not via_prometheus)
     fields["source"] = f"the host ({host.spec.split('?')[0]}, testinfra)"
@@ -417,20 +418,14 @@ async def probe_host(host: Host, job: kinds.Job) -> HostSnapshot:
         errors = {**fields.pop("errors"), **metrics.pop("errors")}
         fields.update(metrics)
         fields["errors"] = errors
-    return HostSnapshot(target=host.name, spec=host.spec, reachable=True, checked_at=time.time(), **fields)
+    return HostSnapshot(target=host.name, spec=host.spec, answered=True, checked_at=time.time(), **fields)
 
-
-def _gate(seen: HostSnapshot, env: Environment) -> kinds.Decision | None:
-    del env
-    if not seen.reachable:
-        return lambda: verdict.blocked(seen.target, "is unreachable", see=f"test_host_reachable[{seen.target}]")
-    return None
 
 
 HOSTS = kinds.register(kinds.ProbeKind(
     name="host", section="hosts", record=HostSnapshot, param="machine", fixture="host_probe",
     probe=probe_host, entry=Host,
     targets=lambda env: env.section("hosts"),
-    gate=kinds.Gate(_gate, fixture="host_facts", doc="the snapshot; blocked when the host cannot be reached"),
+    gate=kinds.Gate(fixture="host_facts", doc="the snapshot; blocked when the host cannot be reached"),
     doc="one read-only script on a host (testinfra), or node_exporter through PromQL",
 ))

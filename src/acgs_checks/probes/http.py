@@ -101,9 +101,20 @@ class HttpResult(JsonRecord):
     # loop: the server's time, without the client's own parsing (what synthetic sampling measures).
     response_seconds: float | None = None
 
+    # The record contract (acgs_checks.records.Answer): an HTTP answer of any status is an answer.
     @property
-    def reachable(self) -> bool:
+    def answered(self) -> bool:
         return self.outcome == RESPONSE
+
+    @property
+    def error(self) -> str:
+        return "" if self.answered else self.detail
+
+    @property
+    def denied(self) -> str:
+        """A 401 or 403: the headers configured for the service (a token) are what to check."""
+        return (f"the headers configured for {self.target} (a token) and the service's access rules for its health "
+                "path") if self.status in (401, 403) else ""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HttpResult:
@@ -307,7 +318,7 @@ async def probe_service(service: Service) -> HttpResult:
         same_origin = _origin(url) == origin
         result, _ = await exchange(url, target=service.name, timeout=max(left, 0.001),
                                    headers=service.headers if same_origin else (), tls=service.tls)
-        if not (service.follow_redirects and result.reachable and result.status in REDIRECT_STATUSES
+        if not (service.follow_redirects and result.answered and result.status in REDIRECT_STATUSES
                 and result.location):
             break
         url = urljoin(url, result.location)

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from acgs_checks import kinds, verdict
+from acgs_checks import kinds
 from acgs_checks.environment import Database, Environment, Pooler, display_url
 from acgs_checks.probes.host import read_on_host
 from acgs_checks.probes.logs import seconds_since
@@ -150,7 +150,7 @@ class PgSnapshot(JsonRecord):
 
     target: str
     url: str
-    reachable: bool
+    answered: bool
     error: str = ""
     connect_seconds: float | None = None
     select1_seconds: float | None = None
@@ -293,7 +293,7 @@ async def probe_database(  # noqa: PLR0915 - one pass, every read in order
             conn = await read_only_session(db)
     except (OSError, psycopg.Error, TimeoutError) as exc:
         error, denied = connect_error(exc, db)
-        return PgSnapshot(target=db.name, url=url, reachable=False, error=error, denied=denied,
+        return PgSnapshot(target=db.name, url=url, answered=False, error=error, denied=denied,
                           elapsed_seconds=round(time.perf_counter() - start, 6))
     connected = time.perf_counter()
     fields: dict[str, Any] = {}
@@ -354,7 +354,7 @@ async def probe_database(  # noqa: PLR0915 - one pass, every read in order
     finally:
         await conn.close()
     return PgSnapshot(
-        target=db.name, url=url, reachable=True, connect_seconds=round(connected - start, 6),
+        target=db.name, url=url, answered=True, connect_seconds=round(connected - start, 6),
         elapsed_seconds=round(time.perf_counter() - start, 6), errors=errors, **fields,
     )
 
@@ -365,7 +365,7 @@ class PoolerSnapshot(JsonRecord):
 
     target: str
     url: str
-    reachable: bool
+    answered: bool
     error: str = ""
     connect_seconds: float | None = None
     pools: list[dict[str, Any]] = field(default_factory=list)
@@ -386,7 +386,7 @@ async def probe_pooler(pooler: Pooler) -> PoolerSnapshot:
             conn = await open_connection(pooler, autocommit=True)
     except (OSError, psycopg.Error, TimeoutError) as exc:
         error, denied = connect_error(exc, pooler)
-        return PoolerSnapshot(target=pooler.name, url=url, reachable=False, error=error, denied=denied)
+        return PoolerSnapshot(target=pooler.name, url=url, answered=False, error=error, denied=denied)
     connected = time.perf_counter()
     errors: dict[str, str] = {}
     results: dict[str, list[dict[str, Any]]] = {}
@@ -404,32 +404,13 @@ async def probe_pooler(pooler: Pooler) -> PoolerSnapshot:
     finally:
         await conn.close()
     return PoolerSnapshot(
-        target=pooler.name, url=url, reachable=True, connect_seconds=round(connected - start, 6),
+        target=pooler.name, url=url, answered=True, connect_seconds=round(connected - start, 6),
         pools=results.get("SHOW POOLS", []), databases=results.get("SHOW DATABASES", []),
         config={str(row["key"]): str(row["value"]) for row in results.get("SHOW CONFIG", [])}, errors=errors,
     )
 
 
 # --- the kinds ----------------------------------------------------------------------------------
-
-def why_blocked(denied: str) -> str:
-    return "refused access" if denied else "is unreachable"
-
-
-def _db_gate(seen: PgSnapshot, env: Environment) -> kinds.Decision | None:
-    del env
-    if seen.reachable:
-        return None
-    return lambda: verdict.blocked(seen.target, why_blocked(seen.denied),
-                                   see=f"test_database_connectivity[{seen.target}]")
-
-
-def _pool_gate(seen: PoolerSnapshot, env: Environment) -> kinds.Decision | None:
-    del env
-    if seen.reachable:
-        return None
-    return lambda: verdict.blocked(seen.target, why_blocked(seen.denied), see=f"test_pooler_reachable[{seen.target}]")
-
 
 _DURATION = re.compile(r"duration: ([0-9.]+) ms\s+(?:statement|execute [^:]*): (.*)$")
 SLOW_LOG_DAYS = 7.0
@@ -466,7 +447,7 @@ async def _slow_log(db: Database, env: Environment) -> tuple[list[dict[str, Any]
 async def _probe_database(db: Database, job: kinds.Job) -> PgSnapshot:
     seen = await probe_database(db, sql_literals=job.env.defaults.sql_literals,
                                 min_calls=job.env.thresholds.slow_query_min_calls)
-    if seen.reachable and "statements" in seen.errors and db.log_host and db.log_path:
+    if seen.answered and "statements" in seen.errors and db.log_host and db.log_path:
         rows, source, error = await _slow_log(db, job.env)
         errors = dict(seen.errors)
         if error:
@@ -482,12 +463,12 @@ async def _probe_pooler(pooler: Pooler, job: kinds.Job) -> PoolerSnapshot:
 DATABASE = kinds.register(kinds.ProbeKind(
     name="database", section="databases", record=PgSnapshot, param="database", fixture="database_probe",
     probe=_probe_database, targets=lambda env: env.databases,
-    gate=kinds.Gate(_db_gate, fixture="db", doc="the snapshot; blocked when the database is unreachable"),
+    gate=kinds.Gate(fixture="db", doc="the snapshot; blocked when the database is unreachable"),
     doc="one read-only pass over a PostgreSQL database",
 ))
 POOLER = kinds.register(kinds.ProbeKind(
     name="pooler", section="poolers", record=PoolerSnapshot, param="pooler", fixture="pooler_probe",
     probe=_probe_pooler, targets=lambda env: env.poolers,
-    gate=kinds.Gate(_pool_gate, fixture="pool", doc="the snapshot; blocked when the admin console is unreachable"),
+    gate=kinds.Gate(fixture="pool", doc="the snapshot; blocked when the admin console is unreachable"),
     doc="SHOW POOLS, DATABASES and CONFIG from a PgBouncer admin console",
 ))

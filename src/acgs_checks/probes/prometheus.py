@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from acgs_checks import kinds, metrics, redaction, verdict
+from acgs_checks import kinds, metrics, redaction
 from acgs_checks.environment import Prometheus, display_url
 from acgs_checks.probes import http
 from acgs_checks.records import JsonRecord
@@ -28,7 +28,7 @@ class SourceStatus(JsonRecord):
 
     target: str
     url: str
-    reachable: bool
+    answered: bool
     error: str = ""
     denied: str = ""   # access was refused: the credential to check
 
@@ -65,7 +65,7 @@ async def api_document(prometheus: Prometheus, path: str) -> tuple[http.HttpResu
     result, body = await http.exchange(
         prometheus.url.rstrip("/") + path, target="prometheus", timeout=prometheus.timeout_seconds,
         headers=_auth_headers(prometheus), tls=prometheus.tls, body_limit=ANSWER_LIMIT)
-    if not result.reachable:
+    if not result.answered:
         return result, None, result.detail
     document, why = http.json_body(result, body)
     return result, document, why
@@ -88,7 +88,7 @@ async def _instant(prometheus: Prometheus, promql: str, at: float | None = None)
     """An instant query's ``data`` object (evaluated now, or at the Unix time ``at``), or None and what went wrong."""
     when = "" if at is None else f"&time={at:.3f}"
     result, document, why = await api_document(prometheus, "/api/v1/query?query=" + quote(promql, safe="") + when)
-    if not result.reachable:
+    if not result.answered:
         return None, result.detail
     if not isinstance(document, dict) or document.get("status") != "success":
         return None, _failure(result, document, why)
@@ -155,7 +155,7 @@ async def vector(prometheus: Prometheus, promql: str, at: float | None = None) -
 async def prometheus_reachable(prometheus: Prometheus) -> tuple[str, str]:
     """("", "") when the API answers; otherwise why not (one line), and for a refusal what to check."""
     result, document = await api(prometheus, "/api/v1/status/buildinfo")
-    if not result.reachable:
+    if not result.answered:
         return f"GET {result.url} → {result.detail}", ""
     if result.status in DENIED_STATUSES:
         return f"GET {result.url} → HTTP {result.status} {result.reason}".rstrip(), PROMETHEUS_DENIED
@@ -187,7 +187,7 @@ async def reachable_once(job: kinds.Job, prometheus: Prometheus) -> tuple[str, s
 
 async def probe_source(prometheus: Prometheus, job: kinds.Job) -> SourceStatus:
     down, denied = await reachable_once(job, prometheus)
-    return SourceStatus(target="prometheus", url=shown(prometheus.url), reachable=not down, error=down, denied=denied)
+    return SourceStatus(target="prometheus", url=shown(prometheus.url), answered=not down, error=down, denied=denied)
 
 
 METRICS_SOURCE = kinds.register(kinds.ProbeKind(
@@ -198,8 +198,9 @@ METRICS_SOURCE = kinds.register(kinds.ProbeKind(
 ))
 
 
-def blocked_by_source(target: str, error: str) -> kinds.Decision:
-    """The decision for a number that needed Prometheus when Prometheus did not answer."""
-    return lambda: verdict.blocked(target, f"has no data ({error})", see="test_metrics_source_reachable")
+def blocked_by_source(target: str, error: str) -> kinds.Blocked:
+    """The decision for a number that needed Prometheus when Prometheus did not answer: the metrics source's
+    reachability case reports it."""
+    return kinds.Blocked("metrics_source", "prometheus", f"has no data ({error})", subject=target)
 
 

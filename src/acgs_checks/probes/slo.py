@@ -48,7 +48,7 @@ class SloSnapshot(JsonRecord):
     target: str
     source: str
     window: str
-    reachable: bool = True
+    answered: bool = True
     error: str = ""
     values: dict[str, float | None] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
@@ -61,6 +61,7 @@ class SloSnapshot(JsonRecord):
     at_least: dict[str, float] = field(default_factory=dict)
     note: str = ""
     connections: int = 0  # synthetic: connections the sampler opened (keep-alive reuses them)
+    denied: str = ""  # the target refused the suite: the credential or grant to check
 
 
 def render(template: str, *, selector: str, window: str) -> str:
@@ -129,17 +130,17 @@ async def from_samples(service: Service, settings: SloSettings) -> SloSnapshot:
     endpoint = f"GET {display_url(service.slo_url)}"
     source = f"{len(results)} synthetic requests to {endpoint}"
     # Every request failing is a measurement too (100 % errors), not a reason to look away.
-    note = f"every request failed: {results[0].detail}" if results and all(not r.reachable for r in results) else ""
+    note = f"every request failed: {results[0].detail}" if results and all(not r.answered for r in results) else ""
     statuses: dict[str, int] = {}
     for r in results:
-        key = str(r.status) if r.reachable else r.outcome
+        key = str(r.status) if r.answered else r.outcome
         statuses[key] = statuses.get(key, 0) + 1
     # The server's time: from the request's last byte to the answer's first byte reaching the loop,
     # without the connect (or TLS) the sampler chose to make, and without the client's own parsing,
     # which a busy machine would add. A request that timed out took at least the timeout.
-    latencies = [_latency(r) if r.reachable else r.timeout_seconds for r in results]
-    failed = sum(1 for r in results if not r.reachable or (r.status or 0) >= 500)
-    client = sum(1 for r in results if r.reachable and 400 <= (r.status or 0) < 500)
+    latencies = [_latency(r) if r.answered else r.timeout_seconds for r in results]
+    failed = sum(1 for r in results if not r.answered or (r.status or 0) >= 500)
+    client = sum(1 for r in results if r.answered and 400 <= (r.status or 0) < 500)
     values: dict[str, float | None] = {key: metrics.percentile(latencies, q) if latencies else None
                                        for key, q in QUANTILES.items()}
     values.update({
@@ -192,20 +193,20 @@ async def from_scrapes(service: Service, settings: SloSettings) -> SloSnapshot:
                                            timeout=service.timeout_seconds, headers=tuple(service.headers.items()),
                                            tls=service.tls,
                                            body_limit=8 * 1024 * 1024)
-        if not result.reachable or result.status != 200:
-            return SloSnapshot(target=service.name, source=source, window=window, reachable=False,
+        if not result.answered or result.status != 200:
+            return SloSnapshot(target=service.name, source=source, window=window, answered=False,
                                error=f"GET {result.url} → {result.detail or result.status}")
         try:
             samples.append(metrics.parse_text(body.decode("utf-8", errors="replace")))
         except ValueError as exc:
-            return SloSnapshot(target=service.name, source=source, window=window, reachable=False,
+            return SloSnapshot(target=service.name, source=source, window=window, answered=False,
                                error=f"GET {result.url} → not the Prometheus text format ({exc})")
     before, after = samples
     # A service's own /metrics is all its own: no selector unless prometheus_selector narrows it.
     try:
         selector = _selector_labels(service.prometheus_selector) if service.prometheus_selector else {}
     except ValueError as exc:
-        return SloSnapshot(target=service.name, source=source, window=window, reachable=False, error=str(exc))
+        return SloSnapshot(target=service.name, source=source, window=window, answered=False, error=str(exc))
     buckets = metrics.bucket_deltas(before, after, "http_request_duration_seconds_bucket", selector)
     total = metrics.counter_delta(before, after, "http_requests_total", selector)
     values: dict[str, float | None] = {}
@@ -249,27 +250,26 @@ async def probe(service: Service, job: kinds.Job) -> SloSnapshot:
         down, _ = await reachable_once(job, env.prometheus)
         if down:
             return SloSnapshot(target=service.name, source=f"Prometheus {display_url(env.prometheus.url)}",
-                               window=settings.window, reachable=False, error=down)
+                               window=settings.window, answered=False, error=down)
         return await from_prometheus(service, env.prometheus, settings)
     health = job.before
-    if isinstance(health, http.HttpResult) and not health.reachable:
-        return SloSnapshot(target=service.name, source=settings.source, window="-", reachable=False,
+    if isinstance(health, http.HttpResult) and not health.answered:
+        return SloSnapshot(target=service.name, source=settings.source, window="-", answered=False,
                            error=f"{NOT_MEASURED} {health.detail}")
     if settings.source == "scrape":
         return await from_scrapes(service, settings)
     return await from_samples(service, settings)
 
 
-def _gate(seen: SloSnapshot, env: Environment) -> kinds.Decision | None:
+def _gate(seen: SloSnapshot, env: Environment) -> kinds.Decision | kinds.Blocked | None:
     """Blocked only by what failed for the same reason: the metrics source, or the health probe that
     stopped the sampling; anything else the source could not read is no data."""
-    if seen.reachable:
+    if seen.answered:
         return None
     if env.slo.source == "prometheus":
         return blocked_by_source(seen.target, seen.error)
     if seen.error.startswith(NOT_MEASURED):
-        return lambda: verdict.blocked(seen.target, f"has no SLO data ({seen.error})",
-                                       see=f"test_service_health[{seen.target}]")
+        return kinds.Blocked("service", seen.target, f"has no SLO data ({seen.error})")
     return lambda: verdict.no_data(f"{seen.target}: {seen.error} (source: {seen.source})")
 
 

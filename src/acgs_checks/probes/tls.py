@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from acgs_checks import kinds, verdict
+from acgs_checks import kinds
 from acgs_checks.environment import Environment, Target
 from acgs_checks.environment.model import problem
 from acgs_checks.probes import aio
@@ -92,7 +92,7 @@ class TlsSnapshot(JsonRecord):
     target: str
     address: str
     server_name: str
-    reachable: bool
+    answered: bool
     error: str = ""
     protocol: str = ""                 # negotiated with the client's defaults
     certificates: list[dict[str, Any]] = field(default_factory=list)  # leaf first, as presented
@@ -106,6 +106,7 @@ class TlsSnapshot(JsonRecord):
     protocols: dict[str, bool] = field(default_factory=dict)   # TLSv1 / TLSv1.1 / TLSv1.2 -> accepted
     protocol_errors: dict[str, str] = field(default_factory=dict)
     checked_at: float = 0.0
+    denied: str = ""  # the target refused the suite: the credential or grant to check
 
 
 def _describe(cert: Any) -> dict[str, Any]:
@@ -237,7 +238,7 @@ def probe_endpoint(target: TlsEndpoint) -> TlsSnapshot:
         protocol, chain = _chain(target, timeout)
     except Exception as exc:  # noqa: BLE001 - refused, reset, timed out, not TLS: all "no handshake"
         text = str(exc).strip() or type(exc).__name__
-        return TlsSnapshot(**base, reachable=False, error=f"{type(exc).__name__}: {text}".splitlines()[0],
+        return TlsSnapshot(**base, answered=False, error=f"{type(exc).__name__}: {text}".splitlines()[0],
                            checked_at=time.time())
     certificates = [_describe(c) for c in chain]
     now = datetime.datetime.now(datetime.UTC)
@@ -262,7 +263,7 @@ def probe_endpoint(target: TlsEndpoint) -> TlsSnapshot:
         protocols[version], why = _accepts(target, version, timeout)
         if why:
             errors[version] = why
-    return TlsSnapshot(**base, reachable=True, protocol=protocol, certificates=certificates, days_left=days_left,
+    return TlsSnapshot(**base, answered=True, protocol=protocol, certificates=certificates, days_left=days_left,
                        earliest=earliest, trusted=trusted, trust_error=trust_error,
                        trust_store=target.ca_file or "the system store", hostname_ok=hostname_ok,
                        hostname_error=hostname_error, protocols=protocols, protocol_errors=errors,
@@ -275,16 +276,15 @@ async def _probe(target: TlsEndpoint, job: kinds.Job) -> TlsSnapshot:
     try:
         return await asyncio.wait_for(aio.in_thread(probe_endpoint, target), timeout=bound)
     except TimeoutError:
-        return TlsSnapshot(target=target.name, address=target.address, server_name=target.sni, reachable=False,
+        return TlsSnapshot(target=target.name, address=target.address, server_name=target.sni, answered=False,
                            error=f"no answer within {bound:g} s", checked_at=time.time())
 
 
-def _gate(seen: TlsSnapshot, env: Environment) -> kinds.Decision | None:
+def _gate(seen: TlsSnapshot, env: Environment) -> kinds.Blocked | None:
     del env
-    if seen.reachable:
+    if seen.answered:
         return None
-    return lambda: verdict.blocked(seen.target, "completed no TLS handshake",
-                                   see=f"test_tls_certificate_expiry_critical[{seen.target}]")
+    return kinds.Blocked("tls", seen.target, "completed no TLS handshake")
 
 
 TLS = kinds.register(kinds.ProbeKind(

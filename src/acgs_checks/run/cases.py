@@ -8,13 +8,13 @@ attempt, :mod:`acgs_checks.run.retries` for the next ones).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import pytest
 
-from acgs_checks import verdict
+from acgs_checks import kinds, verdict
 from acgs_checks.kinds import ProbeKind
-from acgs_checks.records import JsonRecord
+from acgs_checks.records import Answer, JsonRecord
 from acgs_checks.reporting import evidence
 from acgs_checks.run.state import armed
 
@@ -61,8 +61,24 @@ def observed(request: pytest.FixtureRequest, kind: ProbeKind[Any, Any], name: st
 
 def gated(request: pytest.FixtureRequest, kind: ProbeKind[Any, Any], record: JsonRecord) -> JsonRecord:
     if kind.gate is not None:  # after a probe error, which was registered first and wins
-        env = armed(request.config).environment
-        decision = kind.gate.decide(record, env)
+        state = armed(request.config)
+        decision = (kind.gate.decide(record, state.environment) if kind.gate.decide is not None
+                    else kinds.unanswered(kind.name, cast("Answer", record)))
+        if isinstance(decision, kinds.Blocked):
+            decision = _blocked(decision, state.reachability, request.node.name)
         if decision is not None:
             decide_during_call(request, decision)
     return record
+
+
+def _blocked(blocked: kinds.Blocked, reachability: dict[tuple[str, str], str], own: str) -> kinds.Decision | None:
+    """Skipped as blocked by the selected case marked ``reachability`` for that kind and target; failed with the
+    reason when no such case runs (a skip is only honest when the blocker fails in the same run)."""
+    subject = blocked.subject or blocked.target
+    see = reachability.get((blocked.kind, blocked.target))
+    if see is None:
+        return lambda: verdict.fail(f"{subject} {blocked.reason} (no case that reports whether {blocked.kind} "
+                                    f"{blocked.target!r} answered is selected in this run)")
+    if see == own:  # the reachability case itself judges the record
+        return None
+    return lambda: verdict.blocked(subject, blocked.reason, see=see)

@@ -10,7 +10,7 @@ from acgs_checks import kinds, runbook, verdict
 from acgs_checks.errors import ConfigError
 from acgs_checks.reporting import allure_files
 from acgs_checks.run.state import STATE, RunState
-from acgs_checks.runbook import AREAS, REVIEW_DAYS
+from acgs_checks.runbook import AREAS, REVIEW_DAYS, TREND_MARKERS
 from acgs_checks.severity import SEVERITY_MARKERS, Severity
 
 WAIVER_ARG = "waiver"  # one case per [[waivers]] entry: is it still in force?
@@ -27,6 +27,11 @@ def add_markers(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "runbook(*requirement_ids): the runbook requirements this check covers, e.g. "
         "runbook('daily.service-health'); the first one places it in the report")
+    config.addinivalue_line(
+        "markers", "reachability: this case fails when its probe's target did not answer; the kind's other "
+        "cases for that target are skipped as blocked by it")
+    for name, meaning in TREND_MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {meaning}")
 
 
 def generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -241,5 +246,7 @@ def collection_finish(session: pytest.Session) -> None:
             if name is not None:
                 state.selected.setdefault(kind.name, set()).add(name)
                 state.needs.setdefault(item.nodeid, []).append((kind.name, name))
+                if item.get_closest_marker("reachability") is not None:
+                    state.reachability.setdefault((kind.name, name), item.name)
 
 

@@ -45,6 +45,9 @@ class RunState:
     # Every check collected, before any selection: name -> (review day, area, markers, the environment
     # section it lacks or ""). For the one line that says why a run selected nothing.
     catalog: dict[str, tuple[str, str, frozenset[str], str]] = field(default_factory=dict)
+    # (kind, target) -> the selected case marked ``reachability`` that reports whether that target answered:
+    # what a blocked case names (kinds.Blocked), found by marker, never by a name written in a probe.
+    reachability: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 STATE = pytest.StashKey[RunState]()
