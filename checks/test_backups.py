@@ -29,7 +29,7 @@ def _age(seconds: float) -> str:
 @pytest.mark.runbook("friday.backup-completion")
 @pytest.mark.reachability
 def test_backup_completion(backup_probe: BackupListing, acgs_environment: Environment) -> None:
-    """The newest backup is younger than 26 h, not empty, and reads back (pg_restore --list)."""
+    """The newest backup is younger than {backup_max_age_hours:g} h, not empty, and reads back (pg_restore --list)."""
     seen = backup_probe
     require_read(seen, f"listing {seen.source}")
     limit = acgs_environment.thresholds.backup_max_age_hours
@@ -54,7 +54,7 @@ def test_backup_completion(backup_probe: BackupListing, acgs_environment: Enviro
 @pytest.mark.p1
 @pytest.mark.runbook("friday.backup-completion")
 def test_wal_archiving(backups: BackupListing, acgs_environment: Environment) -> None:
-    """The last WAL segment was archived within the RPO (1 h), with no failure since."""
+    """The last WAL segment was archived within the RPO ({rpo_seconds:g} s), with no failure since."""
     seen = backups
     if "connect" in seen.db_errors or "archiver" in seen.db_errors:
         no_data(f"{seen.target}: pg_stat_archiver on {seen.database}: "
@@ -141,7 +141,8 @@ def test_restore_drill(backups: BackupListing, backup: Backup, acgs_environment:
 @pytest.mark.p2
 @pytest.mark.runbook("friday.backup-retention")
 def test_backup_retention(backups: BackupListing, backup: Backup, acgs_environment: Environment) -> None:
-    """Backups reach back the retention period (30 days; at least the 7-day PITR window) and no further,
+    """Backups reach back the retention period ({backup_retention_days:g} days; at least the
+    {pitr_window_days:g}-day PITR window) and no further,
     with about one backup a day."""
     t = acgs_environment.thresholds
     now = time.time()
@@ -169,7 +170,7 @@ def test_backup_retention(backups: BackupListing, backup: Backup, acgs_environme
 @pytest.mark.p3
 @pytest.mark.runbook("friday.dr-documentation")
 def test_dr_documentation_current(dr_documents_probe: Documents, acgs_environment: Environment) -> None:
-    """Every disaster-recovery document exists and changed within 90 days."""
+    """Every disaster-recovery document exists and changed within {dr_docs_max_age_days:g} days."""
     limit = acgs_environment.thresholds.dr_docs_max_age_days
     now = time.time()
     problems, shown = [], []

@@ -33,13 +33,13 @@ def _at_least(seen: BusinessSnapshot, label: str, minimum_percent: float) -> Non
 @pytest.mark.p1
 @pytest.mark.runbook("monitoring.business.compliance")
 def test_constitutional_compliance(compliance_probe: BusinessSnapshot, acgs_environment: Environment) -> None:
-    """The constitutional compliance score stays above 95 %."""
+    """The constitutional compliance score stays above {compliance_min_percent:g} %."""
     _at_least(compliance_probe, "constitutional compliance score", acgs_environment.thresholds.compliance_min_percent)
 
 
 @pytest.mark.p1
 @pytest.mark.runbook("monitoring.business.policy-success")
 def test_policy_evaluation_success(policy_success_probe: BusinessSnapshot, acgs_environment: Environment) -> None:
-    """The policy evaluation success rate stays above 99 %."""
+    """The policy evaluation success rate stays above {policy_success_min_percent:g} %."""
     _at_least(policy_success_probe, "policy evaluation success rate",
               acgs_environment.thresholds.policy_success_min_percent)

@@ -42,8 +42,9 @@ def test_cache_reachable(cache_probe: CacheSnapshot) -> None:
 
 @pytest.mark.p1
 @pytest.mark.runbook("daily.key-metrics.cache-hit-rate", "alerts.warning.cache-hit-rate")
+@pytest.mark.trended
 def test_cache_hit_rate(redis_info: CacheSnapshot, acgs_environment: Environment) -> None:
-    """The hit rate over the measuring window stays above 85 %.
+    """The hit rate over the measuring window stays above {cache_hit_rate_min_percent:g} %.
 
     Counters since the last restart would hide a recent collapse, so the window decides;
     only when the window saw no lookups does the cumulative figure stand in.
@@ -71,8 +72,9 @@ def test_cache_hit_rate(redis_info: CacheSnapshot, acgs_environment: Environment
 
 @pytest.mark.p1
 @pytest.mark.runbook("daily.cache-performance.memory")
+@pytest.mark.capacity("Redis maxmemory reached")
 def test_cache_memory(redis_info: CacheSnapshot, acgs_environment: Environment) -> None:
-    """used_memory stays below 85 % of maxmemory.
+    """used_memory stays below {cache_memory_max_percent:g} % of maxmemory.
 
     Without maxmemory Redis grows until the host runs out; that case compares against the
     host's total memory as Redis reports it (total_system_memory).

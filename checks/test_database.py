@@ -78,7 +78,7 @@ def test_database_connectivity(database_probe: PgSnapshot) -> None:
 @pytest.mark.p1
 @pytest.mark.runbook("daily.database-health.long-queries")
 def test_no_long_running_queries(db: PgSnapshot, acgs_environment: Environment) -> None:
-    """No statement has been running longer than the long-query threshold (5 minutes).
+    """No statement has been running longer than the long-query threshold ({long_query_seconds:g} s).
 
     Backends waiting for a lock are left to the lock-wait check, which names their blocker.
     """
@@ -119,8 +119,10 @@ def test_no_idle_in_transaction_sessions(db: PgSnapshot, acgs_environment: Envir
 
 @pytest.mark.p1
 @pytest.mark.runbook("daily.key-metrics.pool-usage")
+@pytest.mark.capacity("max_connections reached")
 def test_connection_usage(db: PgSnapshot, acgs_environment: Environment) -> None:
-    """Client backends stay below 80 % of the usable slots (max_connections minus reserved ones)."""
+    """Client backends stay below {pool_usage_max_percent:g} % of the usable slots (max_connections minus reserved
+    ones)."""
     _read(db, "connections", sessions=True)
     c = db.connections
     usable = c["max_connections"] - c["superuser_reserved"] - c.get("reserved", 0)
@@ -161,6 +163,7 @@ def test_no_blocked_lock_waits(db: PgSnapshot, acgs_environment: Environment) ->
 
 @pytest.mark.p2
 @pytest.mark.runbook("daily.database-health.buffer-cache")
+@pytest.mark.trended
 def test_buffer_cache_hit_ratio(db: PgSnapshot, acgs_environment: Environment) -> None:
     """Most block reads are served from shared buffers (blks_hit / (blks_hit + blks_read))."""
     _read(db, "buffer cache")
@@ -191,6 +194,7 @@ def test_transaction_id_age(db: PgSnapshot, acgs_environment: Environment) -> No
 
 @pytest.mark.p1
 @pytest.mark.runbook("daily.database-health.replication")
+@pytest.mark.trended
 def test_replication_lag(db: PgSnapshot, acgs_environment: Environment) -> None:
     """Replicas stream and replay within the lag threshold (on a primary with replicas, or a replica)."""
     limit = acgs_environment.thresholds.replication_lag_max_seconds

@@ -61,8 +61,9 @@ def test_host_reachable(host_probe: HostSnapshot) -> None:
 
 @pytest.mark.p1
 @pytest.mark.runbook("monitoring.infra.cpu", "alerts.warning.cpu")
+@pytest.mark.trended
 def test_host_cpu(host_facts: HostSnapshot, acgs_environment: Environment) -> None:
-    """CPU utilisation over the window stays at or below 80 % (above: warning alert)."""
+    """CPU utilisation over the window stays at or below {cpu_max_percent:g} % (above: warning alert)."""
     limit = acgs_environment.thresholds.cpu_max_percent
     value = _value(host_facts, "cpu_percent", "CPU utilisation")
     judge(value > limit, f"{host_facts.target}: CPU {value:.1f} % busy over a {host_facts.window_seconds:g} s window "
@@ -71,8 +72,10 @@ def test_host_cpu(host_facts: HostSnapshot, acgs_environment: Environment) -> No
 
 @pytest.mark.p1
 @pytest.mark.runbook("monitoring.infra.memory", "alerts.warning.memory")
+@pytest.mark.trended
 def test_host_memory(host_facts: HostSnapshot, acgs_environment: Environment) -> None:
-    """Memory used, (MemTotal - MemAvailable) / MemTotal, stays at or below 85 % (above: warning alert)."""
+    """Memory used, (MemTotal - MemAvailable) / MemTotal, stays at or below {memory_max_percent:g} % (above:
+    warning alert)."""
     limit = acgs_environment.thresholds.memory_max_percent
     value = _value(host_facts, "memory_percent", "memory utilisation")
     total = host_facts.memory.get("MemTotal")
@@ -94,8 +97,9 @@ def _per_mount(seen: HostSnapshot, env: Environment, field: str, label: str, lim
 
 @pytest.mark.p1
 @pytest.mark.runbook("monitoring.infra.disk")
+@pytest.mark.capacity("disk full")
 def test_host_disk_usage(host_facts: HostSnapshot, acgs_environment: Environment) -> None:
-    """Every checked filesystem stays at or below 90 % used (df's Use%)."""
+    """Every checked filesystem stays at or below {disk_warning_percent:g} % used (df's Use%)."""
     _per_mount(host_facts, acgs_environment, "used_percent", "disk used",
                acgs_environment.thresholds.disk_warning_percent)
 
@@ -103,7 +107,7 @@ def test_host_disk_usage(host_facts: HostSnapshot, acgs_environment: Environment
 @pytest.mark.p0
 @pytest.mark.runbook("alerts.critical.disk")
 def test_host_disk_critical(host_facts: HostSnapshot, acgs_environment: Environment) -> None:
-    """No filesystem is above 95 % used (critical alert)."""
+    """No filesystem is above {disk_critical_percent:g} % used (critical alert)."""
     _per_mount(host_facts, acgs_environment, "used_percent", "disk used",
                acgs_environment.thresholds.disk_critical_percent)
 
@@ -111,7 +115,7 @@ def test_host_disk_critical(host_facts: HostSnapshot, acgs_environment: Environm
 @pytest.mark.p1
 @pytest.mark.runbook("monitoring.infra.disk")
 def test_host_inodes(host_facts: HostSnapshot, acgs_environment: Environment) -> None:
-    """Every checked filesystem has inodes left: at most 90 % used."""
+    """Every checked filesystem has inodes left: at most {inodes_max_percent:g} % used."""
     _per_mount(host_facts, acgs_environment, "inodes_percent", "inodes used",
                acgs_environment.thresholds.inodes_max_percent)
 
@@ -146,7 +150,8 @@ def _log_files(seen: HostSnapshot) -> list[tuple[str, list[list[float | str]]]]:
 @pytest.mark.p2
 @pytest.mark.runbook("maintenance.log-rotation")
 def test_log_sizes(host_facts: HostSnapshot, acgs_environment: Environment) -> None:
-    """No log file above 100 MiB, and each log directory within its total (what `du -sh` shows)."""
+    """No log file above {log_file_max_mib:g} MiB, and each log directory within {log_dir_max_mib:g} MiB (what `du
+    -sh` shows)."""
     t = acgs_environment.thresholds
     problems, largest = [], []
     logs = _log_files(host_facts)

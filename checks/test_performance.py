@@ -9,17 +9,15 @@ maxmemory, max_client_conn) are projected to the day they reach it. Other measur
 
 from __future__ import annotations
 
-import io
-import statistics
 import time
 from typing import TYPE_CHECKING, Any
 
 import allure
 import pytest
 
-from acgs_checks import trends
+from acgs_checks import review
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import breached, judge, measure, no_data, require_read
+from acgs_checks.verdict import judge, no_data, require_read
 
 if TYPE_CHECKING:
     from acgs_checks.probes.history import HistorySnapshot
@@ -27,22 +25,13 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.wednesday, pytest.mark.performance]
 
-DAY = 86400.0
-# The checks whose measured values are performance figures worth trending week on week. Usage shares of a
-# hard limit (disk, connections, maxmemory, client connections) are projected instead (CAPACITY).
-TRENDED = ("test_p95_latency", "test_p99_latency", "test_error_rate_warning", "test_cache_hit_rate",
-           "test_buffer_cache_hit_ratio", "test_pool_saturation", "test_host_cpu", "test_host_memory",
-           "test_replication_lag", "test_slow_queries")
-# Usage shares a linear fit can project to 100 %: the check, and what running out means.
-CAPACITY = {"test_host_disk_usage": "disk full", "test_connection_usage": "max_connections reached",
-            "test_cache_memory": "Redis maxmemory reached", "test_pooler_client_connections":
-            "PgBouncer max_client_conn reached"}
-
 
 @pytest.mark.p2
 @pytest.mark.runbook("wednesday.slow-query-log")
+@pytest.mark.trended
 def test_slow_queries(db: PgSnapshot, acgs_environment: Environment) -> None:
-    """No statement called at least 10 times averages above 500 ms (pg_stat_statements, top 10 by mean and total)."""
+    """No statement called at least {slow_query_min_calls:g} times averages above {slow_query_mean_ms:g} ms
+    (pg_stat_statements: the ten highest by mean and by total time)."""
     t = acgs_environment.thresholds
     if "statements" in db.errors:
         if db.slow_log_source and "slow log" not in db.errors:
@@ -82,39 +71,6 @@ def _slow_from_log(db: PgSnapshot, mean_limit: float, min_calls: float) -> None:
           f"mean ≤ {mean_limit:g} ms for statements called ≥ {min_calls:g} times", value=worst, threshold=mean_limit)
 
 
-def _trended(name: str) -> bool:
-    return name.split("[", 1)[0] in TRENDED
-
-
-def _plot(title: str, lines: dict[str, list[tuple[float, float]]], marks: dict[str, str]) -> bytes:
-    """Small multiples, one panel per series, weekly boundaries shaded; a PNG."""
-    import matplotlib  # noqa: PLC0415 - only Wednesday runs draw
-
-    matplotlib.use("Agg")
-    import datetime  # noqa: PLC0415
-
-    from matplotlib import pyplot as plt  # noqa: PLC0415
-
-    names = sorted(lines)
-    cols = 3 if len(names) > 4 else max(1, len(names))
-    rows = (len(names) + cols - 1) // cols
-    figure, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.6 * rows), squeeze=False)
-    for ax, name in zip((a for row in axes for a in row), names, strict=False):
-        points = sorted(lines[name])
-        ax.plot([datetime.datetime.fromtimestamp(t, datetime.UTC) for t, _ in points], [v for _, v in points],
-                marker=".", linewidth=1, color="tab:red" if name in marks else "tab:blue")
-        ax.set_title(name + (f"\n{marks[name]}" if name in marks else ""), fontsize=7)
-        ax.tick_params(labelsize=6)
-    for ax in [a for row in axes for a in row][len(names):]:
-        ax.axis("off")
-    figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    out = io.BytesIO()
-    figure.savefig(out, format="png", dpi=90)
-    plt.close(figure)
-    return out.getvalue()
-
-
 def _history(seen: HistorySnapshot) -> dict[str, dict[str, Any]]:
     require_read(seen, "history store", fix=" (every run appends to it; see [history] in the README)")
     return seen.series
@@ -123,97 +79,52 @@ def _history(seen: HistorySnapshot) -> dict[str, dict[str, Any]]:
 @pytest.mark.p2
 @pytest.mark.runbook("wednesday.performance-trends")
 def test_performance_trends(history_probe: HistorySnapshot, acgs_environment: Environment) -> None:
-    """This week's median of each measured value is no more than 20 % worse than the previous weeks' (median of
-    their weekly medians). Changes smaller than a tenth of the value's threshold never count."""
-    limit = acgs_environment.thresholds.trend_regression_percent
-    now = time.time()
-    series = {k: v for k, v in _history(history_probe).items() if _trended(k)}
-    # Where Prometheus has the series, its range queries' weekly medians replace the store's for that case.
-    for name, entry in history_probe.weekly.items():
-        series[name] = {**entry, "points": [(now - w * 7 * DAY, m) for w, m in enumerate(entry["weekly"])
-                                            if m is not None]}
-    judged, regressions, marks = [], [], {}
-    for name, entry in sorted(series.items()):
-        medians = entry.get("weekly") or trends.weekly_medians(entry["points"], now, history_probe.weeks)
-        this, before = medians[0], [m for m in medians[1:] if m is not None]
-        if this is None or not before or not entry["worse"]:
-            continue
-        base = statistics.median(before)
-        scale = max(abs(base), 0.1 * abs(entry["threshold"] or 0.0))
-        if scale == 0:
-            continue
-        change = 100 * (this - base) / scale * (1 if entry["worse"] == "higher" else -1)
-        judged.append(name)
-        if change > limit:
-            regressions.append(f"{name} {this:.4g} this week vs {base:.4g} before ({change:+.0f} % worse, "
-                               f"{len(before)} earlier week(s))")
-            marks[name] = f"{change:+.0f} % worse"
-    if not judged:
-        promql = (f", {len(history_probe.weekly)} from PromQL range queries" if history_probe.weekly else "") + (
-            f"; Prometheus: {history_probe.weekly_error}" if history_probe.weekly_error else "")
-        no_data(f"history store {history_probe.path}: no trended value has both this week's and an earlier week's "
-                f"measurements ({len(series)} trended series{promql}, {len(history_probe.series)} in the store); "
+    """This week's median of each trended value is no more than {trend_regression_percent:g} % worse than the
+    previous weeks' (median of their weekly medians). Changes smaller than a tenth of the value's threshold never
+    count."""
+    seen, limit, now = history_probe, acgs_environment.thresholds.trend_regression_percent, time.time()
+    series = review.trended_series(_history(seen), seen.weekly, now)
+    found = review.compare_weeks(series, weeks=seen.weeks, limit_percent=limit, now=now, promql=list(seen.weekly))
+    if not found.judged:
+        promql = (f", {len(seen.weekly)} from PromQL range queries" if seen.weekly else "") + (
+            f"; Prometheus: {seen.weekly_error}" if seen.weekly_error else "")
+        no_data(f"history store {seen.path}: no trended value has both this week's and an earlier week's "
+                f"measurements ({found.considered} trended series{promql}, {len(seen.series)} in the store); "
                 "trends need at least one earlier week of runs")
-    allure.attach(_plot(f"weekly trends ({acgs_environment.name})", {n: series[n]["points"] for n in judged}, marks),
+    allure.attach(review.plot(f"weekly trends ({acgs_environment.name})", found.points, found.marks),
                   name="trends.png", attachment_type=allure.attachment_type.PNG)
-    expected = f"no value more than {limit:g} % worse than the previous weeks' median"
-    if regressions:
-        breached(f"{len(regressions)} of {len(judged)} value(s) regressed: " + "; ".join(regressions[:5]), expected,
-                 value=float(len(regressions)), threshold=0)
-    waiting = [n for n in history_probe.weekly if n not in judged]
-    later = f"; {len(waiting)} PromQL range series have no earlier week yet" if waiting else ""
-    measure(f"{len(judged)} value(s) compared week on week (history {history_probe.path}){later}; none regressed",
-            expected, value=0, threshold=0)
+    later = f"; {len(found.waiting)} PromQL range series have no earlier week yet" if found.waiting else ""
+    judge(bool(found.regressions), f"{len(found.regressions)} of {len(found.judged)} value(s) regressed: "
+          + "; ".join(found.regressions[:5]) if found.regressions else
+          f"{len(found.judged)} value(s) compared week on week (history {seen.path}){later}; none regressed",
+          f"no value more than {limit:g} % worse than the previous weeks' median",
+          value=float(len(found.regressions)), threshold=0)
 
 
-def _projections(seen: HistorySnapshot) -> tuple[list[dict[str, Any]], list[str]]:
-    """Days until each resource runs out: a linear fit over the history's usage shares, or Prometheus."""
-    series = _history(seen)
-    now = time.time()
-    found = list(seen.projections)
-    too_short = []
-    for name, entry in sorted(series.items()):
-        check = name.split("[", 1)[0]
-        if check not in CAPACITY:
-            continue
-        fit = trends.linear_fit([(t, v) for t, v in entry["points"] if t > now - seen.weeks * 7 * DAY])
-        if fit is None:
-            too_short.append(name)
-            continue
-        days = fit.days_until(100.0, now)
-        found.append({"resource": name, "what": CAPACITY[check], "days": days,
-                      "fit": f"{fit.at(now):.1f} % now, {fit.slope_per_day:+.3f} points/day over {fit.days:.0f} days "
-                             f"({fit.points} runs; least squares)"})
+def _capacity(seen: HistorySnapshot, limit: float) -> None:
+    found, too_short = review.project_capacity(_history(seen), weeks=seen.weeks, now=time.time())
+    found += [review.Projection(p["resource"], p["what"], p["days"], p["fit"]) for p in seen.projections]
     if not found:
         no_data(f"history store {seen.path}: no usage series with 3 runs over a day or more "
                 f"({', '.join(too_short) or 'none recorded'})" + (f"; Prometheus: {seen.projection_error}"
                                                                    if seen.projection_error else ""))
-    return found, too_short
-
-
-def _capacity(seen: HistorySnapshot, limit: float) -> None:
-    found, too_short = _projections(seen)
-    short = [p for p in found if p["days"] is not None and p["days"] < limit]
-    worst = min((p["days"] for p in found if p["days"] is not None), default=None)
-
-    def one(p: dict[str, Any]) -> str:
-        when = "not growing" if p["days"] is None else f"{p['what']} in {p['days']:.0f} days"
-        return f"{p['resource']}: {when} ({p['fit']})"
-
+    short = [p for p in found if p.days is not None and p.days < limit]
+    worst = min((p.days for p in found if p.days is not None), default=None)
     note = f"; too little history for {', '.join(too_short)}" if too_short else ""
-    judge(bool(short), f"{len(found)} resource(s) projected: " + "; ".join(one(p) for p in (short or found)[:6])
+    judge(bool(short), f"{len(found)} resource(s) projected: " + "; ".join(p.line() for p in (short or found)[:6])
           + note, f"more than {limit:g} days of headroom", value=worst, threshold=limit)
 
 
 @pytest.mark.p1
 @pytest.mark.runbook("wednesday.capacity-planning", "wednesday.resource-trends")
 def test_capacity_headroom_critical(history_probe: HistorySnapshot, acgs_environment: Environment) -> None:
-    """No disk, connection limit, Redis maxmemory or PgBouncer client limit is projected to run out within 30 days."""
+    """No disk, connection limit, Redis maxmemory or PgBouncer client limit is projected to run out within
+    {capacity_critical_days:g} days."""
     _capacity(history_probe, acgs_environment.thresholds.capacity_critical_days)
 
 
 @pytest.mark.p2
 @pytest.mark.runbook("wednesday.capacity-planning", "wednesday.resource-trends")
 def test_capacity_headroom(history_probe: HistorySnapshot, acgs_environment: Environment) -> None:
-    """Nothing is projected to run out within 90 days (plan the capacity now)."""
+    """Nothing is projected to run out within {capacity_warning_days:g} days (plan the capacity now)."""
     _capacity(history_probe, acgs_environment.thresholds.capacity_warning_days)

@@ -34,8 +34,10 @@ def test_pooler_reachable(pooler_probe: PoolerSnapshot) -> None:
 
 @pytest.mark.p1
 @pytest.mark.runbook("daily.key-metrics.pool-usage")
+@pytest.mark.trended
 def test_pool_saturation(pool: PoolerSnapshot, acgs_environment: Environment) -> None:
-    """No client waits for a server connection, and active server connections stay below 80 % of the pool."""
+    """No client waits for a server connection, and active server connections stay below {pool_usage_max_percent:g}
+    % of the pool."""
     for command in ("deadline", "SHOW POOLS", "SHOW DATABASES", "SHOW CONFIG"):
         if command in pool.errors:
             no_data(f"{pool.target}: {command} on {pool.url} failed: {pool.errors[command]}")
@@ -64,8 +66,10 @@ def test_pool_saturation(pool: PoolerSnapshot, acgs_environment: Environment) ->
 
 @pytest.mark.p2
 @pytest.mark.runbook("daily.key-metrics.pool-usage")
+@pytest.mark.capacity("PgBouncer max_client_conn reached")
 def test_pooler_client_connections(pool: PoolerSnapshot, acgs_environment: Environment) -> None:
-    """Client connections (active, waiting, idle in all pools) stay below 80 % of max_client_conn."""
+    """Client connections (active, waiting, idle in all pools) stay below {pool_usage_max_percent:g} % of
+    max_client_conn."""
     for command in ("deadline", "SHOW POOLS", "SHOW CONFIG"):
         if command in pool.errors:
             no_data(f"{pool.target}: {command} on {pool.url} failed: {pool.errors[command]}")

@@ -70,29 +70,33 @@ def _judge(slo: SloSnapshot, key: str, label: str, limit: float, unit: str, *, a
 
 @pytest.mark.p1
 @pytest.mark.runbook("daily.key-metrics.response-times", "alerts.warning.p95")
+@pytest.mark.trended(promql="p95")
 def test_p95_latency(slo: SloSnapshot, acgs_environment: Environment) -> None:
-    """P95 response time stays below 2 s, the runbook's target (2 s and above: warning alert)."""
+    """P95 response time stays below {p95_warning_seconds:g} s, the runbook's target (at or above it: warning alert)."""
     _judge(slo, "p95", "P95 latency", acgs_environment.thresholds.p95_warning_seconds, "s", at_limit_fails=True)
 
 
 @pytest.mark.p1
 @pytest.mark.runbook("daily.key-metrics.response-times")
+@pytest.mark.trended
 def test_p99_latency_target(slo: SloSnapshot, acgs_environment: Environment) -> None:
-    """P99 response time stays below the daily target of 5 s."""
+    """P99 response time stays below the daily target of {p99_warning_seconds:g} s."""
     _judge(slo, "p99", "P99 latency", acgs_environment.thresholds.p99_warning_seconds, "s", at_limit_fails=True)
 
 
 @pytest.mark.p0
 @pytest.mark.runbook("alerts.critical.p99")
 def test_p99_latency_critical(slo: SloSnapshot, acgs_environment: Environment) -> None:
-    """P99 response time stays at or below 10 s (above it: critical alert)."""
+    """P99 response time stays at or below {p99_critical_seconds:g} s (above it: critical alert)."""
     _judge(slo, "p99", "P99 latency", acgs_environment.thresholds.p99_critical_seconds, "s", at_limit_fails=False)
 
 
 @pytest.mark.p1
 @pytest.mark.runbook("daily.key-metrics.error-rates", "alerts.warning.error-rate")
+@pytest.mark.trended(promql="error_rate")
 def test_error_rate_warning(slo: SloSnapshot, acgs_environment: Environment) -> None:
-    """The share of 5xx responses stays below 1 %, the runbook's target (1 % and above: warning alert)."""
+    """The share of 5xx responses stays below {error_rate_warning_percent:g} %, the runbook's target (at or above
+    it: warning alert)."""
     _judge(slo, "error_rate", "5xx error rate", acgs_environment.thresholds.error_rate_warning_percent / 100, "%",
            at_limit_fails=True)
 
@@ -100,7 +104,7 @@ def test_error_rate_warning(slo: SloSnapshot, acgs_environment: Environment) -> 
 @pytest.mark.p0
 @pytest.mark.runbook("alerts.critical.error-rate")
 def test_error_rate_critical(slo: SloSnapshot, acgs_environment: Environment) -> None:
-    """The share of 5xx responses stays at or below 5 % (above it: critical alert)."""
+    """The share of 5xx responses stays at or below {error_rate_critical_percent:g} % (above it: critical alert)."""
     _judge(slo, "error_rate", "5xx error rate", acgs_environment.thresholds.error_rate_critical_percent / 100, "%",
            at_limit_fails=False)
 
@@ -108,7 +112,7 @@ def test_error_rate_critical(slo: SloSnapshot, acgs_environment: Environment) ->
 @pytest.mark.p3
 @pytest.mark.runbook("monitoring.application.client-errors")
 def test_client_error_share(slo: SloSnapshot, acgs_environment: Environment) -> None:
-    """4xx responses are evidence; above the configured share they are worth a look (P3)."""
+    """4xx responses are evidence; above {client_error_max_percent:g} % they are worth a look (P3)."""
     _judge(slo, "client_error_rate", "4xx share", acgs_environment.thresholds.client_error_max_percent / 100, "%",
            at_limit_fails=False)
 

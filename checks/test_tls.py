@@ -35,7 +35,7 @@ def _left(seen: TlsSnapshot, days: float) -> str:
 @pytest.mark.runbook("monday.ssl-expiry")
 @pytest.mark.reachability
 def test_tls_certificate_expiry_critical(tls_probe: TlsSnapshot, acgs_environment: Environment) -> None:
-    """No certificate of the presented chain is expired or expires within 7 days."""
+    """No certificate of the presented chain is expired or expires within {tls_expiry_critical_days:g} days."""
     seen = tls_probe
     require_answer(seen, f"TLS handshake with {seen.address}")
     limit = acgs_environment.thresholds.tls_expiry_critical_days
@@ -46,7 +46,7 @@ def test_tls_certificate_expiry_critical(tls_probe: TlsSnapshot, acgs_environmen
 @pytest.mark.p1
 @pytest.mark.runbook("monday.ssl-expiry")
 def test_tls_certificate_expiry(tls: TlsSnapshot, acgs_environment: Environment) -> None:
-    """No certificate of the presented chain expires within 30 days (renew now)."""
+    """No certificate of the presented chain expires within {tls_expiry_warning_days:g} days (renew now)."""
     limit = acgs_environment.thresholds.tls_expiry_warning_days
     days = _days(tls)
     judge(days < limit, _left(tls, days), f"at least {limit:g} days left", value=days, threshold=limit)

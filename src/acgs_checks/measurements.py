@@ -23,7 +23,8 @@ BUSY_SECONDS = 5.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS measurements (
     at REAL NOT NULL, environment TEXT NOT NULL, review TEXT NOT NULL, case_name TEXT NOT NULL,
-    value REAL NOT NULL, threshold REAL, outcome TEXT NOT NULL, worse TEXT NOT NULL DEFAULT ''
+    value REAL NOT NULL, threshold REAL, outcome TEXT NOT NULL, worse TEXT NOT NULL DEFAULT '',
+    role TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS measurements_case ON measurements (environment, case_name, at);
 """
@@ -52,6 +53,7 @@ class Row:
     threshold: float | None
     outcome: str
     worse: str = ""
+    role: str = ""  # what the check declared by marker: trended[:promql key], capacity:<what>, or ""
 
 
 def worse_direction(value: float, threshold: float | None, outcome: str) -> str:
@@ -66,7 +68,13 @@ def worse_direction(value: float, threshold: float | None, outcome: str) -> str:
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), timeout=BUSY_SECONDS)
     conn.executescript(_SCHEMA)
+    if "role" not in _columns(conn):  # a store written before checks declared their role
+        conn.execute("ALTER TABLE measurements ADD COLUMN role TEXT NOT NULL DEFAULT ''")
     return conn
+
+
+def _columns(conn: sqlite3.Connection) -> set[str]:
+    return {str(row[1]) for row in conn.execute("PRAGMA table_info(measurements)")}
 
 
 def append(path: Path, rows: Iterable[Row]) -> int:
@@ -76,9 +84,10 @@ def append(path: Path, rows: Iterable[Row]) -> int:
         return 0
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.closing(_connect(path)) as conn, conn:
-        conn.executemany("INSERT INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         [(r.at, r.environment, r.review, r.case_name, r.value, r.threshold, r.outcome, r.worse)
-                          for r in rows])
+        conn.executemany("INSERT INTO measurements (at, environment, review, case_name, value, threshold, outcome, "
+                         "worse, role) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         [(r.at, r.environment, r.review, r.case_name, r.value, r.threshold, r.outcome, r.worse,
+                           r.role) for r in rows])
     return len(rows)
 
 
@@ -88,7 +97,8 @@ def read(path: Path, environment: str, since: float) -> list[Row]:
         return []
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_SECONDS)
     with contextlib.closing(conn):
-        found = conn.execute("SELECT at, environment, review, case_name, value, threshold, outcome, worse "
+        role = "role" if "role" in _columns(conn) else "''"  # read-only: an older store is not migrated here
+        found = conn.execute(f"SELECT at, environment, review, case_name, value, threshold, outcome, worse, {role} "  # noqa: S608 - a column name or ''
                              "FROM measurements WHERE environment = ? AND at >= ? ORDER BY at",
                              (environment, since)).fetchall()
     return [Row(*row) for row in found]

@@ -11,6 +11,7 @@ import tomllib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from acgs_checks.errors import ConfigError
 
@@ -34,6 +35,20 @@ TREND_MARKERS = {
     "capacity": "capacity(what): the measured value is a usage share of a hard limit, projected to the day it "
                 "reaches 100 % (what: what running out means, e.g. 'disk full')",
 }
+
+
+
+def trend_role(trended: Any, capacity: Any) -> str:
+    """What the history store keeps beside a check's measurements, from its markers: ``trended`` (or
+    ``trended:<promql key>`` when Prometheus range queries can stand in for the stored series), or
+    ``capacity:<what running out means>``; "" for neither."""
+    if capacity is not None:
+        return f"capacity:{capacity.args[0] if capacity.args else 'limit reached'}"
+    if trended is not None:
+        key = trended.kwargs.get("promql", "")
+        return f"trended:{key}" if key else "trended"
+    return ""
+
 
 AREAS = {
     "health": "service health endpoints",

@@ -7,6 +7,7 @@ Ratios are written in percent, as the runbook writes them.
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -236,3 +237,32 @@ class Thresholds:
             for f in fields(self)
             if getattr(self, f.name) != getattr(default, f.name)
         }
+
+
+_PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)(?::([^{}]*))?\}")
+
+
+def placeholders(text: str) -> list[str]:
+    """The threshold names a text refers to as ``{name}`` or ``{name:spec}``."""
+    return [m.group(1) for m in _PLACEHOLDER.finditer(text)]
+
+
+def in_words(text: str, thresholds: Thresholds) -> str:
+    """``text`` (a check's docstring) with each ``{threshold}`` placeholder replaced by the value in force.
+
+    Docstrings name thresholds instead of writing their defaults, so a team that sets 90 % reads 90 % in its
+    report. A name that is not a threshold is left as written (a self-test refuses such docstrings).
+    """
+    def value(match: re.Match[str]) -> str:
+        name, spec = match.group(1), match.group(2) or "g"
+        if name not in _FIELDS:
+            return match.group(0)
+        try:
+            return format(getattr(thresholds, name), spec)
+        except ValueError:
+            return match.group(0)
+
+    return _PLACEHOLDER.sub(value, text)
+
+
+_FIELDS = frozenset(f.name for f in fields(Thresholds))

@@ -37,10 +37,11 @@ class HistorySnapshot(JsonRecord):
     answered: bool
     error: str = ""
     weeks: int = 4
-    series: dict[str, dict[str, Any]] = field(default_factory=dict)  # case -> {points, threshold, worse}
+    series: dict[str, dict[str, Any]] = field(default_factory=dict)  # case -> {points, threshold, worse, role}
     projections: list[dict[str, Any]] = field(default_factory=list)  # from Prometheus: resource, days, fit
     projection_error: str = ""
-    # From Prometheus range queries: case -> {"weekly": [this week, the week before, ...], threshold, worse, query}
+    # From Prometheus range queries: "<promql key>[<service>]" -> {"weekly": [this week, the week before, ...],
+    # threshold, worse, query}
     weekly: dict[str, dict[str, Any]] = field(default_factory=dict)
     weekly_error: str = ""
     denied: str = ""  # the target refused the suite: the credential or grant to check
@@ -72,9 +73,9 @@ async def _disk_projections(job: kinds.Job) -> tuple[list[dict[str, Any]], str]:
     return found, ""
 
 
-# The SLO values trended from Prometheus: the case they stand for, the query key, its threshold (in the query's unit).
-_WEEKLY = (("test_p95_latency", "p95", "p95_warning_seconds", 1.0),
-           ("test_error_rate_warning", "error_rate", "error_rate_warning_percent", 0.01))
+# The SLO values trended from Prometheus: the query key (a check declares it with @pytest.mark.trended(promql=KEY),
+# and its stored series is replaced by these weekly medians), its threshold (in the query's unit).
+_WEEKLY = (("p95", "p95_warning_seconds", 1.0), ("error_rate", "error_rate_warning_percent", 0.01))
 
 
 async def _weekly_medians(job: kinds.Job, weeks: int) -> tuple[dict[str, dict[str, Any]], str]:
@@ -88,10 +89,10 @@ async def _weekly_medians(job: kinds.Job, weeks: int) -> tuple[dict[str, dict[st
     found: dict[str, dict[str, Any]] = {}
     for service in env.services:
         queries = service_queries(service, env.prometheus, "1h")
-        for case, key, threshold, scale in _WEEKLY:
+        for key, threshold, scale in _WEEKLY:
             query = f"quantile_over_time(0.5, ({queries[key]})[7d:1h])"
             medians = [(await _at(env, query, now - week * 7 * DAY))[0] for week in range(weeks + 1)]
-            found[f"{case}[{service.name}]"] = {"weekly": medians, "worse": "higher", "query": query,
+            found[f"{key}[{service.name}]"] = {"weekly": medians, "worse": "higher", "query": query,
                                                  "threshold": getattr(env.thresholds, threshold) * scale}
     return found, ""
 
@@ -120,8 +121,9 @@ async def probe_history(target: Fixed, job: kinds.Job) -> HistorySnapshot:
                                weekly=weekly, weekly_error=weekly_error)
     series: dict[str, dict[str, Any]] = {}
     for row in rows:
-        entry = series.setdefault(row.case_name, {"points": [], "threshold": row.threshold, "worse": {}})
+        entry = series.setdefault(row.case_name, {"points": [], "threshold": row.threshold, "worse": {}, "role": ""})
         entry["points"].append((row.at, row.value))
+        entry["role"] = row.role or entry["role"]  # the newest declaration wins
         entry["threshold"] = row.threshold if row.threshold is not None else entry["threshold"]
         if row.worse:
             entry["worse"][row.worse] = entry["worse"].get(row.worse, 0) + 1

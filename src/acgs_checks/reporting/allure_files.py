@@ -17,6 +17,7 @@ from acgs_checks import __version__, runbook
 from acgs_checks.environment import Environment
 from acgs_checks.runbook import Requirement
 from acgs_checks.severity import Severity
+from acgs_checks.thresholds import Thresholds, in_words
 
 LEVEL_LABEL = "level"
 
@@ -69,13 +70,19 @@ CATEGORIES = [
 REMEDIATION = "**Remediation:**"
 
 
-def description(requirement: Requirement, severity: Severity, doc: str | None) -> str:
+def description(requirement: Requirement, severity: Severity, doc: str | None,
+                thresholds: Thresholds | None = None) -> str:
+    """The case's Allure description: its runbook place, what it checks (thresholds in force, not defaults),
+    its severity's response and the remediation."""
     response = severity.response
+    doc = inspect.cleandoc(doc or "")
+    if thresholds is not None:
+        doc = in_words(doc, thresholds)
     parts = [
         f"**Runbook:** {requirement.epic} → {requirement.feature} → {requirement.story} "
         f"(`{requirement.id}`)",
         "",
-        f"**What it checks:** {inspect.cleandoc(doc or '') or 'see the check.'}",
+        f"**What it checks:** {doc or 'see the check.'}",
         "",
         f"**Severity {severity.name}** ({response.meaning}). If it fails: {response.summary()}.",
         "",
@@ -99,7 +106,7 @@ def markers_for(requirement: Requirement, severity: Severity, environment: Envir
         # The runbook's words for the level (the report's tree groups by it; see allurerc.mjs).
         allure.label(LEVEL_LABEL, severity.level),
         allure.label("runbook", requirement.id),
-        allure.description(description(requirement, severity, doc)),
+        allure.description(description(requirement, severity, doc, environment.thresholds)),
     ]
 
 

@@ -52,6 +52,8 @@ class CheckRecord:
     # Passed only on a retry ([[retries]]): the message then says which attempts failed, and how.
     flaky: bool = False
     duration_seconds: float = 0.0
+    # What the Wednesday review does with the measured value (runbook.trend_role): trended, capacity:<what>, or "".
+    role: str = ""
 
 
 @dataclass

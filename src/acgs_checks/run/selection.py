@@ -133,6 +133,9 @@ def collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> N
             ("area", next((a for a in AREAS if a in names), "")), ("runbook", ",".join(ids)),
             ("environment", state.environment.name),
         ])
+        role = runbook.trend_role(item.get_closest_marker("trended"), item.get_closest_marker("capacity"))
+        if role:
+            item.user_properties.append(("role", role))
         for rid in ids:
             check = f"{item.nodeid.split('::')[0]}::{getattr(item, 'originalname', item.name)}"
             if check not in state.coverage.setdefault(rid, []):

@@ -46,7 +46,8 @@ class Recorder:
             record = outputs.CheckRecord(
                 id=report.nodeid, name=report.nodeid.rsplit("::", 1)[-1], outcome="passed",
                 severity=str(props.get("severity", "")), review_day=str(props.get("review_day", "")),
-                area=str(props.get("area", "")), runbook=[r for r in str(props.get("runbook", "")).split(",") if r])
+                area=str(props.get("area", "")), runbook=[r for r in str(props.get("runbook", "")).split(",") if r],
+                role=str(props.get("role", "")))
             self.state.records[report.nodeid] = record
         if report.when == "call":
             record.duration_seconds = report.duration
@@ -171,7 +172,7 @@ def _keep_history(state: RunState, summary: outputs.RunSummary) -> None:
         return
     rows = [history.Row(at=summary.started, environment=summary.environment, review=summary.review,
                         case_name=r.name, value=r.measured, threshold=r.threshold, outcome=r.outcome,
-                        worse=history.worse_direction(r.measured, r.threshold, r.outcome))
+                        worse=history.worse_direction(r.measured, r.threshold, r.outcome), role=r.role)
             for r in summary.checks if r.measured is not None and r.outcome in ("passed", "failed")]
     try:
         history.append(path, rows)

@@ -203,17 +203,23 @@ class SandboxWeekly:
 
     def _seeded_history(self, now: float) -> list[history.Row]:
         """Five weeks of one run a day: steady values (a small deterministic wobble), plus the history faults."""
-        steady = {"test_p95_latency[auth]": (0.4, 2.0), "test_p95_latency[policy-governance]": (0.4, 2.0),
-                  "test_error_rate_warning[auth]": (0.2, 1.0), "test_cache_hit_rate[main]": (95.0, 85.0),
-                  "test_buffer_cache_hit_ratio[primary]": (99.5, 90.0), "test_connection_usage[primary]": (12.0, 80.0),
-                  "test_cache_memory[main]": (8.0, 85.0), "test_host_disk_usage[sandbox-host]": (12.0, 90.0)}
+        # The cases' history as their runs would have stored it: value, threshold, and the role the check declares
+        # by marker (a self-test holds these to the checks' markers).
+        steady = {"test_p95_latency[auth]": (0.4, 2.0, "trended:p95"),
+                  "test_p95_latency[policy-governance]": (0.4, 2.0, "trended:p95"),
+                  "test_error_rate_warning[auth]": (0.2, 1.0, "trended:error_rate"),
+                  "test_cache_hit_rate[main]": (95.0, 85.0, "trended"),
+                  "test_buffer_cache_hit_ratio[primary]": (99.5, 90.0, "trended"),
+                  "test_connection_usage[primary]": (12.0, 80.0, "capacity:max_connections reached"),
+                  "test_cache_memory[main]": (8.0, 85.0, "capacity:Redis maxmemory reached"),
+                  "test_host_disk_usage[sandbox-host]": (12.0, 90.0, "capacity:disk full")}
         rows = []
         fills = self.history_fault is not None and self.history_fault.name == "disk-fills"
         regressed = self.history_fault is not None and self.history_fault.name == "regression"
         for day in range(35):
             at = now - day * DAY - 3600
             wobble = 1 + 0.02 * math.sin(day * 1.7)
-            for case, (value, threshold) in steady.items():
+            for case, (value, threshold, role) in steady.items():
                 measured = value * wobble
                 if regressed and case == "test_p95_latency[auth]" and day < 7:
                     measured = value * 1.6
@@ -222,7 +228,7 @@ class SandboxWeekly:
                     measured = max(1.0, 60.0 - (40.0 / days) * (now - at) / DAY)  # 100 % in DAYS days
                 rows.append(history.Row(at=at, environment="sandbox", review="daily", case_name=case,
                                         value=measured, threshold=threshold, outcome="passed",
-                                        worse=history.worse_direction(measured, threshold, "passed")))
+                                        worse=history.worse_direction(measured, threshold, "passed"), role=role))
         return rows
 
     def _access_log(self, path: Path, now: float) -> None:
