@@ -12,7 +12,9 @@ COPY fixtures ./fixtures
 # newest one into a scratch server here (initdb, pg_ctl). Their version must be at least the dumps'.
 RUN apt-get update && apt-get install -y --no-install-recommends postgresql \
     && rm -rf /var/lib/apt/lists/*
-RUN python -m pip install . \
+# Bytecode compiled at build time: the image runs with PYTHONDONTWRITEBYTECODE=1, so nothing is compiled
+# (or, with --assert=plain, rewritten) on each run.
+RUN python -m pip install . && python -m compileall -q checks conftest.py \
     && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin checks \
     && mkdir -p reports && chown checks reports
 

@@ -14,7 +14,7 @@ from acgs_checks.environment import Environment
 from acgs_checks.verdict import breached, judge, measure, no_data, require_answer
 
 if TYPE_CHECKING:  # the client libraries load only when such checks run
-    from acgs_checks.probes.postgres import PoolerSnapshot
+    from acgs_checks.probes.pooler import PoolerSnapshot
 
 pytestmark = [pytest.mark.daily, pytest.mark.database]
 

@@ -157,6 +157,13 @@ def test_docstrings_name_thresholds_and_never_write_the_default_of_one_they_read
     assert problems == []
 
 
+def test_checks_judge_with_verdicts_never_a_bare_assert() -> None:
+    """The suite runs with --assert=plain (nothing rewritten): a bare assert in a check would lose its message."""
+    found = [f"{m}::{n.name}" for m, n in _checks() if any(isinstance(x, ast.Assert) for x in ast.walk(n))]
+    assert found == []
+    assert "--assert=plain" in (ROOT / "pyproject.toml").read_text()
+
+
 def test_in_words_uses_the_value_in_force() -> None:
     doc = "stays above {cache_hit_rate_min_percent:g} % ({unknown} and {p95_warning_seconds:.1f} s; SELECT {1})"
     assert in_words(doc, Thresholds()) == "stays above 85 % ({unknown} and 2.0 s; SELECT {1})"

@@ -20,7 +20,7 @@ KINDS = {
                 "test_cache_reachable[main]"),
     "database": ("acgs_checks.probes.postgres", "probe_database", "primary", "test_database_connectivity[primary]",
                  "test_service_health[auth]"),
-    "pooler": ("acgs_checks.probes.postgres", "probe_pooler", "pgbouncer", "test_pooler_reachable[pgbouncer]",
+    "pooler": ("acgs_checks.probes.pooler", "probe_pooler", "pgbouncer", "test_pooler_reachable[pgbouncer]",
                "test_database_connectivity[primary]"),
     "cache": ("acgs_checks.probes.cache", "probe_cache", "main", "test_cache_reachable[main]",
               "test_database_connectivity[primary]"),

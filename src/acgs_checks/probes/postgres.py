@@ -21,17 +21,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-import re
-import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from acgs_checks import kinds
-from acgs_checks.environment import Database, Environment, Pooler, display_url
-from acgs_checks.probes.host import read_on_host
-from acgs_checks.probes.logs import seconds_since
+from acgs_checks.environment import Database, display_url
+from acgs_checks.probes.slow_log import slow_log
 from acgs_checks.records import JsonRecord
 from acgs_checks.redaction import mask_sql_literals
 
@@ -359,96 +356,13 @@ async def probe_database(  # noqa: PLR0915 - one pass, every read in order
     )
 
 
-@dataclass(frozen=True)
-class PoolerSnapshot(JsonRecord):
-    """``SHOW POOLS``, ``SHOW DATABASES`` and ``SHOW CONFIG`` from a PgBouncer admin console."""
-
-    target: str
-    url: str
-    answered: bool
-    error: str = ""
-    connect_seconds: float | None = None
-    pools: list[dict[str, Any]] = field(default_factory=list)
-    databases: list[dict[str, Any]] = field(default_factory=list)
-    config: dict[str, str] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-    denied: str = ""
-
-
-async def probe_pooler(pooler: Pooler) -> PoolerSnapshot:
-    """The admin console speaks only the simple query protocol and has no transactions."""
-    import psycopg  # noqa: PLC0415 - see TYPE_CHECKING above
-
-    url = display_url(pooler.dsn)
-    start = time.perf_counter()
-    try:
-        async with asyncio.timeout(connect_budget(pooler) + 0.5):
-            conn = await open_connection(pooler, autocommit=True)
-    except (OSError, psycopg.Error, TimeoutError) as exc:
-        error, denied = connect_error(exc, pooler)
-        return PoolerSnapshot(target=pooler.name, url=url, answered=False, error=error, denied=denied)
-    connected = time.perf_counter()
-    errors: dict[str, str] = {}
-    results: dict[str, list[dict[str, Any]]] = {}
-    try:
-        async with asyncio.timeout(pooler.timeout_seconds * 2):
-            for command in ("SHOW POOLS", "SHOW DATABASES", "SHOW CONFIG"):
-                try:
-                    cursor = psycopg.AsyncClientCursor(conn)
-                    await cursor.execute(command)
-                    results[command] = jsonable(list(await cursor.fetchall()))
-                except psycopg.Error as exc:
-                    errors[command] = str(exc).strip()
-    except TimeoutError:
-        errors["deadline"] = f"the pass did not finish within {pooler.timeout_seconds * 2:g} s"
-    finally:
-        await conn.close()
-    return PoolerSnapshot(
-        target=pooler.name, url=url, answered=True, connect_seconds=round(connected - start, 6),
-        pools=results.get("SHOW POOLS", []), databases=results.get("SHOW DATABASES", []),
-        config={str(row["key"]): str(row["value"]) for row in results.get("SHOW CONFIG", [])}, errors=errors,
-    )
-
-
 # --- the kinds ----------------------------------------------------------------------------------
-
-_DURATION = re.compile(r"duration: ([0-9.]+) ms\s+(?:statement|execute [^:]*): (.*)$")
-SLOW_LOG_DAYS = 7.0
-
-
-def slow_statements(text: str, now: float, *, days: float = SLOW_LOG_DAYS) -> list[dict[str, Any]]:
-    """Statements in ``log_min_duration_statement`` lines of the last ``days``, grouped with literals masked:
-    calls, mean and total milliseconds, slowest first by mean."""
-    found: dict[str, list[float]] = {}
-    for line in text.splitlines():
-        match = _DURATION.search(line)
-        if match is None:
-            continue
-        age = seconds_since(line, now)
-        if age is not None and age > days * 86400:
-            continue
-        found.setdefault(mask_sql_literals(match.group(2).strip())[:300], []).append(float(match.group(1)))
-    rows = [{"query": query, "calls": float(len(times)), "mean_ms": sum(times) / len(times),
-             "total_ms": sum(times)} for query, times in found.items()]
-    return sorted(rows, key=lambda r: -r["mean_ms"])
-
-
-async def _slow_log(db: Database, env: Environment) -> tuple[list[dict[str, Any]], str, str]:
-    """(statements, source, error) from the server log on the database's log_host; bounded."""
-    source = f"log_min_duration_statement lines of {db.log_path} on {db.log_host} (last {SLOW_LOG_DAYS:g} days)"
-    path = shlex.quote(db.log_path)
-    command = (f"if [ ! -r {path} ]; then echo 'No such file or not readable: {db.log_path}' >&2; exit 1; fi; "
-               f"tail -c 4194304 -- {path} | grep -a 'duration: '")
-    # grep's 1 is "no such line": a clean log.
-    stdout, error = await read_on_host(env, db.log_host, command, quiet_codes=(0, 1))
-    return ([], source, error) if error else (slow_statements(stdout, time.time()), source, "")
-
 
 async def _probe_database(db: Database, job: kinds.Job) -> PgSnapshot:
     seen = await probe_database(db, sql_literals=job.env.defaults.sql_literals,
                                 min_calls=job.env.thresholds.slow_query_min_calls)
     if seen.answered and "statements" in seen.errors and db.log_host and db.log_path:
-        rows, source, error = await _slow_log(db, job.env)
+        rows, source, error = await slow_log(db, job.env)
         errors = dict(seen.errors)
         if error:
             errors["slow log"] = error
@@ -456,19 +370,9 @@ async def _probe_database(db: Database, job: kinds.Job) -> PgSnapshot:
     return seen
 
 
-async def _probe_pooler(pooler: Pooler, job: kinds.Job) -> PoolerSnapshot:
-    return await probe_pooler(pooler)
-
-
 DATABASE = kinds.register(kinds.ProbeKind(
     name="database", section="databases", record=PgSnapshot, param="database", fixture="database_probe",
     probe=_probe_database, targets=lambda env: env.databases,
     gate=kinds.Gate(fixture="db", doc="the snapshot; blocked when the database is unreachable"),
     doc="one read-only pass over a PostgreSQL database",
-))
-POOLER = kinds.register(kinds.ProbeKind(
-    name="pooler", section="poolers", record=PoolerSnapshot, param="pooler", fixture="pooler_probe",
-    probe=_probe_pooler, targets=lambda env: env.poolers,
-    gate=kinds.Gate(fixture="pool", doc="the snapshot; blocked when the admin console is unreachable"),
-    doc="SHOW POOLS, DATABASES and CONFIG from a PgBouncer admin console",
 ))
