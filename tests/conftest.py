@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import pytest
 from acgs_checks import kinds
 from acgs_checks import scratch as sandbox_processes
 from acgs_checks.sandbox.servers import PostgresServer, free_port
-from servers import RealServers
+from servers import RealServers, serving, url_of
 
 ROOT = Path(__file__).resolve().parent.parent
 # The probe kinds bring their environment sections ([[hosts]], ...) when discovered, as a run discovers them.
@@ -275,23 +275,21 @@ def standalone_sandbox(tmp_path: Path) -> Iterator[Callable[..., Path]]:
         assert process.wait(timeout=30) == 0
 
 
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 @pytest.fixture
 def serve() -> Iterator[functools.partial[str]]:
     """Serve a folder over real HTTP on loopback (for the generated HTML report)."""
-    servers: list[ThreadingHTTPServer] = []
+    with contextlib.ExitStack() as running:
 
-    def start(folder: Path) -> str:
-        handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder))
-        handler.log_message = lambda *a: None  # type: ignore[method-assign]
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
+        def start(folder: Path) -> str:
+            handler = functools.partial(_QuietFiles, directory=str(folder))
+            return url_of(running.enter_context(serving(handler)))
 
-    yield functools.partial(start)
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+        yield functools.partial(start)
 
 
 @pytest.fixture

@@ -22,6 +22,33 @@ import trustme
 from acgs_checks.sandbox.servers import free_port
 
 
+@contextlib.contextmanager
+def serving(handler: Callable[..., BaseHTTPRequestHandler], *, tls: ssl.SSLContext | None = None,
+            server_class: type[ThreadingHTTPServer] = ThreadingHTTPServer, host: str = "127.0.0.1",
+            **attributes: object) -> Iterator[ThreadingHTTPServer]:
+    """The self-tests' one HTTP server: ``handler`` on a free loopback port, served from a thread (over TLS with
+    ``tls``), with ``attributes`` set on the server for the handler to read; shut down and closed on exit.
+
+    Hostile servers that must break HTTP itself are raw sockets (``raw_http``, ``tests/hostile.py``).
+    """
+    server = server_class((host, 0), handler)
+    server.daemon_threads = True
+    for name, value in attributes.items():
+        setattr(server, name, value)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def url_of(server: ThreadingHTTPServer, scheme: str = "http") -> str:
+    return f"{scheme}://127.0.0.1:{server.server_address[1]}"
+
+
 def answer(handler: BaseHTTPRequestHandler, status: int, body: bytes,
            content_type: str = "application/json") -> None:
     """Send one complete response with a Content-Length from a request handler."""
@@ -60,7 +87,7 @@ class RealServers:
     """Start servers with :meth:`http`, :meth:`https`, :meth:`hang`; all stop on exit."""
 
     def __init__(self) -> None:
-        self._servers: list[ThreadingHTTPServer] = []
+        self._running = contextlib.ExitStack()
         self._sockets: list[socket.socket] = []
         self._held: list[socket.socket] = []
         self._stop = threading.Event()
@@ -72,24 +99,15 @@ class RealServers:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._stop.set()
-        for server in self._servers:
-            server.shutdown()
-            server.server_close()
+        self._running.close()
         for sock in self._sockets + self._held:
             sock.close()
 
     def http(self, status: int = 200, body: bytes = b'{"status": "ok"}',
              content_type: str = "application/json", *, chunked: bool = False,
              tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-        server = ThreadingHTTPServer((host, 0), _Handler)
-        server.daemon_threads = True
-        server.answer = (status, content_type, body, chunked)  # type: ignore[attr-defined]
-        server.seen_headers = []  # type: ignore[attr-defined]
-        if tls is not None:
-            server.socket = tls.wrap_socket(server.socket, server_side=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        self._servers.append(server)
-        return server
+        return self._running.enter_context(serving(_Handler, tls=tls, host=host, seen_headers=[],
+                                                   answer=(status, content_type, body, chunked)))
 
     def https(self, *, hostname: str = "localhost", trusted_ca: trustme.CA | None = None) -> int:
         """A TLS server whose certificate is for ``hostname``, signed by ``trusted_ca`` or its own CA."""

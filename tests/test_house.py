@@ -164,6 +164,15 @@ def test_checks_judge_with_verdicts_never_a_bare_assert() -> None:
     assert "--assert=plain" in (ROOT / "pyproject.toml").read_text()
 
 
+def test_the_self_tests_start_http_servers_in_one_place() -> None:
+    """servers.serving is the one HTTP server of the self-tests; hostile ones are raw sockets, on purpose."""
+    hand_rolled = [f"{p.name}:{n}" for p in (ROOT / "tests").glob("*.py")
+                   if p.name not in ("servers.py", "test_house.py")
+                   for n, line in enumerate(p.read_text().splitlines(), 1)
+                   if "serve_forever" in line or re.search(r"HTTPServer\(\(", line)]
+    assert hand_rolled == []
+
+
 def test_in_words_uses_the_value_in_force() -> None:
     doc = "stays above {cache_hit_rate_min_percent:g} % ({unknown} and {p95_warning_seconds:.1f} s; SELECT {1})"
     assert in_words(doc, Thresholds()) == "stays above 85 % ({unknown} and 2.0 s; SELECT {1})"

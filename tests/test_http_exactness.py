@@ -20,7 +20,7 @@ import pytest
 
 from acgs_checks.environment import Service, SloSettings, Tls
 from acgs_checks.probes import aio, http, slo
-from servers import RealServers, answer, raw_http
+from servers import RealServers, answer, raw_http, serving, url_of
 
 
 def probe(url: str, timeout: float = 2.0) -> http.HttpResult:
@@ -225,7 +225,6 @@ class _KeepAlive(BaseHTTPRequestHandler):
 
 
 class _CountingServer(ThreadingHTTPServer):
-    daemon_threads = True
     accepted = 0
 
     def get_request(self) -> tuple[socket.socket, Any]:
@@ -236,16 +235,10 @@ class _CountingServer(ThreadingHTTPServer):
 @pytest.mark.parametrize(("keepalive", "most"), [(True, 4), (False, 40)], ids=["keep-alive", "fresh connections"])
 def test_sampling_reuses_at_most_one_connection_per_request_in_flight(keepalive: bool, most: int) -> None:
     _CountingServer.accepted = 0
-    server = _CountingServer(("127.0.0.1", 0), _KeepAlive)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        service = Service(name="svc", title="svc", url=f"http://127.0.0.1:{server.server_address[1]}",
-                          slo_path="/work")
+    with serving(_KeepAlive, server_class=_CountingServer) as server:
+        service = Service(name="svc", title="svc", url=url_of(server), slo_path="/work")
         settings = SloSettings(samples=40, concurrency=4, keepalive=keepalive)
         seen = aio.run(lambda: slo.from_samples(service, settings))
-    finally:
-        server.shutdown()
-        server.server_close()
     assert seen.samples == 40
     assert seen.values["error_rate"] == 0
     assert seen.connections == _CountingServer.accepted

@@ -6,7 +6,6 @@ import functools
 import json
 import shutil
 import subprocess
-import threading
 import tomllib
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -21,7 +20,7 @@ from test_allure_report import ALLURE, CHROMIUM, assert_html_report_shows
 from acgs_checks import metrics
 from acgs_checks.reporting import outputs
 from conftest import ROOT, RunSuite
-from servers import free_port, wait_ready
+from servers import free_port, serving, url_of, wait_ready
 
 PUSHGATEWAY = shutil.which("prometheus-pushgateway")
 
@@ -42,12 +41,8 @@ class _Receiver(BaseHTTPRequestHandler):
 @pytest.fixture
 def receiver() -> Iterator[ThreadingHTTPServer]:
     """A real local HTTP receiver, as Alertmanager or a Slack-compatible endpoint would be."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    server.posts = []  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(_Receiver, posts=[]) as server:
+        yield server
 
 
 @pytest.fixture
@@ -224,13 +219,7 @@ class _Flaky(BaseHTTPRequestHandler):
 ])
 def test_webhook_delivery_retries_only_transient_failures(answers: list[int], attempts: int, problem: str) -> None:
     handler = type("Handler", (_Flaky,), {"answers": list(answers), "seen": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        result = outputs.notify(f"http://127.0.0.1:{server.server_address[1]}/hook", {"alerts": []})
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(handler) as server:
+        result = outputs.notify(f"{url_of(server)}/hook", {"alerts": []})
     assert len(handler.seen) == attempts
     assert result.startswith(problem) if problem else result == ""

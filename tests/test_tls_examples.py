@@ -15,10 +15,9 @@ import re
 import secrets
 import shutil
 import ssl
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ import tls_servers
 from acgs_checks import scratch as sandbox_processes
 from acgs_checks.sandbox.servers import PgBouncerServer, PostgresServer, free_port, pgbouncer_binary
 from conftest import ROOT, Run, RunSuite
-from servers import answer
+from servers import answer, serving
 from tls_servers import Pki
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -168,14 +167,8 @@ def mutual_tls_service(setup: Setup) -> Iterator[tuple[int, str]]:
     context.load_cert_chain(setup.pki.server_cert, setup.pki.server_key)
     context.load_verify_locations(setup.pki.ca)
     context.verify_mode = ssl.CERT_REQUIRED
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _TokenHandler)
-    server.daemon_threads = True
-    server.token = token  # type: ignore[attr-defined]
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield int(server.server_address[1]), token
-    server.shutdown()
-    server.server_close()
+    with serving(_TokenHandler, tls=context, token=token) as server:
+        yield int(server.server_address[1]), token
 
 
 def test_https_with_private_ca_mutual_tls_and_token(run_suite: RunSuite, setup: Setup,

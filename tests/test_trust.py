@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ import redis
 from acgs_checks import metrics
 from acgs_checks.sandbox.servers import PostgresServer, RedisServer, free_port
 from conftest import Run, RunSuite
-from servers import RealServers, answer
+from servers import RealServers, answer, serving
 
 PROMETHEUS = shutil.which("prometheus")
 # The client libraries' default buckets (Python, Go): nothing finer than 10 s at the top.
@@ -142,18 +141,12 @@ class _WorkHangs(BaseHTTPRequestHandler):
 
 def test_a_hanging_work_endpoint_fails_the_slo_cases_instead_of_blocking_them(
         run_suite: RunSuite, write_env: Callable[[str], Path]) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _WorkHangs)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(_WorkHangs) as server:
         env_file = write_env(
             'name = "hangs"\n[slo]\nsource = "synthetic"\nsamples = 4\nconcurrency = 4\nrequest_timeout_seconds = 1\n'
             f'[[services]]\nname = "auth"\nurl = "http://127.0.0.1:{server.server_address[1]}"\n'
             'slo_path = "/api/v1/auth/validate"\n')
         run = run_suite("-m", "daily and (health or slo)", "--env", str(env_file))
-    finally:
-        server.shutdown()
-        server.server_close()
     statuses = run.statuses()
     assert statuses["test_service_health[auth]"] == "passed", run.output
     assert "skipped" not in {v for k, v in statuses.items() if k != "test_request_rate_floor[auth]"}, run.output
@@ -197,12 +190,8 @@ class _DefaultBuckets(BaseHTTPRequestHandler):
 @pytest.fixture
 def default_buckets_service() -> Iterator[int]:
     _DefaultBuckets.scrapes = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _DefaultBuckets)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield int(server.server_address[1])
-    server.shutdown()
-    server.server_close()
+    with serving(_DefaultBuckets) as server:
+        yield int(server.server_address[1])
 
 
 def test_histogram_ceiling_arithmetic() -> None:
