@@ -10,7 +10,7 @@ import allure
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import blocked, breached, judge, measure, no_data, not_applicable, require_read
+from acgs_checks.verdict import blocked_by, breached, judge, measure, no_data, not_applicable, require_read
 
 if TYPE_CHECKING:
     from acgs_checks.probes.backup import Backup, BackupListing, Documents
@@ -95,7 +95,7 @@ def test_restore_drill(backups: BackupListing, backup: Backup, acgs_environment:
                        "(mount or copy the directory here)")
     newest = seen.backups[0]
     if seen.newest_readable is not True or time.time() - newest["time"] > t.backup_max_age_hours * HOUR:
-        blocked(backup.name, "has no fresh readable backup", see=f"test_backup_completion[{backup.name}]")
+        blocked_by("backup", backup.name, "has no fresh readable backup")
     if "connect" in seen.db_errors or "tables" in seen.db_errors:
         no_data(f"{backup.name}: production's catalog ({seen.database}) could not be read: "
                 f"{seen.db_errors.get('connect') or seen.db_errors.get('tables')}")

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import allure
 import pytest
 
-from acgs_checks import review
 from acgs_checks.environment import Environment
+from acgs_checks.maths import review
 from acgs_checks.verdict import judge, no_data, require_read
 
 if TYPE_CHECKING:

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from acgs_checks import trends
 from acgs_checks.environment import Environment
+from acgs_checks.maths import trends
 from acgs_checks.verdict import (
     breached,
     insufficient_privilege,

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from acgs_checks.probes.http import DEGRADED, REDIRECTS, UNHEALTHY, UNREAD, UNRECOGNISED, HttpResult, summary
-from acgs_checks.verdict import blocked, breached, judge, measure, no_data, unreachable
+from acgs_checks.probes.http import REDIRECTS, HttpResult, summary
+from acgs_checks.probes.http_body import DEGRADED, UNHEALTHY, UNREAD, UNRECOGNISED
+from acgs_checks.verdict import blocked_by, breached, judge, measure, no_data, unreachable
 
 pytestmark = [pytest.mark.daily, pytest.mark.health]
 
@@ -47,7 +48,7 @@ def test_service_health(health: HttpResult) -> None:
 def test_service_not_degraded(health: HttpResult) -> None:
     """A service that answers but reports itself degraded (warn) is a P1 warning."""
     if _down(health):
-        blocked(health.target, "is down", see=f"test_service_health[{health.target}]")
+        blocked_by("service", health.target, "is down")
     body = f", body {health.health_field}={health.health_value!r}" if health.health_field else ""
     judge(health.health in (DEGRADED, UNRECOGNISED), f"{summary(health)}{body}",
           "a healthy status: healthy, ok, up or pass")

@@ -8,7 +8,7 @@ import pytest
 
 from acgs_checks import environment
 from acgs_checks.errors import ConfigError
-from acgs_checks.thresholds import SPECS, Thresholds
+from acgs_checks.policy.thresholds import SPECS, Thresholds
 
 ROOT = Path(__file__).resolve().parent.parent
 

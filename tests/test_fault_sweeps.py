@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from test_slo_sandbox import rewrite
 
-from acgs_checks.metrics import percentile
+from acgs_checks.maths.metrics import percentile
 from acgs_checks.sandbox.services import LATENCY_PERIOD, latency_sequence
 from conftest import RunSuite
 

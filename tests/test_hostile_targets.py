@@ -23,7 +23,7 @@ import pytest
 from acgs_checks.environment import Prometheus, Service
 from acgs_checks.environment.model import Cache
 from acgs_checks.probes import cache as cache_probe
-from acgs_checks.probes import http
+from acgs_checks.probes import http, http_body
 from acgs_checks.probes import prometheus as prom
 from conftest import Run, RunSuite
 from hostile import (
@@ -79,7 +79,7 @@ def test_a_status_after_the_cap_is_not_read_and_never_passes() -> None:
     seen = _probe(health_after_padding(70 * 1024))
     assert seen.status == 200
     assert seen.body_truncated
-    assert seen.health == http.UNREAD
+    assert seen.health == http_body.UNREAD
     assert seen.health_value == "health body over 64 KiB; status not read"
 
 
@@ -87,25 +87,25 @@ def test_an_endless_body_is_cut_at_the_cap_within_the_timeout() -> None:
     seen = _probe(endless_body())
     assert seen.body_truncated
     assert seen.body_bytes == http.BODY_LIMIT
-    assert seen.health == http.UNREAD
+    assert seen.health == http_body.UNREAD
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32", "utf-8-sig"])
 def test_a_body_is_decoded_by_what_it_is(encoding: str) -> None:
     seen = _probe(raw_json('{"status": "down"}'.encode(encoding)))
-    assert seen.health == http.UNHEALTHY, seen
+    assert seen.health == http_body.UNHEALTHY, seen
 
 
 def test_a_body_that_cannot_be_decoded_is_unread() -> None:
     seen = _probe(raw_json(b'{"status": "ok\xff"}', "application/json; charset=utf-8"))
-    assert seen.health == http.UNREAD
+    assert seen.health == http_body.UNREAD
     assert "not valid utf-8 (declared)" in seen.health_value
 
 
 def test_a_90_kib_header_answers_and_evidence_keeps_it_capped() -> None:
     seen = _probe(huge_header(90 * 1024))
     assert seen.status == 200
-    assert seen.health == http.HEALTHY
+    assert seen.health == http_body.HEALTHY
     padding = dict(seen.headers)["x-padding"]
     assert len(padding) < http.HEADER_VALUE_LIMIT + 100
     assert "more characters" in padding

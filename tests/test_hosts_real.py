@@ -16,7 +16,7 @@ import pytest
 
 import servers
 from acgs_checks import environment
-from acgs_checks.probes.host import read_log
+from acgs_checks.probes.host_logs import read_log
 from conftest import RunSuite
 from servers import free_port
 

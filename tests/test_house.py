@@ -5,7 +5,7 @@
 * Trending and capacity are what the checks declare by marker, and the sandbox's seeded history agrees.
 * Words from numbers: a check's docstring names a threshold (``{cache_hit_rate_min_percent:g} %``) instead of
   writing its default, and a non-default threshold is what the Allure description and the message show.
-* The Wednesday review's arithmetic lives in the library (acgs_checks.review), tested here on plain numbers.
+* The Wednesday review's arithmetic lives in the library (acgs_checks.maths.review), tested here on plain numbers.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from acgs_checks import kinds, review, runbook
+from acgs_checks import kinds
+from acgs_checks.maths import review
+from acgs_checks.maths.trends import DAY
+from acgs_checks.policy import runbook
+from acgs_checks.policy.thresholds import Thresholds, in_words, placeholders
 from acgs_checks.records import Answer
-from acgs_checks.thresholds import Thresholds, in_words, placeholders
-from acgs_checks.trends import DAY
 from conftest import RunSuite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +97,8 @@ def test_every_gated_kind_has_one_reachability_case_and_no_probe_names_a_check()
     named = re.compile(r"[\"']test_[a-z0-9_]+(\[|[\"'])")
     # (Examples in messages, and the sandbox's seeded history, which is data, are not probes.)
     package = ROOT / "src" / "acgs_checks"
-    scanned = [*package.glob("probes/*.py"), *package.glob("run/*.py"), package / "kinds.py", package / "review.py"]
+    scanned = [*package.glob("probes/*.py"), *package.glob("run/*.py"), package / "kinds.py",
+               package / "maths" / "review.py", *CHECKS]
     offenders = [f"{p.relative_to(ROOT)}:{n}" for p in scanned
                  for n, line in enumerate(p.read_text().splitlines(), 1) if named.search(line)]
     assert offenders == []

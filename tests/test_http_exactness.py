@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from acgs_checks.environment import Service, SloSettings, Tls
-from acgs_checks.probes import aio, http, slo
+from acgs_checks.probes import aio, http, http_body, slo
 from servers import RealServers, answer, raw_http, serving, url_of
 
 
@@ -45,7 +45,7 @@ def test_a_close_delimited_body_is_read_to_the_end() -> None:
                        pause=0.2)
     result = probe(f"http://127.0.0.1:{port}")
     assert result.body_bytes == len(body)
-    assert result.health == http.HEALTHY
+    assert result.health == http_body.HEALTHY
 
 
 def test_a_close_delimited_body_stops_at_the_cap() -> None:
@@ -69,7 +69,7 @@ def test_a_gzip_encoded_health_body_is_decoded_before_it_is_read() -> None:
     port, _ = raw_http([_response("200 OK", body, "Content-Type: application/json", "Content-Encoding: gzip",
                                   f"Content-Length: {len(body)}")])
     result = probe(f"http://127.0.0.1:{port}")
-    assert (result.status, result.health, result.health_value) == (200, http.UNHEALTHY, "fail")
+    assert (result.status, result.health, result.health_value) == (200, http_body.UNHEALTHY, "fail")
 
 
 def test_the_whole_exchange_stays_within_one_timeout() -> None:

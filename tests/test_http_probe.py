@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from acgs_checks.environment import Service, Tls
-from acgs_checks.probes import http
+from acgs_checks.probes import http, http_body
 from conftest import RunSuite
 from servers import RealServers, free_port
 
@@ -118,7 +118,7 @@ def test_configured_headers_are_sent(servers: RealServers) -> None:
     ],
 )
 def test_classify_health(body: bytes, content_type: str, expected: str) -> None:
-    assert http.classify_health(body, content_type)[0] == expected
+    assert http_body.classify_health(body, content_type)[0] == expected
 
 
 def test_each_failure_has_its_own_message_in_the_suite(

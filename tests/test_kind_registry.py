@@ -110,7 +110,7 @@ def test_a_kind_added_by_two_modules_runs_like_the_built_in_ones(run_suite: RunS
     (suite_copy / "probe_tcp.py").write_text(PROBE_MODULE)
     (suite_copy / "conftest.py").write_text("import probe_tcp  # noqa: F401 - registers the tcp kind\n")
     (suite_copy / "checks" / "test_ports.py").write_text(CHECKS_MODULE)
-    from acgs_checks import runbook  # noqa: PLC0415
+    from acgs_checks.policy import runbook  # noqa: PLC0415
 
     (suite_copy / "fixtures" / "runbook.toml").write_text(runbook.map_path(None).read_text() + REQUIREMENT)
     with socket.socket() as unused:

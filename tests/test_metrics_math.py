@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from acgs_checks import metrics
+from acgs_checks.maths import metrics
 from acgs_checks.probes.slo import DEFAULT_QUERIES, render
 
 INF = math.inf

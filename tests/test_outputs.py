@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from test_allure_report import ALLURE, CHROMIUM, assert_html_report_shows
 
-from acgs_checks import metrics
+from acgs_checks.maths import metrics
 from acgs_checks.reporting import outputs
 from conftest import ROOT, RunSuite
 from servers import free_port, serving, url_of, wait_ready
@@ -190,7 +190,7 @@ def test_runbook_coverage_map_is_guarded(run_suite: RunSuite) -> None:
         assert f"[x] {rid}:" in out, out
     assert "[ ] monitoring.business.user-satisfaction:" in out
     assert "not automated" in out
-    requirements = tomllib.loads((ROOT / "src" / "acgs_checks" / "runbook.toml").read_text())["requirement"]
+    requirements = tomllib.loads((ROOT / "src" / "acgs_checks" / "policy" / "runbook.toml").read_text())["requirement"]
     for requirement in requirements:
         mark = "x" if requirement["automated"] else " "
         assert f"[{mark}] {requirement['id']}:" in out

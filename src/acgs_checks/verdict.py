@@ -199,6 +199,25 @@ def blocked(target: str, reason: str, *, see: str) -> NoReturn:
     pytest.skip(_clean(f"blocked: {target} {reason}; see {see}"))
 
 
+_reachability: dict[tuple[str, str], str] = {}
+
+
+def set_reachability(cases: dict[tuple[str, str], str]) -> None:
+    """The run hands over, per (kind, target), the selected case marked ``reachability`` that reports it."""
+    _reachability.clear()
+    _reachability.update(cases)
+
+
+def blocked_by(kind: str, target: str, reason: str, *, subject: str = "") -> NoReturn:
+    """Skip as blocked by the case of ``kind`` for ``target`` marked ``reachability`` (found by marker, never
+    named); when no such case is selected in this run, fail with the reason itself."""
+    see = _reachability.get((kind, target))
+    who = subject or target
+    if see is None:
+        fail(f"{who} {reason} (no case that reports whether {kind} {target!r} answered is selected in this run)")
+    blocked(who, reason, see=see)
+
+
 def not_applicable(reason: str) -> NoReturn:
     """Skip a case that does not apply to this target (e.g. replication on a standalone server)."""
     pytest.skip(_clean(f"not applicable: {reason}"))

@@ -46,8 +46,8 @@ from acgs_checks.environment.model import (
     problem,
 )
 from acgs_checks.environment.weekly import Alertmanager, DrDocs, History, Security
-from acgs_checks.runbook import AREAS
-from acgs_checks.thresholds import SPECS, Thresholds
+from acgs_checks.policy.runbook import AREAS
+from acgs_checks.policy.thresholds import SPECS, Thresholds
 
 SloSource = Literal["prometheus", "synthetic", "scrape"]
 

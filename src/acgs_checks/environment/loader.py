@@ -23,7 +23,7 @@ from acgs_checks import redaction
 from acgs_checks.environment.document import Environment, model_with
 from acgs_checks.environment.model import MAX_TIMEOUT, Target
 from acgs_checks.errors import ConfigError
-from acgs_checks.thresholds import Thresholds
+from acgs_checks.policy.thresholds import Thresholds
 
 SANDBOX = "sandbox"
 # An environment file larger than this is refused before it is parsed (every byte of it is read, validated

@@ -10,30 +10,33 @@ processing, transfer) as blackbox_exporter reports them.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
-import functools
 import json
 import socket
 import ssl
 import time
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
-from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
-import httpcore
 import httpx
 
-from acgs_checks import __version__, kinds, redaction
+from acgs_checks import kinds, redaction
 from acgs_checks.environment import NO_TLS, Service, Tls, display_url
-from acgs_checks.probes import aio, network
+from acgs_checks.probes import aio, http_body, http_client, network
+from acgs_checks.probes.http_body import (
+    NOT_REPORTED,
+    classify_health,
+    decode_body,
+    escaped,
+)
+from acgs_checks.probes.http_client import Pool, proxy_for
 from acgs_checks.probes.network import race
 from acgs_checks.records import JsonRecord
 
-BODY_LIMIT = 64 * 1024
+BODY_LIMIT = http_body.BODY_LIMIT  # a health body's cap (64 KiB): what a target may send
 EXCERPT_LIMIT = 2048
 # Evidence keeps at most this many response headers, each value cut to HEADER_VALUE_LIMIT characters.
 HEADERS_KEPT = 64
@@ -53,19 +56,6 @@ PROTOCOL = "protocol"        # the bytes were not HTTP
 NETWORK = "network"          # any other socket error (unreachable network, ...)
 REDIRECTS = "redirects"      # a redirect loop, or more redirects than allowed
 
-# Health statuses services report in their body, normalised.
-HEALTHY = "healthy"
-DEGRADED = "degraded"
-UNHEALTHY = "unhealthy"
-UNRECOGNISED = "unrecognised"
-NOT_REPORTED = "not-reported"
-UNREAD = "unread"            # the body should say a status, but could not be read: over the cap, or undecodable
-
-_HEALTHY_WORDS = frozenset({"healthy", "ok", "up", "pass", "passing", "green"})
-_DEGRADED_WORDS = frozenset({"warn", "warning", "degraded", "yellow"})
-_UNHEALTHY_WORDS = frozenset({"fail", "failed", "failing", "down", "unhealthy", "error",
-                              "critical", "out_of_service", "red"})
-_ACCEPT = "application/health+json, application/json;q=0.9, */*;q=0.1"
 # httpcore's words for a peer that went away mid-exchange (as opposed to bytes that are not HTTP).
 _CLOSED_WORDS = ("disconnected", "peer closed", "connection closed", "incomplete")
 
@@ -122,74 +112,6 @@ class HttpResult(JsonRecord):
         return super().from_json({**data, "headers": tuple(tuple(h) for h in data.get("headers", ()))})
 
 
-def _charset(content_type: str) -> str:
-    for param in content_type.split(";")[1:]:
-        key, _, value = param.strip().partition("=")
-        if key.strip().lower() == "charset":
-            return value.strip().strip('"').lower()
-    return ""
-
-
-def decode_body(body: bytes, content_type: str) -> tuple[str | None, str]:
-    """``body`` as text, by what it declares: the ``charset`` of its Content-Type, else (for JSON) RFC 8259's
-    own detection (UTF-8, or UTF-16/32 by their byte patterns and BOM), else UTF-8. (text, "") or (None, why)."""
-    declared = _charset(content_type)
-    encoding = declared or (json.detect_encoding(body) if "json" in content_type.lower() or
-                            body.lstrip()[:1] in (b"{", b"[") or body[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8")
-    try:
-        text = body.decode(encoding)
-    except LookupError:
-        return None, f"unknown charset {declared[:40]!r}"
-    except UnicodeDecodeError as exc:
-        return None, f"not valid {encoding}{' (declared)' if declared else ''} at byte {exc.start}"
-    return text.removeprefix("\ufeff"), ""
-
-
-def _looks_json(text: str, content_type: str) -> bool:
-    return "json" in content_type.lower() or text.lstrip().startswith("{")
-
-
-def classify_health(body: bytes, content_type: str, *, truncated: bool = False,
-                    limit: int = BODY_LIMIT) -> tuple[str, str, str]:
-    """Read a conventional status field from a JSON body: (health, field, raw value).
-
-    Understood: ``{"status": "healthy|ok|up|pass"}``, Spring Boot's ``UP``/``DOWN``,
-    and the IETF health-check draft's ``pass``/``warn``/``fail``. A JSON body that cannot be read whole
-    (over ``limit``, or not decodable as it declares) is UNREAD, with why as its value: never a pass on a prefix.
-    """
-    text, why = decode_body(body, content_type)
-    if text is None:
-        if "json" in content_type.lower() or body.lstrip()[:1] == b"{" or truncated:
-            return UNREAD, "", f"body {why}; status not read"
-        return NOT_REPORTED, "", ""
-    if not _looks_json(text, content_type):
-        return NOT_REPORTED, "", ""
-    if truncated:
-        return UNREAD, "", f"health body over {limit // 1024} KiB; status not read"
-    try:
-        document = json.loads(text)
-    except ValueError:
-        if "json" in content_type.lower():
-            return UNREAD, "", "body declared JSON is not JSON; status not read"
-        return NOT_REPORTED, "", ""
-    except RecursionError:
-        return UNREAD, "", "body nested too deeply to read; status not read"
-    if not isinstance(document, dict) or "status" not in document:
-        return NOT_REPORTED, "", ""
-    raw = document["status"]
-    if not isinstance(raw, str):
-        return UNRECOGNISED, "status", json.dumps(raw)[:80]
-    raw = redaction.clip(raw, 80)
-    word = raw.strip().lower().replace(" ", "_")
-    if word in _HEALTHY_WORDS:
-        return HEALTHY, "status", raw
-    if word in _DEGRADED_WORDS:
-        return DEGRADED, "status", raw
-    if word in _UNHEALTHY_WORDS:
-        return UNHEALTHY, "status", raw
-    return UNRECOGNISED, "status", raw
-
-
 def json_body(result: HttpResult, body: bytes) -> tuple[Any, str]:
     """An API answer's JSON document, read by what it declares, or (None, what came back instead)."""
     if result.body_truncated:
@@ -201,106 +123,6 @@ def json_body(result: HttpResult, body: bytes) -> tuple[Any, str]:
         return json.loads(text), ""
     except (ValueError, RecursionError):
         return None, f"answer is not JSON: {escaped(body[:60])}"
-
-
-def escaped(data: bytes) -> str:
-    """The first bytes of a target's answer as they may be shown: printable ASCII, the rest escaped."""
-    return repr(data)[1:] if data else "nothing"
-
-
-@functools.lru_cache(maxsize=64)
-def ssl_context(tls: Tls) -> ssl.SSLContext:
-    """The system trust store (or ``ca_file``), hostname checks, and a client certificate if given.
-
-    One per TLS setting per run: loading the trust store costs about 15 ms of event-loop time,
-    which for a few hundred targets probed at once would eat their time bound.
-    """
-    context = ssl.create_default_context(cafile=tls.ca_file)
-    if not tls.verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if tls.client_cert:
-        context.load_cert_chain(tls.client_cert, tls.client_key)
-    return context
-
-
-# The proxy variables as read in the main thread, for a pass running in another one: pytest sets and
-# removes PYTEST_CURRENT_TEST meanwhile, and reading os.environ then can raise KeyError.
-PROXIES: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("acgs_proxies", default=None)
-
-
-def proxy_for(scheme: str, host: str) -> str:
-    """The proxy the environment names for this URL (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), or ''."""
-    proxies = PROXIES.get()
-    if proxies is None:
-        proxies = urllib.request.getproxies_environment()
-    proxy = proxies.get(scheme, "")
-    bypass = urllib.request.proxy_bypass_environment(host, proxies)  # type: ignore[attr-defined]  # CPython has it
-    return "" if not proxy or bypass else proxy
-
-
-def _transport(tls: Tls, proxy: str, backend: network.Backend, connections: int) -> httpx.AsyncHTTPTransport:
-    """httpx's transport over our network backend (httpx takes no backend itself: its pool is replaced)."""
-    context = ssl_context(tls)
-    transport = httpx.AsyncHTTPTransport(verify=context, trust_env=False)
-    pool: httpcore.AsyncConnectionPool
-    if proxy:
-        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-        auth = (unquote(parts.username or ""), unquote(parts.password or "")) if parts.username else None
-        bare = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
-        pool = httpcore.AsyncHTTPProxy(proxy_url=bare, proxy_auth=auth, ssl_context=context, network_backend=backend,
-                                       max_connections=connections)
-    else:
-        pool = httpcore.AsyncConnectionPool(ssl_context=context, network_backend=backend, max_connections=connections)
-    transport._pool = pool
-    return transport
-
-
-class Pool:
-    """Keep-alive connections for repeated requests to one service (synthetic sampling).
-
-    At most one connection per request in flight, reused while the server keeps it open; an idle
-    connection the server closed meanwhile is replaced within the request's bound.
-    :meth:`aclose` closes them all.
-    """
-
-    def __init__(self, connections: int = 64) -> None:
-        self.backend = network.Backend()
-        self._connections = connections
-        self._clients: dict[tuple[Tls, str], httpx.AsyncClient] = {}
-
-    @property
-    def opened(self) -> int:
-        """Connections made for requests that used this pool."""
-        return self.backend.opened
-
-    def client(self, tls: Tls, proxy: str) -> httpx.AsyncClient:
-        key = (tls, proxy)
-        if key not in self._clients:
-            self._clients[key] = _client(_transport(tls, proxy, self.backend, self._connections))
-        return self._clients[key]
-
-    def idle(self) -> int:
-        """How many connections wait to be reused."""
-        count = 0
-        for client in self._clients.values():
-            pool = client._transport._pool  # type: ignore[attr-defined]
-            count += sum(1 for connection in pool.connections if connection.is_idle())
-        return count
-
-    async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
-
-
-def _client(transport: httpx.AsyncHTTPTransport) -> httpx.AsyncClient:
-    # No timeouts of httpx's own: the exchange has one total bound. No redirects: a health URL
-    # that redirects is reported as the 3xx it is.
-    return httpx.AsyncClient(transport=transport, timeout=None,  # noqa: S113 - asyncio.timeout bounds it
-                             follow_redirects=False, trust_env=False,
-                             headers={"User-Agent": f"acgs-checks/{__version__}", "Accept": _ACCEPT,
-                                      "Accept-Encoding": "gzip, deflate"})
 
 
 async def probe_service(service: Service) -> HttpResult:
@@ -351,7 +173,7 @@ async def exchange(url: str, *, target: str, timeout: float,
     marks: dict[str, float] = {}
     token = network.MARKS.set(marks)
     proxy = proxy_for(parts.scheme, host)
-    own = None if pool is not None else _client(_transport(tls, proxy, network.Backend(), 1))
+    own = None if pool is not None else http_client.client(http_client.transport(tls, proxy, network.Backend(), 1))
     client = pool.client(tls, proxy) if pool is not None else own
     assert client is not None
     extra = {} if pool is not None else {"Connection": "close"}

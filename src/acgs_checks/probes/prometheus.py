@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from acgs_checks import kinds, metrics, redaction
+from acgs_checks import kinds, redaction
 from acgs_checks.environment import Prometheus, display_url
+from acgs_checks.maths import metrics
 from acgs_checks.probes import http
 from acgs_checks.records import JsonRecord
 

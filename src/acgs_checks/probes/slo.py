@@ -19,8 +19,9 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from acgs_checks import kinds, metrics, verdict
+from acgs_checks import kinds, verdict
 from acgs_checks.environment import Environment, Prometheus, Service, SloSettings, display_url
+from acgs_checks.maths import metrics
 from acgs_checks.probes import http
 from acgs_checks.probes.prometheus import blocked_by_source, buckets, query, reachable_once
 from acgs_checks.records import JsonRecord

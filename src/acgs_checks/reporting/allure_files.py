@@ -13,11 +13,12 @@ from pathlib import Path
 import allure
 import pytest
 
-from acgs_checks import __version__, runbook
+from acgs_checks import __version__
 from acgs_checks.environment import Environment
-from acgs_checks.runbook import Requirement
-from acgs_checks.severity import Severity
-from acgs_checks.thresholds import Thresholds, in_words
+from acgs_checks.policy import runbook
+from acgs_checks.policy.runbook import Requirement
+from acgs_checks.policy.severity import Severity
+from acgs_checks.policy.thresholds import Thresholds, in_words
 
 LEVEL_LABEL = "level"
 

@@ -24,8 +24,9 @@ if TYPE_CHECKING:  # prometheus_client and stamina load when metrics are written
     from prometheus_client import CollectorRegistry
     from prometheus_client.core import GaugeMetricFamily
 
-from acgs_checks import __version__, runbook
-from acgs_checks.severity import Severity
+from acgs_checks import __version__
+from acgs_checks.policy import runbook
+from acgs_checks.policy.severity import Severity
 
 PUSH_TIMEOUT_SECONDS = 5.0
 

@@ -74,11 +74,6 @@ def gated(request: pytest.FixtureRequest, kind: ProbeKind[Any, Any], record: Jso
 def _blocked(blocked: kinds.Blocked, reachability: dict[tuple[str, str], str], own: str) -> kinds.Decision | None:
     """Skipped as blocked by the selected case marked ``reachability`` for that kind and target; failed with the
     reason when no such case runs (a skip is only honest when the blocker fails in the same run)."""
-    subject = blocked.subject or blocked.target
-    see = reachability.get((blocked.kind, blocked.target))
-    if see is None:
-        return lambda: verdict.fail(f"{subject} {blocked.reason} (no case that reports whether {blocked.kind} "
-                                    f"{blocked.target!r} answered is selected in this run)")
-    if see == own:  # the reachability case itself judges the record
+    if reachability.get((blocked.kind, blocked.target)) == own:  # the reachability case itself judges the record
         return None
-    return lambda: verdict.blocked(subject, blocked.reason, see=see)
+    return lambda: verdict.blocked_by(blocked.kind, blocked.target, blocked.reason, subject=blocked.subject)

@@ -17,7 +17,7 @@ from typing import Any
 
 from acgs_checks.environment import Environment
 from acgs_checks.kinds import Job, ProbeError, ProbeKind, discover
-from acgs_checks.probes import aio, http
+from acgs_checks.probes import aio, http_client
 from acgs_checks.records import JsonRecord
 
 
@@ -93,7 +93,7 @@ class ProbePass:
         # Records in, and the end of the pass: a case that was not ready can only become ready when this grows.
         self.changes = 0
         # What the pass reads from the process environment is read here, in the main thread.
-        http.PROXIES.set(urllib.request.getproxies_environment())
+        http_client.PROXIES.set(urllib.request.getproxies_environment())
         context = contextvars.copy_context()
         self._thread = threading.Thread(target=context.run, args=(self._run, env, selected), name="acgs-probe-pass",
                                         daemon=True)

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from acgs_checks import kinds, runbook, verdict
+from acgs_checks import kinds, verdict
 from acgs_checks.errors import ConfigError
+from acgs_checks.policy import runbook
+from acgs_checks.policy.runbook import AREAS, REVIEW_DAYS, TREND_MARKERS
+from acgs_checks.policy.severity import SEVERITY_MARKERS, Severity
 from acgs_checks.reporting import allure_files
 from acgs_checks.run.state import STATE, RunState
-from acgs_checks.runbook import AREAS, REVIEW_DAYS, TREND_MARKERS
-from acgs_checks.severity import SEVERITY_MARKERS, Severity
 
 WAIVER_ARG = "waiver"  # one case per [[waivers]] entry: is it still in force?
 
@@ -251,5 +252,6 @@ def collection_finish(session: pytest.Session) -> None:
                 state.needs.setdefault(item.nodeid, []).append((kind.name, name))
                 if item.get_closest_marker("reachability") is not None:
                     state.reachability.setdefault((kind.name, name), item.name)
+    verdict.set_reachability(state.reachability)
 
 

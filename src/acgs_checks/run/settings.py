@@ -15,9 +15,9 @@ import pytest
 from acgs_checks import environment
 from acgs_checks import measurements as history
 from acgs_checks.errors import ConfigError
-from acgs_checks.runbook import REVIEW_DAYS
+from acgs_checks.policy.runbook import REVIEW_DAYS
+from acgs_checks.policy.severity import Severity
 from acgs_checks.sandbox import faults
-from acgs_checks.severity import Severity
 
 ENV_VAR = "ACGS_ENV"
 REPORTS_WAIT_SECONDS = 900.0

@@ -20,9 +20,9 @@ from acgs_checks.environment import Environment
 from acgs_checks.reporting import outputs
 from acgs_checks.run import probing, reports
 from acgs_checks.run.settings import Settings
+from acgs_checks.run.worker_results import SharedResults
 from acgs_checks.sandbox import Sandbox
 from acgs_checks.sandbox.servers import SandboxError
-from acgs_checks.shared import SharedResults
 
 
 @dataclass

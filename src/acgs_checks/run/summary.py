@@ -11,13 +11,14 @@ import pytest
 from _pytest import junitxml
 
 from acgs_checks import measurements as history
-from acgs_checks import runbook, verdict
+from acgs_checks import verdict
 from acgs_checks.environment import maintenance
+from acgs_checks.policy import runbook
+from acgs_checks.policy.severity import Severity
 from acgs_checks.reporting import allure_files, outputs
 from acgs_checks.run import reports
 from acgs_checks.run.selection import why_nothing_selected
 from acgs_checks.run.state import STATE, RunState, is_worker
-from acgs_checks.severity import Severity
 
 
 class Recorder:

@@ -3,7 +3,7 @@
 The checks in ``checks/test_performance.py`` hold the requirement, the threshold and the judgement; what they
 judge is computed here, from a :class:`~acgs_checks.probes.history.HistorySnapshot`'s plain data, so every rule
 is unit-tested without a run. Which series count is what each check declared by marker (``trended``,
-``capacity``), stored with its measurements (:func:`acgs_checks.runbook.trend_role`): no list of check names.
+``capacity``), stored with its measurements (:func:`acgs_checks.policy.runbook.trend_role`): no list of check names.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from acgs_checks.trends import DAY, WEEK, linear_fit, weekly_medians
+from acgs_checks.maths.trends import DAY, WEEK, linear_fit, weekly_medians
 
 TRENDED, CAPACITY = "trended", "capacity:"
 
