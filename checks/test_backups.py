@@ -108,30 +108,9 @@ def test_restore_drill(backups: BackupListing, backup: Backup, acgs_environment:
         breached(f"{backup.name}: restoring {newest['name']} failed after {drill.seconds:.1f} s: {drill.error}",
                  expected)
     production = {f"{r['schema']}.{r['table']}": r["estimated_rows"] for r in seen.tables}
-    problems = []
-    missing = sorted(set(production) - set(drill.tables))
-    extra = sorted(set(drill.tables) - set(production))
-    if missing:
-        problems.append(f"missing table(s) {', '.join(missing[:5])}")
-    if extra:
-        problems.append(f"table(s) production no longer has {', '.join(extra[:5])}")
-    off = []
-    for name, estimate in production.items():
-        if name not in drill.tables or estimate < 0:  # -1: never analyzed, no estimate to compare with
-            continue
-        rows = drill.tables[name]
-        if abs(rows - estimate) > max(10.0, estimate * t.restore_rows_tolerance_percent / 100):
-            off.append(f"{name} {rows:.0f} restored vs ~{estimate:.0f} in production")
-    if off:
-        problems.append("row counts off: " + "; ".join(off[:5]))
-    if backup.timestamp_column:
-        if drill.newest is None:
-            problems.append(f"{backup.timestamp_column} has no value")
-        elif newest["time"] - drill.newest > t.rpo_seconds:
-            problems.append(f"newest {backup.timestamp_column} is {_age(newest['time'] - drill.newest)} older than "
-                            "the backup itself")
-    if drill.seconds > t.rto_seconds:
-        problems.append(f"took {drill.seconds:.0f} s, beyond the RTO")
+    problems = restore.problems(drill, production, backup_time=newest["time"], timestamp_column=backup.timestamp_column,
+                                tolerance_percent=t.restore_rows_tolerance_percent, rpo_seconds=t.rpo_seconds,
+                                rto_seconds=t.rto_seconds)
     shown = (f"{backup.name}: restored {Path(newest['name']).name} in {drill.seconds:.1f} s: "
              f"{len(drill.tables)} table(s), {sum(drill.tables.values()):.0f} row(s)")
     judge(bool(problems), shown + ("; " + "; ".join(problems) if problems else ""), expected,

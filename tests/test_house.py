@@ -248,3 +248,19 @@ def test_capacity_projects_declared_usage_shares_to_100_percent() -> None:
     assert by_name["test_host_disk_usage[h]"].line().startswith("test_host_disk_usage[h]: disk full in 20 days")
     assert by_name["test_cache_memory[main]"].days is None
     assert too_short == ["test_connection_usage[p]"]
+
+
+def test_the_restore_drill_is_judged_by_the_library() -> None:
+    from acgs_checks.restore import Drill, problems  # noqa: PLC0415 - the module starts no server on import
+
+    production = {"public.policies": 1000.0, "public.audit": 50_000.0, "public.fresh": -1.0, "public.gone": 5.0}
+    drill = Drill(seconds=12.0, tables={"public.policies": 1004.0, "public.audit": 30_000.0, "public.fresh": 7.0,
+                                        "public.extra": 1.0}, newest=NOW - 7200)
+    said = problems(drill, production, backup_time=NOW, timestamp_column="created_at", tolerance_percent=10,
+                    rpo_seconds=3600, rto_seconds=10)
+    assert said == ["missing table(s) public.gone", "table(s) production no longer has public.extra",
+                    "row counts off: public.audit 30000 restored vs ~50000 in production",
+                    "newest created_at is 2.0 h older than the backup itself", "took 12 s, beyond the RTO"]
+    same = Drill(seconds=1.0, tables={"public.policies": 1000.0}, newest=NOW - 60)
+    assert problems(same, {"public.policies": 995.0}, backup_time=NOW, timestamp_column="created_at",
+                    tolerance_percent=10, rpo_seconds=3600, rto_seconds=10) == []

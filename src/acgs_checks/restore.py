@@ -151,3 +151,36 @@ def restore(dump: Path, *, timeout: float, timestamp_column: str = "") -> Drill:
             shutil.rmtree(folder, ignore_errors=True)
             drill.steps.append("scratch server stopped and removed")
     return drill
+
+
+def problems(drill: Drill, production: dict[str, float], *, backup_time: float, timestamp_column: str,
+             tolerance_percent: float, rpo_seconds: float, rto_seconds: float) -> list[str]:
+    """What a finished drill shows against production: tables missing or gone, row counts beyond the tolerance
+    (production's planner estimates; never-analyzed tables, -1, are not compared), the newest row older than the
+    RPO before the backup, and a restore slower than the RTO. Empty when the drill matches."""
+    found = []
+    missing = sorted(set(production) - set(drill.tables))
+    extra = sorted(set(drill.tables) - set(production))
+    if missing:
+        found.append(f"missing table(s) {', '.join(missing[:5])}")
+    if extra:
+        found.append(f"table(s) production no longer has {', '.join(extra[:5])}")
+    off = [f"{name} {drill.tables[name]:.0f} restored vs ~{estimate:.0f} in production"
+           for name, estimate in production.items()
+           if name in drill.tables and estimate >= 0
+           and abs(drill.tables[name] - estimate) > max(10.0, estimate * tolerance_percent / 100)]
+    if off:
+        found.append("row counts off: " + "; ".join(off[:5]))
+    if timestamp_column:
+        if drill.newest is None:
+            found.append(f"{timestamp_column} has no value")
+        elif backup_time - drill.newest > rpo_seconds:
+            found.append(f"newest {timestamp_column} is {_age(backup_time - drill.newest)} older than the backup "
+                         "itself")
+    if drill.seconds > rto_seconds:
+        found.append(f"took {drill.seconds:.0f} s, beyond the RTO")
+    return found
+
+
+def _age(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds < 3 * 86400 else f"{seconds / 86400:.1f} days"
