@@ -100,7 +100,7 @@ def test_no_long_running_queries(db: PgSnapshot, acgs_environment: Environment) 
 @pytest.mark.p1
 @pytest.mark.runbook("daily.database-health.idle-in-transaction")
 def test_no_idle_in_transaction_sessions(db: PgSnapshot, acgs_environment: Environment) -> None:
-    """No session sits idle inside an open transaction longer than the threshold."""
+    """No session sits idle inside an open transaction longer than {idle_in_transaction_seconds:g} s."""
     _read(db, "activity", sessions=True)
     limit = acgs_environment.thresholds.idle_in_transaction_seconds
     waiting = [row for row in db.activity if row.get("state") in IDLE_IN_TRANSACTION]
@@ -137,7 +137,7 @@ def test_connection_usage(db: PgSnapshot, acgs_environment: Environment) -> None
 @pytest.mark.p1
 @pytest.mark.runbook("daily.database-health.locks")
 def test_no_blocked_lock_waits(db: PgSnapshot, acgs_environment: Environment) -> None:
-    """No backend has waited for a lock longer than the threshold; the message names the blocker."""
+    """No backend has waited for a lock longer than {lock_wait_seconds:g} s; the message names the blocker."""
     _read(db, "lock waits", sessions=True)
     if any(w.get("blocking_pids") for w in db.lock_waits):
         _read(db, "blockers")
@@ -165,7 +165,8 @@ def test_no_blocked_lock_waits(db: PgSnapshot, acgs_environment: Environment) ->
 @pytest.mark.runbook("daily.database-health.buffer-cache")
 @pytest.mark.trended
 def test_buffer_cache_hit_ratio(db: PgSnapshot, acgs_environment: Environment) -> None:
-    """Most block reads are served from shared buffers (blks_hit / (blks_hit + blks_read))."""
+    """At least {buffer_cache_hit_min_percent:g} % of block reads are served from shared buffers (blks_hit / (blks_hit +
+    blks_read))."""
     _read(db, "buffer cache")
     hits, reads = db.buffer_cache.get("hits"), db.buffer_cache.get("reads")
     if hits is None or reads is None:
@@ -181,7 +182,7 @@ def test_buffer_cache_hit_ratio(db: PgSnapshot, acgs_environment: Environment) -
 @pytest.mark.p1
 @pytest.mark.runbook("daily.database-health.wraparound")
 def test_transaction_id_age(db: PgSnapshot, acgs_environment: Environment) -> None:
-    """The oldest unfrozen transaction ID stays well away from the 2^31 wraparound limit."""
+    """The oldest unfrozen transaction ID stays below {xid_age_max_percent:g} % of the 2^31 wraparound limit."""
     _read(db, "xid age")
     if not db.xid_age:
         no_data(f"{db.target}: pg_database returned no database that allows connections")
@@ -196,7 +197,7 @@ def test_transaction_id_age(db: PgSnapshot, acgs_environment: Environment) -> No
 @pytest.mark.runbook("daily.database-health.replication")
 @pytest.mark.trended
 def test_replication_lag(db: PgSnapshot, acgs_environment: Environment) -> None:
-    """Replicas stream and replay within the lag threshold (on a primary with replicas, or a replica)."""
+    """Replicas stream and replay within {replication_lag_max_seconds:g} s (on a primary with replicas, or a replica)."""
     limit = acgs_environment.thresholds.replication_lag_max_seconds
     _read(db, "wal receiver" if db.server.get("in_recovery") else "replicas", sessions=True)
     if db.server.get("in_recovery"):

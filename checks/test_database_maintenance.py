@@ -27,7 +27,7 @@ def _age(seconds: float | None) -> str:
 @pytest.mark.p2
 @pytest.mark.runbook("maintenance.database")
 def test_tables_vacuumed_and_analyzed(db: PgSnapshot, acgs_environment: Environment) -> None:
-    """Changed tables were vacuumed and analyzed within the maintenance window."""
+    """Changed tables were vacuumed and analyzed within {maintenance_max_age_hours:g} h."""
     if "maintenance" in db.errors:
         no_data(f"{db.target}: the maintenance query on {db.url} failed: {db.errors['maintenance']}")
     t = acgs_environment.thresholds

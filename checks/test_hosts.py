@@ -195,7 +195,7 @@ def test_log_rotation_configured(host_facts: HostSnapshot, acgs_environment: Env
 @pytest.mark.p3
 @pytest.mark.runbook("maintenance.log-rotation")
 def test_logs_rotated_recently(host_facts: HostSnapshot, acgs_environment: Environment) -> None:
-    """The newest rotated file (name.1, name-DATE, .gz) is younger than the rotation period."""
+    """The newest rotated file (name.1, name-DATE, .gz) is younger than {log_rotation_max_age_hours:g} h."""
     limit = acgs_environment.thresholds.log_rotation_max_age_hours
     rotated = [float(f[1]) for _, files in _log_files(host_facts) for f in files
                if str(f[2]).endswith((".1", ".gz", ".xz", ".bz2", ".zst")) or "-20" in str(f[2]).rsplit("/", 1)[-1]]

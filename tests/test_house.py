@@ -264,3 +264,26 @@ def test_the_restore_drill_is_judged_by_the_library() -> None:
     same = Drill(seconds=1.0, tables={"public.policies": 1000.0}, newest=NOW - 60)
     assert problems(same, {"public.policies": 995.0}, backup_time=NOW, timestamp_column="created_at",
                     tolerance_percent=10, rpo_seconds=3600, rto_seconds=10) == []
+
+
+def test_the_readme_what_runs_table_is_the_generated_catalog() -> None:
+    from acgs_checks.reporting import catalog  # noqa: PLC0415
+
+    generated = catalog.markdown(catalog.entries(ROOT / "checks"))
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index(catalog.HEADER)
+    shown = readme[start:readme.index("\n\n", start)] + "\n"
+    assert shown == generated, "regenerate it: acgs-checks catalog, pasted under README's 'What runs'"
+    assert len(generated.splitlines()) - 2 == sum(1 for _ in _checks())  # every check, once
+    assert "`test_cache_hit_rate[<cache>]` | The hit rate over the measuring window stays above 85 %." in generated
+
+
+def test_the_catalog_command_names_a_missing_folder_in_one_line(tmp_path: Path) -> None:
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    done = subprocess.run([sys.executable, "-m", "acgs_checks.cli", "catalog", "--checks", str(tmp_path / "none")],
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 4
+    assert done.stderr.count("\n") == 1
+    assert "no such folder of checks; fix: pass --checks DIR" in done.stderr

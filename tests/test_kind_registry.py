@@ -1,22 +1,27 @@
-"""A new probe kind is one probe module plus one checks module: the registry derives everything else.
+"""A new probe kind is the README's recipe ("Adding a probe kind"), followed in a temporary copy of the project.
 
-A copy of the suite gets a ``tcp`` kind (a TCP connect to each ``[[ports]]`` entry) declared in
-a module its conftest.py imports, and a checks module using it. Without touching the package,
-the environment file takes the new section (and refuses a typo in it), the cases are
-parametrized per target, the probe runs in the one concurrent pass, its dependents are
-skipped as blocked by the case that failed, and its evidence lands in Allure.
+The copy gets a ``tcp`` kind (a TCP connect to each ``[[ports]]`` entry): a probe module in
+``src/acgs_checks/probes/``, a checks module in ``checks/``, its runbook line in ``runbook.toml``, and the
+schema regenerated with ``acgs-checks schema``. Nothing else is edited: the environment file takes the new
+section (and refuses a typo in it), the cases are parametrized per target, the probe runs in the one
+concurrent pass, its dependents are skipped as blocked by the case marked ``reachability``, and its
+evidence lands in Allure. Run against a real loopback port, one open and one refused.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import RunSuite
+from conftest import ROOT, RunSuite, copy_suite
 
 PROBE_MODULE = '''
 import asyncio
@@ -105,14 +110,23 @@ def listening() -> Iterator[int]:
         yield server.getsockname()[1]
 
 
-def test_a_kind_added_by_two_modules_runs_like_the_built_in_ones(run_suite: RunSuite, suite_copy: Path,
-                                                                 listening: int) -> None:
-    (suite_copy / "probe_tcp.py").write_text(PROBE_MODULE)
-    (suite_copy / "conftest.py").write_text("import probe_tcp  # noqa: F401 - registers the tcp kind\n")
-    (suite_copy / "checks" / "test_ports.py").write_text(CHECKS_MODULE)
-    from acgs_checks.policy import runbook  # noqa: PLC0415
+def test_a_kind_added_by_the_readme_recipe_runs_like_the_built_in_ones(run_suite: RunSuite, tmp_path: Path,
+                                                                       listening: int) -> None:
+    suite_copy = copy_suite(tmp_path / "project")
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    shutil.copytree(ROOT / "src", suite_copy / "src", ignore=ignore)
+    package = suite_copy / "src" / "acgs_checks"
+    recipe = {"PYTHONPATH": str(suite_copy / "src")}  # the copy's package, not the installed one
 
-    (suite_copy / "fixtures" / "runbook.toml").write_text(runbook.map_path(None).read_text() + REQUIREMENT)
+    # 1. the probe module, 2. the checks module, 3. the runbook line; 4. the schema, regenerated (a new section).
+    (package / "probes" / "tcp.py").write_text(PROBE_MODULE)
+    (suite_copy / "checks" / "test_ports.py").write_text(CHECKS_MODULE)
+    runbook_map = package / "policy" / "runbook.toml"
+    runbook_map.write_text(runbook_map.read_text() + REQUIREMENT)
+    schema = subprocess.run([sys.executable, "-m", "acgs_checks.cli", "schema"], capture_output=True, text=True,
+                            check=True, timeout=60, env={**os.environ, **recipe}, cwd=suite_copy)
+    assert '"ports"' in schema.stdout  # the new section is in the published schema
+    (suite_copy / "fixtures" / "environments" / "env.schema.json").write_text(schema.stdout)
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         closed = unused.getsockname()[1]  # bound, never listening: refused
@@ -120,8 +134,7 @@ def test_a_kind_added_by_two_modules_runs_like_the_built_in_ones(run_suite: RunS
         env.write_text(f'name = "ports"\n[defaults]\ntimeout_seconds = 1\n'
                        f'[[ports]]\nname = "open"\nhost = "127.0.0.1"\nport = {listening}\n'
                        f'[[ports]]\nname = "shut"\nhost = "127.0.0.1"\nport = {closed}\n')
-        run = run_suite("-m", "daily and infra", f"--env={env}", cwd=suite_copy,
-                        environ={"PYTHONPATH": str(suite_copy)})
+        run = run_suite("-m", "daily and infra", f"--env={env}", cwd=suite_copy, environ=recipe)
     assert run.returncode == 1, run.output
     statuses = run.statuses()
     assert statuses == {"test_port_open[open]": "passed", "test_port_open[shut]": "failed",
@@ -134,7 +147,7 @@ def test_a_kind_added_by_two_modules_runs_like_the_built_in_ones(run_suite: RunS
 
     # The new section is part of the schema: a misspelt key in it is refused like any other, with exit 4.
     env.write_text('name = "ports"\n[[ports]]\nname = "open"\nhost = "127.0.0.1"\nprot = 1\n')
-    bad = run_suite("-m", "daily and infra", f"--env={env}", cwd=suite_copy, environ={"PYTHONPATH": str(suite_copy)})
+    bad = run_suite("-m", "daily and infra", f"--env={env}", cwd=suite_copy, environ=recipe)
     assert bad.returncode == 4, bad.output
     assert "ports[open].prot: unknown key" in bad.stderr
     assert "ports[open].port: missing required key" in bad.stderr

@@ -4,6 +4,8 @@
   validate environment files with it: ``#:schema ./env.schema.json`` at the top of a file).
 * ``acgs-checks validate FILE...`` checks environment files as a run would, and exits 4 on
   the first file with problems (every problem in it listed, one line each).
+* ``acgs-checks catalog [--checks DIR]`` prints the checks as the README's "What runs" table, from the
+  check modules themselves (names, markers, docstrings with the default thresholds, runbook lines).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from acgs_checks import __version__, kinds
 from acgs_checks.environment import load
 from acgs_checks.environment.loader import environment_model
 from acgs_checks.errors import ConfigError
+from acgs_checks.reporting import catalog
 
 
 def schema() -> dict[str, Any]:
@@ -34,10 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("schema", help="print the environment file's JSON Schema")
     validate = commands.add_parser("validate", help="check environment files (exit 4 on problems)")
     validate.add_argument("files", nargs="+", type=Path)
+    listing = commands.add_parser("catalog", help="print the checks as a Markdown table (the README's \"What runs\")")
+    listing.add_argument("--checks", type=Path, default=Path("checks"), help="the folder of check modules")
     args = parser.parse_args(argv)
     kinds.discover()  # the probe kinds bring their environment sections
     if args.command == "schema":
         sys.stdout.write(json.dumps(schema(), indent=2, sort_keys=False) + "\n")
+        return 0
+    if args.command == "catalog":
+        if not args.checks.is_dir():
+            sys.stderr.write(f"acgs-checks catalog: {args.checks}: no such folder of checks; fix: pass --checks DIR\n")
+            return 4
+        sys.stdout.write(catalog.markdown(catalog.entries(args.checks)))
         return 0
     for path in args.files:
         try:
