@@ -113,3 +113,26 @@ def test_every_passing_case_says_what_it_measured_and_no_stray_teardown(run_suit
     steps = [a["name"] for path in run.allure_dir.glob("*-container.json")
              for a in json.loads(path.read_text()).get("afters", [])]
     assert not [s for s in steps if s.endswith("::<lambda>")], steps[:5]
+
+
+def test_each_result_is_finished_as_it_is_written_in_one_process_and_under_xdist(run_suite: RunSuite) -> None:
+    """Measurements and blocked links are in the results whether one process wrote them
+    (annotated in memory; only blocked cases rewritten at the end) or xdist workers did (scanned at the end)."""
+    for workers in ((), ("-n", "2")):
+        run = run_suite("-m", "daily and (health or slo)", "--env", "sandbox", "--sandbox-fault", "auth:down",
+                        *workers)
+        assert run.returncode == 1, run.output
+        results = run.results()
+        passed = results["test_service_health[policy-governance]"]
+        assert passed["status"] == "passed"
+        measured = [p for p in passed["parameters"] if p["name"] == "measured"]
+        assert len(measured) == 1, workers  # written once, never twice
+        assert passed["statusDetails"]["message"] == measured[0]["value"]
+        blocked = [r for r in results.values() if r["status"] == "skipped"
+                   and "blocked: auth" in r.get("statusDetails", {}).get("message", "")]
+        assert blocked, workers
+        for result in blocked:
+            assert [link["name"] for link in result.get("links", [])] == ["blocked by test_service_health[auth]"]
+        assert not list(run.allure_dir.glob("*.tmp"))
+        # Fixture containers only where they show something: none here (two per case before).
+        assert list(run.allure_dir.glob("*-container.json")) == [], workers

@@ -18,32 +18,39 @@ class Case:
 
 
 class Pass:
-    """What Pending reads of the probe pass: a change counter, and a wait that lets records come in."""
+    """What Pending reads of the probe pass: a change counter, the records in order, and a wait that lets records
+    come in. Here a case's record is keyed by its own id."""
 
     def __init__(self, arrivals: list[set[str]]) -> None:
         self.changes = 0
         self.ready: set[str] = set()
+        self.order: list[str] = []
         self.arrivals = arrivals  # what comes in at each wait
         self.finished = False
 
     def wait_for_change(self, seconds: float) -> None:
         del seconds
         if self.arrivals:
-            self.ready |= self.arrivals.pop(0)
+            came = self.arrivals.pop(0)
+            self.ready |= came
+            self.order += sorted(came)
         else:
             self.finished = True
         self.changes += 1
+
+    def delivered(self, since: int) -> tuple[list[str], int]:
+        return self.order[since:], len(self.order)
 
 
 def _run(cases: list[Case], probes: Pass) -> tuple[list[str], int]:
     calls = 0
 
-    def ready(case: Any) -> bool:
+    def missing(case: Any) -> str | None:
         nonlocal calls
         calls += 1
-        return probes.finished or case.nodeid in probes.ready
+        return None if probes.finished or case.nodeid in probes.ready else case.nodeid
 
-    pending = Pending(cases, ready, probes)  # type: ignore[arg-type]
+    pending = Pending(cases, missing, probes)  # type: ignore[arg-type]
     order = []
     while (case := pending.take()) is not None:
         order.append(case.nodeid)
@@ -75,10 +82,23 @@ def test_the_next_case_of_another_module_is_found_among_modules() -> None:
     cases = [Case(f"checks/test_a.py::test_x[{i}]") for i in range(3)] + [Case("checks/test_b.py::test_y")]
     probes = Pass([])
     probes.ready = {c.nodeid for c in cases}
-    pending = Pending(cases, lambda case: True, probes)  # type: ignore[arg-type]
+    pending = Pending(cases, lambda case: None, probes)  # type: ignore[arg-type]
     first = pending.take()
     assert first is cases[0]
     assert pending.unrelated(first) is cases[3]
     for _ in range(3):
         pending.take()
     assert pending.unrelated(cases[3]) is None
+
+
+def test_records_arriving_one_by_one_do_not_rescan_a_hanging_targets_cases() -> None:
+    """The bench's shape: 2,000 cases, their records arriving one at a time, 200 cases waiting for a target that
+    answers only when the pass ends. Each case is checked once per record it waited for, plus once (it was about
+    100 checks per case: every arrival rescanned the hanging target's cases)."""
+    cases = [Case(f"checks/test_{i % 9}.py::test_x[{i}]") for i in range(2000)]
+    answering = [c.nodeid for i, c in enumerate(cases) if i % 10]
+    probes = Pass([{nodeid} for nodeid in answering])
+    order, calls = _run(cases, probes)
+    assert len(order) == len(set(order)) == 2000
+    assert order[-200:] == [c.nodeid for i, c in enumerate(cases) if not i % 10]  # the hanging target's, last
+    assert calls <= 2 * len(cases) + 200

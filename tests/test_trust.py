@@ -68,6 +68,9 @@ def test_without_pg_monitor_the_session_cases_say_insufficient_privilege(
         assert _message(run, case) == (
             "insufficient privilege: primary: role plain_reader cannot see other sessions' state, query and type "
             "in pg_stat_activity (grant pg_monitor: GRANT pg_monitor TO plain_reader)")
+        # The report tells how to read (the grant), not how to fix a value that was never read.
+        description = run.results()[case]["description"]
+        assert "**Remediation:** (insufficient privilege) The monitoring account lacks a grant" in description
     assert run.statuses()["test_transaction_id_age[primary]"] == "passed"  # needs no grant
 
 

@@ -133,50 +133,76 @@ def write_launch_files(results_dir: Path, environment: Environment, *, fail_on: 
     (results_dir / "categories.json").write_text(json.dumps(CATEGORIES, indent=2), encoding="utf-8")
 
 
-def finish_results(results_dir: Path, *, since_ms: int, measurements: dict[str, str],
-                   flaky: dict[str, str], failure_kinds: dict[str, str] | None = None) -> None:
-    """Finish this run's result files once all workers are done (so it works under xdist too).
+def annotate(data: dict[str, object], *, measurement: str = "", flaky: str = "", failure_kind: str = "") -> None:
+    """Finish one case's result, in memory, before it is written (once):
 
     * A passing case shows what it measured against its threshold: as its status message, so the
       report's History shows the value run after run (allure-pytest writes no message for a pass),
       and as an excluded parameter, so its page shows it without changing its identity.
     * A case that passed only on a retry is marked flaky, with what its failed attempts said.
-    * A case skipped as blocked links to the failed case it names.
-    * A failed case's remediation is the one for its kind of failure (``failure_kinds``: name -> kind): a
-      case that read nothing is told how to read, not how to fix the value it did not read.
-    * pytest's own fixture finalizers, which allure-pytest records as ``<fixture>::<lambda>``
-      teardown steps, are left out: they did nothing a reader needs.
+    * A failed case's remediation is the one for its kind of failure: a case that read nothing is told
+      how to read, not how to fix the value it did not read.
     """
-    results = _this_run(results_dir, "*-result.json", since_ms)
-    failed = {str(d["name"]): str(d["uuid"]) for _, d in results if d.get("status") in ("failed", "broken")}
+    if data.get("status") == "failed" and failure_kind in runbook.KIND_REMEDIATION:
+        _remediation_for_kind(data, failure_kind)
+    text = measurement
+    if data.get("status") == "passed" and flaky:
+        # Allure's own flaky mark (its "Flaky" filter and icon), and what failed before the pass.
+        data.setdefault("statusDetails", {})["flaky"] = True  # type: ignore[index]
+        text = f"{text} — {flaky}" if text else flaky
+    if data.get("status") == "passed" and text:
+        details = data.setdefault("statusDetails", {})
+        assert isinstance(details, dict)
+        details["message"] = text
+        # Shown on the case's page; "excluded" keeps it out of the history id.
+        parameters = data.setdefault("parameters", [])
+        assert isinstance(parameters, list)
+        parameters.append({"name": "measured", "value": text, "excluded": True})
+
+
+def prune_finalizers(container: dict[str, object]) -> bool:
+    """Leave out pytest's own fixture finalizers, which allure-pytest records as ``<fixture>::<lambda>`` teardown
+    steps: they did nothing a reader needs."""
+    afters = container.get("afters") or []
+    assert isinstance(afters, list)
+    kept = [a for a in afters if not _plain_finalizer(a)]
+    if len(kept) == len(afters):
+        return False
+    container["afters"] = kept
+    return True
+
+
+def worth_writing(container: dict[str, object]) -> bool:
+    """Whether a fixture container shows a reader anything: a set-up or tear-down that failed, or that recorded
+    steps or attachments. The suite's fixtures never fail in set-up (their verdicts are the case's own), so for a
+    passing run this leaves out two files per case (the probe fixture's and the parameter's)."""
+    fixtures = [*(container.get("befores") or []), *(container.get("afters") or [])]  # type: ignore[misc]
+    return any(f.get("status") not in (None, "passed") or f.get("steps") or f.get("attachments")
+               or f.get("statusDetails") for f in fixtures)
+
+
+def link_blocked(results_dir: Path, *, since_ms: int, failed: dict[str, str] | None = None,
+                 blocked: list[Path] | None = None) -> int:
+    """Link each case skipped as blocked to the failed case it names, once every result is written (under xdist
+    too). With the writer's own index (``failed``: name -> uuid, ``blocked``: the files to link) only those files
+    are read and rewritten; without it (xdist workers wrote them), this run's results are scanned. Returns how
+    many files were rewritten."""
+    if failed is None or blocked is None:
+        results = _this_run(results_dir, "*-result.json", since_ms)
+        failed = {str(d["name"]): str(d["uuid"]) for _, d in results if d.get("status") in ("failed", "broken")}
+    else:
+        results = []
+        for path in blocked:
+            try:
+                results.append((path, json.loads(path.read_text(encoding="utf-8"))))
+            except (OSError, ValueError):
+                continue
+    rewritten = 0
     for path, data in results:
-        changed = _link_blocked(data, failed)
-        kind = (failure_kinds or {}).get(str(data.get("name")), "")
-        if data.get("status") == "failed" and kind in runbook.KIND_REMEDIATION:
-            changed = _remediation_for_kind(data, kind) or changed
-        text = measurements.get(str(data.get("name")))
-        if data.get("status") == "passed" and str(data.get("name")) in flaky:
-            # Allure's own flaky mark (its "Flaky" filter and icon), and what failed before the pass.
-            data.setdefault("statusDetails", {})["flaky"] = True  # type: ignore[index]
-            text = f"{text} — {flaky[str(data.get('name'))]}" if text else flaky[str(data.get("name"))]
-        if data.get("status") == "passed" and text:
-            details = data.setdefault("statusDetails", {})
-            assert isinstance(details, dict)
-            details["message"] = text
-            # Shown on the case's page; "excluded" keeps it out of the history id.
-            parameters = data.setdefault("parameters", [])
-            assert isinstance(parameters, list)
-            parameters.append({"name": "measured", "value": text, "excluded": True})
-            changed = True
-        if changed:
+        if _link_blocked(data, failed):
             path.write_text(json.dumps(data), encoding="utf-8")
-    for path, data in _this_run(results_dir, "*-container.json", since_ms):
-        afters = data.get("afters") or []
-        assert isinstance(afters, list)
-        kept = [a for a in afters if not _plain_finalizer(a)]
-        if len(kept) != len(afters):
-            data["afters"] = kept
-            path.write_text(json.dumps(data), encoding="utf-8")
+            rewritten += 1
+    return rewritten
 
 
 def _remediation_for_kind(data: dict[str, object], kind: str) -> bool:

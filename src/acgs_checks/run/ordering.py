@@ -10,7 +10,7 @@ probe that times requests itself (synthetic SLO sampling) is in flight, no case 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import pytest
 
@@ -30,7 +30,7 @@ def runtestloop(session: pytest.Session) -> bool | None:
     probes = start_pass(state)
     if any(kind.timing(state.environment) for name, kind in kinds.discover().items() if state.selected.get(name)):
         probes.wait_until_finished()  # sampling times requests itself: nothing else runs meanwhile
-    pending = Pending(session.items, lambda item: probes.ready(state.needs.get(item.nodeid, ())), probes)
+    pending = Pending(session.items, lambda item: probes.missing(state.needs.get(item.nodeid, ())), probes)
     current = pending.take()
     while current is not None:
         # The next case is not known yet (it is whichever is ready first): teardown keeps only what
@@ -52,43 +52,50 @@ def _module(item: pytest.Item) -> str:
 class Pending:
     """The cases still to run, in collection order, grouped by module; linear over a whole run.
 
-    A case is checked for readiness when it comes up; one that was not ready waits aside and is checked
-    again only after more records came in or the pass ended (a case cannot become ready otherwise), so
-    a hanging target's cases are not scanned again for every other case. The next case of another
-    module (for teardown) is found among the modules, not among the cases.
+    A case is checked for readiness when it comes up. One that is not ready waits under the first record it
+    lacks, and is checked again only when that record came in (or the pass ended), so a hanging target's cases
+    are never rescanned for other targets' records: each case is checked at most once per record it needs, plus
+    once. The next case of another module (for teardown) is found among the modules, not among the cases.
     """
 
-    def __init__(self, items: list[pytest.Item], ready: Callable[[pytest.Item], bool], probes: ProbePass) -> None:
-        self._ready, self._probes = ready, probes
-        self._fresh: deque[pytest.Item] = deque(items)       # not checked yet, in collection order
-        self._waiting: deque[pytest.Item] = deque()          # checked, not ready then, in collection order
-        self._round: deque[pytest.Item] = deque()            # the waiting ones, being checked again
-        self._seen = -1                                     # the pass's changes at the last recheck
+    def __init__(self, items: list[pytest.Item], missing: Callable[[pytest.Item], Hashable | None],
+                 probes: ProbePass) -> None:
+        self._missing, self._probes = missing, probes
+        self._order = {id(item): index for index, item in enumerate(items)}
+        self._fresh: deque[pytest.Item] = deque(items)        # not checked yet, in collection order
+        self._woken: deque[pytest.Item] = deque()             # their missing record came in: check again
+        self._blocked: dict[Hashable, list[pytest.Item]] = {}  # the record a case waits for -> the cases
+        self._cursor = 0                                      # records delivered so far, as seen here
         self._by_module: dict[str, deque[pytest.Item]] = {}  # every pending case (lazily pruned of taken ones)
         for item in items:
             self._by_module.setdefault(_module(item), deque()).append(item)
         self._taken: set[int] = set()
 
     def take(self) -> pytest.Item | None:
-        """The next case whose records are in, waiting for more records while none is.
-
-        Cases that were not ready are checked again in a new round once the pass changed (a record came in,
-        or it ended); within a round each is checked once, so a run costs linear time in its cases.
-        """
+        """The next case whose records are in, waiting for more records while none is."""
         while True:
-            if not self._round and self._waiting and self._probes.changes != self._seen:
-                self._seen = self._probes.changes
-                self._round, self._waiting = self._waiting, deque()
-            for queue in (self._round, self._fresh):
+            changes = self._probes.changes
+            self._wake()
+            for queue in (self._woken, self._fresh):
                 while queue:
                     item = queue.popleft()
-                    if self._ready(item):
+                    key = self._missing(item)
+                    if key is None:
                         return self._took(item)
-                    self._waiting.append(item)
-            if not self._waiting:
+                    self._blocked.setdefault(key, []).append(item)
+            if not self._blocked:
                 return None
-            if self._probes.changes == self._seen:
+            if self._probes.changes == changes:
                 self._probes.wait_for_change(0.1)
+
+    def _wake(self) -> None:
+        delivered, self._cursor = self._probes.delivered(self._cursor)
+        keys: list[Hashable] = list(delivered)
+        if self._probes.finished:  # every case left can run now (a missing record fails it with the reason)
+            keys = list(self._blocked)
+        woken = [item for key in keys for item in self._blocked.pop(key, ())]
+        if woken:
+            self._woken.extend(sorted(woken, key=lambda item: self._order[id(item)]))
 
     def _took(self, item: pytest.Item) -> pytest.Item:
         self._taken.add(id(item))

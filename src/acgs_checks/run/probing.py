@@ -87,6 +87,7 @@ class ProbePass:
 
     def __init__(self, env: Environment, selected: Mapping[str, set[str]]) -> None:
         self._records: dict[tuple[str, str], dict[str, Any]] = {}
+        self._arrivals: list[tuple[str, str]] = []  # the records' keys, in the order they came in
         self._changed = threading.Condition()
         self._finished = False
         self._error = ""
@@ -113,6 +114,7 @@ class ProbePass:
     def _deliver(self, kind: str, name: str, record: dict[str, Any]) -> None:
         with self._changed:
             self._records[(kind, name)] = record
+            self._arrivals.append((kind, name))
             self.changes += 1
             self._changed.notify_all()
 
@@ -122,8 +124,24 @@ class ProbePass:
                 self._changed.wait(0.1)
 
     def ready(self, keys: Iterable[tuple[str, str]]) -> bool:
+        return self.missing(keys) is None
+
+    def missing(self, keys: Iterable[tuple[str, str]]) -> tuple[str, str] | None:
+        """The first of ``keys`` whose record is not in yet; None when all are, or the pass ended."""
         with self._changed:
-            return self._finished or all(key in self._records for key in keys)
+            if self._finished:
+                return None
+            return next((key for key in keys if key not in self._records), None)
+
+    @property
+    def finished(self) -> bool:
+        with self._changed:
+            return self._finished
+
+    def delivered(self, since: int) -> tuple[list[tuple[str, str]], int]:
+        """The records that came in after the first ``since`` (in order), and how many have come in."""
+        with self._changed:
+            return self._arrivals[since:], len(self._arrivals)
 
     def wait_for_change(self, seconds: float) -> None:
         with self._changed:

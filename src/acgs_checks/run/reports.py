@@ -19,13 +19,19 @@ import contextlib
 import fcntl
 import json
 import os
+import queue
 import sys
+import threading
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from acgs_checks.reporting import outputs
+from acgs_checks.reporting.allure_files import prune_finalizers, worth_writing
+from acgs_checks.verdict import BLOCKED_BY_LABEL as BLOCKED_BY
 
 LOCK_NAME = ".acgs-run.lock"
 # A run whose every verdict is known and passed (or is below --fail-on), but that could not write every output.
@@ -59,8 +65,10 @@ CURRENT = Outputs()
 
 
 def reset() -> Outputs:
-    global CURRENT  # noqa: PLW0603 - one record per run, read by the writers the run's plugins create
+    global CURRENT, WRITTEN  # noqa: PLW0603 - one record per run, read by the writers the run's plugins create
+    flush_writes()  # an earlier in-process run's files are its own
     CURRENT = Outputs()
+    WRITTEN = Written()
     return CURRENT
 
 
@@ -118,6 +126,7 @@ def _holder(fd: int) -> str:
 
 
 def release() -> None:
+    flush_writes()  # every queued file is written before the folder is another run's
     for fd in CURRENT.locks:
         with contextlib.suppress(OSError):
             os.close(fd)  # closing the last descriptor releases the flock
@@ -151,6 +160,64 @@ def claim(config: Any, settings: Any) -> None:
 # --- the writers of other plugins, wrapped ----------------------------------------------------------
 
 _patched: list[str] = []
+
+
+@dataclass
+class Written:
+    """What this process's Allure writer wrote, kept in memory: each result is annotated as it is written (once),
+    so the end of the run rewrites only the cases skipped as blocked, which link to their blocker's result."""
+
+    annotate: Any = None                                   # callable(result dict) -> None, set by the recorder
+    failed: dict[str, str] = field(default_factory=dict)   # case name -> result uuid
+    blocked: list[Path] = field(default_factory=list)      # result files with a blocked_by label
+    results: int = 0
+
+
+WRITTEN = Written()
+
+
+class _Writer:
+    """One background thread per process writes the Allure files, in order: the case loop never waits on the disk
+    (a file creation costs about a millisecond on this machine's overlay disk, two files per case). The run flushes
+    it before it reads what was written or says which outputs were not (``flush_writes``)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | threading.Event] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def put(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._work, name="acgs-report-writer", daemon=True)
+                self._thread.start()
+        self._jobs.put(job)
+
+    def flush(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            return
+        done = threading.Event()
+        self._jobs.put(done)
+        done.wait()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if isinstance(job, threading.Event):
+                job.set()
+                continue
+            try:
+                job()
+            except Exception as exc:  # noqa: BLE001 - a writer must never die with files still queued
+                CURRENT.failed("allure results", Path("."), OSError(str(exc)))
+
+
+_WRITER = _Writer()
+
+
+def flush_writes() -> None:
+    """Wait until every queued report file is written (or named as not written)."""
+    _WRITER.flush()
 
 
 def guard_writers() -> None:
@@ -215,6 +282,28 @@ def _guarded_allure(base: Any) -> Any:
                     for leftover in self._report_dir.glob("*.tmp"):
                         leftover.unlink(missing_ok=True)
 
+        def _report_item(self, item: Any) -> None:
+            """One file per result, written once: annotated in memory (measurement, flaky, remediation by kind);
+            fixture containers only when they show something (a failed set-up, steps, attachments), without
+            pytest's own finalizers; then written and renamed into place."""
+            from attr import asdict  # noqa: PLC0415 - allure-python-commons' own dependency
+
+            data = asdict(item, filter=lambda _, v: v or v is False)
+            final = self._report_dir / item.file_pattern.format(prefix=uuid.uuid4())
+            if final.name.endswith("-result.json"):
+                if WRITTEN.annotate is not None:
+                    WRITTEN.annotate(data)
+                WRITTEN.results += 1
+                if data.get("status") in ("failed", "broken"):
+                    WRITTEN.failed[str(data.get("name"))] = str(data.get("uuid"))
+                if any(label.get("name") == BLOCKED_BY for label in data.get("labels") or ()):
+                    WRITTEN.blocked.append(final)
+            elif final.name.endswith("-container.json"):
+                prune_finalizers(data)
+                if not worth_writing(data):
+                    return
+            _WRITER.put(lambda: self._guarded(_write_whole, final, json.dumps(data, ensure_ascii=False).encode()))
+
         @hookimpl
         def report_result(self, result: Any) -> None:
             self._guarded(super().report_result, result)
@@ -229,10 +318,18 @@ def _guarded_allure(base: Any) -> Any:
 
         @hookimpl
         def report_attached_data(self, body: Any, file_name: Any) -> None:
-            self._guarded(super().report_attached_data, body, file_name)
+            data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+            _WRITER.put(lambda: self._guarded(_write_whole, self._report_dir / file_name, data))
 
         @hookimpl
         def report_globals(self, globals_item: Any) -> None:
             self._guarded(super().report_globals, globals_item)
 
     return GuardedFileLogger
+
+
+def _write_whole(final: Path, data: bytes) -> None:
+    """A temporary file renamed into place: a reader never sees half a file."""
+    tmp = final.with_name(final.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, final)

@@ -18,7 +18,7 @@ from acgs_checks.policy.severity import Severity
 from acgs_checks.reporting import allure_files, outputs
 from acgs_checks.run import reports
 from acgs_checks.run.selection import why_nothing_selected
-from acgs_checks.run.state import STATE, RunState, is_worker
+from acgs_checks.run.state import STATE, RunState, is_worker, is_xdist_controller
 
 
 class Recorder:
@@ -26,12 +26,26 @@ class Recorder:
 
     def __init__(self, state: RunState) -> None:
         self.state = state
+        self.by_name: dict[str, outputs.CheckRecord] = {}
+        reports.WRITTEN.annotate = self.annotate
+
+    def annotate(self, result: dict[str, object]) -> None:
+        """Allure's result of one case, finished as it is written (once): what it measured, whether it passed
+        only on a retry, and its failure kind's remediation; from the record of this process."""
+        record = self.by_name.get(str(result.get("name")))
+        if record is None:
+            return
+        allure_files.annotate(result, measurement=record.measurement if record.outcome == "passed" else "",
+                              flaky=record.message if record.flaky else "",
+                              failure_kind=record.kind if record.outcome == "failed" else "")
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None, None, None]:
         """After every writer (JUnit writes last): a run whose verdicts passed but whose outputs were not all
         written exits 6; a worker hands what it could not write to the controller."""
+        reports.flush_writes()  # the Allure files of every case are on disk before anything reads or links them
         result = yield
+        reports.flush_writes()
         if is_worker(session.config):
             session.config.workeroutput["acgs_output_problems"] = reports.CURRENT.lines()  # type: ignore[attr-defined]
         elif reports.CURRENT.problems and session.exitstatus == pytest.ExitCode.OK:
@@ -50,6 +64,7 @@ class Recorder:
                 area=str(props.get("area", "")), runbook=[r for r in str(props.get("runbook", "")).split(",") if r],
                 role=str(props.get("role", "")))
             self.state.records[report.nodeid] = record
+            self.by_name[record.name] = record
         if report.when == "call":
             record.duration_seconds = report.duration
         if "measured" in props:
@@ -128,7 +143,7 @@ def sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     results_dir = config.getoption("allure_report_dir", None)
     if results_dir:
         try:
-            _finish_allure(Path(results_dir), state, status)
+            _finish_allure(Path(results_dir), state, status, scan=is_xdist_controller(config))
         except OSError as exc:
             reports.CURRENT.failed("allure results", results_dir, exc)
     summary = _summary(state, int(session.exitstatus))
@@ -156,14 +171,18 @@ def sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state.delivery_problems = [state.environment.redact(p) for p in problems if p]
 
 
-def _finish_allure(results_dir: Path, state: RunState, status: str) -> None:
+def _finish_allure(results_dir: Path, state: RunState, status: str, *, scan: bool) -> None:
     settings = state.settings
     allure_files.write_launch_files(results_dir, state.environment, fail_on=settings.fail_on,
                                     faults=[str(f) for f in settings.faults], status=status)
-    allure_files.finish_results(results_dir, since_ms=state.started_ms, measurements={
-        r.name: r.measurement for r in state.records.values() if r.outcome == "passed" and r.measurement},
-        flaky={r.name: r.message for r in state.records.values() if r.flaky},
-        failure_kinds={r.name: r.kind for r in state.records.values() if r.outcome == "failed"})
+    # Each result was finished as it was written; what remains is linking blocked cases to their blocker. Under
+    # xdist the workers wrote the results, so this run's files are scanned; in one process, the writer's index says.
+    written = reports.WRITTEN
+    if scan:
+        allure_files.link_blocked(results_dir, since_ms=state.started_ms)
+    else:
+        allure_files.link_blocked(results_dir, since_ms=state.started_ms, failed=written.failed,
+                                  blocked=written.blocked)
 
 
 def _keep_history(state: RunState, summary: outputs.RunSummary) -> None:
