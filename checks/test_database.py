@@ -197,7 +197,8 @@ def test_transaction_id_age(db: PgSnapshot, acgs_environment: Environment) -> No
 @pytest.mark.runbook("daily.database-health.replication")
 @pytest.mark.trended
 def test_replication_lag(db: PgSnapshot, acgs_environment: Environment) -> None:
-    """Replicas stream and replay within {replication_lag_max_seconds:g} s (on a primary with replicas, or a replica)."""
+    """Replicas stream and replay within {replication_lag_max_seconds:g} s (on a primary with replicas, or a
+    replica)."""
     limit = acgs_environment.thresholds.replication_lag_max_seconds
     _read(db, "wal receiver" if db.server.get("in_recovery") else "replicas", sessions=True)
     if db.server.get("in_recovery"):
