@@ -34,18 +34,19 @@ def _ask(base: str, path: str) -> Any:
 
 
 @pytest.fixture
-def prometheus_for(tmp_path: Path) -> Iterator[Callable[[Path], str]]:
+def prometheus_for(tmp_path: Path) -> Iterator[Callable[..., str]]:
     """Start a Prometheus scraping every service of a sandbox environment file every 500 ms."""
     processes: list[subprocess.Popen[bytes]] = []
 
-    def start(env_file: Path) -> str:
+    def start(env_file: Path, rules: Path | None = None) -> str:
         data = tomllib.loads(env_file.read_text())
         targets = [urllib.parse.urlsplit(s["url"]).netloc for s in data["services"]]
         port = free_port()
         config = tmp_path / "prometheus.yml"
         config.write_text(
             "global:\n  scrape_interval: 500ms\n  evaluation_interval: 1s\n"
-            "scrape_configs:\n  - job_name: sandbox\n    static_configs:\n"
+            + (f"rule_files: [{json.dumps(str(rules))}]\n" if rules is not None else "")
+            + "scrape_configs:\n  - job_name: sandbox\n    static_configs:\n"
             f"      - targets: {json.dumps(targets)}\n")
         assert PROMETHEUS is not None
         process = subprocess.Popen(

@@ -6,6 +6,8 @@
   the first file with problems (every problem in it listed, one line each).
 * ``acgs-checks catalog [--checks DIR]`` prints the checks as the README's "What runs" table, from the
   check modules themselves (names, markers, docstrings with the default thresholds, runbook lines).
+* ``acgs-checks alert-rules --env FILE [--output PATH]`` writes the Prometheus alert rules of an environment:
+  the checks' own PromQL and thresholds, the checks' severities, the runbook's ids (see "Alert rules").
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from acgs_checks import __version__, kinds
+from acgs_checks.alerting import rules, yaml_text
 from acgs_checks.environment import load
 from acgs_checks.environment.loader import environment_model
 from acgs_checks.errors import ConfigError
+from acgs_checks.policy import runbook
 from acgs_checks.reporting import catalog
 
 
@@ -39,8 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("files", nargs="+", type=Path)
     listing = commands.add_parser("catalog", help="print the checks as a Markdown table (the README's \"What runs\")")
     listing.add_argument("--checks", type=Path, default=Path("checks"), help="the folder of check modules")
+    rules_command = commands.add_parser(
+        "alert-rules", help="write Prometheus alert rules from an environment's thresholds and queries")
+    rules_command.add_argument("--env", type=Path, required=True, help="the environment file")
+    rules_command.add_argument("--output", type=Path, help="write here instead of standard output")
+    rules_command.add_argument("--runbook-url", default="", help="where the team publishes the runbook; each "
+                               "alert's runbook_url is URL#<requirement id> (default: runbook.toml#<id>)")
     args = parser.parse_args(argv)
     kinds.discover()  # the probe kinds bring their environment sections
+    if args.command == "alert-rules":
+        return _alert_rules(args.env, args.output, args.runbook_url)
     if args.command == "schema":
         sys.stdout.write(json.dumps(schema(), indent=2, sort_keys=False) + "\n")
         return 0
@@ -57,6 +69,28 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"{exc}\n")
             return 4
         sys.stdout.write(f"{path}: valid\n")
+    return 0
+
+
+def _alert_rules(env_file: Path, output: Path | None, runbook_url: str) -> int:
+    try:
+        env = load(str(env_file.resolve()), rootdir=Path.cwd())
+        requirements = runbook.load(runbook.map_path(Path.cwd()))
+    except ConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 4
+    source = rules.Source(env, requirements, runbook_url or rules.DEFAULT_RUNBOOK_URL)
+    text = rules.header(env) + yaml_text.dump({"groups": rules.rule_groups(source)})
+    if output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        sys.stderr.write(f"acgs-checks alert-rules: {output}: cannot be written ({exc.strerror}); fix: choose a "
+                         "writable --output path\n")
+        return 4
+    sys.stdout.write(f"{output}: {text.count('- alert:')} alert rule(s) for environment {env.name!r}\n")
     return 0
 
 

@@ -294,7 +294,7 @@ async def read_on_host(env: Environment, name: str, command: str, *, timeouts: f
 def promql(host: Host, window: str) -> dict[str, str]:
     """The PromQL for each value, scoped to the host's series."""
     sel = host.prometheus_selector
-    fs = sel  # pseudo filesystems are told apart by their fstype label, as on the host path
+    fs = f'{sel},fstype!~"{"|".join(PSEUDO_FS)}"'  # pseudo filesystems are not disks, as on the host path
     devices = f'device=~"{"|".join(host.interfaces)}"' if host.interfaces else 'device!="lo"'
     return {
         # busy share: 1 - (idle + iowait) / all modes, as from /proc/stat

@@ -75,8 +75,11 @@ def render(template: str, *, selector: str, window: str) -> str:
     return text.replace("{window}", window)
 
 
-def service_queries(service: Service, prometheus: Prometheus, window: str) -> dict[str, str]:
-    templates = {**DEFAULT_QUERIES, **dict(prometheus.queries.items()), **dict(service.queries.items())}
+def service_queries(service: Service, prometheus: Prometheus | None, window: str) -> dict[str, str]:
+    """The PromQL of each SLO number of one service: the defaults, the [prometheus] queries, the service's own.
+    The checks evaluate these, and the generated alert rules (acgs_checks.alerting) compare the same text."""
+    configured = dict(prometheus.queries.items()) if prometheus is not None else {}
+    templates = {**DEFAULT_QUERIES, **configured, **dict(service.queries.items())}
     return {key: render(text, selector=service.selector, window=window) for key, text in templates.items()}
 
 
