@@ -131,6 +131,21 @@ def test_request_rate_floor(slo: SloSnapshot, acgs_environment: Environment) -> 
           f"> {floor:g} req/s", value=rate, threshold=floor)
 
 
+@pytest.mark.p2
+@pytest.mark.runbook("monitoring.business.user-satisfaction")
+@pytest.mark.trended
+def test_user_satisfaction_apdex(slo: SloSnapshot, acgs_environment: Environment) -> None:
+    """The service's Apdex score stays at or above {apdex_min_percent:g} % (satisfied within
+    {apdex_t_seconds:g} s, tolerating within four times that; failed requests frustrate)."""
+    t = acgs_environment.thresholds
+    score = _value(slo, "apdex")
+    if score > 1:
+        fail(f"{slo.target}: unit: Apdex {score:g} {_where(slo, 'apdex')} cannot be right (a score lies in 0..1)")
+    limit = t.apdex_min_percent / 100
+    judge(score < limit, f"{slo.target}: Apdex {score:.3f} with T = {t.apdex_t_seconds:g} s {_where(slo, 'apdex')}",
+          f"≥ {limit:.2f}", value=score, threshold=limit)
+
+
 @pytest.mark.p0
 @pytest.mark.runbook("monitoring.metrics-source")
 @pytest.mark.reachability

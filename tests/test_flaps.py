@@ -78,11 +78,13 @@ def test_a_pass_on_retry_is_flaky_and_a_hard_failure_still_fails(
     assert run.returncode == 1, run.output
     results = run.results()
     # broken fails every attempt; the failure is not hidden, and says so.
-    assert run.failed() == {"test_error_rate_warning[broken]", "test_error_rate_critical[broken]"}, run.output
+    # (every request of broken fails: its users are frustrated too, Apdex 0)
+    assert run.failed() == {"test_error_rate_warning[broken]", "test_error_rate_critical[broken]",
+                            "test_user_satisfaction_apdex[broken]"}, run.output
     critical = results["test_error_rate_critical[broken]"]["statusDetails"]["message"]
     assert critical.endswith("(failed all 3 attempts)"), critical
     # flappy passed on its second attempt: passed, and flaky everywhere.
-    for name in ("test_error_rate_warning[flappy]", "test_error_rate_critical[flappy]"):
+    for name in ("test_error_rate_warning[flappy]", "test_error_rate_critical[flappy]"):  # (and its Apdex)
         result = results[name]
         assert result["status"] == "passed"
         assert result["statusDetails"]["flaky"] is True
@@ -96,7 +98,8 @@ def test_a_pass_on_retry_is_flaky_and_a_hard_failure_still_fails(
     assert summary["test_error_rate_critical[flappy]"]["flaky"] is True
     assert summary["test_error_rate_critical[flappy]"]["outcome"] == "passed"
     assert summary["test_error_rate_critical[broken]"]["flaky"] is False
-    assert "flaky: 2 check(s) passed only on a retry:" in run.stdout
+    assert results["test_user_satisfaction_apdex[flappy]"]["statusDetails"]["flaky"] is True
+    assert "flaky: 3 check(s) passed only on a retry:" in run.stdout
     metrics = textfile.read_text()
     assert ('acgs_check_flaky{check="test_error_rate_critical[flappy]",env="flaps",review="adhoc",severity="P0"} 1.0'
             in metrics)

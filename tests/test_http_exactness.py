@@ -238,7 +238,7 @@ def test_sampling_reuses_at_most_one_connection_per_request_in_flight(keepalive:
     with serving(_KeepAlive, server_class=_CountingServer) as server:
         service = Service(name="svc", title="svc", url=url_of(server), slo_path="/work")
         settings = SloSettings(samples=40, concurrency=4, keepalive=keepalive)
-        seen = aio.run(lambda: slo.from_samples(service, settings))
+        seen = aio.run(lambda: slo.from_samples(service, settings, apdex_t=0.5))
     assert seen.samples == 40
     assert seen.values["error_rate"] == 0
     assert seen.connections == _CountingServer.accepted

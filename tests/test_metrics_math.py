@@ -130,3 +130,40 @@ def test_histogram_quantile_agrees_with_prometheus(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
     assert len(tests) == len(AGAINST_PROMETHEUS) * len(QUANTILES)
+
+
+def test_apdex_from_a_known_histogram_matches_the_hand_computation() -> None:
+    # cumulative: 50 within 0.1 s, 80 within 0.5 s, 90 within 1 s, 97 within 2.5 s, 100 in all
+    buckets = [(0.1, 50.0), (0.25, 70.0), (0.5, 80.0), (1.0, 90.0), (2.5, 97.0), (5.0, 99.0), (math.inf, 100.0)]
+    found = metrics.apdex_from_buckets(buckets, 0.5)
+    # T = 0.5 s is a bound: 80 satisfied. 4T = 2 s lies in 1..2.5: 90 + 7 * (2 - 1) / 1.5 = 94.667 within 4T.
+    assert found.score == pytest.approx((80 + (94.667 - 80) / 2) / 100, abs=0.005)
+    assert "T=0.5 s exact at a bucket bound" in found.note
+    assert "4T=2 s interpolated inside le=1..2.5" in found.note
+    exact = metrics.apdex_from_buckets(buckets, 0.25)  # T and 4T = 1 s are both bounds
+    assert exact.score == pytest.approx((70 + (90 - 70) / 2) / 100)
+    # Rates work as counts do, and series split by other labels add up.
+    halves = [(b, c / 2) for b, c in buckets] * 2
+    assert metrics.apdex_from_buckets(halves, 0.5).score == pytest.approx(found.score)
+
+
+def test_apdex_that_the_histogram_cannot_express_is_no_score() -> None:
+    capped = [(0.1, 50.0), (1.0, 90.0), (math.inf, 100.0)]
+    found = metrics.apdex_from_buckets(capped, 0.5)  # 4T = 2 s beyond the top bucket, 10 observations above it
+    assert found.score is None
+    assert "2 s lies beyond the top finite bucket le=1 (10 observations above it)" in found.note
+    nothing_above = [(0.1, 50.0), (1.0, 100.0), (math.inf, 100.0)]
+    within_t = 50 + 50 * (0.5 - 0.1) / (1.0 - 0.1)  # 72.22, interpolated; 4T beyond the top, but nothing is
+    assert metrics.apdex_from_buckets(nothing_above, 0.5).score == pytest.approx(
+        (within_t + (100 - within_t) / 2) / 100, abs=0.005)
+    assert metrics.apdex_from_buckets([(math.inf, 0.0), (1.0, 0.0)], 0.5).score is None  # no requests
+    assert metrics.apdex_from_buckets([(1.0, 5.0)], 0.5).score is None                      # no +Inf bucket
+
+
+def test_apdex_from_samples_counts_failures_as_frustrated() -> None:
+    latencies = [0.1, 0.4, 0.6, 1.9, 2.5, 0.2]
+    failed = [False, False, False, False, False, True]
+    found = metrics.apdex_from_samples(latencies, failed, 0.5)
+    assert (found.satisfied, found.tolerating, found.total) == (2, 2, 6)
+    assert found.score == pytest.approx((2 + 2 / 2) / 6)
+    assert metrics.apdex_from_samples([], [], 0.5).score is None

@@ -26,7 +26,7 @@ def test_healthy_sandbox_passes_every_case(run_suite: RunSuite) -> None:
     assert {n for n, status in statuses.items() if status != "skipped"} == set(statuses) - not_applicable
     assert set(statuses[n] for n in set(statuses) - not_applicable) == {"passed"}
     # 8 health, 8 db, 3 pooler, 6 cache, 28 slo, 2 business, 11 host
-    assert len(statuses) == (66 if pgbouncer_binary() else 63)
+    assert len(statuses) == (70 if pgbouncer_binary() else 67)
     assert "environment 'sandbox' (embedded sandbox)" in run.stdout
 
 

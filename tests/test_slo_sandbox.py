@@ -15,7 +15,8 @@ from conftest import Run, RunSuite, label
 
 SERVICES = ("auth", "constitutional-ai", "policy-governance", "governance-synthesis")
 SLO_CASES = ("test_p95_latency", "test_p99_latency_target", "test_p99_latency_critical", "test_error_rate_warning",
-             "test_error_rate_critical", "test_client_error_share", "test_request_rate_floor")
+             "test_error_rate_critical", "test_client_error_share", "test_request_rate_floor",
+             "test_user_satisfaction_apdex")
 BUSINESS = {"test_constitutional_compliance", "test_policy_evaluation_success"}
 
 
@@ -43,17 +44,20 @@ def test_healthy_sandbox_passes_every_slo_and_business_case(run_suite: RunSuite)
 
 
 FAULTS = [
-    ("auth:latency=3", {"test_p95_latency[auth]"},
+    # Slow or failing requests frustrate users: Apdex (T = 0.5 s) fails with them, except at 3 % errors (0.97).
+    ("auth:latency=3", {"test_p95_latency[auth]", "test_user_satisfaction_apdex[auth]"},
      r"auth: P95 latency [23]\.\d+ s over a \d+\.\d s window; source: 50 synthetic requests to GET "
      r"http://127\.0\.0\.1:\d+/api/v1/auth/validate \(expected < 2 s\)"),
-    ("auth:latency=6", {"test_p95_latency[auth]", "test_p99_latency_target[auth]"},
+    ("auth:latency=6", {"test_p95_latency[auth]", "test_p99_latency_target[auth]",
+                        "test_user_satisfaction_apdex[auth]"},
      r"auth: P99 latency [56]\.\d+ s over .* \(expected < 5 s\)"),
     ("auth:latency=10.5", {"test_p95_latency[auth]", "test_p99_latency_target[auth]",
-                           "test_p99_latency_critical[auth]"},
+                           "test_p99_latency_critical[auth]", "test_user_satisfaction_apdex[auth]"},
      r"auth: P99 latency 1\d\.\d+ s over .* \(expected ≤ 10 s\)"),
     ("auth:errors=0.03", {"test_error_rate_warning[auth]"},
      r"auth: 5xx error rate [234]\.\d\d % over .*50 synthetic requests.* \(expected < 1 %\)"),
-    ("auth:errors=0.2", {"test_error_rate_warning[auth]", "test_error_rate_critical[auth]"},
+    ("auth:errors=0.2", {"test_error_rate_warning[auth]", "test_error_rate_critical[auth]",
+                         "test_user_satisfaction_apdex[auth]"},
      r"auth: 5xx error rate 20\.00 % over .* \(expected ≤ 5 %\)"),
     ("compliance=0.9", {"test_constitutional_compliance"},
      r"constitutional compliance score 90\.00 % \(source: GET http://127\.0\.0\.1:\d+/api/v1/compliance "
@@ -73,7 +77,8 @@ def test_each_fault_fails_exactly_its_cases(run_suite: RunSuite, fault: str, fai
     assert any(re.search(pattern, m) for m in messages), messages
     for name in failing:
         critical = "critical" in name and "latency_target" not in name
-        assert label(run.results()[name], "severity") == ["critical" if critical else "normal"], name
+        expected = "critical" if critical else "minor" if "apdex" in name else "normal"  # Apdex is P2
+        assert label(run.results()[name], "severity") == [expected], name
 
 
 def test_synthetic_p95_is_within_ten_percent_of_the_truth(
@@ -110,8 +115,10 @@ def test_scrape_source_uses_histogram_buckets(run_suite: RunSuite, standalone_sa
 
     run = run_suite("-m", "daily and slo", "--env", str(rewrite(env_file, scrape)))
     results = run.results()
+    # auth's latencies (uniform on 0..1.58 s) leave two thirds of its users tolerating: Apdex about 0.66.
     assert run.failed() == {"test_p95_latency[auth]", "test_error_rate_warning[constitutional-ai]",
-                            "test_error_rate_critical[constitutional-ai]"}, run.output
+                            "test_error_rate_critical[constitutional-ai]", "test_user_satisfaction_apdex[auth]"}, \
+        run.output
     message = results["test_p95_latency[auth]"]["statusDetails"]["message"]
     measured = float(re.search(r"P95 latency (\d+\.\d+) s", message).group(1))  # type: ignore[union-attr]
     # Latencies are uniform on [0, 1.58 s]: no sample reaches the 2.0 s bound, and a P95 under 1.0 s

@@ -161,3 +161,73 @@ def counter_delta(before: Sequence[Sample], after: Sequence[Sample], name: str,
             previous = old.get(tuple(sorted(sample.labels.items())), 0.0)
             total += sample.value - previous if sample.value >= previous else sample.value
     return total
+
+
+@dataclass(frozen=True)
+class Apdex:
+    """An Apdex score (satisfied + tolerating / 2) / total, or None with why it cannot be told from the data.
+
+    ``note`` says how the counts were read: exact at bucket bounds, or interpolated inside a bucket.
+    """
+
+    score: float | None
+    satisfied: float
+    tolerating: float
+    total: float
+    note: str
+
+
+def _count_at(x: float, ordered: Sequence[tuple[float, float]]) -> tuple[float | None, str]:
+    """The cumulative count at ``x`` from (bound, cumulative count) pairs ending with +Inf: exact at a bound,
+    linear inside a bucket (the first bucket starts at 0), None beyond the top finite bound when observations
+    lie beyond it (the data cannot say how many of them are within ``x``)."""
+    lower, below = 0.0, 0.0
+    for bound, count in ordered:
+        if math.isinf(bound):
+            if below == count:  # nothing beyond the top finite bound: everything is within x
+                return count, "exact (no observation beyond the top bucket)"
+            return None, (f"{x:g} s lies beyond the top finite bucket le={lower:g} ({count - below:.4g} "
+                          "observations above it)")
+        if x == bound:
+            return count, "exact at a bucket bound"
+        if x < bound:
+            share = (x - lower) / (bound - lower) if bound > lower else 1.0
+            return below + (count - below) * share, f"interpolated inside le={lower:g}..{bound:g}"
+        lower, below = bound, count
+    return None, "no +Inf bucket"
+
+
+def apdex_from_buckets(buckets: Iterable[tuple[float, float]], t: float) -> Apdex:
+    """Apdex from a latency histogram (cumulative counts or rates by upper bound): satisfied within T, tolerating
+    within 4T. Counts at T and 4T are exact where they are bucket bounds, else interpolated (and said so)."""
+    merged: dict[float, float] = {}
+    for bound, count in buckets:
+        merged[bound] = merged.get(bound, 0.0) + count
+    ordered, running = [], 0.0
+    for bound, count in sorted(merged.items()):
+        running = max(running, count)  # cumulative counts never decrease (a scrape race can make them)
+        ordered.append((bound, running))
+    if len(ordered) < 2 or not math.isinf(ordered[-1][0]):
+        return Apdex(None, 0, 0, 0, "no histogram with a +Inf bucket")
+    total = ordered[-1][1]
+    if total <= 0:
+        return Apdex(None, 0, 0, 0, "no requests in the window")
+    satisfied, how_t = _count_at(t, ordered)
+    within, how_4t = _count_at(4 * t, ordered)
+    if satisfied is None or within is None:
+        return Apdex(None, 0, 0, total, f"T or 4T cannot be read: {how_t if satisfied is None else how_4t}")
+    tolerating = within - satisfied
+    return Apdex((satisfied + tolerating / 2) / total, satisfied, tolerating, total,
+                 f"T={t:g} s {how_t}; 4T={4 * t:g} s {how_4t}")
+
+
+def apdex_from_samples(latencies: Sequence[float], failed: Sequence[bool], t: float) -> Apdex:
+    """Apdex from individual requests; a failed request (no answer, or a 5xx) is frustrated, as the Apdex
+    specification counts errors."""
+    total = len(latencies)
+    if total == 0:
+        return Apdex(None, 0, 0, 0, "no requests")
+    satisfied = sum(1 for s, bad in zip(latencies, failed, strict=True) if not bad and s <= t)
+    tolerating = sum(1 for s, bad in zip(latencies, failed, strict=True) if not bad and t < s <= 4 * t)
+    return Apdex((satisfied + tolerating / 2) / total, satisfied, tolerating, total,
+                 f"{total} requests; failed ones count as frustrated")

@@ -97,6 +97,12 @@ SPECS: tuple[ThresholdSpec, ...] = (
                   "a resource projected to run out within this many days needs capacity now (P1)"),
     ThresholdSpec("capacity_warning_days", "days",
                   "a resource projected to run out within this many days needs a capacity plan (P2)"),
+    ThresholdSpec("apdex_t_seconds", "seconds",
+                  "Apdex target time T: a request answered within T satisfies, within 4T tolerates, slower or "
+                  "failed frustrates (0.5 s makes 4T = 2 s, the runbook's P95 target)"),
+    ThresholdSpec("apdex_min_percent", "percent",
+                  "the Apdex score, in percent, below which users count as dissatisfied (85: the Apdex "
+                  "specification's 'good' band starts at 0.85)"),
     ThresholdSpec("backup_max_age_hours", "hours",
                   "the newest backup must be younger than this (daily plus slack)"),
     ThresholdSpec("rpo_seconds", "seconds",
@@ -140,6 +146,8 @@ class Thresholds:
     """
 
     p95_warning_seconds: float = 2.0
+    apdex_t_seconds: float = 0.5
+    apdex_min_percent: float = 85.0
     p99_warning_seconds: float = 5.0
     p99_critical_seconds: float = 10.0
     error_rate_warning_percent: float = 1.0

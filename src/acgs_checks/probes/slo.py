@@ -86,28 +86,40 @@ def service_queries(service: Service, prometheus: Prometheus | None, window: str
 BUCKETS_QUERY = "sum by (le) (rate(http_request_duration_seconds_bucket{selector}[{window}]))"
 
 
-async def from_prometheus(service: Service, prometheus: Prometheus, settings: SloSettings) -> SloSnapshot:
+async def from_prometheus(service: Service, prometheus: Prometheus, settings: SloSettings, *,
+                          apdex_t: float) -> SloSnapshot:
     queries = service_queries(service, prometheus, settings.window)
     answers = await asyncio.gather(*(query(prometheus, text) for text in queries.values()))
     values = {key: value for key, (value, _) in zip(queries, answers, strict=True)}
     errors = {key: error for key, (_, error) in zip(queries, answers, strict=True) if error}
-    # With the default quantile queries, the same buckets tell whether a quantile hit the top bucket.
+    sources = dict(queries)
+    # The buckets tell whether a default quantile hit the top bucket, and give Apdex.
     defaults = {key for key in QUANTILES
                 if dict(service.queries.items()).get(key, dict(prometheus.queries.items()).get(key)) is None}
     ceilings: dict[str, list[float]] = {}
-    if defaults:
-        found = await buckets(prometheus, render(BUCKETS_QUERY, selector=service.selector, window=settings.window))
-        for key in defaults:
-            capped = metrics.beyond_top_bucket(QUANTILES[key], found)
-            if capped is not None:
-                ceilings[key] = list(capped)
+    bucket_query = render(BUCKETS_QUERY, selector=service.selector, window=settings.window)
+    found = await buckets(prometheus, bucket_query)
+    for key in defaults:
+        capped = metrics.beyond_top_bucket(QUANTILES[key], found)
+        if capped is not None:
+            ceilings[key] = list(capped)
+    _apdex(values, sources, errors, metrics.apdex_from_buckets(found, apdex_t), bucket_query)
     return SloSnapshot(target=service.name, source=f"Prometheus {display_url(prometheus.url)}",
-                       window=settings.window, values=values, sources=queries, errors=errors, ceilings=ceilings)
+                       window=settings.window, values=values, sources=sources, errors=errors, ceilings=ceilings)
+
+
+def _apdex(values: dict[str, float | None], sources: dict[str, str], errors: dict[str, str], found: metrics.Apdex,
+           source: str) -> None:
+    """The Apdex score into the snapshot: the value, its source with how T and 4T were read, or why not."""
+    values["apdex"] = found.score
+    sources["apdex"] = f"{source}; {found.note}"
+    if found.score is None:
+        errors["apdex"] = found.note
 
 
 # --- synthetic sampling ------------------------------------------------------------------------
 
-async def from_samples(service: Service, settings: SloSettings) -> SloSnapshot:
+async def from_samples(service: Service, settings: SloSettings, *, apdex_t: float) -> SloSnapshot:
     """Send up to ``samples`` requests, ``concurrency`` at a time, none started after ``max_seconds``."""
     started = time.monotonic()
     results: list[http.HttpResult] = []
@@ -143,7 +155,8 @@ async def from_samples(service: Service, settings: SloSettings) -> SloSnapshot:
     # without the connect (or TLS) the sampler chose to make, and without the client's own parsing,
     # which a busy machine would add. A request that timed out took at least the timeout.
     latencies = [_latency(r) if r.answered else r.timeout_seconds for r in results]
-    failed = sum(1 for r in results if not r.answered or (r.status or 0) >= 500)
+    bad = [not r.answered or (r.status or 0) >= 500 for r in results]
+    failed = sum(bad)
     client = sum(1 for r in results if r.answered and 400 <= (r.status or 0) < 500)
     values: dict[str, float | None] = {key: metrics.percentile(latencies, q) if latencies else None
                                        for key, q in QUANTILES.items()}
@@ -155,13 +168,15 @@ async def from_samples(service: Service, settings: SloSettings) -> SloSnapshot:
     })
     sources = {key: source for key in values}
     sources["active_connections"] = "the sampler's own concurrency"
+    apdex_errors: dict[str, str] = {}
+    _apdex(values, sources, apdex_errors, metrics.apdex_from_samples(latencies, bad, apdex_t), source)
     # A quantile that lands on a timed-out request is only known to be at least the timeout.
     timed_out = any(r.outcome in (http.TIMEOUT, http.CONNECT_TIMEOUT, http.TLS_TIMEOUT) for r in results)
     at_least = {key: settings.request_timeout_seconds for key in QUANTILES
                 if timed_out and (values[key] or 0.0) >= settings.request_timeout_seconds}
     return SloSnapshot(target=service.name, source=source, window=f"{duration:.1f} s", values=values,
                        sources=sources, samples=len(results), statuses=statuses, at_least=at_least, note=note,
-                       connections=connections)
+                       connections=connections, errors=apdex_errors)
 
 
 # --- scraping /metrics -------------------------------------------------------------------------
@@ -185,7 +200,7 @@ def _selector_labels(selector: str) -> dict[str, str]:
     return labels
 
 
-async def from_scrapes(service: Service, settings: SloSettings) -> SloSnapshot:
+async def from_scrapes(service: Service, settings: SloSettings, *, apdex_t: float) -> SloSnapshot:
     """Two scrapes ``scrape_window_seconds`` apart; the increases between them decide."""
     source = f"GET {display_url(service.metrics_url)} twice, {settings.scrape_window_seconds:g} s apart"
     window = f"{settings.scrape_window_seconds:g} s"
@@ -229,8 +244,11 @@ async def from_scrapes(service: Service, settings: SloSettings) -> SloSnapshot:
     in_flight = [s.value for s in after if s.name == "http_requests_in_flight" and metrics.matches(s.labels, selector)]
     values["active_connections"] = sum(in_flight) if in_flight else None
     missing = {key: f"no data in {source}" for key, value in values.items() if value is None}
+    sources = {key: source for key in values}
+    _apdex(values, sources, missing, metrics.apdex_from_buckets(buckets, apdex_t),
+           "http_request_duration_seconds_bucket increases")
     return SloSnapshot(target=service.name, source=source, window=window, values=values,
-                       sources={key: source for key in values}, errors=missing, samples=int(total), ceilings=ceilings)
+                       sources=sources, errors=missing, samples=int(total), ceilings=ceilings)
 
 
 
@@ -255,14 +273,14 @@ async def probe(service: Service, job: kinds.Job) -> SloSnapshot:
         if down:
             return SloSnapshot(target=service.name, source=f"Prometheus {display_url(env.prometheus.url)}",
                                window=settings.window, answered=False, error=down)
-        return await from_prometheus(service, env.prometheus, settings)
+        return await from_prometheus(service, env.prometheus, settings, apdex_t=env.thresholds.apdex_t_seconds)
     health = job.before
     if isinstance(health, http.HttpResult) and not health.answered:
         return SloSnapshot(target=service.name, source=settings.source, window="-", answered=False,
                            error=f"{NOT_MEASURED} {health.detail}")
     if settings.source == "scrape":
-        return await from_scrapes(service, settings)
-    return await from_samples(service, settings)
+        return await from_scrapes(service, settings, apdex_t=env.thresholds.apdex_t_seconds)
+    return await from_samples(service, settings, apdex_t=env.thresholds.apdex_t_seconds)
 
 
 def _gate(seen: SloSnapshot, env: Environment) -> kinds.Decision | kinds.Blocked | None:
