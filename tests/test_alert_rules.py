@@ -8,11 +8,13 @@ from __future__ import annotations
 import ast
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,3 +149,103 @@ def test_alerts_fire_exactly_where_the_checks_fail(run_suite: RunSuite, standalo
     loaded = _ask(base, "/api/v1/rules")["data"]["groups"]
     assert {g["name"] for g in loaded} == {"acgs-health-and-slo", "acgs-business"}
     assert {r["labels"]["generator"] for g in loaded for r in g["rules"]} == {"acgs_checks"}
+
+
+def test_drift_compares_meaning_not_spelling() -> None:
+    from acgs_checks.alerting import drift  # noqa: PLC0415
+
+    assert drift.split('(rate(x{b="2", a="1"}[5m]))  >=  0.05') == ('(rate(x{a="1",b="2"}[5m]))', ">=", 0.05)
+    assert drift.seconds("1h30m") == 5400
+    assert drift.seconds(120.0) == 120
+    wanted = {("AcgsErrorRateCritical", "auth"): {"alert": "AcgsErrorRateCritical", "expr": 'e{a="1"} > 0.05',
+                                                  "for": "2m", "labels": {"severity": "p0", "runbook": "r",
+                                                                          "service": "auth"}},
+              ("AcgsServiceDown", "auth"): {"alert": "AcgsServiceDown", "expr": "p == 0", "for": "1m",
+                                            "labels": {"severity": "p0", "runbook": "d", "service": "auth"}}}
+    same = [{"name": "AcgsErrorRateCritical", "query": 'e{a = "1"}>0.050', "duration": 120,
+             "labels": {"severity": "p0", "runbook": "r", "service": "auth"}},
+            {"name": "AcgsServiceDown", "query": "p == 0", "duration": 60,
+             "labels": {"severity": "p0", "runbook": "d", "service": "auth"}}]
+    assert drift.differences(wanted, same) == []
+    edited = [{**same[0], "query": 'e{a="1"} > 0.5', "duration": 300, "labels": {**same[0]["labels"],
+                                                                                  "severity": "p1"}},
+              {"name": "AcgsHandMade", "query": "x > 1", "duration": 0,
+               "labels": {"generator": "acgs_checks", "service": "auth"}}]
+    assert drift.differences(wanted, edited) == [
+        "AcgsErrorRateCritical[auth]: threshold 0.5 in Prometheus, 0.05 in the runbook",
+        "AcgsErrorRateCritical[auth]: for 5m in Prometheus, 2m in the runbook",
+        "AcgsErrorRateCritical[auth]: severity p1 in Prometheus, p0 in the runbook",
+        "AcgsServiceDown[auth]: missing in Prometheus",
+        "AcgsHandMade[auth]: in Prometheus with generator=acgs_checks, but the runbook makes no such rule"]
+
+
+def _edit_rules(path: Path) -> None:
+    """One threshold edited, one rule deleted, one for: changed (auth's), as a hand edit would."""
+    kept = []
+    for block in path.read_text().split("      - alert: "):
+        auth = 'service: "auth"' in block
+        if block.startswith('"AcgsP95LatencyWarning"') and auth:
+            continue  # deleted
+        if block.startswith('"AcgsErrorRateCritical"') and auth:
+            kept.append(block.replace(") > 0.05", ") > 0.5", 1))
+        elif block.startswith('"AcgsErrorRateWarning"') and auth:
+            kept.append(block.replace('for: "5m"', 'for: "10m"', 1))
+        else:
+            kept.append(block)
+    path.write_text("      - alert: ".join(kept))
+
+
+@needs_promtool
+def test_the_drift_check_passes_on_generated_rules_and_names_each_edit(
+        run_suite: RunSuite, standalone_sandbox: Callable[..., Path],
+        prometheus_for: Callable[..., str],  # noqa: F811 - the fixture
+        tmp_path: Path) -> None:
+    env_file = standalone_sandbox(backends=False)
+    rules_file = tmp_path / "acgs-rules.yml"
+    draft = prometheus_env(env_file, "http://127.0.0.1:9", slo={"source": "prometheus", "window": "5m"})
+    assert generate(draft, rules_file).returncode == 0
+    base = prometheus_for(env_file, rules=rules_file)
+    env = prometheus_env(env_file, base, slo={"source": "prometheus", "window": "5m"})
+    run = run_suite("-m", "daily and alerting", "--env", str(env))
+    assert run.statuses() == {"test_alert_rules_match_the_runbook": "passed"}, run.output
+    assert "generated rule(s) deployed as generated" in run.results()["test_alert_rules_match_the_runbook"][
+        "statusDetails"]["message"]
+
+    _edit_rules(rules_file)
+    assert promtool_check(rules_file).returncode == 0
+    before = {r["name"] for g in _ask(base, "/api/v1/rules")["data"]["groups"] for r in g["rules"]}
+    process_reload(base, rules_file, before)
+    run = run_suite("-m", "daily and alerting", "--env", str(env))
+    assert run.statuses() == {"test_alert_rules_match_the_runbook": "failed"}, run.output
+    message = run.results()["test_alert_rules_match_the_runbook"]["statusDetails"]["message"]
+    assert "3 difference(s) in Prometheus" in message, message
+    assert "AcgsErrorRateCritical[auth]: threshold 0.5 in Prometheus, 0.05 in the runbook" in message
+    assert "AcgsP95LatencyWarning[auth]: missing in Prometheus" in message
+    assert "AcgsErrorRateWarning[auth]: for 10m in Prometheus, 5m in the runbook" in message
+    assert label_of(run, "severity") == ["normal"]  # P1
+
+
+def label_of(run: Any, name: str) -> list[str]:
+    from conftest import label  # noqa: PLC0415
+
+    return label(run.results()["test_alert_rules_match_the_runbook"], name)
+
+
+def process_reload(base: str, rules_file: Path, before: set[str]) -> None:
+    """SIGHUP the Prometheus listening at ``base`` and wait until its rules API shows the edited file."""
+    port = base.rsplit(":", 1)[1]
+    found = subprocess.run(["pgrep", "-f", f"web.listen-address=127.0.0.1:{port}"], capture_output=True, text=True,
+                           check=False)
+    pids = [int(p) for p in found.stdout.split()]
+    assert pids, "the test's Prometheus is not running"
+    for pid in pids:
+        os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rules_now = _ask(base, "/api/v1/rules")["data"]["groups"]
+        durations = {r["name"]: r.get("duration") for g in rules_now for r in g["rules"]
+                     if r["labels"].get("service") == "auth"}
+        if durations.get("AcgsErrorRateWarning") == 600 and "AcgsP95LatencyWarning" not in durations:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"Prometheus did not load {rules_file} (had {sorted(before)[:5]}...)")

@@ -60,6 +60,7 @@ AREAS = {
     "backup": "backups and restoration",
     "infra": "hosts: CPU, memory, disk, network",
     "business": "compliance score and policy evaluation",
+    "alerting": "the deployed Prometheus alert rules against the runbook's thresholds",
 }
 
 # What to do depends on how a check failed. A breach (or an unreachable target, which only the reachability
