@@ -147,7 +147,7 @@ def test_alerts_fire_exactly_where_the_checks_fail(run_suite: RunSuite, standalo
     time.sleep(3)  # a few more evaluations: nothing else appears (no probe_success series: no ServiceDown)
     assert _alerts(base) == expected
     loaded = _ask(base, "/api/v1/rules")["data"]["groups"]
-    assert {g["name"] for g in loaded} == {"acgs-health-and-slo", "acgs-business"}
+    assert {g["name"] for g in loaded} == {"acgs-health-and-slo", "acgs-business", "acgs-escalation"}
     assert {r["labels"]["generator"] for g in loaded for r in g["rules"]} == {"acgs_checks"}
 
 

@@ -8,18 +8,21 @@
   check modules themselves (names, markers, docstrings with the default thresholds, runbook lines).
 * ``acgs-checks alert-rules --env FILE [--output PATH]`` writes the Prometheus alert rules of an environment:
   the checks' own PromQL and thresholds, the checks' severities, the runbook's ids (see "Alert rules").
+* ``acgs-checks alertmanager-config [--output PATH]`` writes the Alertmanager routes, receivers, inhibition and
+  business hours of the runbook's escalation timeline (see "Escalation").
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from acgs_checks import __version__, kinds
-from acgs_checks.alerting import rules, yaml_text
+from acgs_checks.alerting import routes, rules, yaml_text
 from acgs_checks.environment import load
 from acgs_checks.environment.loader import environment_model
 from acgs_checks.errors import ConfigError
@@ -49,8 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     rules_command.add_argument("--output", type=Path, help="write here instead of standard output")
     rules_command.add_argument("--runbook-url", default="", help="where the team publishes the runbook; each "
                                "alert's runbook_url is URL#<requirement id> (default: runbook.toml#<id>)")
+    am_command = commands.add_parser(
+        "alertmanager-config", help="write the Alertmanager configuration of the runbook's escalation timeline")
+    am_command.add_argument("--output", type=Path, help="write here instead of standard output")
+    am_command.add_argument("--timezone", default="UTC", help="the business hours' time zone (IANA name)")
+    am_command.add_argument("--business-hours", default="09:00-17:00", help="HH:MM-HH:MM, Monday to Friday")
     args = parser.parse_args(argv)
     kinds.discover()  # the probe kinds bring their environment sections
+    if args.command == "alertmanager-config":
+        return _alertmanager_config(args.output, args.timezone, args.business_hours)
     if args.command == "alert-rules":
         return _alert_rules(args.env, args.output, args.runbook_url)
     if args.command == "schema":
@@ -81,16 +91,31 @@ def _alert_rules(env_file: Path, output: Path | None, runbook_url: str) -> int:
         return 4
     source = rules.Source(env, requirements, runbook_url or rules.DEFAULT_RUNBOOK_URL)
     text = rules.header(env) + yaml_text.dump({"groups": rules.rule_groups(source)})
+    return _emit("alert-rules", output, text, f"{text.count('- alert:')} alert rule(s) for environment {env.name!r}")
+
+
+def _alertmanager_config(output: Path | None, timezone: str, hours: str) -> int:
+    start, _, end = hours.partition("-")
+    if not (re.fullmatch(r"\d\d:\d\d", start) and re.fullmatch(r"\d\d:\d\d", end)):
+        sys.stderr.write(f"acgs-checks alertmanager-config: --business-hours {hours!r} is not HH:MM-HH:MM; fix: "
+                         "write e.g. 09:00-17:00\n")
+        return 4
+    text = routes.header() + yaml_text.dump(routes.config(timezone=timezone, business_start=start,
+                                                          business_end=end))
+    return _emit("alertmanager-config", output, text, "Alertmanager configuration")
+
+
+def _emit(command: str, output: Path | None, text: str, what: str) -> int:
     if output is None:
         sys.stdout.write(text)
         return 0
     try:
         output.write_text(text, encoding="utf-8")
     except OSError as exc:
-        sys.stderr.write(f"acgs-checks alert-rules: {output}: cannot be written ({exc.strerror}); fix: choose a "
+        sys.stderr.write(f"acgs-checks {command}: {output}: cannot be written ({exc.strerror}); fix: choose a "
                          "writable --output path\n")
         return 4
-    sys.stdout.write(f"{output}: {text.count('- alert:')} alert rule(s) for environment {env.name!r}\n")
+    sys.stdout.write(f"{output}: {what}\n")
     return 0
 
 

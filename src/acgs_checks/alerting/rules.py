@@ -208,8 +208,29 @@ def business_rules(source: Source) -> list[dict[str, Any]]:
     return rules
 
 
+# severity -> (how long an alert fires before the secondary hears of it, or "" for never)
+ESCALATE_AFTER = {"p0": "15m", "p1": "2h", "p2": "1d"}
+
+
+def escalation_rules(source: Source) -> list[dict[str, Any]]:
+    """One rule per escalating severity, on ``ALERTS``: the alert's own labels, plus ``escalation``. Alertmanager
+    routes these to the secondary (acgs_checks.alerting.routes); it cannot delay an escalation itself."""
+    del source
+    return [{
+        "alert": f"{PREFIX}Escalate{severity.upper()}",
+        "expr": f'ALERTS{{alertstate="firing",generator="{LABEL_SOURCE}",severity="{severity}",escalation=""}}',
+        "for": after,
+        "labels": {"escalation": "secondary", "escalated_alert": "{{ $labels.alertname }}",
+                   "generator": LABEL_SOURCE},
+        "annotations": {"summary": f"{{{{ $labels.alertname }}}} has fired for {after}: escalated to the secondary",
+                        "description": f"A {severity.upper()} alert unresolved after {after} reaches the secondary "
+                                       "on-call, as the runbook's escalation timeline says."},
+    } for severity, after in ESCALATE_AFTER.items()]
+
+
 GROUPS: tuple[tuple[str, Callable[[Source], list[dict[str, Any]]]], ...] = (
-    ("acgs-health-and-slo", service_rules), ("acgs-infra", host_rules), ("acgs-business", business_rules))
+    ("acgs-health-and-slo", service_rules), ("acgs-infra", host_rules), ("acgs-business", business_rules),
+    ("acgs-escalation", escalation_rules))
 
 
 def rule_groups(source: Source) -> list[dict[str, Any]]:
