@@ -128,6 +128,7 @@ def test_alerts_fire_exactly_where_the_checks_fail(run_suite: RunSuite, standalo
     # The rules come from the environment the checks run with (the same PromQL, window and thresholds).
     draft = prometheus_env(env_file, "http://127.0.0.1:9")
     assert generate(draft, rules_file).returncode == 0
+    assert promtool_check(rules_file).returncode == 0  # the sandbox's rules, as promtool reads them
     base = prometheus_for(env_file, rules=rules_file)
     run = run_suite("-m", "daily and (slo or business)", "--env", str(prometheus_env(env_file, base)))
     by_check = {spec.check: spec for spec in rules.ALL}
@@ -249,3 +250,34 @@ def process_reload(base: str, rules_file: Path, before: set[str]) -> None:
             return
         time.sleep(0.3)
     raise AssertionError(f"Prometheus did not load {rules_file} (had {sorted(before)[:5]}...)")
+
+
+@needs_promtool
+def test_generated_promtool_unit_tests_pass_and_catch_an_edited_threshold(
+        tmp_path: Path, write_env: Callable[[str], Path]) -> None:
+    env = write_env('name = "team"\n[prometheus]\nurl = "http://127.0.0.1:9"\n[slo]\nsource = "prometheus"\n'
+                    '[thresholds]\nerror_rate_critical_percent = 7\nmemory_max_percent = 90\n'
+                    '[[services]]\nname = "auth"\nurl = "https://auth.example.com"\n'
+                    '[[services]]\nname = "policy"\nurl = "https://policy.example.com"\n'
+                    '[[hosts]]\nname = "db1"\nspec = "local://"\nprometheus_selector = \'instance="db1:9100"\'\n')
+    out, tests = tmp_path / "rules.yml", tmp_path / "rules.test.yml"
+    done = generate(env, out, "--tests", str(tests))
+    assert done.returncode == 0, done.stderr
+    assert PROMTOOL is not None
+    ran = subprocess.run([PROMTOOL, "test", "rules", str(tests)], capture_output=True, text=True, check=False,
+                         timeout=120)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    text = tests.read_text()
+    # both sides of each line: service down, both error rates (per service), compliance, host memory
+    assert text.count("alertname: ") == 2 * (2 * 3) + 2 + 2
+    # The tests assert the thresholds: a rule file edited by hand no longer passes them.
+    out.write_text(out.read_text().replace(") > 0.07", ") > 0.5"))
+    broken = subprocess.run([PROMTOOL, "test", "rules", str(tests)], capture_output=True, text=True, check=False,
+                            timeout=120)
+    assert broken.returncode != 0
+    assert "AcgsErrorRateCritical" in broken.stdout + broken.stderr
+    alone = subprocess.run([sys.executable, "-m", "acgs_checks.cli", "alert-rules", "--env", str(env), "--tests",
+                            str(tests)], capture_output=True, text=True, check=False, timeout=60, cwd=ROOT)
+    assert alone.returncode == 4
+    assert alone.stderr == ("acgs-checks alert-rules: --tests needs --output (the tests name the rule file); "
+                            "fix: add --output FILE\n")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from acgs_checks import __version__, kinds
-from acgs_checks.alerting import routes, rules, yaml_text
+from acgs_checks.alerting import routes, rules, unit_tests, yaml_text
 from acgs_checks.environment import load
 from acgs_checks.environment.loader import environment_model
 from acgs_checks.errors import ConfigError
@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         "alert-rules", help="write Prometheus alert rules from an environment's thresholds and queries")
     rules_command.add_argument("--env", type=Path, required=True, help="the environment file")
     rules_command.add_argument("--output", type=Path, help="write here instead of standard output")
+    rules_command.add_argument("--tests", type=Path, help="also write promtool unit tests here (with --output): "
+                               "each threshold just inside and just outside; run them with promtool test rules")
     rules_command.add_argument("--runbook-url", default="", help="where the team publishes the runbook; each "
                                "alert's runbook_url is URL#<requirement id> (default: runbook.toml#<id>)")
     am_command = commands.add_parser(
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "alertmanager-config":
         return _alertmanager_config(args.output, args.timezone, args.business_hours)
     if args.command == "alert-rules":
-        return _alert_rules(args.env, args.output, args.runbook_url)
+        return _alert_rules(args.env, args.output, args.runbook_url, args.tests)
     if args.command == "schema":
         sys.stdout.write(json.dumps(schema(), indent=2, sort_keys=False) + "\n")
         return 0
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _alert_rules(env_file: Path, output: Path | None, runbook_url: str) -> int:
+def _alert_rules(env_file: Path, output: Path | None, runbook_url: str, tests: Path | None = None) -> int:
     try:
         env = load(str(env_file.resolve()), rootdir=Path.cwd())
         requirements = runbook.load(runbook.map_path(Path.cwd()))
@@ -91,6 +93,16 @@ def _alert_rules(env_file: Path, output: Path | None, runbook_url: str) -> int:
         return 4
     source = rules.Source(env, requirements, runbook_url or rules.DEFAULT_RUNBOOK_URL)
     text = rules.header(env) + yaml_text.dump({"groups": rules.rule_groups(source)})
+    if tests is not None:
+        if output is None:
+            sys.stderr.write("acgs-checks alert-rules: --tests needs --output (the tests name the rule file); fix: "
+                             "add --output FILE\n")
+            return 4
+        reference = output.name if output.resolve().parent == tests.resolve().parent else str(output.resolve())
+        done = _emit("alert-rules", tests, yaml_text.dump(unit_tests.tests_for(source, reference)),
+                     "promtool unit tests")
+        if done:
+            return done
     return _emit("alert-rules", output, text, f"{text.count('- alert:')} alert rule(s) for environment {env.name!r}")
 
 
