@@ -83,6 +83,7 @@ def test_overrides_selectors_hosts_and_business_metrics_reach_the_expressions(
         "disk_critical_percent = 97\n"
         '[[services]]\nname = "auth"\nurl = "https://auth.example.com"\nprometheus_selector = \'job="auth"\'\n'
         '[[hosts]]\nname = "db1"\nspec = "local://"\nprometheus_selector = \'instance="db1:9100"\'\n'
+        '[[caches]]\nname = "main"\nurl = "redis://cache:6379/0"\nprometheus_selector = \'instance="cache:9121"\'\n'
         '[business.compliance]\nquery = "avg(score_percent)"\nunit = "percent"\n')
     out = tmp_path / "rules.yml"
     done = generate(env, out, "--runbook-url", "https://wiki.example.com/acgs-runbook")
@@ -102,6 +103,10 @@ def test_overrides_selectors_hosts_and_business_metrics_reach_the_expressions(
     assert '"https://wiki.example.com/acgs-runbook#alerts.critical.error-rate"' in text
     assert "(threshold > 7 %; check test_error_rate_critical[auth]" in text
     assert "# Checks with no PromQL form here" in text
+    assert ('sum(rate(redis_keyspace_hits_total{instance=\\"cache:9121\\"}[10m])) / (sum(rate(redis_keyspace_hits_total'
+            in text)                       # the cache hit rate, in redis_exporter's names
+    assert '"AcgsApdexLow"' in text
+    assert 'http_request_duration_seconds_bucket{job=\\"auth\\",le=\\"0.5\\"}[10m]))' in text  # T, a bound
 
 
 def test_a_broken_environment_is_one_line_and_exit_4(tmp_path: Path, write_env: Callable[[str], Path]) -> None:
@@ -137,7 +142,8 @@ def test_alerts_fire_exactly_where_the_checks_fail(run_suite: RunSuite, standalo
         name, _, target = case.partition("[")
         if name in by_check:
             expected.add((rules.PREFIX + by_check[name].name, target.rstrip("]") or by_check[name].key))
-    assert expected == {("AcgsP95LatencyWarning", "auth"), ("AcgsErrorRateWarning", "constitutional-ai"),
+    assert expected == {("AcgsP95LatencyWarning", "auth"), ("AcgsApdexLow", "auth"),
+                        ("AcgsErrorRateWarning", "constitutional-ai"),
                         ("AcgsErrorRateCritical", "constitutional-ai"), ("AcgsComplianceScoreLow", "compliance"),
                         ("AcgsPolicySuccessLow", "policy_success")}, run.output
     deadline, seen = time.monotonic() + 60, set()
@@ -281,3 +287,20 @@ def test_generated_promtool_unit_tests_pass_and_catch_an_edited_threshold(
     assert alone.returncode == 4
     assert alone.stderr == ("acgs-checks alert-rules: --tests needs --output (the tests name the rule file); "
                             "fix: add --output FILE\n")
+
+
+@needs_promtool
+def test_the_prometheusrule_format_holds_the_same_groups(tmp_path: Path, write_env: Callable[[str], Path]) -> None:
+    import yaml  # noqa: PLC0415 - a test extra
+
+    env = write_env('name = "prod_eu.1"\n[[services]]\nname = "auth"\nurl = "https://auth.example.com"\n')
+    plain, wrapped = tmp_path / "rules.yml", tmp_path / "rule.k8s.yml"
+    assert generate(env, plain).returncode == 0
+    assert generate(env, wrapped, "--format", "prometheusrule").returncode == 0
+    resource = yaml.safe_load(wrapped.read_text())
+    assert resource["kind"] == "PrometheusRule"
+    assert resource["metadata"]["name"] == "acgs-checks-prod-eu-1"  # a valid Kubernetes name
+    assert resource["spec"] == yaml.safe_load(plain.read_text())
+    unwrapped = tmp_path / "spec.yml"
+    unwrapped.write_text(yaml.safe_dump(resource["spec"]))
+    assert promtool_check(unwrapped).returncode == 0

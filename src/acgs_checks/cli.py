@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         "alert-rules", help="write Prometheus alert rules from an environment's thresholds and queries")
     rules_command.add_argument("--env", type=Path, required=True, help="the environment file")
     rules_command.add_argument("--output", type=Path, help="write here instead of standard output")
+    rules_command.add_argument("--format", choices=("rules", "prometheusrule"), default="rules",
+                               help="rules: a Prometheus rule file (default); prometheusrule: the same groups in a "
+                               "Prometheus Operator PrometheusRule resource")
     rules_command.add_argument("--tests", type=Path, help="also write promtool unit tests here (with --output): "
                                "each threshold just inside and just outside; run them with promtool test rules")
     rules_command.add_argument("--runbook-url", default="", help="where the team publishes the runbook; each "
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "alertmanager-config":
         return _alertmanager_config(args.output, args.timezone, args.business_hours)
     if args.command == "alert-rules":
-        return _alert_rules(args.env, args.output, args.runbook_url, args.tests)
+        return _alert_rules(args.env, args.output, args.runbook_url, args.tests, args.format)
     if args.command == "schema":
         sys.stdout.write(json.dumps(schema(), indent=2, sort_keys=False) + "\n")
         return 0
@@ -84,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _alert_rules(env_file: Path, output: Path | None, runbook_url: str, tests: Path | None = None) -> int:
+def _alert_rules(env_file: Path, output: Path | None, runbook_url: str, tests: Path | None = None,
+                 form: str = "rules") -> int:
     try:
         env = load(str(env_file.resolve()), rootdir=Path.cwd())
         requirements = runbook.load(runbook.map_path(Path.cwd()))
@@ -92,7 +96,17 @@ def _alert_rules(env_file: Path, output: Path | None, runbook_url: str, tests: P
         sys.stderr.write(f"{exc}\n")
         return 4
     source = rules.Source(env, requirements, runbook_url or rules.DEFAULT_RUNBOOK_URL)
-    text = rules.header(env) + yaml_text.dump({"groups": rules.rule_groups(source)})
+    groups = {"groups": rules.rule_groups(source)}
+    document = groups if form == "rules" else {
+        "apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+        "metadata": {"name": "acgs-checks-" + re.sub(r"[^a-z0-9-]+", "-", env.name.lower()).strip("-"),
+                     "labels": {"app.kubernetes.io/managed-by": "acgs-checks"}},
+        "spec": groups}
+    text = rules.header(env) + yaml_text.dump(document)
+    if tests is not None and form != "rules":
+        sys.stderr.write("acgs-checks alert-rules: --tests needs --format rules (promtool reads rule files); fix: "
+                         "write the rule file and its tests first, then the PrometheusRule\n")
+        return 4
     if tests is not None:
         if output is None:
             sys.stderr.write("acgs-checks alert-rules: --tests needs --output (the tests name the rule file); fix: "

@@ -80,6 +80,12 @@ HOST_ALERTS = (
     AlertSpec("HostInodesHigh", "test_host_inodes", "monitoring.infra.disk", Severity.P1,
               "inodes", ">", "inodes_max_percent", 1.0, "15m", "percent", "a filesystem's inodes above the line"),
 )
+SATISFACTION = AlertSpec("ApdexLow", "test_user_satisfaction_apdex", "monitoring.business.user-satisfaction",
+                         Severity.P2, "apdex", "<", "apdex_min_percent", 0.01, "15m", "percent-of-ratio",
+                         "Apdex score below the minimum")
+CACHE_HIT_RATE = AlertSpec("CacheHitRateLow", "test_cache_hit_rate", "alerts.warning.cache-hit-rate", Severity.P1,
+                           "hit_rate", "<=", "cache_hit_rate_min_percent", 0.01, "15m", "percent-of-ratio",
+                           "cache hit rate at or below the minimum")
 BUSINESS_ALERTS = (
     AlertSpec("ComplianceScoreLow", "test_constitutional_compliance", "monitoring.business.compliance",
               Severity.P1, "compliance", "<=", "compliance_min_percent", 0.01, "15m", "percent-of-ratio",
@@ -92,12 +98,18 @@ BUSINESS_ALERTS = (
 # a blackbox job probing each health URL, and never fires without one (the README says so).
 SERVICE_DOWN = AlertSpec("ServiceDown", "test_service_health", "alerts.critical.service-down", Severity.P0,
                          "probe_success", "==", "", 1.0, "1m", "", "the health endpoint does not answer")
-ALL = (SERVICE_DOWN, *SERVICE_ALERTS, *HOST_ALERTS, *BUSINESS_ALERTS)
+ALL = (SERVICE_DOWN, *SERVICE_ALERTS, SATISFACTION, CACHE_HIT_RATE, *HOST_ALERTS, *BUSINESS_ALERTS)
+# The Apdex rule reads the latency histogram at T and 4T; PromQL cannot interpolate inside a bucket, so the rule
+# needs T and 4T to be bucket bounds (the check interpolates, and says so). Bounds are written "2" by Go clients
+# and "2.0" by Python ones: the matchers accept both.
+APDEX_BUCKETS = "http_request_duration_seconds_bucket"
 
 # The checks with no PromQL form in the suite, and why (the file's comment block says so).
 NOT_ALERTABLE = {
-    "database, pooler and cache checks": "read over their own connections (SQL, SHOW POOLS, INFO), not PromQL; "
-                                         "alert on postgres_exporter / redis_exporter metrics if you run them",
+    "database and pooler checks": "read over their own connections (SQL, SHOW POOLS), not PromQL; exporters "
+                                  "name pool metrics differently, so no rule is generated for them",
+    "cache checks other than the hit rate": "read from INFO; the hit rate has a rule when the cache has a "
+                                            "prometheus_selector (redis_exporter)",
     "TLS certificates": "read from the handshake; blackbox_exporter's probe_ssl_earliest_cert_expiry can alert",
     "backups, WAL archiving, the restore drill, DR documents": "read from the backup tool and files on Fridays",
     "logs, log rotation, host services": "read on the host (testinfra), not exported as metrics",
@@ -175,7 +187,35 @@ def service_rules(source: Source) -> list[dict[str, Any]]:
                 continue  # no floor configured: the check only reports the rate
             rules.append(_rule(spec, _compare(spec, queries[spec.key], limit), source,
                                target_label="service", target=service.name, limit_text=shown))
+        if "p95" not in dict(service.queries.items()):  # the default histogram: Apdex has a PromQL form
+            limit, shown = _limit(SATISFACTION, env.thresholds)
+            rules.append(_rule(SATISFACTION, _compare(SATISFACTION, _apdex(service.selector, env), limit), source,
+                               target_label="service", target=service.name, limit_text=shown))
+    for cache in env.caches:
+        if cache.prometheus_selector:
+            limit, shown = _limit(CACHE_HIT_RATE, env.thresholds)
+            sel, window = cache.prometheus_selector, env.slo.window
+            hits, misses = (f"sum(rate(redis_keyspace_hits_total{{{sel}}}[{window}]))",
+                            f"sum(rate(redis_keyspace_misses_total{{{sel}}}[{window}]))")
+            rules.append(_rule(CACHE_HIT_RATE, _compare(CACHE_HIT_RATE, f"{hits} / ({hits} + {misses})", limit),
+                               source, target_label="cache", target=cache.name, limit_text=shown))
     return rules
+
+
+def _bound(value: float) -> str:
+    """The ``le`` matcher of a bucket bound, as Go ("2") or Python ("2.0") clients write it."""
+    return f'le=~"{value:g}|{value:g}[.]0+"' if value == int(value) else f'le="{value:g}"'
+
+
+def _apdex(selector: str, env: Environment) -> str:
+    t = env.thresholds.apdex_t_seconds
+    window = env.slo.window
+
+    def within(bound: str) -> str:
+        return f"sum(rate({APDEX_BUCKETS}{{{selector},{bound}}}[{window}]))"
+
+    total = within('le="+Inf"')
+    return f"({within(_bound(t))} + {within(_bound(4 * t))}) / 2 / {total}"
 
 
 def host_rules(source: Source) -> list[dict[str, Any]]:

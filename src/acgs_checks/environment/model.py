@@ -283,6 +283,9 @@ class Cache(Target):
     """A Redis, reached with a ``redis://`` or ``rediss://`` URL."""
 
     url: str = Field(description="redis(s)://user:password@host:port/db")
+    prometheus_selector: str = Field("", description='PromQL label matcher of this Redis in redis_exporter\'s '
+                                     'series, e.g. \'instance="cache1:9121"\'; only the generated alert rules '
+                                     "use it (the checks read INFO)")
 
     @field_validator("url")
     @classmethod
