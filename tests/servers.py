@@ -271,3 +271,19 @@ def node_exporter_in_prometheus(folder: Path, *, config: str = "", scrapes: int 
         for process in (prometheus, exporter):
             process.terminate()
             process.wait(timeout=20)
+
+
+@contextlib.contextmanager
+def alertmanager(binary: str, config: Path, folder: Path) -> Iterator[str]:
+    """A real Alertmanager on a free loopback port (no cluster), running ``config``; its URL, stopped on exit."""
+    port = free_port()
+    process = subprocess.Popen([binary, f"--config.file={config}", f"--storage.path={folder / 'data'}",
+                                f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url + "/-/ready")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +11,8 @@ from typing import Any
 
 import pytest
 
+import servers
 from conftest import RunSuite
-from servers import free_port, wait_ready
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager")
 pytestmark = pytest.mark.skipif(ALERTMANAGER is None,
@@ -25,17 +24,8 @@ def alertmanager(tmp_path: Path) -> Iterator[str]:
     assert ALERTMANAGER is not None
     config = tmp_path / "alertmanager.yml"
     config.write_text("route:\n  receiver: none\nreceivers:\n  - name: none\n")
-    port = free_port()
-    process = subprocess.Popen([ALERTMANAGER, f"--config.file={config}", f"--storage.path={tmp_path / 'data'}",
-                                f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url + "/-/ready")
+    with servers.alertmanager(ALERTMANAGER, config, tmp_path) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def alerts(url: str) -> dict[str, dict[str, Any]]:
@@ -67,7 +57,7 @@ def test_failures_fire_and_passing_checks_clear(run_suite: RunSuite, alertmanage
 
 def test_an_unreachable_alertmanager_is_one_line(run_suite: RunSuite) -> None:
     run = run_suite("-m", "daily and health", "--env", "sandbox", "--sandbox-fault", "auth:503",
-                    "--alertmanager", f"http://127.0.0.1:{free_port()}")
+                    "--alertmanager", f"http://127.0.0.1:{servers.free_port()}")
     assert run.returncode == 1  # the failure's own exit code, unchanged by the delivery
     assert "could not deliver: alertmanager:" in run.stdout
     assert "Traceback" not in run.output

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+import servers
 from conftest import ROOT
-from servers import free_port, wait_ready
 
 AMTOOL = shutil.which("amtool")
 ALERTMANAGER = shutil.which("prometheus-alertmanager")
@@ -88,17 +88,8 @@ def test_a_p2_escalation_waits_for_business_hours() -> None:
 @pytest.fixture
 def running_alertmanager(am_config: Path, tmp_path: Path) -> Iterator[str]:
     assert ALERTMANAGER is not None
-    port = free_port()
-    process = subprocess.Popen([ALERTMANAGER, f"--config.file={am_config}", f"--storage.path={tmp_path / 'data'}",
-                                f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url + "/-/ready")
+    with servers.alertmanager(ALERTMANAGER, am_config, tmp_path) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def _post(url: str, alerts: list[dict[str, Any]]) -> None:
