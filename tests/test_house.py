@@ -287,3 +287,13 @@ def test_the_catalog_command_names_a_missing_folder_in_one_line(tmp_path: Path) 
     assert done.returncode == 4
     assert done.stderr.count("\n") == 1
     assert "no such folder of checks; fix: pass --checks DIR" in done.stderr
+
+
+def test_the_terminal_names_the_check_a_skip_belongs_to_and_how_to_open_the_report(run_suite: RunSuite) -> None:
+    run = run_suite("-ra", "-m", "daily and health", "--env", "sandbox", "--sandbox-fault", "auth:down")
+    assert run.returncode == 1, run.output
+    skipped = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert skipped, run.stdout
+    assert all("checks/test_service_health.py:" in line for line in skipped), skipped
+    assert "verdict.py" not in run.stdout
+    assert "HTML report: npm run report -- --results " in run.stdout

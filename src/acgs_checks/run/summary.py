@@ -20,6 +20,8 @@ from acgs_checks.run import reports
 from acgs_checks.run.selection import why_nothing_selected
 from acgs_checks.run.state import STATE, RunState, is_worker, is_xdist_controller
 
+_PACKAGE = Path(verdict.__file__).resolve().parent
+
 
 class Recorder:
     """One record per check from the reports, workers' included (controller side)."""
@@ -38,6 +40,18 @@ class Recorder:
         allure_files.annotate(result, measurement=record.measurement if record.outcome == "passed" else "",
                               flaky=record.message if record.flaky else "",
                               failure_kind=record.kind if record.outcome == "failed" else "")
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[
+            None, pytest.TestReport, pytest.TestReport]:
+        """A skip raised by the suite's own verdicts (blocked, not applicable, waived) is reported at the check,
+        not at the line of acgs_checks that raised it."""
+        report = yield
+        longrepr = report.longrepr
+        if report.skipped and isinstance(longrepr, tuple) and _PACKAGE in Path(str(longrepr[0])).resolve().parents:
+            path, line, _ = item.reportinfo()
+            report.longrepr = (str(path), (line or 0) + 1, longrepr[2])
+        return report
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None, None, None]:
@@ -259,6 +273,11 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
         written.append(f"metrics {state.settings.textfile}")
     if written:
         tr.write_line("wrote " + ", ".join(written))
+    results_dir = config.getoption("allure_report_dir", None)
+    if results_dir and "allure results" not in lost:
+        default = Path(results_dir) == config.rootpath / "reports" / "allure-results"
+        tr.write_line(f"HTML report: npm run report{'' if default else f' -- --results {results_dir}'}, then open "
+                      "it with npm run report:open (a served folder; a file:// page needs npm run report:single-file)")
     for line in reports.CURRENT.lines():
         tr.write_line(f"could not write: {line}", yellow=True)
     if lost:
