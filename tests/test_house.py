@@ -297,3 +297,13 @@ def test_the_terminal_names_the_check_a_skip_belongs_to_and_how_to_open_the_repo
     assert all("checks/test_service_health.py:" in line for line in skipped), skipped
     assert "verdict.py" not in run.stdout
     assert "HTML report: npm run report -- --results " in run.stdout
+
+
+def test_an_unknown_marker_stops_the_run_before_it_starts_in_one_line(run_suite: RunSuite) -> None:
+    run = run_suite("-m", "daily and weekly", "--env", "sandbox")
+    assert run.returncode == 4, run.output
+    assert run.stderr.strip().splitlines() == [
+        "ERROR: acgs-checks: -m 'daily and weekly': 'weekly' is not a marker of this suite; fix: use a review day "
+        "(daily, monday, wednesday, friday), a level (p0..p3) or an area (health, database, cache, slo, security, "
+        "performance, backup, infra, business, alerting)"]
+    assert "sandbox" not in run.stdout  # nothing started

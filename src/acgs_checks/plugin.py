@@ -52,6 +52,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if config.getoption("help", False):
         return  # --help starts nothing and needs no environment, in CI or not
+    unknown = selection.unknown_markers(config)
+    if unknown:
+        raise pytest.UsageError(unknown)
     # Allure results go to reports/allure-results unless --alluredir says otherwise;
     # that default folder holds the latest run only.
     coverage_only = config.getoption("acgs_coverage")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -224,6 +225,25 @@ def why_nothing_selected(state: RunState, markexpr: str) -> str:
                       + ", ".join(f"{a} {n}" for a, n in areas.most_common()) + ")"
                       for day, areas in by_day.items() if areas)
     return f"acgs-checks: {shown} selects no check in environment {env!r}; {offer or 'no check applies to it'}"
+
+
+def unknown_markers(config: pytest.Config) -> str:
+    """The one line that stops a run whose ``-m`` names a marker no check can carry, before anything starts
+    (pytest would select, start the sandbox, and only then refuse it)."""
+    markexpr = (config.getoption("markexpr", "") or "").strip()
+    if not markexpr:
+        return ""
+    known = {line.split(":", 1)[0].split("(", 1)[0].strip() for line in config.getini("markers")}
+    # Every name the expression uses (evaluating it would skip names behind a short-circuit): strings and
+    # keyword arguments (mark(key="value")) left out.
+    bare = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', "", markexpr)
+    names = re.findall(r"(?<![\w.])[A-Za-z_][\w.]*+(?!\s*=)", bare)
+    used = [name for name in names if name not in ("and", "or", "not")]
+    unknown = sorted({name for name in used if name not in known})
+    if not unknown:
+        return ""
+    return (f"acgs-checks: -m {markexpr!r}: {', '.join(repr(n) for n in unknown)} is not a marker of this suite; "
+            f"fix: use a review day ({', '.join(REVIEW_DAYS)}), a level (p0..p3) or an area ({', '.join(AREAS)})")
 
 
 def _matches(markexpr: str, names: frozenset[str]) -> bool:
