@@ -304,3 +304,25 @@ def test_the_prometheusrule_format_holds_the_same_groups(tmp_path: Path, write_e
     unwrapped = tmp_path / "spec.yml"
     unwrapped.write_text(yaml.safe_dump(resource["spec"]))
     assert promtool_check(unwrapped).returncode == 0
+
+
+def test_a_hostile_rules_answer_is_a_difference_never_a_crash() -> None:
+    """What a broken Prometheus may send for a rule: labels that are not a map, a duration that is not a finite
+    number, an expression of a megabyte of unclosed braces. Each is read by its shape and named as a difference."""
+    from acgs_checks.alerting import drift  # noqa: PLC0415
+    from acgs_checks.probes import deployed_rules  # noqa: PLC0415
+
+    assert deployed_rules._labels("severity=p0") == {}
+    assert deployed_rules._labels({"severity": 0}) == {"severity": "0"}
+    assert [deployed_rules._duration(v) for v in (120, 1.5, True, "2m", None, float("inf"), float("nan"))] == [
+        120.0, 1.5, -1.0, -1.0, -1.0, -1.0, -1.0]
+    assert deployed_rules._list("rules") == []
+    wanted = {("AcgsErrorRateCritical", "auth"): {"alert": "AcgsErrorRateCritical", "expr": 'e{a="1"} > 0.05',
+                                                  "for": "2m", "labels": {"severity": "p0", "runbook": "r",
+                                                                          "service": "auth"}}}
+    huge = {"name": "AcgsErrorRateCritical", "query": "e{" * 500_000 + " > 0.05", "duration": -1.0,
+            "labels": {"severity": "p0", "runbook": "r", "service": "auth"}}
+    said = drift.differences(wanted, [huge])
+    assert said[0] == "AcgsErrorRateCritical[auth]: threshold none in Prometheus, 0.05 in the runbook"
+    assert any("expression differs" in line for line in said)
+    assert "AcgsErrorRateCritical[auth]: for -1s in Prometheus, 2m in the runbook" in said

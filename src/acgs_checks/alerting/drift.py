@@ -78,10 +78,19 @@ def differences(wanted: Mapping[Key, Mapping[str, Any]], deployed: Iterable[Mapp
     return lines
 
 
+# A deployed expression this much longer than the generated one cannot be the same rule: it is not normalised
+# (a hostile or broken Prometheus may answer megabytes; the matcher scan is then not worth its cost).
+LENGTH_SLACK = 4
+
+
 def _compare(rule: Mapping[str, Any], live: Mapping[str, Any]) -> list[str]:
     said = []
-    body, op, threshold = split(str(rule["expr"]))
-    live_body, live_op, live_threshold = split(str(live.get("query", "")))
+    expr, query = str(rule["expr"]), str(live.get("query", ""))
+    body, op, threshold = split(expr)
+    if len(query) > LENGTH_SLACK * len(expr) + 1000:
+        live_body, live_op, live_threshold = "", "", None
+    else:
+        live_body, live_op, live_threshold = split(query)
     if threshold != live_threshold:
         said.append(f"threshold {live_threshold if live_threshold is not None else 'none'} in Prometheus, "
                     f"{threshold:g} in the runbook" if threshold is not None else "threshold differs")
@@ -89,7 +98,7 @@ def _compare(rule: Mapping[str, Any], live: Mapping[str, Any]) -> list[str]:
         said.append(f"comparison {live_op or 'none'} in Prometheus, {op} in the runbook")
     if body != live_body:
         said.append(f"expression differs: Prometheus has {str(live.get('query', ''))[:200]!r}")
-    want_for, live_for = seconds(rule.get("for", "0s")), seconds(live.get("duration") or 0)
+    want_for, live_for = seconds(rule.get("for", "0s")), float(live.get("duration") or 0.0)
     if want_for != live_for:
         said.append(f"for {_duration(live_for)} in Prometheus, {_duration(want_for)} in the runbook")
     labels, live_labels = rule.get("labels") or {}, live.get("labels") or {}

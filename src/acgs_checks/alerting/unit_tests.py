@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from acgs_checks.alerting.drift import seconds
+from acgs_checks.alerting.drift import seconds, split
 from acgs_checks.alerting.rules import PREFIX, Source, rule_groups
 from acgs_checks.probes.business import DEFAULT_BUSINESS_QUERIES
 
@@ -42,6 +42,13 @@ def _case(rule: dict[str, Any], series: list[dict[str, str]], value: float, unit
                          "exp_annotations": {k: _render(str(v), value, unit) for k, v in rule["annotations"].items()}})
     return {"interval": f"{interval:g}s", "input_series": series,
             "alert_rule_test": [{"eval_time": f"{eval_s}s", "alertname": rule["alert"], "exp_alerts": expected}]}
+
+
+def _threshold(expr: str) -> float:
+    """The number a generated rule compares against (drift.split reads it the same way from Prometheus)."""
+    limit = split(expr)[2]
+    assert limit is not None, expr  # every generated threshold rule ends in a comparison with a number
+    return limit
 
 
 def _counter(per_interval: float, count: int) -> str:
@@ -76,7 +83,7 @@ def tests_for(source: Source, rules_file: str) -> dict[str, Any]:
             rule = by_name.get((PREFIX + name, service.name))
             if rule is None:
                 continue
-            limit = float(re.search(r"([0-9.]+)$", rule["expr"]).group(1))  # type: ignore[union-attr]
+            limit = _threshold(rule["expr"])
             for share, fires in ((limit * 0.5, False), (min(1.0, limit * 2), True)):
                 errors, total = round(share * 1000), 1000
                 series = [{"series": f'http_requests_total{{{service.selector},status="500"}}',
@@ -86,7 +93,7 @@ def tests_for(source: Source, rules_file: str) -> dict[str, Any]:
                 cases.append(_case(rule, series, errors / total, "percent-of-ratio", fires=fires, interval=interval))
     compliance = by_name.get((PREFIX + "ComplianceScoreLow", "compliance"))
     if compliance is not None and DEFAULT_BUSINESS_QUERIES["compliance"] in compliance["expr"]:
-        limit = float(re.search(r"([0-9.]+)$", compliance["expr"]).group(1))  # type: ignore[union-attr]
+        limit = _threshold(compliance["expr"])
         for score, fires in ((min(1.0, limit + 0.01), False), (limit - 0.05, True)):
             series = [{"series": "acgs_constitutional_compliance_score", "values": f"{score:g}x{steps}"}]
             cases.append(_case(compliance, series, score, "percent-of-ratio", fires=fires, interval=interval))
@@ -94,7 +101,7 @@ def tests_for(source: Source, rules_file: str) -> dict[str, Any]:
         memory = by_name.get((PREFIX + "HostMemoryHigh", host.name))
         if memory is None:
             continue
-        limit = float(re.search(r"([0-9.]+)$", memory["expr"]).group(1))  # type: ignore[union-attr]
+        limit = _threshold(memory["expr"])
         for used, fires in ((max(0.0, limit - 5.0), False), (min(100.0, limit + 5.0), True)):
             memory_total = 1000.0
             series = [{"series": f"node_memory_MemTotal_bytes{{{host.prometheus_selector}}}",

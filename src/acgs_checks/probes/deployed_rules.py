@@ -6,6 +6,7 @@ the rules the runbook makes is :mod:`acgs_checks.alerting.drift`'s.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,11 +40,27 @@ async def probe_rules(target: Fixed, job: kinds.Job) -> DeployedRules:
         return DeployedRules(target.name, source, answered=False, denied=denied,
                              error=result.detail or f"HTTP {result.status}, {unread or 'expected the rules API JSON'}")
     rules = [{"name": str(rule.get("name", "")), "query": str(rule.get("query", "")),
-              "duration": float(rule.get("duration") or 0), "labels": dict(rule.get("labels") or {}),
+              "duration": _duration(rule.get("duration")), "labels": _labels(rule.get("labels")),
               "group": str(group.get("name", ""))}
              for group in groups if isinstance(group, dict)
-             for rule in group.get("rules") or [] if isinstance(rule, dict) and rule.get("type") == "alerting"]
+             for rule in _list(group.get("rules")) if isinstance(rule, dict) and rule.get("type") == "alerting"]
     return DeployedRules(target.name, source, answered=True, rules=rules)
+
+
+# What Prometheus said is read by its shape: anything else is kept as "not what the runbook says", never raised on.
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _labels(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _duration(value: Any) -> float:
+    """Seconds; a value that is not a finite number of seconds is -1, which no generated rule has."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return -1.0
+    return float(value)
 
 
 RULES = kinds.register(kinds.ProbeKind(

@@ -123,9 +123,6 @@ class ProbePass:
             while not self._finished:
                 self._changed.wait(0.1)
 
-    def ready(self, keys: Iterable[tuple[str, str]]) -> bool:
-        return self.missing(keys) is None
-
     def missing(self, keys: Iterable[tuple[str, str]]) -> tuple[str, str] | None:
         """The first of ``keys`` whose record is not in yet; None when all are, or the pass ended."""
         with self._changed:

@@ -170,7 +170,6 @@ class Written:
     annotate: Any = None                                   # callable(result dict) -> None, set by the recorder
     failed: dict[str, str] = field(default_factory=dict)   # case name -> result uuid
     blocked: list[Path] = field(default_factory=list)      # result files with a blocked_by label
-    results: int = 0
 
 
 WRITTEN = Written()
@@ -293,7 +292,6 @@ def _guarded_allure(base: Any) -> Any:
             if final.name.endswith("-result.json"):
                 if WRITTEN.annotate is not None:
                     WRITTEN.annotate(data)
-                WRITTEN.results += 1
                 if data.get("status") in ("failed", "broken"):
                     WRITTEN.failed[str(data.get("name"))] = str(data.get("uuid"))
                 if any(label.get("name") == BLOCKED_BY for label in data.get("labels") or ()):
