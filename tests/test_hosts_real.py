@@ -271,4 +271,8 @@ def test_the_sandbox_host_is_healthy_and_leaves_nothing_mounted(run_suite: RunSu
     mount = measurement.split("disk used ", 1)[1].split(" ", 1)[0]
     assert "acgs-sandbox-host-" in mount, measurement
     assert f" {mount} " not in Path("/proc/mounts").read_text()
-    assert not Path(mount).parent.exists()
+    # The host's own folder is gone: as root the measured mount is a filesystem inside it (<folder>/...), without
+    # root it is the folder itself (the filesystem that holds it is measured); either way the folder must go.
+    parts = Path(mount).parts
+    folder = Path(*parts[: next(i for i, p in enumerate(parts) if p.startswith("acgs-sandbox-host-")) + 1])
+    assert not folder.exists(), folder
