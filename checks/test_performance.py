@@ -1,10 +1,12 @@
 """Wednesday performance review: slow statements, week-on-week trends, and capacity projections.
 
-Trends and capacity read the history store, where every run keeps what it measured (see
-``[history]`` in the README). Performance figures (latency, error rates, hit rates, CPU,
-memory) are compared week on week; usage shares of a hard limit (disk, max_connections,
-maxmemory, max_client_conn) are projected to the day they reach it. Other measured values
-(days until a certificate expires, say) are neither.
+Trends and capacity read the history store, where every run keeps what it measured (see ``[history]`` in the
+README), and Prometheus where it holds the history. While the store is younger than a review's window (counted
+from its first recorded run) and nothing else can be judged, the review is "warming up": a skip that names the
+first verdict's date, never a pass and never a page. Performance figures (latency, error rates, hit rates,
+CPU, memory) are compared week on week; usage shares of a hard limit (disk, max_connections, maxmemory,
+max_client_conn) are projected to the day they reach it. Other measured values (days until a certificate
+expires, say) are neither.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pytest
 
 from acgs_checks.environment import Environment
 from acgs_checks.maths import review
-from acgs_checks.verdict import judge, no_data, require_read
+from acgs_checks.verdict import judge, no_data, require_read, warming_up
 
 if TYPE_CHECKING:
     from acgs_checks.probes.history import HistorySnapshot
@@ -86,6 +88,8 @@ def test_performance_trends(history_probe: HistorySnapshot, acgs_environment: En
     series = review.trended_series(_history(seen), seen.weekly, now)
     found = review.compare_weeks(series, weeks=seen.weeks, limit_percent=limit, now=now, promql=list(seen.weekly))
     if not found.judged:
+        if not seen.weekly_error:  # Prometheus was asked and failed: no data, whatever the store's age
+            _warming_up(seen, review.TRENDS_WARM_UP, now)
         promql = (f", {len(seen.weekly)} from PromQL range queries" if seen.weekly else "") + (
             f"; Prometheus: {seen.weekly_error}" if seen.weekly_error else "")
         no_data(f"history store {seen.path}: no trended value has both this week's and an earlier week's "
@@ -101,10 +105,21 @@ def test_performance_trends(history_probe: HistorySnapshot, acgs_environment: En
           value=float(len(found.regressions)), threshold=0)
 
 
+def _warming_up(seen: HistorySnapshot, needs: review.WarmUp, now: float) -> None:
+    """Nothing to judge yet, while the store is younger than the review's window: warming up (a skip, not a page).
+    Past the window, the caller fails with no data."""
+    said = review.warming_up(seen.first_run_at, seen.runs, now, needs, store=seen.path)
+    if said:
+        warming_up(said)
+
+
 def _capacity(seen: HistorySnapshot, limit: float) -> None:
-    found, too_short = review.project_capacity(_history(seen), weeks=seen.weeks, now=time.time())
+    now = time.time()
+    found, too_short = review.project_capacity(_history(seen), weeks=seen.weeks, now=now)
     found += [review.Projection(p["resource"], p["what"], p["days"], p["fit"]) for p in seen.projections]
     if not found:
+        if not seen.projection_error:  # Prometheus was asked and failed: no data, whatever the store's age
+            _warming_up(seen, review.CAPACITY_WARM_UP, now)
         no_data(f"history store {seen.path}: no usage series with 3 runs over a day or more "
                 f"({', '.join(too_short) or 'none recorded'})" + (f"; Prometheus: {seen.projection_error}"
                                                                    if seen.projection_error else ""))

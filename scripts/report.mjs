@@ -12,7 +12,8 @@
 //   shows each run once.
 // * The first screen: Allure reads a staged copy of the results in which each case carries a
 //   "state" label (passing; failing since <the first failing run of the current streak, from the
-//   history>: <message>; skipped: blocked by <case> / not applicable / waived / in maintenance).
+//   history>: <message>; skipped: blocked by <case> / not applicable / waived / in maintenance /
+//   warming up: <when the first verdict is expected>).
 //   The tree groups by level (P0..P3) and state, the title names the environment and the worst
 //   failing level, and each environment is an Allure environment.
 // * Blocked cases link to the failed case at --url (default $ACGS_REPORT_URL, else
@@ -166,6 +167,8 @@ function state(result, points) {
   for (const kind of ["not applicable", "waived", "in maintenance"]) {
     if (message.startsWith(kind)) return `skipped: ${kind}`;
   }
+  // The history store is younger than the review's window: the first verdict's date is the news.
+  if (message.startsWith("warming up:")) return `skipped: ${message}`;
   return `${result.status ?? "unknown"}${message ? `: ${message}` : ""}`;
 }
 

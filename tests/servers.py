@@ -273,6 +273,36 @@ def node_exporter_in_prometheus(folder: Path, *, config: str = "", scrapes: int 
             process.wait(timeout=20)
 
 
+PROMTOOL = shutil.which("promtool")
+
+
+@contextlib.contextmanager
+def prometheus_with_history(folder: Path, openmetrics: str) -> Iterator[str]:
+    """A real Prometheus whose only data is ``openmetrics``, backfilled with ``promtool tsdb create-blocks-from
+    openmetrics`` (the past it would have scraped); its URL, stopped on exit."""
+    assert PROMETHEUS is not None
+    assert PROMTOOL is not None
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder / "history.om"
+    source.write_text(openmetrics)
+    subprocess.run([PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(source), str(folder / "tsdb")],
+                   check=True, capture_output=True, timeout=120)
+    settings = folder / "prometheus.yml"
+    settings.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
+    port = free_port()
+    process = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={settings}", f"--storage.tsdb.path={folder / 'tsdb'}",
+         "--storage.tsdb.retention.time=30d", f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base + "/-/ready", seconds=60)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
 @contextlib.contextmanager
 def alertmanager(binary: str, config: Path, folder: Path) -> Iterator[str]:
     """A real Alertmanager on a free loopback port (no cluster), running ``config``; its URL, stopped on exit."""

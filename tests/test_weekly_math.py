@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from acgs_checks.maths import trends
+from acgs_checks.maths import review, trends
 from acgs_checks.measurements import worse_direction
 from acgs_checks.probes.access_stats import aggregate_access
 from acgs_checks.probes.backup import parse_barman, parse_pgbackrest
@@ -121,3 +121,22 @@ def test_backup_tool_listings() -> None:
     (80.0, 85.0, "failed", "lower"), (1.0, None, "passed", "")])
 def test_which_way_is_worse(value: float, threshold: float | None, outcome: str, worse: str) -> None:
     assert worse_direction(value, threshold, outcome) == worse
+
+
+def test_warming_up_lasts_the_reviews_own_window_from_the_first_recorded_run() -> None:
+    now, day = 1_800_000_000.0, 86400.0
+    needs = review.CAPACITY_WARM_UP
+    # No run yet: this run is the first, and the first verdict is the window away from now.
+    said = review.warming_up(None, 0, now, needs, store="/h.sqlite")
+    assert said.startswith("0 of 3 runs recorded (the history store /h.sqlite holds none: this run is its first)")
+    assert said.endswith("first verdict expected 2027-01-18 08:00 UTC"), said  # now + 3 days
+    # Two runs since yesterday: counted from the first run, not from now.
+    said = review.warming_up(now - day, 2, now, needs, store="/h.sqlite")
+    assert "2 of 3 runs recorded since 2027-01-14 08:00 UTC" in said
+    assert "expected 2027-01-17 08:00 UTC" in said
+    # Inside the day of slack after the window: still warming up (a daily run a little early), the date not in the past.
+    assert review.warming_up(now - 3.5 * day, 3, now, needs, store="").endswith("expected 2027-01-15 08:00 UTC")
+    # Past the window and its slack: no longer young; the caller fails with no data.
+    assert review.warming_up(now - 4 * day, 9, now, needs, store="") == ""
+    assert review.warming_up(now - 8 * day, 9, now, review.TRENDS_WARM_UP, store="") == ""
+    assert review.warming_up(now - 6 * day, 6, now, review.TRENDS_WARM_UP, store="").startswith("6 runs recorded")

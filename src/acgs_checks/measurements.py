@@ -91,6 +91,18 @@ def append(path: Path, rows: Iterable[Row]) -> int:
     return len(rows)
 
 
+def first_run(path: Path, environment: str) -> tuple[float | None, int]:
+    """When the environment's first recorded run started (Unix time; None: no run yet), and how many runs the
+    store holds for it (each run's rows share its start time); read-only."""
+    if not path.exists():
+        return None, 0
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_SECONDS)
+    with contextlib.closing(conn):
+        first, runs = conn.execute("SELECT MIN(at), COUNT(DISTINCT at) FROM measurements WHERE environment = ?",
+                                   (environment,)).fetchone()
+    return (float(first) if first is not None else None), int(runs)
+
+
 def read(path: Path, environment: str, since: float) -> list[Row]:
     """Every row of the environment since ``since`` (Unix time), oldest first; read-only."""
     if not path.exists():

@@ -22,6 +22,7 @@ WAIVED = "waived"
 IN_MAINTENANCE = "in maintenance"
 BLOCKED = "blocked"
 NOT_APPLICABLE = "not applicable"
+WARMING_UP = "warming up"
 # What kind of failure a one-line message is: the Allure category, summary.json and JUnit say the same.
 ACCESS_DENIED_KIND = "access denied"
 UNREACHABLE_KIND = "target unreachable"
@@ -94,8 +95,8 @@ def first_line(exc: BaseException) -> str:
 
 
 def skip_kind(message: str) -> str:
-    """The kind of a skip: waived, in maintenance, blocked, not applicable (or "")."""
-    for kind in (WAIVED, IN_MAINTENANCE, BLOCKED, NOT_APPLICABLE):
+    """The kind of a skip: waived, in maintenance, blocked, not applicable, warming up (or "")."""
+    for kind in (WAIVED, IN_MAINTENANCE, BLOCKED, NOT_APPLICABLE, WARMING_UP):
         if message.startswith(kind):
             return kind
     return ""
@@ -221,6 +222,12 @@ def blocked_by(kind: str, target: str, reason: str, *, subject: str = "") -> NoR
 def not_applicable(reason: str) -> NoReturn:
     """Skip a case that does not apply to this target (e.g. replication on a standalone server)."""
     pytest.skip(_clean(f"not applicable: {reason}"))
+
+
+def warming_up(reason: str) -> NoReturn:
+    """Skip a review whose history is still younger than its window: never a pass, never a page. ``reason`` says
+    how many runs are recorded since when, and when the first verdict is expected."""
+    pytest.skip(_clean(f"{WARMING_UP}: {reason}"))
 
 
 _redact: list[Callable[[str], str]] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import statistics
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,44 @@ from typing import Any
 from acgs_checks.maths.trends import DAY, WEEK, linear_fit, weekly_medians
 
 TRENDED, CAPACITY = "trended", "capacity:"
+
+
+@dataclass(frozen=True)
+class WarmUp:
+    """The history a review needs before it can give a verdict, counted from the environment's first recorded run.
+
+    Until ``days`` (plus a day for schedules that drift) have passed since that run, a review with nothing to judge
+    is warming up, not failing; after it, nothing to judge is "no data" and fails.
+    """
+
+    what: str   # what the review is waiting for, in words
+    runs: int   # runs the store must hold before this one
+    days: float  # from the first recorded run to the first verdict, on a daily schedule
+
+
+# A week-on-week comparison needs a run in an earlier week: the first is a week old.
+TRENDS_WARM_UP = WarmUp("a run in an earlier week", runs=2, days=7.0)
+# A projection needs 3 runs over a day or more in the store before this run: the fourth daily run.
+CAPACITY_WARM_UP = WarmUp("3 runs over a day or more", runs=3, days=3.0)
+WARM_UP_SLACK_DAYS = 1.0
+
+
+def _utc(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
+
+
+def warming_up(first_at: float | None, runs: int, now: float, needs: WarmUp, *, store: str) -> str:
+    """The warming-up line while the store is younger than the review's window, else "" (then missing history is
+    no data). ``first_at`` is when the first recorded run started (None: the store holds no run yet)."""
+    start = now if first_at is None else first_at
+    expected = start + needs.days * DAY
+    if now >= expected + WARM_UP_SLACK_DAYS * DAY:
+        return ""
+    since = (f"since {_utc(start)}" if first_at is not None
+             else f"(the history store {store} holds none: this run is its first)")
+    counted = f"{runs} of {needs.runs} runs" if runs < needs.runs else f"{runs} runs"
+    return (f"{counted} recorded {since}, and the review needs {needs.what}; "
+            f"first verdict expected {_utc(max(expected, now))}")
 
 
 @dataclass(frozen=True)

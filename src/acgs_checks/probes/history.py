@@ -45,6 +45,8 @@ class HistorySnapshot(JsonRecord):
     weekly: dict[str, dict[str, Any]] = field(default_factory=dict)
     weekly_error: str = ""
     denied: str = ""  # the target refused the suite: the credential or grant to check
+    first_run_at: float | None = None  # when the environment's first recorded run started (None: none yet)
+    runs: int = 0                      # runs the store holds for the environment
 
 
 async def _disk_projections(job: kinds.Job) -> tuple[list[dict[str, Any]], str]:
@@ -70,6 +72,10 @@ async def _disk_projections(job: kinds.Job) -> tuple[list[dict[str, Any]], str]:
             found.append({"resource": f"disk {mount} on {host.name}", "what": "full", "days": days,
                           "fit": f"deriv(node_filesystem_avail_bytes[7d]) = {rate * DAY / 2**30:+.3f} GiB/day, "
                                  f"{left / 2**30:.2f} GiB available (PromQL, window 7 d)"})
+        if not any(p["resource"].endswith(f" on {host.name}") for p in found):
+            # Asked and not answered: no data for this host, never the store's youth.
+            return found, (f"no filesystem of {host.name} has both a current node_filesystem_avail_bytes sample and "
+                           f"a 7-day slope ({sel})")
     return found, ""
 
 
@@ -114,6 +120,7 @@ async def probe_history(target: Fixed, job: kinds.Job) -> HistorySnapshot:
                                weekly_error=weekly_error)
     since = time.time() - (weeks + 1) * 7 * DAY
     try:
+        first_run_at, runs = await aio.in_thread(history.first_run, path, env.name)
         rows = await aio.in_thread(history.read, path, env.name, since)
     except history.Error as exc:
         return HistorySnapshot(target.name, str(path), answered=False, error=f"reading {path} failed: {exc}",
@@ -132,7 +139,7 @@ async def probe_history(target: Fixed, job: kinds.Job) -> HistorySnapshot:
         entry["worse"] = max(votes, key=votes.get) if votes else ""
     return HistorySnapshot(target.name, str(path), answered=True, weeks=weeks, series=series,
                            projections=projections, projection_error=projection_error, weekly=weekly,
-                           weekly_error=weekly_error)
+                           weekly_error=weekly_error, first_run_at=first_run_at, runs=runs)
 
 
 HISTORY = kinds.register(kinds.ProbeKind(

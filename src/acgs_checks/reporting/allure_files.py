@@ -61,6 +61,13 @@ CATEGORIES = [
         "messageRegex": r"(?s).*\(expected .*",
     },
     {
+        "name": "Warming up",
+        "description": "The history store is younger than the review's window; the message says when the first "
+                       "verdict is expected. Never a pass, never a page.",
+        "matchedStatuses": ["skipped"],
+        "messageRegex": r"(?s)^(?:Skipped: )?warming up:.*",
+    },
+    {
         "name": "Configuration error",
         "description": "The check could not run as configured (a broken fixture or environment).",
         "matchedStatuses": ["broken"],

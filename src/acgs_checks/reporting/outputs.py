@@ -44,7 +44,7 @@ class CheckRecord:
     runbook: list[str] = field(default_factory=list)
     message: str = ""
     # For failures: access denied, target unreachable, no data, threshold breached (or other);
-    # for skips: waived, in maintenance, blocked, not applicable.
+    # for skips: waived, in maintenance, blocked, not applicable, warming up.
     kind: str = ""
     measured: float | None = None
     threshold: float | None = None
@@ -141,6 +141,13 @@ class _Results:
             if check.outcome == "skipped" and check.kind in ("waived", "in maintenance"):
                 suppressed.add_metric([check.name, check.severity, summary.environment, summary.review,
                                        check.kind.replace(" ", "_")], 1)
+        warming = GaugeMetricFamily(
+            "acgs_check_warming_up", "A review whose history is still younger than its window in the last run "
+            "(skipped, not failed: its message says when the first verdict is expected); no success sample.",
+            labels=labels)
+        for check in summary.checks:
+            if check.outcome == "skipped" and check.kind == "warming up":
+                warming.add_metric([check.name, check.severity, summary.environment, summary.review], 1)
         flaky = GaugeMetricFamily("acgs_check_flaky", "Whether the check passed only on a retry (1) in the last "
                                   "run; 0 when it passed or failed outright.", labels=labels)
         for check in summary.checks:
@@ -150,7 +157,7 @@ class _Results:
         finished = GaugeMetricFamily("acgs_checks_last_run_timestamp_seconds",
                                      "When the last run finished (Unix time).", labels=["env", "review"])
         finished.add_metric([summary.environment, summary.review], round(summary.finished, 3))
-        yield from (success, duration, suppressed, flaky, finished)
+        yield from (success, duration, suppressed, warming, flaky, finished)
 
 
 def _registry(summary: RunSummary) -> CollectorRegistry:

@@ -117,6 +117,8 @@ def runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Genera
                          if number is not None)
         if report.failed and call.excinfo is not None:
             found.append(("failure_kind", verdict.failure_kind(str(call.excinfo.value))))
+        if report.skipped and call.excinfo is not None and verdict.skip_kind(str(call.excinfo.value)):
+            found.append(("skip_kind", verdict.skip_kind(str(call.excinfo.value))))
         # The report carries them to the controller; the item too, since JUnit writes the properties
         # of the teardown report, which pytest builds from the item.
         report.user_properties.extend(found)
@@ -250,7 +252,8 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
         if waived:
             tr.write_line(f"--fail-on {fail_on.name}: {len(waived)} failure(s) below {fail_on.name} "
                           "are reported but do not fail the run")
-    for kind, said in ((verdict.WAIVED, "under a waiver"), (verdict.IN_MAINTENANCE, "in a maintenance window")):
+    for kind, said in ((verdict.WAIVED, "under a waiver"), (verdict.IN_MAINTENANCE, "in a maintenance window"),
+                       (verdict.WARMING_UP, "until the history store covers the review's window (not a pass)")):
         suppressed = [r for r in summary.checks if r.outcome == "skipped" and r.kind == kind]
         if suppressed:
             tr.write_line(f"{kind}: {len(suppressed)} check(s) reported as skipped {said}: "
