@@ -137,7 +137,10 @@ def test_host_network_errors(host_facts: HostSnapshot) -> None:
           value=sum((n.get("errors") or 0) + (n.get("drops") or 0) for n in seen.network), threshold=0)
 
 
-def _log_files(seen: HostSnapshot) -> list[tuple[str, list[list[float | str]]]]:
+def _log_files(seen: HostSnapshot, env: Environment) -> list[tuple[str, list[list[float | str]]]]:
+    host = next(h for h in env.section("hosts") if h.name == seen.target)
+    if not host.log_dirs:
+        not_applicable(f"{seen.target} sets log_dirs = [] (no log check)")
     missing = [d for d, found in seen.logs.items() if not found.get("exists")]
     if missing:
         no_data(f"{seen.target}: log directory {', '.join(missing)} does not exist (set log_dirs for the host)")
@@ -154,7 +157,7 @@ def test_log_sizes(host_facts: HostSnapshot, acgs_environment: Environment) -> N
     -sh` shows)."""
     t = acgs_environment.thresholds
     problems, largest = [], []
-    logs = _log_files(host_facts)
+    logs = _log_files(host_facts, acgs_environment)
     for directory, files in logs:
         total = sum(float(f[0]) for f in files)
         big = [f for f in files if float(f[0]) > t.log_file_max_mib * MIB]
@@ -197,7 +200,7 @@ def test_log_rotation_configured(host_facts: HostSnapshot, acgs_environment: Env
 def test_logs_rotated_recently(host_facts: HostSnapshot, acgs_environment: Environment) -> None:
     """The newest rotated file (name.1, name-DATE, .gz) is younger than {log_rotation_max_age_hours:g} h."""
     limit = acgs_environment.thresholds.log_rotation_max_age_hours
-    rotated = [float(f[1]) for _, files in _log_files(host_facts) for f in files
+    rotated = [float(f[1]) for _, files in _log_files(host_facts, acgs_environment) for f in files
                if str(f[2]).endswith((".1", ".gz", ".xz", ".bz2", ".zst")) or "-20" in str(f[2]).rsplit("/", 1)[-1]]
     if not rotated:
         breached(f"{host_facts.target}: no rotated log file in {', '.join(host_facts.logs)}",

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -21,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from acgs_checks import kinds
 from acgs_checks import scratch as sandbox_processes
-from acgs_checks.sandbox.servers import PostgresServer, free_port
+from acgs_checks.sandbox.servers import PostgresServer, RedisServer, free_port
 from servers import RealServers, serving, url_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -315,3 +317,23 @@ def primary_and_standby() -> Iterator[tuple[PostgresServer, str, Path, int]]:
             sandbox_processes.run(str(primary.bindir / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "stop")
         shutil.rmtree(folder, ignore_errors=True)
         primary.stop()
+
+
+@pytest.fixture(scope="module")
+def narrow() -> Iterator[tuple[PostgresServer, RedisServer, str]]:
+    """Real PostgreSQL and Redis with the narrowest accounts: a role with pg_monitor only (no pg_hba_file_rules), a
+    database without pg_stat_statements, a Redis user with +ping +info only (no ACL LOG); and their password."""
+    pg, cache = PostgresServer(port=free_port()), RedisServer(port=free_port())
+    pg.start()
+    cache.start()
+    password = secrets.token_urlsafe(12)
+    pg.psql(f"CREATE ROLE narrow LOGIN PASSWORD '{password}' IN ROLE pg_monitor")
+    pg.psql("CREATE DATABASE plain")  # no pg_stat_statements in it
+    admin = redis.Redis.from_url(cache.admin_url)
+    admin.execute_command("ACL", "SETUSER", "narrow", "on", f">{password}", "resetkeys", "-@all", "+ping", "+info")
+    admin.close()
+    try:
+        yield pg, cache, password
+    finally:
+        cache.stop()
+        pg.stop()

@@ -8,33 +8,13 @@ own severity with ``insufficient privilege:`` or ``no data:`` and the fix, never
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
-from acgs_checks.sandbox.servers import PostgresServer, RedisServer, free_port
+from acgs_checks.sandbox.servers import PostgresServer, RedisServer
 from conftest import Run, RunSuite
-
-
-@pytest.fixture(scope="module")
-def narrow() -> Iterator[tuple[PostgresServer, RedisServer, str]]:
-    pg, cache = PostgresServer(port=free_port()), RedisServer(port=free_port())
-    pg.start()
-    cache.start()
-    password = secrets.token_urlsafe(12)
-    pg.psql(f"CREATE ROLE narrow LOGIN PASSWORD '{password}' IN ROLE pg_monitor")
-    pg.psql("CREATE DATABASE plain")  # no pg_stat_statements in it
-    admin = redis.Redis.from_url(cache.admin_url)
-    admin.execute_command("ACL", "SETUSER", "narrow", "on", f">{password}", "resetkeys", "-@all", "+ping", "+info")
-    admin.close()
-    try:
-        yield pg, cache, password
-    finally:
-        cache.stop()
-        pg.stop()
 
 
 def _message(run: Run, name: str) -> str:

@@ -8,6 +8,10 @@
   check modules themselves (names, markers, docstrings with the default thresholds, runbook lines).
 * ``acgs-checks alert-rules --env FILE [--output PATH]`` writes the Prometheus alert rules of an environment:
   the checks' own PromQL and thresholds, the checks' severities, the runbook's ids (see "Alert rules").
+* ``acgs-checks init [--output FILE] [--from-env VAR] [--service NAME=URL] [--prometheus URL] [--force]`` writes a
+  first environment file from ACGS-2's variables and Prometheus's scrape targets (read-only).
+* ``acgs-checks doctor --env FILE [-m EXPR] [--json]`` asks every target once whether each selected check can see
+  what it needs, and names the grant that fixes what is missing (exit 0 only when nothing is).
 * ``acgs-checks alertmanager-config [--output PATH]`` writes the Alertmanager routes, receivers, inhibition and
   business hours of the runbook's escalation timeline (see "Escalation").
 """
@@ -16,8 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +32,11 @@ from acgs_checks import __version__, kinds
 from acgs_checks.alerting import routes, rules, unit_tests, yaml_text
 from acgs_checks.environment import load
 from acgs_checks.environment.loader import environment_model
+from acgs_checks.environment.model import NAME_RE
 from acgs_checks.errors import ConfigError
+from acgs_checks.onboarding import starter
 from acgs_checks.policy import runbook
-from acgs_checks.reporting import catalog
+from acgs_checks.reporting import access, catalog
 
 
 def schema() -> dict[str, Any]:
@@ -62,8 +71,33 @@ def main(argv: list[str] | None = None) -> int:
     am_command.add_argument("--output", type=Path, help="write here instead of standard output")
     am_command.add_argument("--timezone", default="UTC", help="the business hours' time zone (IANA name)")
     am_command.add_argument("--business-hours", default="09:00-17:00", help="HH:MM-HH:MM, Monday to Friday")
+    init = commands.add_parser("init", help="write a first environment file from ACGS-2's variables and "
+                               "Prometheus's targets (reads only)")
+    init.add_argument("--output", type=Path, help="the file to write (default: NAME.toml here)")
+    init.add_argument("--name", default="production", help="the environment's name (default: production)")
+    init.add_argument("--from-env", action="append", default=[], metavar="VAR",
+                      help="also a variable holding a postgresql://, redis:// or http(s):// URL (repeatable); "
+                      f"{', '.join(starter.KNOWN_VARIABLES)} are always read")
+    init.add_argument("--service", action="append", default=[], metavar="NAME=URL",
+                      help="a service by hand, e.g. auth=http://auth.internal:8000 (repeatable; wins over Prometheus)")
+    init.add_argument("--prometheus", default="", metavar="URL",
+                      help="the Prometheus to read targets from (default: $PROMETHEUS_URL)")
+    init.add_argument("--timeout", type=float, default=5.0, help="seconds for Prometheus's answer (default 5)")
+    init.add_argument("--force", action="store_true", help="replace an existing file")
+    doctor = commands.add_parser("doctor", help="run the selected checks once and say, per target, what each can "
+                                 "read and the grant that fixes what it cannot (exit 0 only when nothing is missing)")
+    doctor.add_argument("--env", required=True, metavar="NAME|PATH", help="the environment file (as pytest --env)")
+    doctor.add_argument("-m", dest="markexpr", default=ALL_DAYS,
+                        help=f"the review days to prepare for, as pytest -m (default: {ALL_DAYS})")
+    doctor.add_argument("-k", dest="keyword", default="", help="only the checks pytest -k selects")
+    doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
+    doctor.add_argument("--checks", type=Path, default=Path("checks"), help="the suite's checks folder")
     args = parser.parse_args(argv)
+    if args.command == "doctor":
+        return _doctor(args)
     kinds.discover()  # the probe kinds bring their environment sections
+    if args.command == "init":
+        return _init(args)
     if args.command == "alertmanager-config":
         return _alertmanager_config(args.output, args.timezone, args.business_hours)
     if args.command == "alert-rules":
@@ -84,6 +118,59 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"{exc}\n")
             return 4
         sys.stdout.write(f"{path}: valid\n")
+    return 0
+
+
+ALL_DAYS = "daily or monday or wednesday or friday"
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    """The selected checks, run once in a child pytest in doctor mode (no report, history or metric is written);
+    its findings come back as JSON and are printed as a table or as they are."""
+    if not args.checks.is_dir():
+        sys.stderr.write(f"acgs-checks doctor: {args.checks}: no such folder of checks; fix: run from the suite's "
+                         "folder or pass --checks DIR\n")
+        return 4
+    with tempfile.TemporaryDirectory(prefix="acgs-doctor-") as folder:
+        findings = Path(folder) / "doctor.json"
+        command = [sys.executable, "-m", "pytest", str(args.checks), f"--env={args.env}", "-m", args.markexpr,
+                   "--acgs-doctor", f"--acgs-doctor-json={findings}", "-p", "no:cacheprovider", "-q",
+                   "--no-header", *(["-k", args.keyword] if args.keyword else [])]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)  # the run bounds itself
+        if not findings.is_file():
+            said = (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}").splitlines()
+            sys.stderr.write(f"acgs-checks doctor: {said[-1]}\n")
+            return 4 if done.returncode in (2, 3, 4, 5) else done.returncode or 4
+        found = access.from_json(findings.read_text(encoding="utf-8"))
+    sys.stdout.write(access.as_json(found) if args.json else "\n".join(access.table(found)) + "\n")
+    return 0 if all(t.ok for t in found) else 1
+
+
+def _init(args: argparse.Namespace) -> int:
+    if not NAME_RE.match(args.name):
+        sys.stderr.write(f"acgs-checks init: --name {args.name!r} is not a lower-case name; fix: write e.g. "
+                         "--name production\n")
+        return 4
+    output = args.output or Path(f"{args.name}.toml")
+    if output.exists() and not args.force:  # before any network read
+        sys.stderr.write(f"acgs-checks init: {output}: already exists; fix: choose another --output, or pass --force "
+                         "to replace it\n")
+        return 4
+    found, problems = starter.discover(dict(os.environ), extra=args.from_env, services=args.service,
+                                       prometheus=args.prometheus, timeout=min(max(args.timeout, 0.1), 60.0))
+    for problem in problems:
+        sys.stderr.write(f"acgs-checks init: {problem}\n")
+    if problems:
+        return 4
+    sources = [v for v in (*starter.KNOWN_VARIABLES, *args.from_env) if os.environ.get(v)]
+    sources += ["Prometheus targets"] if found.services or found.hosts else []
+    sources += ["--service"] if args.service else []
+    text = starter.render(found, name=args.name, sources=sources, output=str(output))
+    problem = starter.write(output, text, force=args.force, schema=json.dumps(schema(), indent=2) + "\n")
+    if problem:
+        sys.stderr.write(f"acgs-checks init: {problem}\n")
+        return 4
+    sys.stdout.write("\n".join(starter.summary(found, output)) + "\n")
     return 0
 
 

@@ -57,7 +57,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(unknown)
     # Allure results go to reports/allure-results unless --alluredir says otherwise;
     # that default folder holds the latest run only.
-    coverage_only = config.getoption("acgs_coverage")
+    # The coverage map and the doctor write no report of their own (the doctor's JSON only where it is told).
+    coverage_only = config.getoption("acgs_coverage") or config.getoption("acgs_doctor")
     if (config.getoption("allure_report_dir", None) is None and hasattr(config.option, "allure_report_dir")
             and not coverage_only):
         config.option.allure_report_dir = str(config.rootpath / "reports" / "allure-results")

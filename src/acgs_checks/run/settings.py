@@ -40,6 +40,8 @@ class Settings:
     webhook: str
     alertmanager: str
     coverage: bool
+    doctor: bool = False        # report what each case can read, not verdicts; write no output but --doctor-json
+    doctor_json: Path | None = None
     reports_wait: float = REPORTS_WAIT_SECONDS  # how long to wait for another run writing into the same folder
 
 
@@ -76,6 +78,12 @@ def addoption(parser: pytest.Parser) -> None:
                     f"(default {REPORTS_WAIT_SECONDS:g})")
     group.addoption("--runbook-coverage", dest="acgs_coverage", action="store_true",
                     help="print each runbook requirement with the checks that cover it, and run nothing")
+    group.addoption("--acgs-doctor", dest="acgs_doctor", action="store_true",
+                    help="doctor: run the selected checks once and report, per target, what each can read and the "
+                    "grant that fixes what it cannot (exit 0 only when nothing is missing); writes no report, "
+                    "history or metrics")
+    group.addoption("--acgs-doctor-json", dest="acgs_doctor_json", default=None, metavar="PATH",
+                    help="with --acgs-doctor: also write the doctor's findings as JSON here")
     group.addoption(
         "--sandbox-fault", dest="acgs_faults", action="append", default=[],
         metavar="TARGET:FAULT[=ARG]",
@@ -109,7 +117,8 @@ def resolve(config: pytest.Config) -> Settings:
     review = _resolve_review(config.getoption("acgs_review"))
     markexpr = (config.getoption("markexpr", "") or "").strip()
     label = review or (markexpr if markexpr in REVIEW_DAYS else "adhoc")
-    textfile = config.getoption("acgs_textfile")
+    doctor = bool(config.getoption("acgs_doctor"))
+    textfile = None if doctor else config.getoption("acgs_textfile")
     summary_path = Path(config.getoption("acgs_summary") or config.rootpath / "reports" / "summary.json")
 
     history.set_default(summary_path.parent / "history.sqlite")  # unless [history] path says otherwise
@@ -118,10 +127,12 @@ def resolve(config: pytest.Config) -> Settings:
         now=now(),
         summary_path=summary_path,
         textfile=Path(textfile) if textfile else None,
-        pushgateway=_http_url("--pushgateway", config.getoption("acgs_pushgateway")),
-        webhook=_http_url("--notify-webhook", config.getoption("acgs_webhook")),
-        alertmanager=_http_url("--alertmanager", config.getoption("acgs_alertmanager")),
+        pushgateway="" if doctor else _http_url("--pushgateway", config.getoption("acgs_pushgateway")),
+        webhook="" if doctor else _http_url("--notify-webhook", config.getoption("acgs_webhook")),
+        alertmanager="" if doctor else _http_url("--alertmanager", config.getoption("acgs_alertmanager")),
         coverage=bool(config.getoption("acgs_coverage")),
+        doctor=doctor,
+        doctor_json=Path(config.getoption("acgs_doctor_json")) if config.getoption("acgs_doctor_json") else None,
         reports_wait=_seconds("--reports-wait", config.getoption("acgs_reports_wait"), REPORTS_WAIT_SECONDS),
     )
 

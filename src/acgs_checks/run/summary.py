@@ -15,7 +15,7 @@ from acgs_checks import verdict
 from acgs_checks.environment import maintenance
 from acgs_checks.policy import runbook
 from acgs_checks.policy.severity import Severity
-from acgs_checks.reporting import allure_files, outputs
+from acgs_checks.reporting import access, allure_files, outputs
 from acgs_checks.run import reports
 from acgs_checks.run.selection import why_nothing_selected
 from acgs_checks.run.state import STATE, RunState, is_worker, is_xdist_controller
@@ -147,6 +147,15 @@ def sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if settings.coverage:
         session.exitstatus = pytest.ExitCode.OK
         return
+    if settings.doctor:  # what each case could read; no verdict, report, history or metric is written
+        found = access.access(state.records.values())
+        session.exitstatus = pytest.ExitCode.OK if all(t.ok for t in found) else pytest.ExitCode.TESTS_FAILED
+        if settings.doctor_json is not None:
+            try:
+                settings.doctor_json.write_text(access.as_json(found), encoding="utf-8")
+            except OSError as exc:
+                reports.CURRENT.failed("doctor JSON", settings.doctor_json, exc)
+        return
     failures = [r for r in state.records.values() if r.outcome == "failed"]
     # A failure of a test that carries no severity is never waived.
     waivable = all(r.severity and not Severity.parse(r.severity).at_or_above(settings.fail_on) for r in failures)
@@ -224,6 +233,11 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
     if state.settings.coverage:
         _print_coverage(tr, state)
         return
+    if state.settings.doctor and state.records:
+        tr.section("acgs-checks doctor")
+        for line in access.table(access.access(state.records.values())):
+            tr.write_line(line)
+        return
     if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
 
         tr.write_line(why_nothing_selected(state, (config.getoption("markexpr", "") or "").strip()), yellow=True)
@@ -270,6 +284,13 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
         if not any(waiver.matches(name) for name in names):
             tr.write_line(f"warning: waiver {waiver.check!r} (owner {waiver.owner}) matches no case in this run",
                           yellow=True)
+    _print_outputs(tr, state, config, exitstatus)
+    for problem in state.delivery_problems:
+        tr.write_line(f"could not deliver: {problem}", yellow=True)
+
+
+def _print_outputs(tr: Any, state: RunState, config: pytest.Config, exitstatus: int) -> None:
+    """What was written where, how to open the HTML report, and what could not be written."""
     lost = reports.CURRENT.problems
     written = [] if "summary" in lost else [f"summary {state.settings.summary_path}"]
     if state.settings.textfile is not None and "metrics textfile" not in lost:
@@ -287,8 +308,6 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
         tr.write_line("every verdict above stands; only the outputs named were not written"
                       + (f" (exit {reports.OUTPUTS_INCOMPLETE} when every check passed)" if exitstatus == 0 else ""),
                       yellow=True)
-    for problem in state.delivery_problems:
-        tr.write_line(f"could not deliver: {problem}", yellow=True)
 
 
 def _print_coverage(tr: Any, state: RunState) -> None:

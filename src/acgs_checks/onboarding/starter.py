@@ -1,0 +1,364 @@
+"""``acgs-checks init``: a first environment file from what the deployment already knows, read-only.
+
+Sources, in this order:
+
+* ACGS-2's own variables (``DATABASE_URL``, ``REDIS_URL``, ``PGBOUNCER_URL``, ``PROMETHEUS_URL``, and any named
+  with ``--from-env``): written as ``${VAR}`` references, never their values, so no secret lands in the file;
+* Prometheus's active scrape targets (``/api/v1/targets``, one bounded GET): the four core services by their job
+  or ``service``/``app`` label, with an ``instance`` selector; node_exporter hosts with their
+  ``prometheus_selector``;
+* ``--service NAME=URL``.
+
+The file carries ``#:schema``, a ``review:`` comment wherever a person must decide, and the runbook's thresholds
+as commented defaults. It is validated as a run would load it before it is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from acgs_checks import redaction
+from acgs_checks.environment import load
+from acgs_checks.environment.model import NAME_RE, Prometheus
+from acgs_checks.errors import ConfigError
+from acgs_checks.policy.thresholds import SPECS, Thresholds
+from acgs_checks.probes import aio
+from acgs_checks.probes import prometheus as prom
+
+# The runbook's four core services: their names here, titles, and the names deployments give them (job names,
+# service or app labels; compared after lower-casing, "_" to "-", and without an "acgs-" prefix or a "-service" or
+# "-svc" suffix).
+CORE_SERVICES: dict[str, tuple[str, frozenset[str]]] = {
+    "auth": ("Auth Service", frozenset({"auth", "authentication"})),
+    "constitutional-ai": ("Constitutional AI Service", frozenset({"constitutional-ai", "constitutional", "ac"})),
+    "policy-governance": ("Policy Governance Service",
+                          frozenset({"policy-governance", "policy-governance-compiler", "pgc", "pg"})),
+    "governance-synthesis": ("Governance Synthesis Service", frozenset({"governance-synthesis", "gs"})),
+}
+NODE_JOBS = frozenset({"node", "node-exporter", "nodeexporter", "node-exporters", "nodes"})
+# What each ACGS-2 variable is, when its name says so.
+KNOWN_VARIABLES = ("DATABASE_URL", "PGBOUNCER_URL", "REDIS_URL", "PROMETHEUS_URL")
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+# Prometheus's answer is read up to this many targets (a fleet's worth); the rest are counted, not used.
+TARGET_LIMIT = 5000
+
+
+def normalised(name: str) -> str:
+    text = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    text = text.removeprefix("acgs-")
+    for suffix in ("-service", "-svc"):
+        text = text.removesuffix(suffix)
+    return text
+
+
+def core_service(*names: str) -> str:
+    """The core service one of ``names`` (job, service or app label) stands for, or ""."""
+    for name in names:
+        if not name:
+            continue
+        key = normalised(name)
+        for service, (_title, aliases) in CORE_SERVICES.items():
+            if key in aliases:
+                return service
+    return ""
+
+
+@dataclass
+class Found:
+    """What init found, and what it says about it."""
+
+    services: list[dict[str, str]] = field(default_factory=list)  # name, title, url, selector, source
+    databases: list[dict[str, str]] = field(default_factory=list)  # name, dsn, source
+    poolers: list[dict[str, str]] = field(default_factory=list)
+    caches: list[dict[str, str]] = field(default_factory=list)
+    hosts: list[dict[str, str]] = field(default_factory=list)      # name, spec, selector, source
+    prometheus: str = ""                                          # the url as written (a ${VAR} reference)
+    notes: list[str] = field(default_factory=list)               # one line each, for the terminal
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    base, n = name, 2
+    while name in taken:
+        name, n = f"{base}-{n}", n + 1
+    taken.add(name)
+    return name
+
+
+def from_variables(environ: dict[str, str], extra: list[str], found: Found) -> list[str]:
+    """Targets from ACGS-2's variables, as ${VAR} references; returns the problems (unset or unknown variables)."""
+    problems: list[str] = []
+    taken: set[str] = set()
+    for var in [*KNOWN_VARIABLES, *extra]:
+        value = environ.get(var, "")
+        if not value:
+            if var in extra:
+                problems.append(f"--from-env {var}: the variable is not set; fix: export {var} or leave it out")
+            continue
+        scheme = urlsplit(value).scheme.lower()
+        ref = f"${{{var}}}"
+        shown = f"{var} ({redaction.display(value)})"
+        stem = normalised(re.sub(r"_?(URL|DSN|URI)$", "", var)) or "primary"
+        if scheme in ("postgresql", "postgres"):
+            pooler = var == "PGBOUNCER_URL" or urlsplit(value).path.strip("/") == "pgbouncer"
+            kind, default = (found.poolers, "pgbouncer") if pooler else (found.databases, "primary")
+            name = default if var in ("DATABASE_URL", "PGBOUNCER_URL") else stem
+            kind.append({"name": _unique(name, taken), "dsn": ref, "source": shown})
+        elif scheme in ("redis", "rediss", "unix"):
+            name = "main" if var == "REDIS_URL" else stem
+            found.caches.append({"name": _unique(name, taken), "url": ref, "source": shown})
+        elif scheme in ("http", "https") and ("PROMETHEUS" in var or var == "PROMETHEUS_URL"):
+            found.prometheus = found.prometheus or ref
+        elif scheme in ("http", "https") and core_service(stem):
+            service = core_service(stem)
+            found.services.append({"name": _unique(service, taken), "title": CORE_SERVICES[service][0], "url": ref,
+                                   "selector": "", "source": shown})
+        else:
+            problems.append(f"--from-env {var}: {redaction.display(value)!r} is not a postgresql://, redis:// or "
+                            "Prometheus/core-service http(s):// URL; fix: name a variable that holds one")
+    return problems
+
+
+def _instance_host(instance: str) -> str:
+    """The host of a Prometheus ``instance`` label (host:port, [v6]:port or a bare host)."""
+    try:
+        return urlsplit("//" + instance).hostname or instance
+    except ValueError:
+        return instance
+
+
+def _is_local(host: str) -> bool:
+    return host in LOCAL_HOSTS or host in {socket.gethostname(), socket.getfqdn()}
+
+
+def _host_name(host: str, taken: set[str]) -> str:
+    name = re.sub(r"[^a-z0-9_.-]+", "-", host.lower()).strip("-.") or "host"
+    name = name if NAME_RE.match(name) else f"host-{name}"[:60]
+    return _unique(name, taken)
+
+
+def from_targets(targets: list[dict[str, Any]], found: Found) -> None:
+    """The core services and node_exporter hosts among Prometheus's active targets (a service already given by
+    --service or a variable keeps that URL)."""
+    given = {s["name"] for s in found.services}
+    taken = set(given)
+    hosts_taken: set[str] = set()
+    unused: dict[str, int] = {}
+    for target in targets[:TARGET_LIMIT]:
+        labels = _mapping(target.get("labels"))
+        discovered = _mapping(target.get("discoveredLabels"))
+        job = str(labels.get("job", ""))[:200]
+        instance = str(labels.get("instance", ""))[:200]
+        scrape = str(target.get("scrapeUrl", ""))[:2000]
+        parts = urlsplit(scrape)
+        if not instance or parts.scheme not in ("http", "https"):
+            continue
+        service = core_service(job, str(labels.get("service", "")), str(labels.get("app", "")),
+                               str(labels.get("app_kubernetes_io_name", "")),
+                               str(discovered.get("__meta_kubernetes_service_name", "")))
+        selector = f'job="{_escape(job)}",instance="{_escape(instance)}"'
+        if service in given:
+            found.notes.append(f"Prometheus target job={job!r} instance={instance!r} is {service}, already given")
+        elif service:
+            found.services.append({
+                "name": _unique(service, taken), "title": CORE_SERVICES[service][0],
+                "url": f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}", "selector": selector,
+                "source": f"Prometheus target job={job!r} instance={instance!r}"})
+        elif normalised(job) in NODE_JOBS or parts.port == 9100:
+            host = _instance_host(instance)
+            local = _is_local(host)
+            found.hosts.append({
+                "name": _host_name("localhost" if local else host, hosts_taken),
+                "spec": "local://" if local else f"ssh://acgs-monitor@{host}",
+                "selector": f'instance="{_escape(instance)}"', "local": "yes" if local else "",
+                "source": f"Prometheus target job={job!r} instance={instance!r}"})
+        else:
+            unused[job] = unused.get(job, 0) + 1
+    if len(targets) > TARGET_LIMIT:
+        found.notes.append(f"Prometheus listed {len(targets)} targets; the first {TARGET_LIMIT} were read")
+    if unused:
+        found.notes.append("Prometheus targets not used (not a core service or node_exporter): "
+                           + ", ".join(f"job={job!r} ({n})" for job, n in sorted(unused.items())[:12]))
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+async def prometheus_targets(url: str, timeout: float) -> tuple[list[dict[str, Any]], str]:
+    """Prometheus's active targets (one bounded GET, the suite's own caps), or [] and what went wrong."""
+    target = Prometheus.model_validate({"url": url, "timeout_seconds": timeout})
+    result, document, why = await prom.api_document(target, "/api/v1/targets?state=active")
+    if not result.answered:
+        return [], result.detail
+    if not isinstance(document, dict) or document.get("status") != "success":
+        return [], why or f"HTTP {result.status}: not a Prometheus targets answer"
+    data = document.get("data")
+    active = data.get("activeTargets") if isinstance(data, dict) else None
+    if not isinstance(active, list):
+        return [], "the answer has no data.activeTargets list"
+    return [t for t in active if isinstance(t, dict)], ""
+
+
+def discover(environ: dict[str, str], *, extra: list[str], services: list[str], prometheus: str,
+             timeout: float) -> tuple[Found, list[str]]:
+    """Everything init can learn, read-only; and the problems that stop it (usage errors)."""
+    found = Found()
+    problems = from_variables(environ, extra, found)
+    for spec in services:
+        name, _, url = spec.partition("=")
+        name = name.strip().lower()
+        if not NAME_RE.match(name) or urlsplit(url).scheme not in ("http", "https"):
+            problems.append(f"--service {spec!r}: not NAME=http(s)://host:port; fix: write e.g. "
+                            "--service auth=http://auth.internal:8000")
+            continue
+        if redaction.split_userinfo(url) is not None:
+            problems.append(f"--service {name}: the URL carries credentials; fix: give them as headers with ${{VAR}} "
+                            "in the file instead")
+            continue
+        core = core_service(name)
+        found.services = [s for s in found.services if s["name"] != (core or name)]
+        found.services.append({"name": core or name, "title": CORE_SERVICES[core][0] if core else name, "url": url,
+                               "selector": "", "source": "--service"})
+    if prometheus:
+        if redaction.split_userinfo(prometheus) is not None:
+            problems.append("--prometheus: the URL carries credentials; fix: export PROMETHEUS_URL with them and "
+                            "leave --prometheus out (the file then says ${PROMETHEUS_URL})")
+        else:
+            found.prometheus = prometheus
+    if problems:
+        return found, problems
+    url = prometheus or environ.get("PROMETHEUS_URL", "")
+    if found.prometheus and url:
+        targets, error = aio.run(lambda: prometheus_targets(url, timeout))
+        if error:
+            found.notes.append(f"Prometheus {redaction.display(url)}: {error}; no target was read from it (the "
+                               "file still names it: doctor will say what is wrong)")
+        else:
+            from_targets(targets, found)
+    found.services.sort(key=_runbook_order)
+    return found, problems
+
+
+def _runbook_order(service: dict[str, str]) -> tuple[int, str]:
+    """The runbook's order of the core services (a second replica, auth-2, beside its first), then the rest."""
+    order, name = list(CORE_SERVICES), service["name"]
+    base = name if name in order else name.rsplit("-", 1)[0]
+    return (order.index(base) if base in order else len(order)), name
+
+
+def _q(value: str) -> str:
+    """A TOML basic string."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _literal(value: str) -> str:
+    """A TOML literal string when it can be one (selectors read better without escapes)."""
+    return f"'{value}'" if "'" not in value and "\n" not in value else _q(value)
+
+
+def render(found: Found, *, name: str, sources: list[str], output: str) -> str:
+    """The starter file: every section with what it came from, ``review:`` where a person must decide."""
+    t = Thresholds()
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [
+        "#:schema ./env.schema.json",
+        f"# Written by `acgs-checks init` on {when} from: {', '.join(sources) or 'no source'}.",
+        "# Secrets stay in the process environment: ${VAR} is expanded when a run loads this file and redacted from",
+        "# every output. Review each line marked `review:`, then run:",
+        f"#   acgs-checks doctor --env {output}",
+        f"#   pytest -m daily --env {output}",
+        f"name = {_q(name)}",
+        "",
+        "[defaults]",
+        "timeout_seconds = 2.0  # the bound on every probe; review: raise it for slow links, never above 10",
+        "",
+    ]
+    if found.prometheus:
+        lines += ["[prometheus]", f"url = {_q(found.prometheus)}",
+                  "# review: a bearer token or basic auth comes from a variable: bearer_token = \"${PROM_TOKEN}\"", ""]
+    for service in found.services:
+        lines += ["[[services]]", f"name = {_q(service['name'])}", f"title = {_q(service['title'])}",
+                  f"url = {_q(service['url'])}  # from {service['source']}"]
+        if service["selector"]:
+            lines.append(f"prometheus_selector = {_literal(service['selector'])}")
+        lines += ['health_path = "/health"  # review: the path that answers 200 when the service is healthy', ""]
+    missing = [CORE_SERVICES[s][0] for s in CORE_SERVICES if all(x["name"] != s for x in found.services)]
+    if missing:
+        lines += [f"# review: not found: {', '.join(missing)}. Add each as a [[services]] entry (or run init again",
+                  "# with --service NAME=URL).", ""]
+    for section, items, key, note in (
+            ("databases", found.databases, "dsn", "review: a read-only monitoring role (GRANT pg_monitor), not the "
+                                                  "application's own"),
+            ("poolers", found.poolers, "dsn", "review: a user listed in PgBouncer's stats_users"),
+            ("caches", found.caches, "url", "review: an ACL user with +info +ping +config|get (see doctor)")):
+        for item in items:
+            lines += [f"[[{section}]]", f"name = {_q(item['name'])}",
+                      f"{key} = {_q(item[key])}  # from {item['source']}", f"# {note}", ""]
+    for host in found.hosts:
+        lines += ["[[hosts]]", f"name = {_q(host['name'])}",
+                  f"spec = {_q(host['spec'])}" + ("  # this machine" if host["local"] else
+                                                  "  # review: the ssh account that may read /proc, df and the logs"),
+                  f"prometheus_selector = {_literal(host['selector'])}  # from {host['source']}",
+                  "log_dirs = []  # review: ACGS-2's log folders on this host, e.g. [\"/var/log/acgs\"]",
+                  'logrotate_config = ""  # review: the logrotate file that covers them, e.g. "/etc/logrotate.d/acgs"',
+                  ""]
+    lines += ["[thresholds]", "# The runbook's values, in force unless set here. Uncomment a line to override it."]
+    for spec in SPECS:
+        lines.append(f"# {spec.key} = {getattr(t, spec.key):g}  # {spec.unit}: {spec.meaning}")
+    return "\n".join(lines) + "\n"
+
+
+def write(output: Path, text: str, *, force: bool, schema: str) -> str:
+    """Validate ``text`` as a run would load it, then put it at ``output`` whole (and the schema beside it when
+    absent); returns the problem that stopped it, or ""."""
+    if output.exists() and not force:
+        return f"{output}: already exists; fix: choose another --output, or pass --force to replace it"
+    folder = output.resolve().parent
+    if not folder.is_dir():
+        return f"{output}: the folder {folder} does not exist; fix: create it or choose another --output"
+    fd, staged = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".toml", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        try:
+            load(staged, rootdir=folder)
+        except ConfigError as exc:  # a bug here, never the user's: say it in one line all the same
+            return f"{output}: the generated file does not validate ({exc}); nothing was written"
+        os.chmod(staged, 0o644)  # nothing secret in it: ${VAR} references only
+        os.replace(staged, output)
+    except OSError as exc:
+        return f"{output}: cannot be written ({exc.strerror}); fix: choose a writable --output"
+    finally:
+        Path(staged).unlink(missing_ok=True)
+    beside = folder / "env.schema.json"
+    if not beside.exists():
+        with contextlib.suppress(OSError):  # an editor's help, not the file's meaning
+            beside.write_text(schema, encoding="utf-8")
+    return ""
+
+
+def summary(found: Found, output: Path) -> list[str]:
+    """What init says it found, one line each (no secret: variables are shown redacted)."""
+    lines = [f"{output}: written"]
+    for what, items in (("service", found.services), ("database", found.databases), ("pooler", found.poolers),
+                        ("cache", found.caches), ("host", found.hosts)):
+        for item in items:
+            lines.append(f"  {what} {item['name']}: from {item['source']}")
+    if found.prometheus:
+        lines.append(f"  prometheus: {redaction.display(found.prometheus)}")
+    lines += [f"  note: {note}" for note in found.notes]
+    lines.append(f"next: review the lines marked `review:`, then acgs-checks doctor --env {output}")
+    return lines
