@@ -8,10 +8,8 @@ own severity with ``insufficient privilege:`` or ``no data:`` and the fix, never
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from acgs_checks.sandbox.servers import PostgresServer, RedisServer
 from conftest import Run, RunSuite
