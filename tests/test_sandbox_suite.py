@@ -61,7 +61,10 @@ def test_each_fault_fails_exactly_its_case(run_suite: RunSuite, fault: str, fail
         assert f"blocked: {target} is down; see test_service_health[{target}]" in twin["statusDetails"]["message"]
     others = {n: s for n, s in run.statuses().items() if target not in n}
     assert set(others.values()) == {"passed"}, others
-    assert f"FAILED checks/test_service_health.py::{failing}" in run.stdout
+    # Printed once, with its level: the acgs-checks summary's line, not pytest's FAILURES section or short summary.
+    assert run.stdout.count(f"checks/test_service_health.py::{failing}") == 1, run.stdout
+    level = "P0" if failing.startswith("test_service_health[") else "P1"
+    assert f"FAILED {level} checks/test_service_health.py::{failing}: " in run.stdout
 
 
 def test_slow_service_within_timeout_passes(run_suite: RunSuite) -> None:

@@ -12,7 +12,7 @@ from _pytest import junitxml
 
 from acgs_checks import measurements as history
 from acgs_checks import verdict
-from acgs_checks.environment import maintenance
+from acgs_checks.environment import SANDBOX, maintenance
 from acgs_checks.policy import runbook
 from acgs_checks.policy.severity import Severity
 from acgs_checks.reporting import access, allure_files, outputs
@@ -257,6 +257,9 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
     if denied:
         tr.write_line(f"access denied: {len(denied)} check(s) were refused by their target; check credentials "
                       "and grants, not the network: " + ", ".join(r.name for r in denied), yellow=True)
+    if any(r.kind in (verdict.ACCESS_DENIED_KIND, verdict.PRIVILEGE_KIND) for r in failures):
+        tr.write_line(f"next: acgs-checks doctor --env {state.settings.env_spec} names every grant the selected checks "
+                      "are missing, per target, in one pass", yellow=True)
     rated = [Severity.parse(r.severity) for r in failures if r.severity]
     if rated:
         worst = min(rated)
@@ -285,6 +288,9 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
             tr.write_line(f"warning: waiver {waiver.check!r} (owner {waiver.owner}) matches no case in this run",
                           yellow=True)
     _print_outputs(tr, state, config, exitstatus)
+    if state.settings.env_spec == SANDBOX:
+        tr.write_line("next: point the suite at your own ACGS-2: acgs-checks init (a first production.toml from "
+                      "DATABASE_URL, REDIS_URL and PROMETHEUS_URL), then acgs-checks doctor --env production.toml")
     for problem in state.delivery_problems:
         tr.write_line(f"could not deliver: {problem}", yellow=True)
 
