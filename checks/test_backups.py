@@ -80,6 +80,7 @@ def test_wal_archiving(backups: BackupListing, acgs_environment: Environment) ->
 
 @pytest.mark.p1
 @pytest.mark.runbook("friday.backup-restore-test")
+@pytest.mark.grant("read access to the dump files; nothing on the production server (the drill restores here)")
 def test_restore_drill(backups: BackupListing, backup: Backup, acgs_environment: Environment) -> None:
     """The newest pg_dump restores into a scratch server here, with production's tables, its row counts
     within tolerance, recent data, and within the RTO."""

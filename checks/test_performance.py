@@ -1,7 +1,7 @@
 """Wednesday performance review: slow statements, week-on-week trends, and capacity projections.
 
 Trends and capacity read the history store, where every run keeps what it measured (see ``[history]`` in the
-README), and Prometheus where it holds the history. While the store is younger than a review's window (counted
+documentation), and Prometheus where it holds the history. While the store is younger than a review's window (counted
 from its first recorded run) and nothing else can be judged, the review is "warming up": a skip that names the
 first verdict's date, never a pass and never a page. Performance figures (latency, error rates, hit rates,
 CPU, memory) are compared week on week; usage shares of a hard limit (disk, max_connections, maxmemory,
@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.wednesday, pytest.mark.performance]
 @pytest.mark.p2
 @pytest.mark.runbook("wednesday.slow-query-log")
 @pytest.mark.trended
+@pytest.mark.grant("CREATE EXTENSION pg_stat_statements in the checked database (pg_monitor reads it)")
 def test_slow_queries(db: PgSnapshot, acgs_environment: Environment) -> None:
     """No statement called at least {slow_query_min_calls:g} times averages above {slow_query_mean_ms:g} ms
     (pg_stat_statements: the ten highest by mean and by total time)."""
@@ -74,7 +75,7 @@ def _slow_from_log(db: PgSnapshot, mean_limit: float, min_calls: float) -> None:
 
 
 def _history(seen: HistorySnapshot) -> dict[str, dict[str, Any]]:
-    require_read(seen, "history store", fix=" (every run appends to it; see [history] in the README)")
+    require_read(seen, "history store", fix=" (every run appends to it; see [history] in docs/weekly-reviews.md)")
     return seen.series
 
 

@@ -38,6 +38,9 @@ def _top(counts: dict[str, float], n: int = 5) -> str:
 
 @pytest.mark.p1
 @pytest.mark.runbook("monday.failed-authentication")
+@pytest.mark.grant("Redis source: ACL SETUSER acgs_monitor +acl|log",
+                   "PostgreSQL log on a host: read access to the log file (e.g. group adm)",
+                   "PromQL source: read access to the Prometheus API")
 def test_failed_logins(failed_logins_probe: FailedLogins, source: FailedLoginSource) -> None:
     """Failed logins of the last 24 h from this source stay at or below its max."""
     seen = failed_logins_probe
@@ -109,6 +112,8 @@ _LOCAL = ("127.0.0.1", "::1", "localhost", "samehost")
 
 @pytest.mark.p1
 @pytest.mark.runbook("monday.security-settings")
+@pytest.mark.grant("GRANT SELECT ON pg_hba_file_rules TO acgs_monitor",
+                   "GRANT EXECUTE ON FUNCTION pg_hba_file_rules() TO acgs_monitor")
 def test_postgres_no_remote_trust(db: PgSnapshot) -> None:
     """No pg_hba.conf rule lets a non-local address in without a password (trust)."""
     if "hba rules" in db.errors:

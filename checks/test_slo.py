@@ -43,7 +43,7 @@ def _where(slo: SloSnapshot, key: str) -> str:
 
 def _judge(slo: SloSnapshot, key: str, label: str, limit: float, unit: str, *, at_limit_fails: bool) -> None:
     """Fail when the value breaks the line. ``at_limit_fails``: a target such as "P95 < 2 s" (2.0 fails);
-    otherwise an alert line such as "P99 > 10 s" (10.0 passes). See the README's boundary table.
+    otherwise an alert line such as "P99 > 10 s" (10.0 passes). See docs/judging.md, "Where the line falls".
     """
     value = _value(slo, key)
     bound = f"{limit * 100:g} %" if unit == "%" else f"{limit:g} s"

@@ -1,7 +1,7 @@
 """The environment's waivers: each one is in force, or it has expired and needs a decision.
 
 A waiver turns a known failure into a skip that says "waived until <date> by <owner>: <reason>"
-(see the README). Once its date has passed it no longer applies, and this case says so at P2,
+(see docs/configuration.md). Once its date has passed it no longer applies, and this case says so at P2,
 so an expired waiver is noticed instead of silently ending.
 """
 

@@ -1,4 +1,4 @@
-"""Faults are exact near the lines: just below passes, just above fails, at the line as the README's table says.
+"""Faults are exact near the lines: just below passes, just above fails, at the line as docs/judging.md's table says.
 
 The latency and error faults act on each client's own sequence of requests (the suite's
 sampler apart from the sandbox's background traffic), so their values hold on the traffic

@@ -1,6 +1,6 @@
-"""The README's "TLS and authentication" examples, run as written against real servers.
+"""The documentation's "TLS and authentication" examples (docs/tls.md), run as written against real servers.
 
-Each example is read from README.md (the block after its ``<!-- tls-example: NAME -->``
+Each example is read from docs/tls.md (the block after its ``<!-- tls-example: NAME -->``
 marker), written into an environment file next to a ``certs/`` folder from a private CA, and
 given its variables; the target's P0 case must pass. Then one thing is broken (a stranger CA,
 a wrong password or token, a certificate for another host, no client certificate) and the
@@ -30,12 +30,12 @@ from conftest import ROOT, Run, RunSuite
 from servers import answer, serving
 from tls_servers import Pki
 
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+README = (ROOT / "docs" / "tls.md").read_text(encoding="utf-8")
 
 
 def example(name: str) -> str:
     match = re.search(rf"<!-- tls-example: {re.escape(name)} -->\n```toml\n(.*?)```", README, re.S)
-    assert match is not None, f"README.md has no tls-example {name}"
+    assert match is not None, f"docs/tls.md has no tls-example {name}"
     return match.group(1)
 
 

@@ -1,4 +1,4 @@
-"""Real servers with TLS and authentication, for the README's "TLS and authentication" examples.
+"""Real servers with TLS and authentication, for the documentation's "TLS and authentication" examples.
 
 One private CA (trustme) signs every server certificate (for ``localhost`` and 127.0.0.1)
 and the suite's client certificate. Each start function returns what to stop.

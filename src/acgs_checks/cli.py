@@ -4,7 +4,7 @@
   validate environment files with it: ``#:schema ./env.schema.json`` at the top of a file).
 * ``acgs-checks validate FILE...`` checks environment files as a run would, and exits 4 on
   the first file with problems (every problem in it listed, one line each).
-* ``acgs-checks catalog [--checks DIR]`` prints the checks as the README's "What runs" table, from the
+* ``acgs-checks catalog [--checks DIR]`` prints the checks as a Markdown table, from the
   check modules themselves (names, markers, docstrings with the default thresholds, runbook lines).
 * ``acgs-checks alert-rules --env FILE [--output PATH]`` writes the Prometheus alert rules of an environment:
   the checks' own PromQL and thresholds, the checks' severities, the runbook's ids (see "Alert rules").
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("schema", help="print the environment file's JSON Schema")
     validate = commands.add_parser("validate", help="check environment files (exit 4 on problems)")
     validate.add_argument("files", nargs="+", type=Path)
-    listing = commands.add_parser("catalog", help="print the checks as a Markdown table (the README's \"What runs\")")
+    listing = commands.add_parser("catalog", help="print the checks as a Markdown table (docs/checks.md has more)")
     listing.add_argument("--checks", type=Path, default=Path("checks"), help="the folder of check modules")
     rules_command = commands.add_parser(
         "alert-rules", help="write Prometheus alert rules from an environment's thresholds and queries")

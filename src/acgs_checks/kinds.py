@@ -129,6 +129,7 @@ class ProbeKind(Generic[T, R]):
     # pass is in flight, so the run's own reporting cannot slow down what it is timing.
     timing: Callable[[Environment], bool] = lambda env: False
     doc: str = ""
+    grant: str = ""  # the narrowest access its probe needs (the check catalog shows it beside each check)
 
     def names(self, env: Environment) -> list[str]:
         return [t.name for t in self.targets(env)]

@@ -5,8 +5,8 @@ Each :class:`AlertSpec` mirrors one check: its query comes from the declaration 
 threshold is the environment's (overrides included), and its severity is the check's marker (a self-test holds
 them equal). What has no PromQL form in the suite is listed, with why, in the file's comment block.
 
-``for:`` durations (documented in the README, "Alert rules"): a rule must hold that long before it fires, so one
-scrape's blip never pages.
+``for:`` durations (documented in docs/reports-and-alerting.md, "Alert rules"): a rule must hold that long before it
+fires, so one scrape's blip never pages.
 
 * service down: 1m (two or more failed scrapes at the usual 15 to 30 s interval);
 * P0 rates and latencies: 2m (the query already averages over the SLO window; 2m rides out one bad scrape);
@@ -95,7 +95,7 @@ BUSINESS_ALERTS = (
               "policy evaluation success rate at or below the minimum"),
 )
 # The health check's PromQL form is blackbox_exporter's probe of the same URL (module http_2xx): the rule needs
-# a blackbox job probing each health URL, and never fires without one (the README says so).
+# a blackbox job probing each health URL, and never fires without one (docs/reports-and-alerting.md says so).
 SERVICE_DOWN = AlertSpec("ServiceDown", "test_service_health", "alerts.critical.service-down", Severity.P0,
                          "probe_success", "==", "", 1.0, "1m", "", "the health endpoint does not answer")
 ALL = (SERVICE_DOWN, *SERVICE_ALERTS, SATISFACTION, CACHE_HIT_RATE, *HOST_ALERTS, *BUSINESS_ALERTS)

@@ -73,7 +73,8 @@ KIND_REMEDIATION = {
                "or selector must exist, and the timeout must allow the answer. Then re-run the check and act on "
                "the value it reads.",
     "insufficient privilege": "The monitoring account lacks a grant, so nothing was measured. Apply the grant "
-                              "the message names (README: Monitoring accounts, least privilege), then re-run.",
+                              "the message names (docs/security.md, Monitoring accounts; acgs-checks doctor "
+                              "names every missing one in one pass), then re-run.",
     "access denied": "The target answered and refused the suite's credentials: the target itself may be fine. "
                      "Check the account and its secret in the environment file (through ${VAR}) and the target's "
                      "access rules (pg_hba.conf, the Redis ACL, the token the service expects).",

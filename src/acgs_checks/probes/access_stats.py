@@ -126,5 +126,7 @@ ACCESS = kinds.register(kinds.ProbeKind(
     fixed={"access_probe": "access"},
     targets=lambda env: (Fixed("access"),) if (env.security.access_query and env.prometheus is not None)
     or env.security.access_logs else (),
+    grant=("read access to the access log files on their host (the ssh account, often group adm), or to the "
+           "Prometheus API for access_query"),
     doc="requests by status class and client for the last 24 h and each of the 7 days before",
 ))

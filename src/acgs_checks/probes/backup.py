@@ -293,6 +293,8 @@ BACKUPS = kinds.register(kinds.ProbeKind(
     name="backup", section="backups", record=BackupListing, param="backup", fixture="backup_probe",
     probe=probe_backup, entry=Backup, targets=lambda env: env.section("backups"),
     gate=kinds.Gate(_gate, fixture="backups", doc="the listing; blocked when nothing could be listed"),
+    grant=("read access to the backup directory (or pgbackrest info / barman list-backups as the monitoring user); "
+           "a pg_monitor login on the database for pg_stat_archiver"),
     doc="the backups of one database (pg_dump files, pgBackRest, Barman) and its WAL archiving",
 ))
 
@@ -354,5 +356,6 @@ def _dr_targets(env: Environment) -> tuple[Any, ...]:
 DOCUMENTS = kinds.register(kinds.ProbeKind(
     name="dr_documents", section="dr", record=Documents, probe=probe_documents,
     fixed={"dr_documents_probe": "dr-documentation"}, targets=_dr_targets,
+    grant="read access to the documents (a git checkout, files or HTTP URLs)",
     doc="when each disaster-recovery document last changed (git, file time or Last-Modified)",
 ))

@@ -122,5 +122,6 @@ def _gate(seen: BusinessSnapshot, env: Environment) -> kinds.Blocked | None:
 BUSINESS = kinds.register(kinds.ProbeKind(
     name="business", section="business", record=BusinessSnapshot, probe=probe, targets=targets,
     fixed={"compliance_probe": "compliance", "policy_success_probe": "policy_success"},
-    gate=kinds.Gate(_gate), doc="the compliance score and the policy evaluation success rate, as ratios",
+    gate=kinds.Gate(_gate), grant="read access to the metric URLs, or to the Prometheus API",
+    doc="the compliance score and the policy evaluation success rate, as ratios",
 ))

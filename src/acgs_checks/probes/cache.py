@@ -238,5 +238,6 @@ CACHE = kinds.register(kinds.ProbeKind(
     targets=lambda env: env.caches,
     gate=kinds.Gate(_gate, fixture="redis_info", doc="the snapshot; blocked when Redis is unreachable, no data "
                     "when INFO failed"),
+    grant="ACL SETUSER acgs_monitor on >PASSWORD resetkeys resetchannels -@all +ping +info",
     doc="PING and two INFO samples of a Redis",
 ))

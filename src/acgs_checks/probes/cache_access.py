@@ -66,6 +66,7 @@ async def probe_cache_access(cache: Cache, job: kinds.Job) -> CacheAccess:
 CACHE_ACCESS = kinds.register(kinds.ProbeKind(
     name="cache_security", section="caches", record=CacheAccess, param="cache", fixture="cache_access_probe",
     probe=probe_cache_access, targets=lambda env: env.caches, after="cache",
+    grant="none: it sends one PING without credentials",
     doc="one unauthenticated PING per Redis: it must be refused",
 ))
 

@@ -67,5 +67,6 @@ RULES = kinds.register(kinds.ProbeKind(
     name="deployed_rules", section="prometheus", record=DeployedRules, probe=probe_rules,
     fixed={"deployed_rules_probe": "rules"},
     targets=lambda env: (Fixed("rules"),) if env.prometheus is not None else (),
+    grant="read access to the Prometheus API (/api/v1/rules)",
     doc="the alerting rules the environment's Prometheus holds",
 ))

@@ -74,5 +74,6 @@ ALERTS = kinds.register(kinds.ProbeKind(
     name="alerts", section="alertmanager", record=FiringAlerts, probe=probe_alerts,
     fixed={"alerts_probe": "alerts"},
     targets=lambda env: (Fixed("alerts"),) if env.alertmanager is not None or env.prometheus is not None else (),
+    grant="read access to the Alertmanager API (/api/v2/alerts) or the Prometheus API",
     doc="the alerts firing now, from Alertmanager or Prometheus",
 ))

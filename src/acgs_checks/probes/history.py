@@ -145,5 +145,7 @@ async def probe_history(target: Fixed, job: kinds.Job) -> HistorySnapshot:
 HISTORY = kinds.register(kinds.ProbeKind(
     name="history", section="history", record=HistorySnapshot, probe=probe_history,
     fixed={"history_probe": "history"}, targets=lambda env: (Fixed("history"),),
+    grant=("read access to the history store (every run appends to it); read access to the Prometheus API for "
+           "projections"),
     doc="the past weeks' measured values (history store) and disk projections (Prometheus)",
 ))

@@ -385,5 +385,8 @@ HOSTS = kinds.register(kinds.ProbeKind(
     probe=probe_host, entry=Host,
     targets=lambda env: env.section("hosts"),
     gate=kinds.Gate(fixture="host_facts", doc="the snapshot; blocked when the host cannot be reached"),
+    grant=("an unprivileged ssh account that may read /proc, run df, read the log directories and the logrotate "
+           "file (often group adm) and run systemctl is-active, no sudo; or read access to the Prometheus API with "
+           "node_exporter"),
     doc="one read-only script on a host (testinfra), or node_exporter through PromQL",
 ))

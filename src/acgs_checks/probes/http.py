@@ -364,6 +364,7 @@ async def _probe(service: Service, job: kinds.Job) -> HttpResult:
 SERVICE = kinds.register(kinds.ProbeKind(
     name="service", section="services", record=HttpResult, param="service", fixture="health",
     probe=_probe, targets=lambda env: env.services, evidence=evidence,
+    grant="network access to the health URL (any header it needs, e.g. a bearer token, from ${VAR})",
     doc="one GET of each service's health URL",
 ))
 

@@ -76,5 +76,6 @@ POOLER = kinds.register(kinds.ProbeKind(
     name="pooler", section="poolers", record=PoolerSnapshot, param="pooler", fixture="pooler_probe",
     probe=_probe_pooler, targets=lambda env: env.poolers,
     gate=kinds.Gate(fixture="pool", doc="the snapshot; blocked when the admin console is unreachable"),
+    grant="the monitoring user in PgBouncer's stats_users (and auth_file)",
     doc="SHOW POOLS, DATABASES and CONFIG from a PgBouncer admin console",
 ))

@@ -374,5 +374,7 @@ DATABASE = kinds.register(kinds.ProbeKind(
     name="database", section="databases", record=PgSnapshot, param="database", fixture="database_probe",
     probe=_probe_database, targets=lambda env: env.databases,
     gate=kinds.Gate(fixture="db", doc="the snapshot; blocked when the database is unreachable"),
+    grant=("CREATE ROLE acgs_monitor LOGIN PASSWORD '...' IN ROLE pg_monitor; ALTER ROLE acgs_monitor SET "
+           "default_transaction_read_only = on"),
     doc="one read-only pass over a PostgreSQL database",
 ))

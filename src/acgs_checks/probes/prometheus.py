@@ -195,6 +195,7 @@ METRICS_SOURCE = kinds.register(kinds.ProbeKind(
     name="metrics_source", section="prometheus", record=SourceStatus, probe=probe_source,
     fixed={"metrics_source_probe": "prometheus"},
     targets=lambda env: (env.prometheus,) if env.prometheus is not None else (),
+    grant="read access to the Prometheus API",
     doc="whether the Prometheus HTTP API answers",
 ))
 

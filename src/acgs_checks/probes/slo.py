@@ -300,5 +300,6 @@ SLO = kinds.register(kinds.ProbeKind(
     targets=lambda env: env.services, after="service", timing=lambda env: env.slo.source == "synthetic",
     gate=kinds.Gate(_gate, fixture="slo", doc="the numbers; blocked when the metrics source or the health probe "
                     "failed, no data when the source could not read them"),
+    grant="network access to the SLO URL (synthetic) or to /metrics (scrape), or read access to the Prometheus API",
     doc="latency, error and traffic numbers per service",
 ))

@@ -291,5 +291,6 @@ TLS = kinds.register(kinds.ProbeKind(
     name="tls", section="tls_endpoints", record=TlsSnapshot, param="endpoint", fixture="tls_probe",
     probe=_probe, entry=TlsEndpoint, targets=targets,
     gate=kinds.Gate(_gate, fixture="tls", doc="the snapshot; blocked when no handshake completed"),
+    grant="network access to the endpoint; no credentials (handshakes only)",
     doc="a few bounded TLS handshakes: the presented chain, trust, host name, oldest protocol accepted",
 ))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
@@ -82,8 +83,9 @@ def access(records: Iterable[CheckRecord]) -> list[TargetAccess]:
     return list(by_target.values())
 
 
-def table(found: list[TargetAccess], *, width: int = 160) -> list[str]:
-    """One line per target that sees everything, and one per missing check with its fix."""
+def table(found: list[TargetAccess], *, width: int = 110) -> list[str]:
+    """One line per target, and under a target that misses something, each check with its kind and its fix (the
+    whole fix, wrapped at ``width``: a cut command would not run)."""
     lines, name_width = [], min(max((len(t.target) for t in found), default=6), 28)
     for seen in found:
         works = f"{len(seen.works)} check(s) can read what they judge" + (
@@ -91,15 +93,13 @@ def table(found: list[TargetAccess], *, width: int = 160) -> list[str]:
         lines.append(f"{'ok' if seen.ok else 'MISSING':<8}{seen.target:<{name_width}}  {works}")
         for gap in seen.missing:
             lines.append(f"{'':<8}{'':<{name_width}}  {gap.severity or '--'} {gap.check}: {gap.kind}")
-            lines.append(f"{'':<8}{'':<{name_width}}     fix: {_cut(gap.fix, width)}")
+            indent = " " * (8 + name_width + 7)
+            lines += textwrap.wrap(gap.fix, width=max(width, len(indent) + 40), initial_indent=indent[:-5] + "fix: ",
+                                   subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)
     blind = sum(len(t.missing) for t in found)
     lines.append(f"doctor: {sum(len(t.works) for t in found)} check(s) can read what they judge; {blind} cannot"
                  + (" (exit 1)" if blind else " (exit 0)"))
     return lines
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def as_json(found: list[TargetAccess]) -> str:

@@ -1,9 +1,10 @@
-"""The catalog of checks, generated from the checks themselves: ``acgs-checks catalog`` prints it as the README's
-"What runs" table, and a self-test holds the README to it.
+"""The catalog of checks, generated from the checks themselves: ``acgs-checks catalog`` prints it as a table, and the
+documentation's check catalog (:mod:`acgs_checks.reporting.pages`) is made from the same entries.
 
 Read statically (the check modules are parsed, not imported or run): each check's name, the target argument its
 cases are parametrized by (from the probe-kind registry), its first docstring sentence with the default
-thresholds filled in, the runbook requirement it cites first, and its severity, review day and area markers.
+thresholds filled in, the runbook requirement it cites first, its severity, review day and area markers, the probe
+kinds it reads, the thresholds it names and the grants it declares (``@pytest.mark.grant``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from acgs_checks import kinds
 from acgs_checks.policy import runbook
 from acgs_checks.policy.runbook import AREAS, REVIEW_DAYS
 from acgs_checks.policy.severity import Severity
-from acgs_checks.policy.thresholds import Thresholds, in_words
+from acgs_checks.policy.thresholds import Thresholds, in_words, placeholders
 
 # Targets that are not a kind's: the suite's own check of each [[waivers]] entry.
 OWN_PARAMS = {"waiver": "check"}
@@ -30,6 +31,12 @@ class Entry:
     severity: str
     day: str
     area: str
+    name: str = ""                      # the function: test_cache_hit_rate
+    module: str = ""                    # its file under checks/
+    requirement: str = ""               # the runbook id it cites first
+    kinds: tuple[str, ...] = ()         # the probe kinds whose records it judges
+    thresholds: tuple[str, ...] = ()    # the [thresholds] keys its docstring names
+    grants: tuple[str, ...] = ()        # access beyond its kinds' own, from @pytest.mark.grant
 
 
 def _marks(decorators: list[ast.expr]) -> list[tuple[str, list[str]]]:
@@ -69,6 +76,13 @@ def _param(args: list[str]) -> str:
     return ""
 
 
+def _kinds(args: list[str]) -> tuple[str, ...]:
+    by_fixture = kinds.by_fixture()
+    gates = {k.gate.fixture: k for k in kinds.discover().values() if k.gate is not None and k.gate.fixture}
+    found = [gates[a].name if a in gates else by_fixture[a][0].name for a in args if a in gates or a in by_fixture]
+    return tuple(dict.fromkeys(found))
+
+
 def _first_sentence(doc: str) -> str:
     text = " ".join(doc.split())
     end = text.find(". ")
@@ -93,12 +107,17 @@ def entries(checks: Path, requirements: dict[str, runbook.Requirement] | None = 
             requirement = requirements.get(cited[0]) if cited else None
             param = _param([a.arg for a in node.args.args])
             day = next((d for d in REVIEW_DAYS if d in names), "")
+            doc = ast.get_docstring(node) or ""
             found.append((list(REVIEW_DAYS).index(day) if day else len(REVIEW_DAYS), Entry(
                 check=f"`{node.name}[<{param}>]`" if param else f"`{node.name}`",
-                what=_first_sentence(in_words(ast.get_docstring(node) or "", defaults)).replace("|", "\\|"),
+                what=_first_sentence(in_words(doc, defaults)).replace("|", "\\|"),
                 runbook=f"{requirement.feature}: {requirement.story}" if requirement else "",
                 severity=next((severities[n] for n in names if n in severities), ""),
-                day=day, area=next((a for a in AREAS if a in names), ""))))
+                day=day, area=next((a for a in AREAS if a in names), ""),
+                name=node.name, module=path.name, requirement=cited[0] if cited else "",
+                kinds=_kinds([a.arg for a in node.args.args]),
+                thresholds=tuple(dict.fromkeys(k for k in placeholders(doc) if hasattr(defaults, k))),
+                grants=tuple(g for name, args in marks if name == "grant" for g in args))))
     return [entry for _, entry in sorted(found, key=lambda pair: pair[0])]
 
 

@@ -34,6 +34,9 @@ def add_markers(config: pytest.Config) -> None:
         "cases for that target are skipped as blocked by it")
     for name, meaning in TREND_MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {meaning}")
+    config.addinivalue_line(
+        "markers", "grant(*statements): access this check needs beyond its probe kind's minimum (the check catalog "
+        "lists it; doctor names it when it is missing)")
 
 
 def generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -212,7 +215,7 @@ def why_nothing_selected(state: RunState, markexpr: str) -> str:
         lacking = sorted({entry[3] for entry in matches.values() if entry[3]})
         if lacking and all(entry[3] for entry in matches.values()):
             return (f"acgs-checks: {shown} matches {len(matches)} check(s), but environment {env!r} has nothing for "
-                    f"them to check: add {', '.join(f'[{s}]' for s in lacking)} (see the README)")
+                    f"them to check: add {', '.join(f'[{s}]' for s in lacking)} (see docs/configuration.md)")
         days = sorted({entry[0] for entry in matches.values()})
         if review is not None and review not in days and "daily" not in days:
             return (f"acgs-checks: {shown} selects nothing: the {len(matches)} matching check(s) run on "

@@ -1,4 +1,4 @@
-"""Run the sandbox on its own: ``python -m acgs_checks.sandbox [--fault auth:503 ...]``.
+"""Run the sandbox on its own: ``acgs-sandbox [--fault auth:503 ...]`` (or ``python -m acgs_checks.sandbox``).
 
 Prints the environment file it serves, then serves until interrupted, so the stack
 can be explored with curl, psql or redis-cli, or checked with ``pytest --env FILE``.
@@ -33,7 +33,7 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m acgs_checks.sandbox", description=__doc__)
+    parser = argparse.ArgumentParser(prog="acgs-sandbox", description=__doc__)
     parser.add_argument("--fault", action="append", default=[], metavar="TARGET:FAULT[=ARG]",
                         help=f"inject a fault; repeatable. {describe()}")
     parser.add_argument("--write", metavar="PATH", help="also write the environment file to PATH")
