@@ -19,9 +19,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import jsonschema
+import pages
 import pytest
 
-import pages
 from acgs_checks import kinds
 from acgs_checks.cli import schema
 from conftest import ROOT
@@ -61,7 +61,7 @@ def test_every_check_is_in_the_catalog_once_with_what_it_needs() -> None:
 def test_the_configuration_reference_has_every_key() -> None:
     reference = (DOCS / "reference" / "configuration.md").read_text(encoding="utf-8")
     document = schema()
-    for section, node in document["properties"].items():
+    for section in document["properties"]:
         assert f"`{section}`" in reference or f"[{section}]" in reference, section
     definitions = document["$defs"]
     for name, definition in definitions.items():

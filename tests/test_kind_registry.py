@@ -1,4 +1,4 @@
-"""A new probe kind is the documented recipe (docs/architecture.md, "Adding a probe kind"), followed in a temporary copy of the project.
+"""A new probe kind is the documented recipe (docs/architecture.md, "Adding a probe kind"), in a copy of the project.
 
 The copy gets a ``tcp`` kind (a TCP connect to each ``[[ports]]`` entry): a probe module in
 ``src/acgs_checks/probes/``, a checks module in ``checks/``, its runbook line in ``runbook.toml``, and the
