@@ -103,6 +103,11 @@ if (generated.status !== 0) {
   process.exit(generated.status ?? 1);
 }
 if (firstTime) writeFileSync(ledger, [...seen, run].slice(-1000).join("\n") + "\n");
+const entry = join(fresh, "index.html");
+if (existsSync(entry)) {
+  const page = readFileSync(entry, "utf8");
+  writeFileSync(entry, page.replace(/<body[^>]*>/, (body) => body + firstScreen(launch)));
+}
 
 // Swap the new report in: the old one moves aside first, then goes.
 const old = `${output}.old-${suffix}`;
@@ -111,6 +116,47 @@ renameSync(fresh, output);
 rmSync(old, { recursive: true, force: true });
 console.log(`report: ${output}${singleFile ? " (single file)" : ""}; history ${firstTime ? "appended" : "unchanged"}; `
   + `${launch.title}`);
+
+// --- the first screen ---------------------------------------------------------------------
+
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+// Above Allure's own page, in static HTML (no fetch: it shows even where Allure's app cannot load its data, as
+// from file://): the title with the worst failing level, the counts, and each failing P0 and P1 case with its whole
+// message, since when, and its first remediation step, newest outage first within a level. Case links are relative
+// (#/<id>), and a click on a link to the configured report URL stays in this copy of the report.
+function firstScreen(launch) {
+  const c = launch.counts;
+  const total = `${(c.failed ?? 0) + (c.broken ?? 0)} failed, ${c.passed ?? 0} passed, ${c.skipped ?? 0} skipped`;
+  const byLevel = ["p0", "p1", "p2", "p3"].filter((l) => launch.levels[l])
+    .map((l) => `${l.toUpperCase()}: ${launch.levels[l].failed} failed, ${launch.levels[l].passed} passed, `
+      + `${launch.levels[l].skipped} skipped`).join(" · ");
+  const items = launch.urgent.map((u) => `<li><b class="acgs-${u.level.toLowerCase()}">${u.level}</b> `
+    + `<a href="#/${u.id}">${escapeHtml(u.name)}</a> <span class="acgs-since">`
+    + `${u.runs === 1 ? "failing since this run" : `failing since ${utc(u.since)} (${u.runs} runs in a row)`}</span>`
+    + `<div class="acgs-msg">${escapeHtml(u.message)}</div>`
+    + (u.step ? `<div class="acgs-step">First step: ${escapeHtml(u.step)}</div>` : "") + "</li>").join("");
+  const none = launch.worst === null ? "Nothing is failing." : "No P0 or P1 case is failing.";
+  const base = JSON.stringify(new URL("index.html", reportUrl).toString()).replace(/</g, "\\u003c");
+  return `<section id="acgs-first-screen" style="font:14px/1.4 system-ui,sans-serif;padding:12px 20px;`
+    + `border-bottom:1px solid #ccc;background:#fff;color:#111;max-width:100%;box-sizing:border-box">`
+    + `<style>#acgs-first-screen h1{font-size:20px;margin:0 0 4px}#acgs-first-screen ol{margin:8px 0 0;`
+    + `padding-left:20px}#acgs-first-screen li{margin:0 0 8px}#acgs-first-screen .acgs-msg{white-space:pre-wrap;`
+    + `overflow-wrap:anywhere}#acgs-first-screen .acgs-step{color:#333}#acgs-first-screen .acgs-since{color:#555}`
+    + `#acgs-first-screen .acgs-p0{color:#b00020}#acgs-first-screen .acgs-p1{color:#c25400}</style>`
+    + `<h1>${escapeHtml(launch.title)}</h1>`
+    + `<div class="acgs-counts">${escapeHtml(total)}${byLevel ? ` — ${escapeHtml(byLevel)}` : ""}</div>`
+    + (items ? `<ol>${items}</ol>` : `<p>${none}</p>`)
+    + `<p id="acgs-file-note" hidden>Opened from file://: the rest of this report needs a served folder `
+    + `(npm run report:open) or the single-file report (npm run report:single-file).</p>`
+    + `<script>(function(){var base=${base};`
+    + (singleFile ? "" : `if(location.protocol==="file:"){document.getElementById("acgs-file-note").hidden=false;}`)
+    + `document.addEventListener("click",function(e){var a=e.target.closest&&e.target.closest("a");`
+    + `if(a&&a.href.indexOf(base+"#")===0){e.preventDefault();location.hash=a.href.slice(base.length);}},true);`
+    + `})();</script></section>`;
+}
 
 // --- the staged results -------------------------------------------------------------------
 
@@ -140,8 +186,8 @@ function utc(ms) {
   return new Date(ms).toISOString().slice(0, 16).replace("T", " ") + " UTC";
 }
 
-// The first run of the current failing streak of ``result``, from the history (newest first).
-function failingSince(result, points) {
+// The current failing streak of ``result``, from the history (newest first): when it started, how many runs long.
+function streak(result, points) {
   const id = createHash("md5").update(result.uuid).digest("hex");
   const env = label(result, "environment");
   let since = result.start ?? Date.now();
@@ -155,6 +201,11 @@ function failingSince(result, points) {
     since = entry.start ?? point.timestamp ?? since;
     runs += 1;
   }
+  return { since, runs };
+}
+
+function failingSince(result, points) {
+  const { since, runs } = streak(result, points);
   return runs === 1 ? "failing since this run" : `failing since ${utc(since)} (${runs} runs in a row)`;
 }
 
@@ -176,6 +227,9 @@ function state(result, points) {
 function stageResults(from, stage, points) {
   const environments = new Set();
   let worst = null;
+  const counts = {};
+  const levels = {};
+  const urgent = [];
   const base = new URL("index.html", reportUrl);
   for (const name of readdirSync(from)) {
     const source = join(from, name);
@@ -188,6 +242,19 @@ function stageResults(from, stage, points) {
     if (env) environments.add(env);
     const level = ["p0", "p1", "p2", "p3"].find((p) => (result.labels ?? []).some((l) => l.name === "tag" && l.value === p));
     if (failing(result.status) && level && (worst === null || level < worst)) worst = level;
+    counts[result.status] = (counts[result.status] ?? 0) + 1;
+    if (level) {
+      const row = (levels[level] ??= { failed: 0, passed: 0, skipped: 0 });
+      row[failing(result.status) ? "failed" : result.status === "passed" ? "passed" : "skipped"] += 1;
+    }
+    if (failing(result.status) && (level === "p0" || level === "p1")) {
+      const { since, runs } = streak(result, points);
+      urgent.push({
+        level: level.toUpperCase(), name: result.name, id: createHash("md5").update(result.uuid).digest("hex"),
+        message: (result.statusDetails?.message ?? "").trim().replace(/^(Failed|Skipped): /, ""), since, runs,
+        step: firstStep(result.description ?? ""),
+      });
+    }
     result.labels = [...(result.labels ?? []), { name: "state", value: state(result, points) }];
     for (const link of result.links ?? []) {
       if (typeof link.url === "string" && link.url.startsWith("#/")) link.url = new URL(link.url, base).toString();
@@ -196,5 +263,17 @@ function stageResults(from, stage, points) {
   }
   const names = [...environments].sort();
   const verdict = worst === null ? "nothing failing" : `${worst.toUpperCase()} failing`;
-  return { environments: names, title: `ACGS-2 runbook checks · ${names.join(", ") || "no environment"} · ${verdict}` };
+  // Newest outage first within a level: what broke this morning above what has been broken for a week.
+  urgent.sort((a, b) => a.level.localeCompare(b.level) || b.since - a.since);
+  return {
+    environments: names, title: `ACGS-2 runbook checks · ${names.join(", ") || "no environment"} · ${verdict}`,
+    counts, levels, urgent, worst,
+  };
+}
+
+// The first remediation step of a case: the first sentence after "Remediation:" in its description.
+function firstStep(description) {
+  const text = description.split("**Remediation:**")[1]?.trim() ?? "";
+  const end = text.search(/\.(\s|$)/);
+  return end < 0 ? text : text.slice(0, end + 1);
 }

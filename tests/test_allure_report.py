@@ -169,3 +169,90 @@ def test_daily_reports_never_go_stale_and_the_first_screen_shows_what_fails_sinc
     passed = visible_text(render_dom(f"{base}/index.html#/{passed_id}", tmp_path / "chromium"))
     assert re.search(r"measured .*policy-governance: GET http://127\.0\.0\.1:\d+/health → 200 in \d\.\d+ s "
                      r"\(expected status < 400\)", passed), passed[:3000]
+
+
+# A same-origin page that holds the report in a frame of a screen's size and says what lies inside that first screen
+# (headless Chromium's --dump-dom returns it); then it opens a blocked case and clicks its "blocked by" link.
+FIRST_SCREEN = """<!doctype html><body style="margin:0"><iframe id="r" src="report/index.html"
+style="width:%(w)dpx;height:%(h)dpx;border:0"></iframe><script>
+var r = document.getElementById("r"), out = {};
+function done() { document.body.setAttribute("data-result", JSON.stringify(out)); }
+r.onload = function () { setTimeout(function () {
+  var d = r.contentDocument, p = d.getElementById("acgs-first-screen");
+  out.items = p ? Array.prototype.map.call(p.querySelectorAll("h1, .acgs-counts, li"), function (e) {
+    var b = e.getBoundingClientRect(); return {text: e.innerText, top: b.top, bottom: b.bottom}; }) : [];
+  out.height = r.contentWindow.innerHeight;
+  r.contentWindow.location.hash = "#/%(blocked)s";
+  setTimeout(function () {
+    var a = Array.prototype.find.call(r.contentDocument.querySelectorAll("a"), function (x) {
+      return x.textContent.indexOf("blocked by") === 0; });
+    out.link = a ? a.href : null;
+    if (a) a.click();
+    setTimeout(function () { out.after = r.contentWindow.location.href; done(); }, 1500);
+  }, 3000); }, 1500); };
+</script></body>"""
+
+
+def _first_screen(base: str, folder: Path, blocked: str, width: int, height: int, profile: Path) -> dict[str, object]:
+    page = folder / f"screen-{width}.html"
+    page.write_text(FIRST_SCREEN % {"w": width, "h": height, "blocked": blocked})
+    dom = render_dom(f"{base}/{page.name}", profile)
+    found = re.search(r'data-result="([^"]*)"', dom)
+    assert found is not None, dom[-2000:]
+    return dict(json.loads(html.unescape(found.group(1))))
+
+
+def test_the_first_screen_shows_the_verdict_whole_newest_outage_first_on_a_laptop_too(
+        run_suite: RunSuite, tmp_path: Path, serve: functools.partial[str]) -> None:
+    """The database has been down since yesterday's run; this morning the auth service went down too and the cache
+    stopped hitting. The report's first screen, at 1400x1000 and at a laptop's 1280x800, says so without a click."""
+    served = tmp_path / "served"
+    served.mkdir()
+    results, report, history = tmp_path / "results", served / "report", tmp_path / "history.jsonl"
+    base = serve(served)
+    summary = tmp_path / "summary.json"
+    for faults in (("db:down",), ("db:down", "auth:down", "cache:misses")):
+        shutil.rmtree(results, ignore_errors=True)
+        run = run_suite("-m", "daily and (health or database or cache)", "--env", "sandbox",
+                        *[a for f in faults for a in ("--sandbox-fault", f)], f"--alluredir={results}",
+                        f"--summary-json={summary}", alluredir=False)
+        assert run.returncode == 1, run.output
+        generate(results, report, history)  # no --url: blocked links name the default, http://localhost:8080/
+    checks = {c["name"]: c for c in json.loads(summary.read_text())["checks"]}
+    urgent = ["test_service_health[auth]", "test_database_connectivity[primary]", "test_cache_hit_rate[main]"]
+    assert [checks[n]["severity"] for n in urgent] == ["P0", "P0", "P1"]
+    by_id = json.loads((report / "test-results.json").read_text())["byId"]
+    ids = {v["name"]: k for k, v in by_id.items()}
+    blocked = ids["test_no_long_running_queries[primary]"]
+    for width, height in ((1400, 1000), (1280, 800)):
+        seen = _first_screen(base, served, blocked, width, height, tmp_path / f"chromium-{width}")
+        items = seen["items"]
+        assert isinstance(items, list)
+        texts = [str(i["text"]) for i in items]
+        inside = [t for t, i in zip(texts, items, strict=True) if float(i["bottom"]) <= float(str(seen["height"]))]
+        assert inside == texts, (width, texts, items)  # the whole verdict lies within the first screen
+        assert texts[0] == "ACGS-2 runbook checks · sandbox · P0 failing"
+        assert texts[1].startswith("3 failed, ")
+        assert "P0: 2 failed" in texts[1]
+        assert "P1: 1 failed" in texts[1]
+        # P0 before P1; within P0 the newest outage (auth, this run) above the older one (the database, 2 runs).
+        assert [t.split(" failing since")[0] for t in texts[2:]] == [f"{level} {name}" for level, name in
+                                                                     zip(("P0", "P0", "P1"), urgent, strict=True)]
+        assert "failing since this run" in texts[2]
+        assert "(2 runs in a row)" in texts[3]
+        for text, name in zip(texts[2:], urgent, strict=True):
+            assert checks[name]["message"] in text, (checks[name]["message"], text)  # the whole message
+            assert "First step: " in text
+        assert "First step: Restart the failing service gracefully" in texts[2]
+        # The blocked case's link, written for http://localhost:8080/, stays in the report where it is served.
+        assert str(seen["link"]).startswith("http://localhost:8080/index.html#/")
+        assert seen["after"] == f"{base}/report/index.html#/{ids['test_database_connectivity[primary]']}", seen
+
+    # From file://, the multi-file report cannot load Allure's data: the first screen says what to do instead.
+    from_file = render_dom((report / "index.html").as_uri(), tmp_path / "chromium-file")
+    assert re.search(r'<p id="acgs-file-note">Opened from file://', from_file), from_file[:2000]
+    assert "test_service_health[auth]" in visible_text(from_file)
+    generate(results, report, history, single_file=True)
+    single = render_dom((report / "index.html").as_uri(), tmp_path / "chromium-single")
+    assert re.search(r'<p id="acgs-file-note" hidden', single)
+    assert "ACGS-2 runbook checks · sandbox · P0 failing" in visible_text(single)
