@@ -287,13 +287,18 @@ def test_the_catalog_command_names_a_missing_folder_in_one_line(tmp_path: Path) 
 
 
 def test_the_terminal_names_the_check_a_skip_belongs_to_and_how_to_open_the_report(run_suite: RunSuite) -> None:
-    run = run_suite("-ra", "-m", "daily and health", "--env", "sandbox", "--sandbox-fault", "auth:down")
+    run = run_suite("-m", "daily and health", "--env", "sandbox", "--sandbox-fault", "auth:down")  # default -rs
     assert run.returncode == 1, run.output
     skipped = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED")]
     assert skipped, run.stdout
     assert all("checks/test_service_health.py:" in line for line in skipped), skipped
     assert "verdict.py" not in run.stdout
     assert "HTML report: npm run report -- --results " in run.stdout
+    # Each failure once, with its level; after a sandbox run, the next step.
+    assert [line for line in run.stdout.splitlines() if "test_service_health[auth]" in line and "SKIPPED" not in line
+            and "blocked" not in line] == [next(line for line in run.stdout.splitlines() if line.startswith(
+                "FAILED P0 checks/test_service_health.py::test_service_health[auth]: auth: GET "))], run.stdout
+    assert "next: point the suite at your own ACGS-2: acgs-checks init" in run.stdout
 
 
 def test_an_unknown_marker_stops_the_run_before_it_starts_in_one_line(run_suite: RunSuite) -> None:

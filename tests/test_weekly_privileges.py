@@ -42,6 +42,8 @@ def test_narrow_accounts_are_told_the_grant(run_suite: RunSuite, write_env: Call
     slow = _message(run, "test_slow_queries[primary]")
     assert slow.startswith("no data: primary: pg_stat_statements is not installed in this database; fix: "), slow
     assert "P2" in run.stdout
+    # Grants are learned in one pass, not one failed check at a time: the terminal says how.
+    assert "next: acgs-checks doctor --env " in run.stdout
 
 
 def test_the_sandbox_grants_are_enough(run_suite: RunSuite, write_env: Callable[[str], Path],
