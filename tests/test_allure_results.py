@@ -57,7 +57,7 @@ def test_launch_files(run_suite: RunSuite) -> None:
     categories = json.loads((run.allure_dir / "categories.json").read_text())
     assert [c["name"] for c in categories] == ["Access denied", "Target unreachable", "No data",
                                                "Insufficient privilege", "Probe error", "Threshold breached",
-                                               "Configuration error"]
+                                               "Warming up", "Configuration error"]
 
 
 def test_two_environments_keep_two_histories(run_suite: RunSuite) -> None:
