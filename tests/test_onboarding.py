@@ -200,6 +200,11 @@ def test_doctor_names_each_missing_grant_with_its_fix(narrow: tuple[PostgresServ
 def test_doctor_and_init_answer_help_and_bad_input_in_one_line(tmp_path: Path) -> None:
     for command in ("init", "doctor"):
         assert _cli(command, "--help").returncode == 0
+    # validate takes paths, and says so (it has no --env option to suggest).
+    named = _cli("validate", "production.example")
+    assert named.returncode == 4
+    assert named.stderr == ("acgs-checks validate: production.example: no such file; fix: acgs-checks validate "
+                            "fixtures/environments/production.example.toml\n")
     missing = _cli("doctor", "--env", str(tmp_path / "nope.toml"))
     assert missing.returncode == 4, missing.stdout + missing.stderr
     assert missing.stderr.count("\n") == 1, missing.stderr

@@ -111,7 +111,16 @@ def main(argv: list[str] | None = None) -> int:
             return 4
         sys.stdout.write(catalog.markdown(catalog.entries(args.checks)))
         return 0
-    for path in args.files:
+    return _validate(args.files)
+
+
+def _validate(files: list[Path]) -> int:
+    for path in files:
+        if not path.is_file():  # validate takes paths (a run's --env also takes names)
+            named = Path("fixtures/environments") / f"{path}.toml"
+            hint = f"acgs-checks validate {named}" if named.is_file() else "give the path of an environment file"
+            sys.stderr.write(f"acgs-checks validate: {path}: no such file; fix: {hint}\n")
+            return 4
         try:
             load(str(path.resolve()), rootdir=Path.cwd())
         except ConfigError as exc:

@@ -303,7 +303,7 @@ def render(found: Found, *, name: str, sources: list[str], output: str) -> str:
             ("databases", found.databases, "dsn", "review: a read-only monitoring role (GRANT pg_monitor), not the "
                                                   "application's own"),
             ("poolers", found.poolers, "dsn", "review: a user listed in PgBouncer's stats_users"),
-            ("caches", found.caches, "url", "review: an ACL user with +info +ping +config|get (see doctor)")):
+            ("caches", found.caches, "url", "review: an ACL user with -@all +ping +info (see doctor)")):
         for item in items:
             lines += [f"[[{section}]]", f"name = {_q(item['name'])}",
                       f"{key} = {_q(item[key])}  # from {item['source']}", f"# {note}", ""]
