@@ -249,14 +249,16 @@ async def _send(client: httpx.AsyncClient, url: str, headers: dict[str, str], ma
     """Send the GET; a kept-alive connection the server closed just before it is replaced, once.
 
     The server's FIN can arrive after httpcore checked the idle connection: the request then meets
-    a closed connection before any answer. A GET is safe to send again, on a new connection, within
+    a closed or reset connection before any answer. A GET is safe to send again, on a new connection, within
     the same bound, as HTTP/1.1 clients do; anything else (or a second failure) is the outcome.
     """
     for attempt in (1, 2):
         request = client.build_request("GET", url, headers=headers, extensions={"trace": partial(_trace, marks)})
         try:
             return await client.send(request, stream=True)
-        except httpx.RemoteProtocolError:
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            # Closed ("disconnected without a response"), reset (ECONNRESET) or half-closed (EPIPE): which one the
+            # request meets depends on how far the server's close has got, which a busy machine decides.
             if attempt == 2 or not pooled or "reused" not in marks or "first_byte" in marks:
                 raise
             marks.clear()
