@@ -319,21 +319,31 @@ def primary_and_standby() -> Iterator[tuple[PostgresServer, str, Path, int]]:
         primary.stop()
 
 
-@pytest.fixture(scope="module")
-def narrow() -> Iterator[tuple[PostgresServer, RedisServer, str]]:
-    """Real PostgreSQL and Redis with the narrowest accounts: a role with pg_monitor only (no pg_hba_file_rules), a
-    database without pg_stat_statements, a Redis user with +ping +info only (no ACL LOG); and their password."""
+@contextlib.contextmanager
+def accounts(sql: tuple[str, ...], acl: tuple[str, ...]) -> Iterator[tuple[PostgresServer, RedisServer, str]]:
+    """Real PostgreSQL and Redis started alone with the accounts a test needs: ``sql`` run as the superuser, ``acl``
+    an ACL SETUSER rule list; ``{password}`` in either is one fresh password, handed over with the servers."""
     pg, cache = PostgresServer(port=free_port()), RedisServer(port=free_port())
     pg.start()
     cache.start()
     password = secrets.token_urlsafe(12)
-    pg.psql(f"CREATE ROLE narrow LOGIN PASSWORD '{password}' IN ROLE pg_monitor")
-    pg.psql("CREATE DATABASE plain")  # no pg_stat_statements in it
-    admin = redis.Redis.from_url(cache.admin_url)
-    admin.execute_command("ACL", "SETUSER", "narrow", "on", f">{password}", "resetkeys", "-@all", "+ping", "+info")
-    admin.close()
     try:
+        for statement in sql:
+            pg.psql(statement.format(password=password))
+        admin = redis.Redis.from_url(cache.admin_url)
+        admin.execute_command("ACL", "SETUSER", *(rule.format(password=password) for rule in acl))
+        admin.close()
         yield pg, cache, password
     finally:
         cache.stop()
         pg.stop()
+
+
+@pytest.fixture(scope="module")
+def narrow() -> Iterator[tuple[PostgresServer, RedisServer, str]]:
+    """Real PostgreSQL and Redis with the narrowest accounts: a role with pg_monitor only (no pg_hba_file_rules), a
+    database without pg_stat_statements, a Redis user with +ping +info only (no ACL LOG); and their password."""
+    with accounts(("CREATE ROLE narrow LOGIN PASSWORD '{password}' IN ROLE pg_monitor",
+                   "CREATE DATABASE plain"),  # no pg_stat_statements in it
+                  ("narrow", "on", ">{password}", "resetkeys", "-@all", "+ping", "+info")) as servers:
+        yield servers

@@ -9,33 +9,21 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
-from acgs_checks.sandbox.servers import PostgresServer, RedisServer, free_port
-from conftest import Run, RunSuite
+from acgs_checks.sandbox.servers import PostgresServer, RedisServer
+from conftest import Run, RunSuite, accounts
 from servers import RealServers
 
 
 @pytest.fixture
 def refusing() -> Iterator[tuple[PostgresServer, RedisServer, str]]:
-    pg, cache = PostgresServer(port=free_port()), RedisServer(port=free_port())
-    pg.start()
-    cache.start()
-    password = secrets.token_urlsafe(12)
-    admin = redis.Redis.from_url(cache.admin_url)
-    admin.execute_command("ACL", "SETUSER", "no_ping", "on", f">{password}", "-@all", "+info")
-    admin.close()
-    try:
-        yield pg, cache, password
-    finally:
-        cache.stop()
-        pg.stop()
+    with accounts((), ("no_ping", "on", ">{password}", "-@all", "+info")) as servers:
+        yield servers
 
 
 def _message(run: Run, name: str) -> str:
