@@ -61,7 +61,7 @@ def test_host_reachable(host_probe: HostSnapshot) -> None:
 
 @pytest.mark.p1
 @pytest.mark.runbook("monitoring.infra.cpu", "alerts.warning.cpu")
-@pytest.mark.trended
+@pytest.mark.trended(promql="cpu")
 def test_host_cpu(host_facts: HostSnapshot, acgs_environment: Environment) -> None:
     """CPU utilisation over the window stays at or below {cpu_max_percent:g} % (above: warning alert)."""
     limit = acgs_environment.thresholds.cpu_max_percent
@@ -72,7 +72,7 @@ def test_host_cpu(host_facts: HostSnapshot, acgs_environment: Environment) -> No
 
 @pytest.mark.p1
 @pytest.mark.runbook("monitoring.infra.memory", "alerts.warning.memory")
-@pytest.mark.trended
+@pytest.mark.trended(promql="memory")
 def test_host_memory(host_facts: HostSnapshot, acgs_environment: Environment) -> None:
     """Memory used, (MemTotal - MemAvailable) / MemTotal, stays at or below {memory_max_percent:g} % (above:
     warning alert)."""

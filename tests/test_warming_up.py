@@ -101,31 +101,47 @@ def test_a_store_past_its_window_without_data_fails_as_no_data(
 GIB = 2**30
 
 
-def _week_of_disk(instance: str, now: float) -> str:
-    """node_exporter-shaped series for a week, every 5 minutes: / goes from 100 GiB to 40 GiB free (8.6 GiB/day)."""
+def _node_history(instance: str, now: float) -> str:
+    """node_exporter-shaped series, every 5 minutes: a week of / going from 100 GiB to 40 GiB free (8.6 GiB/day), and
+    two weeks of CPU (20 % busy the week before, 50 % this week) and memory (a steady 40 % used)."""
     end, step = now - 20, 300  # the newest sample within the 5 minutes an instant query looks back
-    times = [end - i * step for i in range(7 * 86400 // step, -1, -1)]
-    labels = f'device="/dev/sda1",fstype="ext4",instance="{instance}",job="node",mountpoint="/"'
+    two_weeks = [end - i * step for i in range(14 * 86400 // step, -1, -1)]
+    week = [at for at in two_weeks if at >= end - 7 * 86400]
+    disk = f'device="/dev/sda1",fstype="ext4",instance="{instance}",job="node",mountpoint="/"'
+    node = f'instance="{instance}",job="node"'
     lines = ["# TYPE node_filesystem_avail_bytes gauge"]
-    lines += [f"node_filesystem_avail_bytes{{{labels}}} {100 * GIB - 60 * GIB * (at - times[0]) / (7 * 86400):.0f} "
-              f"{at:.0f}" for at in times]
+    lines += [f"node_filesystem_avail_bytes{{{disk}}} {100 * GIB - 60 * GIB * (at - week[0]) / (7 * 86400):.0f} "
+              f"{at:.0f}" for at in week]
     lines += ["# TYPE node_filesystem_size_bytes gauge"]
-    lines += [f"node_filesystem_size_bytes{{{labels}}} {200 * GIB} {at:.0f}" for at in times]
+    lines += [f"node_filesystem_size_bytes{{{disk}}} {200 * GIB} {at:.0f}" for at in week]
+    busy, idle, cpu = 0.0, 0.0, []
+    for at in two_weeks:
+        share = 0.5 if at >= end - 7 * 86400 else 0.2
+        busy, idle = busy + share * step, idle + (1 - share) * step
+        cpu.append((at, busy, idle))
+    lines += ["# TYPE node_cpu_seconds counter"]
+    lines += [f'node_cpu_seconds_total{{cpu="0",{node},mode="user"}} {b:.1f} {at:.0f}' for at, b, _ in cpu]
+    lines += [f'node_cpu_seconds_total{{cpu="0",{node},mode="idle"}} {i:.1f} {at:.0f}' for at, _, i in cpu]
+    lines += ["# TYPE node_memory_MemAvailable_bytes gauge"]
+    lines += [f"node_memory_MemAvailable_bytes{{{node}}} {6 * GIB} {at:.0f}" for at in two_weeks]
+    lines += ["# TYPE node_memory_MemTotal_bytes gauge"]
+    lines += [f"node_memory_MemTotal_bytes{{{node}}} {10 * GIB} {at:.0f}" for at in two_weeks]
     return "\n".join(lines) + "\n# EOF\n"
 
 
-def test_prometheus_history_gives_capacity_a_verdict_on_the_first_run(
+def test_prometheus_history_gives_capacity_and_trends_a_verdict_on_the_first_run(
         run_suite: RunSuite, write_env: Callable[[str], Path], tmp_path: Path) -> None:
     if servers.PROMETHEUS is None or servers.PROMTOOL is None:
         pytest.skip("needs prometheus and promtool (.ci/run installs them)")
     instance = "db1:9100"
-    with servers.prometheus_with_history(tmp_path / "prom", _week_of_disk(instance, time.time())) as base:
+    with servers.prometheus_with_history(tmp_path / "prom", _node_history(instance, time.time())) as base:
         env_file = write_env(
             f'name = "first-day"\n[prometheus]\nurl = "{base}"\n'
             f'[[hosts]]\nname = "db1"\nspec = "local://"\nlog_dirs = []\nlogrotate_config = ""\n'
             f"prometheus_selector = 'instance=\"{instance}\"'\n"
             f'[history]\npath = "{tmp_path / "empty.sqlite"}"\n')
         run = run_suite("-m", "wednesday", "-k", "capacity", "--env", str(env_file))
+        trends = run_suite("-m", "wednesday", "-k", "trends", "--env", str(env_file))
     # The store is empty, yet Prometheus holds a week: 40 GiB left at 8.6 GiB/day is 4.7 days, inside both windows.
     assert run.statuses() == {"test_capacity_headroom_critical": "failed", "test_capacity_headroom": "failed"}, \
         run.output
@@ -133,3 +149,8 @@ def test_prometheus_history_gives_capacity_a_verdict_on_the_first_run(
     assert re.search(r"disk / on db1: full in [45] days \(deriv\(node_filesystem_avail_bytes\[7d\]\) = -8\.\d+ "
                      r"GiB/day, 40\.\d+ GiB available", message), message
     assert "(expected more than 30 days of headroom)" in message, message
+    # Trends: node_exporter's two weeks say CPU went from 20 % to 50 % busy (a regression), memory held at 40 %.
+    assert trends.statuses() == {"test_performance_trends": "failed"}, trends.output
+    said = _message(trends, "test_performance_trends")
+    assert re.search(r"1 of 2 value\(s\) regressed: cpu\[db1\] 50(\.\d+)? this week vs 20(\.\d+)? before "
+                     r"\(\+150 % worse, 1 earlier week\(s\)\)", said), said

@@ -5,6 +5,7 @@ environment has ``[prometheus]``:
 
 * each service's P95 and error rate get weekly medians from range queries, evaluated at the end
   of this week and of each earlier one: ``quantile_over_time(0.5, (<the SLO query over 1h>)[7d:1h])``;
+* each host with a ``prometheus_selector`` gets weekly medians of CPU and memory the same way, from node_exporter;
 * each filesystem of a host with a ``prometheus_selector`` is projected from node_exporter:
   ``predict_linear``'s slope over the past week (``deriv(node_filesystem_avail_bytes[7d])``)
   against the bytes still available.
@@ -22,6 +23,7 @@ from acgs_checks.kinds import Fixed
 from acgs_checks.probes import aio
 from acgs_checks.probes import prometheus as prom
 from acgs_checks.probes.host import PSEUDO_FS
+from acgs_checks.probes.host import promql as host_promql
 from acgs_checks.probes.slo import service_queries
 from acgs_checks.records import JsonRecord
 
@@ -84,22 +86,37 @@ async def _disk_projections(job: kinds.Job) -> tuple[list[dict[str, Any]], str]:
 _WEEKLY = (("p95", "p95_warning_seconds", 1.0), ("error_rate", "error_rate_warning_percent", 0.01))
 
 
+# The host values trended from node_exporter: the key a host check declares (@pytest.mark.trended(promql=KEY)), the
+# host query's name, and its threshold.
+_HOST_WEEKLY = (("cpu", "cpu_percent", "cpu_max_percent"), ("memory", "memory_percent", "memory_max_percent"))
+
+
 async def _weekly_medians(job: kinds.Job, weeks: int) -> tuple[dict[str, dict[str, Any]], str]:
+    """Each week's median of the services' P95 and error rate (the SLO source is Prometheus) and of the hosts' CPU
+    and memory (a ``prometheus_selector``), evaluated at the end of this week and of each earlier one."""
     env = job.env
-    if env.prometheus is None or env.slo.source != "prometheus" or not env.services:
+    services = list(env.services) if env.slo.source == "prometheus" else []
+    hosts = [h for h in env.section("hosts") if h.prometheus_selector]
+    if env.prometheus is None or not (services or hosts):
         return {}, ""
     down, _denied = await prom.reachable_once(job, env.prometheus)
     if down:
         return {}, down
     now = time.time()
     found: dict[str, dict[str, Any]] = {}
-    for service in env.services:
+    wanted: list[tuple[str, str, float]] = []  # series key, the query over 1 h, threshold
+    for service in services:
         queries = service_queries(service, env.prometheus, "1h")
-        for key, threshold, scale in _WEEKLY:
-            query = f"quantile_over_time(0.5, ({queries[key]})[7d:1h])"
-            medians = [(await _at(env, query, now - week * 7 * DAY))[0] for week in range(weeks + 1)]
-            found[f"{key}[{service.name}]"] = {"weekly": medians, "worse": "higher", "query": query,
-                                                 "threshold": getattr(env.thresholds, threshold) * scale}
+        wanted += [(f"{key}[{service.name}]", queries[key], getattr(env.thresholds, threshold) * scale)
+                   for key, threshold, scale in _WEEKLY]
+    for host in hosts:
+        queries = host_promql(host, "1h")
+        wanted += [(f"{key}[{host.name}]", queries[query], getattr(env.thresholds, threshold))
+                   for key, query, threshold in _HOST_WEEKLY]
+    for name, hourly, threshold in wanted:
+        query = f"quantile_over_time(0.5, ({hourly})[7d:1h])"
+        medians = [(await _at(env, query, now - week * 7 * DAY))[0] for week in range(weeks + 1)]
+        found[name] = {"weekly": medians, "worse": "higher", "query": query, "threshold": threshold}
     return found, ""
 
 
