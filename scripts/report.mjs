@@ -145,7 +145,10 @@ function firstScreen(launch) {
     + `<style>#acgs-first-screen h1{font-size:20px;margin:0 0 4px}#acgs-first-screen ol{margin:8px 0 0;`
     + `padding-left:20px}#acgs-first-screen li{margin:0 0 8px}#acgs-first-screen .acgs-msg{white-space:pre-wrap;`
     + `overflow-wrap:anywhere}#acgs-first-screen .acgs-step{color:#333}#acgs-first-screen .acgs-since{color:#555}`
-    + `#acgs-first-screen .acgs-p0{color:#b00020}#acgs-first-screen .acgs-p1{color:#c25400}</style>`
+    + `#acgs-first-screen .acgs-p0{color:#b00020}#acgs-first-screen .acgs-p1{color:#c25400}`
+    // Allure cuts a tree group's title to one line; a failure's group title is its message: wrap it whole.
+    + `[data-testid="tree-section-title"]{white-space:normal!important;overflow:visible!important;`
+    + `text-overflow:clip!important;overflow-wrap:anywhere}</style>`
     + `<h1>${escapeHtml(launch.title)}</h1>`
     + `<div class="acgs-counts">${escapeHtml(total)}${byLevel ? ` — ${escapeHtml(byLevel)}` : ""}</div>`
     + (items ? `<ol>${items}</ol>` : `<p>${none}</p>`)

@@ -182,6 +182,9 @@ r.onload = function () { setTimeout(function () {
   out.items = p ? Array.prototype.map.call(p.querySelectorAll("h1, .acgs-counts, li"), function (e) {
     var b = e.getBoundingClientRect(); return {text: e.innerText, top: b.top, bottom: b.bottom}; }) : [];
   out.height = r.contentWindow.innerHeight;
+  var titles = d.querySelectorAll('[data-testid="tree-section-title"]');
+  out.titles = titles.length;
+  out.cut = Array.prototype.filter.call(titles, function (t) { return t.scrollWidth > t.clientWidth + 1; }).length;
   r.contentWindow.location.hash = "#/%(blocked)s";
   setTimeout(function () {
     var a = Array.prototype.find.call(r.contentDocument.querySelectorAll("a"), function (x) {
@@ -244,6 +247,9 @@ def test_the_first_screen_shows_the_verdict_whole_newest_outage_first_on_a_lapto
             assert checks[name]["message"] in text, (checks[name]["message"], text)  # the whole message
             assert "First step: " in text
         assert "First step: Restart the failing service gracefully" in texts[2]
+        # Allure's tree shows each failure's group title whole (its message), wrapped rather than cut.
+        assert int(str(seen["titles"])) >= 3
+        assert seen["cut"] == 0, seen
         # The blocked case's link, written for http://localhost:8080/, stays in the report where it is served.
         assert str(seen["link"]).startswith("http://localhost:8080/index.html#/")
         assert seen["after"] == f"{base}/report/index.html#/{ids['test_database_connectivity[primary]']}", seen
