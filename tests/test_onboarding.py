@@ -171,11 +171,13 @@ def test_doctor_names_each_missing_grant_with_its_fix(narrow: tuple[PostgresServ
     out = " ".join(done.stdout.split())  # a long fix is wrapped in the table
     assert password not in done.stdout + done.stderr
     assert "MISSING primary" in out, out
-    assert "fix: GRANT SELECT ON pg_hba_file_rules TO <role>; GRANT EXECUTE ON FUNCTION pg_hba_file_rules()" in out
+    # The exact statements: the account each target is read with is named, not <role>.
+    assert "fix: GRANT SELECT ON pg_hba_file_rules TO narrow; GRANT EXECUTE ON FUNCTION pg_hba_file_rules() TO " \
+           "narrow (as a superuser)" in out
     assert "test_slow_queries[primary]: no data" in out
     assert "CREATE EXTENSION pg_stat_statements" in out
     assert "MISSING redis-acl" in out
-    assert "fix: ACL SETUSER <user> +acl|log (on main)" in out
+    assert "fix: ACL SETUSER narrow +acl|log (on main)" in out
     assert done.stdout.rstrip().splitlines()[-1].startswith("doctor: ")
     assert "cannot (exit 1)" in out
     report = json.loads(_doctor("--env", str(env_file), "-k", "trust", "--json", environ={"PW": password}).stdout)

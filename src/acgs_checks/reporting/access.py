@@ -8,13 +8,16 @@ target unreachable, insufficient privilege, no data and probe error, and a case 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from urllib.parse import unquote, urlsplit
 
 from acgs_checks import verdict
+from acgs_checks.environment import Environment
 from acgs_checks.reporting.outputs import CheckRecord
 
 # Failure kinds that mean "the check could not see what it needs".
@@ -65,14 +68,39 @@ def fix_of(message: str, kind: str) -> str:
     return _DEFAULT_FIX.get(kind, "see the message")
 
 
-def access(records: Iterable[CheckRecord]) -> list[TargetAccess]:
-    """Every selected case, by target (in the order they ran)."""
+def accounts(env: Environment) -> dict[str, str]:
+    """The account each target is read with (a database's role, a cache's ACL user), so a fix names it instead of
+    ``<role>``; a failed-logins source reads with its cache's or database's account. No password is read."""
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 - only the doctor needs it
+
+    found: dict[str, str] = {}
+    for database in env.databases:
+        with contextlib.suppress(Exception):  # a DSN the loader accepted; no user: libpq's default, left unnamed
+            user = conninfo_to_dict(database.dsn).get("user")
+            if user:
+                found[database.name] = str(user)
+    for cache in env.caches:
+        with contextlib.suppress(ValueError):
+            found[cache.name] = unquote(urlsplit(cache.url).username or "") or "default"
+    for source in env.security.failed_logins:
+        owner = getattr(source, "cache", "") or getattr(source, "database", "")
+        if owner in found:
+            found[source.name] = found[owner]
+    return found
+
+
+def access(records: Iterable[CheckRecord], named: Mapping[str, str] | None = None) -> list[TargetAccess]:
+    """Every selected case, by target (in the order they ran); ``named`` gives each target's account for the fixes."""
     by_target: dict[str, TargetAccess] = {}
     for record in records:
-        seen = by_target.setdefault(target_of(record), TargetAccess(target_of(record)))
+        target = target_of(record)
+        seen = by_target.setdefault(target, TargetAccess(target))
         if record.outcome == "failed" and record.kind in BLIND:
-            seen.missing.append(Missing(record.name, record.severity, record.kind, record.message,
-                                        fix_of(record.message, record.kind)))
+            fix = fix_of(record.message, record.kind)
+            account = (named or {}).get(target)
+            if account:
+                fix = fix.replace("<role>", account).replace("<user>", account)
+            seen.missing.append(Missing(record.name, record.severity, record.kind, record.message, fix))
         elif record.outcome == "skipped" and record.kind == verdict.BLOCKED:
             seen.missing.append(Missing(record.name, record.severity, "blocked", record.message,
                                         "fix the case it names first"))

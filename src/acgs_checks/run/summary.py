@@ -148,7 +148,7 @@ def sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.OK
         return
     if settings.doctor:  # what each case could read; no verdict, report, history or metric is written
-        found = access.access(state.records.values())
+        found = access.access(state.records.values(), access.accounts(state.environment))
         session.exitstatus = pytest.ExitCode.OK if all(t.ok for t in found) else pytest.ExitCode.TESTS_FAILED
         if settings.doctor_json is not None:
             try:
@@ -235,7 +235,7 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
         return
     if state.settings.doctor and state.records:
         tr.section("acgs-checks doctor")
-        for line in access.table(access.access(state.records.values())):
+        for line in access.table(access.access(state.records.values(), access.accounts(state.environment))):
             tr.write_line(line)
         return
     if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
