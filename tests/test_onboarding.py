@@ -4,6 +4,7 @@ Prometheus's targets; ``acgs-checks doctor`` names, per target, each grant the s
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import subprocess
@@ -211,3 +212,42 @@ def test_doctor_and_init_answer_help_and_bad_input_in_one_line(tmp_path: Path) -
     assert missing.returncode == 4, missing.stdout + missing.stderr
     assert missing.stderr.count("\n") == 1, missing.stderr
     assert "environment file not found" in missing.stderr
+
+
+class _Targets(http.server.BaseHTTPRequestHandler):
+    """A Prometheus whose targets carry hostile labels: quotes, newlines, control characters, TOML and PromQL
+    syntax, a megabyte of label, and more targets than init reads."""
+
+    def do_GET(self) -> None:
+        hostile = 'x"\n[[databases]]\nname = "evil"\x1b[31m\u2028\'' + "\\"
+        targets = [
+            {"labels": {"job": "auth_service", "instance": f"127.0.0.1:1{hostile}"},
+             "scrapeUrl": f"http://127.0.0.1:18000/metrics?{hostile}"},
+            {"labels": {"job": "ac_service", "instance": "10.0.0.2:8001"}, "scrapeUrl": "http://10.0.0.2:8001/metrics"},
+            {"labels": {"job": "node", "instance": f"db{hostile}:9100"}, "scrapeUrl": "http://db:9100/metrics"},
+            {"labels": {"job": hostile * 20000, "instance": "a:1"}, "scrapeUrl": "http://a:1/metrics"},
+            {"labels": "not a map", "scrapeUrl": 7},
+            *({"labels": {"job": "x", "instance": f"h{i}:1"}, "scrapeUrl": f"http://h{i}:1/m"} for i in range(6000)),
+        ]
+        servers.answer(self, 200, json.dumps({"status": "success", "data": {"activeTargets": targets}}).encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_init_writes_what_a_hostile_prometheus_sends_as_data_never_as_syntax(tmp_path: Path) -> None:
+    with servers.serving(_Targets) as server:
+        out = tmp_path / "hostile.toml"
+        done = _cli("init", "--output", str(out), environ={"PROMETHEUS_URL": servers.url_of(server)})
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "\x1b" not in done.stdout  # labels are shown escaped
+    assert "Prometheus listed 6005 targets; the first 5000 were read" in done.stdout
+    document = tomllib.loads(out.read_text())  # still one valid TOML document
+    assert "databases" not in document  # a label cannot add a section
+    # A target whose instance or address is not host:port is named as skipped, never written.
+    assert [s["name"] for s in document["services"]] == ["constitutional-ai"]
+    assert "hosts" not in document
+    assert "2 Prometheus target(s) skipped: their instance or scrape address is not host:port" in done.stdout
+    assert len(out.read_text()) < 100_000  # the megabyte label is cut, not copied
+    jsonschema.validate(document, json.loads((tmp_path / "env.schema.json").read_text()))

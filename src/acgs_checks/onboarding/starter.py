@@ -16,6 +16,7 @@ as commented defaults. It is validated as a run would load it before it is writt
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -50,6 +51,9 @@ KNOWN_VARIABLES = ("DATABASE_URL", "PGBOUNCER_URL", "REDIS_URL", "PROMETHEUS_URL
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 # Prometheus's answer is read up to this many targets (a fleet's worth); the rest are counted, not used.
 TARGET_LIMIT = 5000
+# An instance label init will write into the file: host:port, a bare host, or [v6]:port. Anything else came from a
+# relabelling init cannot interpret (or a hostile answer), and is named as skipped instead.
+PLAUSIBLE_INSTANCE = re.compile(r"(?:[A-Za-z0-9_.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?")
 
 
 def normalised(name: str) -> str:
@@ -152,6 +156,7 @@ def from_targets(targets: list[dict[str, Any]], found: Found) -> None:
     taken = set(given)
     hosts_taken: set[str] = set()
     unused: dict[str, int] = {}
+    odd = 0
     for target in targets[:TARGET_LIMIT]:
         labels = _mapping(target.get("labels"))
         discovered = _mapping(target.get("discoveredLabels"))
@@ -160,6 +165,9 @@ def from_targets(targets: list[dict[str, Any]], found: Found) -> None:
         scrape = str(target.get("scrapeUrl", ""))[:2000]
         parts = urlsplit(scrape)
         if not instance or parts.scheme not in ("http", "https"):
+            continue
+        if not PLAUSIBLE_INSTANCE.fullmatch(instance) or not PLAUSIBLE_INSTANCE.fullmatch(parts.netloc.rsplit("@")[-1]):
+            odd += 1
             continue
         service = core_service(job, str(labels.get("service", "")), str(labels.get("app", "")),
                                str(labels.get("app_kubernetes_io_name", "")),
@@ -182,11 +190,14 @@ def from_targets(targets: list[dict[str, Any]], found: Found) -> None:
                 "source": f"Prometheus target job={job!r} instance={instance!r}"})
         else:
             unused[job] = unused.get(job, 0) + 1
+    if odd:
+        found.notes.append(f"{odd} Prometheus target(s) skipped: their instance or scrape address is not host:port")
     if len(targets) > TARGET_LIMIT:
         found.notes.append(f"Prometheus listed {len(targets)} targets; the first {TARGET_LIMIT} were read")
     if unused:
         found.notes.append("Prometheus targets not used (not a core service or node_exporter): "
-                           + ", ".join(f"job={job!r} ({n})" for job, n in sorted(unused.items())[:12]))
+                           + ", ".join(f"job={redaction.clip(repr(job), 80)} ({n})"
+                                       for job, n in sorted(unused.items())[:12]))
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -194,7 +205,8 @@ def _mapping(value: Any) -> dict[str, Any]:
 
 
 def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
+    """A PromQL label value inside double quotes."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 async def prometheus_targets(url: str, timeout: float) -> tuple[list[dict[str, Any]], str]:
@@ -260,13 +272,14 @@ def _runbook_order(service: dict[str, str]) -> tuple[int, str]:
 
 
 def _q(value: str) -> str:
-    """A TOML basic string."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A TOML basic string: JSON's escapes are TOML's, control characters included (a target's labels are
+    untrusted: nothing they hold can end the string or the line)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _literal(value: str) -> str:
     """A TOML literal string when it can be one (selectors read better without escapes)."""
-    return f"'{value}'" if "'" not in value and "\n" not in value else _q(value)
+    return f"'{value}'" if value.isprintable() and "'" not in value else _q(value)
 
 
 def render(found: Found, *, name: str, sources: list[str], output: str) -> str:
