@@ -135,7 +135,8 @@ def test_roles_are_declared_by_marker_and_the_sandbox_seeds_them_alike() -> None
                                                  None if capacity is None else Mark(capacity))
     assert declared["test_host_disk_usage"] == "capacity:disk full"
     assert declared["test_p95_latency"] == "trended:p95"
-    assert declared["test_host_cpu"] == "trended"
+    assert declared["test_host_cpu"] == "trended:cpu"  # node_exporter's history stands in where a host has it
+    assert declared["test_cache_hit_rate"] == "trended"
     seeded = (ROOT / "src" / "acgs_checks" / "sandbox" / "weekly.py").read_text()
     pairs = re.findall(r'"(test_[a-z0-9_]+)\[[^\]]+\]": \([^)]*"([a-z_:]+[^"]*)"\)', seeded)
     assert len(pairs) >= 8
