@@ -131,6 +131,7 @@ def _validate(files: list[Path]) -> int:
 
 
 ALL_DAYS = "daily or monday or wednesday or friday"
+DOCTOR_SECONDS = 1800  # far above any bounded run; only a hang reaches it
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -145,7 +146,12 @@ def _doctor(args: argparse.Namespace) -> int:
         command = [sys.executable, "-m", "pytest", str(args.checks), f"--env={args.env}", "-m", args.markexpr,
                    "--acgs-doctor", f"--acgs-doctor-json={findings}", "-p", "no:cacheprovider", "-q",
                    "--no-header", *(["-k", args.keyword] if args.keyword else [])]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)  # the run bounds itself
+        try:  # the run bounds each probe itself; this bounds the run, should a bug hang it
+            done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=DOCTOR_SECONDS)
+        except subprocess.TimeoutExpired:
+            sys.stderr.write(f"acgs-checks doctor: the checks did not finish within {DOCTOR_SECONDS} s; fix: narrow "
+                             "the selection with -m or -k, and report the hang\n")
+            return 4
         if not findings.is_file():
             said = (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}").splitlines()
             sys.stderr.write(f"acgs-checks doctor: {said[-1]}\n")
