@@ -151,6 +151,11 @@ def test_init_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
         assert needle in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
         assert not (tmp_path / "x.toml").exists()
+    # A folder nothing can be written in (root included): one line, no traceback.
+    done = _cli("init", "--output", "/sys/acgs-init.toml")
+    assert done.returncode == 4
+    assert done.stderr == ("acgs-checks init: /sys/acgs-init.toml: cannot be written (Permission denied); fix: "
+                           "choose a writable --output\n"), done.stderr
 
 
 def _doctor(*args: str, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:

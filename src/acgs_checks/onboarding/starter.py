@@ -342,7 +342,10 @@ def write(output: Path, text: str, *, force: bool, schema: str) -> str:
     folder = output.resolve().parent
     if not folder.is_dir():
         return f"{output}: the folder {folder} does not exist; fix: create it or choose another --output"
-    fd, staged = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".toml", dir=folder)
+    try:
+        fd, staged = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".toml", dir=folder)
+    except OSError as exc:
+        return f"{output}: cannot be written ({exc.strerror}); fix: choose a writable --output"
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
