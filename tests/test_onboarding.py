@@ -217,6 +217,11 @@ def test_doctor_and_init_answer_help_and_bad_input_in_one_line(tmp_path: Path) -
     assert missing.returncode == 4, missing.stdout + missing.stderr
     assert missing.stderr.count("\n") == 1, missing.stderr
     assert "environment file not found" in missing.stderr
+    # Nothing selected is no preflight pass: one line saying why, exit 4.
+    nothing = _cli("doctor", "--env", "sandbox", "-m", "friday and cache")
+    assert nothing.returncode == 4, nothing.stdout + nothing.stderr
+    assert nothing.stderr.count("\n") == 1, nothing.stderr
+    assert "-m 'friday and cache' selects no check in environment 'sandbox'" in nothing.stderr
 
 
 class _Targets(http.server.BaseHTTPRequestHandler):

@@ -141,10 +141,19 @@ def _doctor(args: argparse.Namespace) -> int:
         sys.stderr.write(f"acgs-checks doctor: {args.checks}: no such folder of checks; fix: run from the suite's "
                          "folder or pass --checks DIR\n")
         return 4
+    try:
+        return _doctor_run(args)
+    except OSError as exc:  # no scratch folder for the findings (a full or read-only temporary disk)
+        sys.stderr.write(f"acgs-checks doctor: {exc.strerror or exc}: {exc.filename or 'the temporary folder'}; fix: "
+                         "free space there, or point TMPDIR at a writable folder\n")
+        return 4
+
+
+def _doctor_run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="acgs-doctor-") as folder:
         findings = Path(folder) / "doctor.json"
         command = [sys.executable, "-m", "pytest", str(args.checks), f"--env={args.env}", "-m", args.markexpr,
-                   "--acgs-doctor", f"--acgs-doctor-json={findings}", "-p", "no:cacheprovider", "-q",
+                   "--acgs-doctor", f"--acgs-doctor-json={findings}", "-p", "no:cacheprovider",
                    "--no-header", *(["-k", args.keyword] if args.keyword else [])]
         try:  # the run bounds each probe itself; this bounds the run, should a bug hang it
             done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=DOCTOR_SECONDS)
@@ -152,10 +161,13 @@ def _doctor(args: argparse.Namespace) -> int:
             sys.stderr.write(f"acgs-checks doctor: the checks did not finish within {DOCTOR_SECONDS} s; fix: narrow "
                              "the selection with -m or -k, and report the hang\n")
             return 4
-        if not findings.is_file():
-            said = (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}").splitlines()
-            sys.stderr.write(f"acgs-checks doctor: {said[-1]}\n")
-            return 4 if done.returncode in (2, 3, 4, 5) else done.returncode or 4
+        if not findings.is_file():  # a usage error, nothing selected, or the findings could not be written
+            lines = [line.strip() for line in (done.stderr + "\n" + done.stdout).splitlines()
+                     if line.strip() and not line.startswith(("=", "-", "_"))]
+            said = next((line for line in lines if line.startswith(("ERROR", "could not write"))), "") or (
+                lines[-1] if lines else f"exit {done.returncode}")
+            sys.stderr.write(f"acgs-checks doctor: {said.removeprefix('ERROR: ')}\n")
+            return 4
         found = access.from_json(findings.read_text(encoding="utf-8"))
     sys.stdout.write(access.as_json(found) if args.json else "\n".join(access.table(found)) + "\n")
     return 0 if all(t.ok for t in found) else 1

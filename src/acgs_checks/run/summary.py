@@ -147,7 +147,7 @@ def sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if settings.coverage:
         session.exitstatus = pytest.ExitCode.OK
         return
-    if settings.doctor:  # what each case could read; no verdict, report, history or metric is written
+    if settings.doctor and state.records:  # what each case could read; no report, history or metric is written
         found = access.access(state.records.values(), access.accounts(state.environment))
         session.exitstatus = pytest.ExitCode.OK if all(t.ok for t in found) else pytest.ExitCode.TESTS_FAILED
         if settings.doctor_json is not None:
