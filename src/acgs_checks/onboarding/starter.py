@@ -296,7 +296,7 @@ def render(found: Found, *, name: str, sources: list[str], output: str) -> str:
         f"name = {_q(name)}",
         "",
         "[defaults]",
-        "timeout_seconds = 2.0  # the bound on every probe; review: raise it for slow links, never above 10",
+        "timeout_seconds = 2.0  # the bound on every probe; review: raise it for slow links",
         "",
     ]
     if found.prometheus:
