@@ -147,7 +147,9 @@ def sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if settings.coverage:
         session.exitstatus = pytest.ExitCode.OK
         return
-    if settings.doctor and state.records:  # what each case could read; no report, history or metric is written
+    if settings.doctor:  # what each case could read; no report, history or metric is written
+        if not state.records:
+            return  # nothing selected: pytest's own exit status (5) and the terminal's line say so
         found = access.access(state.records.values(), access.accounts(state.environment))
         session.exitstatus = pytest.ExitCode.OK if all(t.ok for t in found) else pytest.ExitCode.TESTS_FAILED
         if settings.doctor_json is not None:
