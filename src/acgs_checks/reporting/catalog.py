@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from acgs_checks import kinds
 from acgs_checks.policy import runbook
@@ -61,26 +62,28 @@ def _module_marks(tree: ast.Module) -> list[tuple[str, list[str]]]:
     return []
 
 
-def _param(args: list[str]) -> str:
-    by_fixture = kinds.by_fixture()
+def _fixture_kinds() -> dict[str, kinds.ProbeKind[Any, Any]]:
+    """The kind behind each probe or gate fixture a check may take (a gate's fixture names its kind too)."""
+    found = {fixture: kind for fixture, (kind, _arg) in kinds.by_fixture().items()}
+    found.update({k.gate.fixture: k for k in kinds.discover().values() if k.gate is not None and k.gate.fixture})
+    return found
+
+
+def _param(args: list[str], by_fixture: dict[str, kinds.ProbeKind[Any, Any]]) -> str:
     params = kinds.params()
-    gates = {k.gate.fixture: k for k in kinds.discover().values() if k.gate is not None and k.gate.fixture}
     for arg in args:
         if arg in OWN_PARAMS:
             return OWN_PARAMS[arg]
         if arg in params:
             return arg
-        kind = gates[arg] if arg in gates else by_fixture[arg][0] if arg in by_fixture else None
+        kind = by_fixture.get(arg)
         if kind is not None and kind.param:
             return kind.param
     return ""
 
 
-def _kinds(args: list[str]) -> tuple[str, ...]:
-    by_fixture = kinds.by_fixture()
-    gates = {k.gate.fixture: k for k in kinds.discover().values() if k.gate is not None and k.gate.fixture}
-    found = [gates[a].name if a in gates else by_fixture[a][0].name for a in args if a in gates or a in by_fixture]
-    return tuple(dict.fromkeys(found))
+def _kinds(args: list[str], by_fixture: dict[str, kinds.ProbeKind[Any, Any]]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(by_fixture[a].name for a in args if a in by_fixture))
 
 
 def _first_sentence(doc: str) -> str:
@@ -94,6 +97,7 @@ def entries(checks: Path, requirements: dict[str, runbook.Requirement] | None = 
     requirements = requirements if requirements is not None else runbook.load(runbook.map_path(None))
     defaults = Thresholds()
     severities = {s.marker: s.name for s in Severity}
+    by_fixture = _fixture_kinds()
     found: list[tuple[int, Entry]] = []
     for path in sorted(checks.glob("test_*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -105,7 +109,7 @@ def entries(checks: Path, requirements: dict[str, runbook.Requirement] | None = 
             names = [name for name, _ in marks]
             cited = next((args for name, args in marks if name == "runbook"), [])
             requirement = requirements.get(cited[0]) if cited else None
-            param = _param([a.arg for a in node.args.args])
+            param = _param([a.arg for a in node.args.args], by_fixture)
             day = next((d for d in REVIEW_DAYS if d in names), "")
             doc = ast.get_docstring(node) or ""
             found.append((list(REVIEW_DAYS).index(day) if day else len(REVIEW_DAYS), Entry(
@@ -115,7 +119,7 @@ def entries(checks: Path, requirements: dict[str, runbook.Requirement] | None = 
                 severity=next((severities[n] for n in names if n in severities), ""),
                 day=day, area=next((a for a in AREAS if a in names), ""),
                 name=node.name, module=path.name, requirement=cited[0] if cited else "",
-                kinds=_kinds([a.arg for a in node.args.args]),
+                kinds=_kinds([a.arg for a in node.args.args], by_fixture),
                 thresholds=tuple(dict.fromkeys(k for k in placeholders(doc) if hasattr(defaults, k))),
                 grants=tuple(g for name, args in marks if name == "grant" for g in args))))
     return [entry for _, entry in sorted(found, key=lambda pair: pair[0])]
