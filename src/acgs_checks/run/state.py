@@ -17,7 +17,7 @@ import pytest
 
 from acgs_checks import __version__, environment, kinds
 from acgs_checks.environment import Environment
-from acgs_checks.reporting import outputs
+from acgs_checks.reporting import access, outputs
 from acgs_checks.run import probing, reports
 from acgs_checks.run.settings import Settings
 from acgs_checks.run.worker_results import SharedResults
@@ -38,6 +38,8 @@ class RunState:
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     coverage: dict[str, list[str]] = field(default_factory=dict)
     delivery_problems: list[str] = field(default_factory=list)
+    # --acgs-doctor: per target, what each case could read (made once at the session's end, printed after).
+    doctor: list[access.TargetAccess] = field(default_factory=list)
     rootpath: Path = Path()
     # Per case, the (kind, target) records it reads; and the streaming pass of a one-process run.
     needs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)

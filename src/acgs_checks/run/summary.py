@@ -150,11 +150,11 @@ def sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if settings.doctor:  # what each case could read; no report, history or metric is written
         if not state.records:
             return  # nothing selected: pytest's own exit status (5) and the terminal's line say so
-        found = access.access(state.records.values(), access.accounts(state.environment))
-        session.exitstatus = pytest.ExitCode.OK if all(t.ok for t in found) else pytest.ExitCode.TESTS_FAILED
+        state.doctor = access.access(state.records.values(), access.accounts(state.environment))
+        session.exitstatus = pytest.ExitCode.OK if all(t.ok for t in state.doctor) else pytest.ExitCode.TESTS_FAILED
         if settings.doctor_json is not None:
             try:
-                settings.doctor_json.write_text(access.as_json(found), encoding="utf-8")
+                settings.doctor_json.write_text(access.as_json(state.doctor), encoding="utf-8")
             except OSError as exc:
                 reports.CURRENT.failed("doctor JSON", settings.doctor_json, exc)
         return
@@ -235,9 +235,9 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
     if state.settings.coverage:
         _print_coverage(tr, state)
         return
-    if state.settings.doctor and state.records:
+    if state.settings.doctor and state.doctor:
         tr.section("acgs-checks doctor")
-        for line in access.table(access.access(state.records.values(), access.accounts(state.environment))):
+        for line in access.table(state.doctor):
             tr.write_line(line)
         return
     if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
