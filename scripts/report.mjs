@@ -135,7 +135,7 @@ function firstScreen(launch) {
       + `${launch.levels[l].skipped} skipped`).join(" · ");
   const items = launch.urgent.map((u) => `<li><b class="acgs-${u.level.toLowerCase()}">${u.level}</b> `
     + `<a href="#/${u.id}">${escapeHtml(u.name)}</a> <span class="acgs-since">`
-    + `${u.runs === 1 ? "failing since this run" : `failing since ${utc(u.since)} (${u.runs} runs in a row)`}</span>`
+    + `${sinceWords(u)}</span>`
     + `<div class="acgs-msg">${escapeHtml(u.message)}</div>`
     + (u.step ? `<div class="acgs-step">First step: ${escapeHtml(u.step)}</div>` : "") + "</li>").join("");
   const none = launch.worst === null ? "Nothing is failing." : "No P0 or P1 case is failing.";
@@ -207,9 +207,13 @@ function streak(result, points) {
   return { since, runs };
 }
 
-function failingSince(result, points) {
-  const { since, runs } = streak(result, points);
+// A failing streak in words: the tree's group title and the first screen say it the same way.
+function sinceWords({ since, runs }) {
   return runs === 1 ? "failing since this run" : `failing since ${utc(since)} (${runs} runs in a row)`;
+}
+
+function failingSince(result, points) {
+  return sinceWords(streak(result, points));
 }
 
 function state(result, points) {

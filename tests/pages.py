@@ -81,7 +81,6 @@ def proofs() -> dict[str, list[str]]:
 
 
 def generate() -> dict[str, str]:
-    kinds.discover()
     requirements = runbook.load(runbook.map_path(ROOT))
     registry = kinds.discover().values()
     entries = catalog.entries(ROOT / "checks", requirements)

@@ -119,7 +119,7 @@ def from_variables(environ: dict[str, str], extra: list[str], found: Found) -> l
         elif scheme in ("redis", "rediss", "unix"):
             name = "main" if var == "REDIS_URL" else stem
             found.caches.append({"name": _unique(name, taken), "url": ref, "source": shown})
-        elif scheme in ("http", "https") and ("PROMETHEUS" in var or var == "PROMETHEUS_URL"):
+        elif scheme in ("http", "https") and "PROMETHEUS" in var:
             found.prometheus = found.prometheus or ref
         elif scheme in ("http", "https") and core_service(stem):
             service = core_service(stem)
