@@ -4,6 +4,7 @@ Prometheus's targets; ``acgs-checks doctor`` names, per target, each grant the s
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import os
@@ -226,11 +227,15 @@ def test_doctor_and_init_answer_help_and_bad_input_in_one_line(tmp_path: Path) -
 
 class _Targets(http.server.BaseHTTPRequestHandler):
     """A Prometheus whose targets carry hostile labels: quotes, newlines, control characters, TOML and PromQL
-    syntax, a megabyte of label, and more targets than init reads."""
+    syntax, a megabyte of label, more targets than init reads, and every password it can learn echoed back (the one
+    its Authorization header carries, and the database's, which the test hands it)."""
 
     def do_GET(self) -> None:
         hostile = 'x"\n[[databases]]\nname = "evil"\x1b[31m\u2028\'' + "\\"
+        sent = base64.b64decode(self.headers.get("Authorization", "Basic ").split()[-1]).decode()
+        echoed = f"{sent.partition(':')[2]}-{getattr(self.server, 'echo', '')}"
         targets = [
+            {"labels": {"job": f"echo-{echoed}", "instance": "e:1", "app": echoed}, "scrapeUrl": "http://e:1/m"},
             {"labels": {"job": "auth_service", "instance": f"127.0.0.1:1{hostile}"},
              "scrapeUrl": f"http://127.0.0.1:18000/metrics?{hostile}"},
             {"labels": {"job": "ac_service", "instance": "10.0.0.2:8001"}, "scrapeUrl": "http://10.0.0.2:8001/metrics"},
@@ -246,15 +251,23 @@ class _Targets(http.server.BaseHTTPRequestHandler):
 
 
 def test_init_writes_what_a_hostile_prometheus_sends_as_data_never_as_syntax(tmp_path: Path) -> None:
-    with servers.serving(_Targets) as server:
-        out = tmp_path / "hostile.toml"
-        done = _cli("init", "--output", str(out), environ={"PROMETHEUS_URL": servers.url_of(server)})
+    out = tmp_path / "hostile.toml"
+    prometheus_password, database_password = "prom-Secret-4711", "db-Secret-0815"
+    with servers.serving(_Targets, echo=database_password) as server:
+        prometheus = servers.url_of(server).replace("http://", f"http://reader:{prometheus_password}@")
+        done = _cli("init", "--output", str(out), environ={
+            "PROMETHEUS_URL": prometheus, "DATABASE_URL": f"postgresql://m:{database_password}@db:5432/acgs"})
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     assert "\x1b" not in done.stdout  # labels are shown escaped
-    assert "Prometheus listed 6005 targets; the first 5000 were read" in done.stdout
+    assert "Prometheus listed 6006 targets; the first 5000 were read" in done.stdout
+    # What a target echoes is redacted before it is shown or written: the job is named, its secrets are not.
+    assert "job='echo-***-***' (1)" in done.stdout, done.stdout
+    for secret in (prometheus_password, database_password):
+        assert secret not in done.stdout + done.stderr + out.read_text()
     document = tomllib.loads(out.read_text())  # still one valid TOML document
-    assert "databases" not in document  # a label cannot add a section
+    # A label cannot add a section or an entry: the one database is DATABASE_URL's.
+    assert [(d["name"], d["dsn"]) for d in document["databases"]] == [("primary", "${DATABASE_URL}")]
     # A target whose instance or address is not host:port is named as skipped, never written.
     assert [s["name"] for s in document["services"]] == ["constitutional-ai"]
     assert "hosts" not in document

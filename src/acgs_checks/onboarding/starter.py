@@ -149,15 +149,19 @@ def _host_name(host: str, taken: set[str]) -> str:
     return _unique(name, taken)
 
 
-def from_targets(targets: list[dict[str, Any]], found: Found) -> None:
+def from_targets(targets: list[dict[str, Any]], found: Found,
+                 redact: redaction.Redactor | None = None) -> None:
     """The core services and node_exporter hosts among Prometheus's active targets (a service already given by
-    --service or a variable keeps that URL)."""
+    --service or a variable keeps that URL). Every string a target sends is redacted first (``redact``: the secrets
+    of the variables init read), so a Prometheus that echoes a password cannot put it in the file or the output."""
+    redact = redact or redaction.Redactor()
     given = {s["name"] for s in found.services}
     taken = set(given)
     hosts_taken: set[str] = set()
     unused: dict[str, int] = {}
     odd = 0
-    for target in targets[:TARGET_LIMIT]:
+    for sent in targets[:TARGET_LIMIT]:
+        target = redact.tree(sent)
         labels = _mapping(target.get("labels"))
         discovered = _mapping(target.get("discoveredLabels"))
         job = str(labels.get("job", ""))[:200]
@@ -254,12 +258,14 @@ def discover(environ: dict[str, str], *, extra: list[str], services: list[str], 
         return found, problems
     url = prometheus or environ.get("PROMETHEUS_URL", "")
     if found.prometheus and url:
+        read = [environ.get(var, "") for var in (*KNOWN_VARIABLES, *extra)] + [url]
+        redact = redaction.Redactor(set().union(*(redaction.secrets_in(value) for value in read)))
         targets, error = aio.run(lambda: prometheus_targets(url, timeout))
         if error:
-            found.notes.append(f"Prometheus {redaction.display(url)}: {error}; no target was read from it (the "
-                               "file still names it: doctor will say what is wrong)")
+            found.notes.append(redact(f"Prometheus {redaction.display(url)}: {error}; no target was read from it "
+                                      "(the file still names it: doctor will say what is wrong)"))
         else:
-            from_targets(targets, found)
+            from_targets(targets, found, redact)
     found.services.sort(key=_runbook_order)
     return found, problems
 
