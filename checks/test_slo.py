@@ -29,8 +29,9 @@ def _value(slo: SloSnapshot, key: str) -> float:
     """The measured value, or a failure that says which query or sample gave no data, or why its unit is wrong."""
     value = slo.values.get(key)
     if value is None:
-        no_data(f"{slo.target}: no {key} over a {slo.window} window "
-                f"({slo.errors.get(key) or 'the source returned nothing'}; source: {slo.sources.get(key, slo.source)})")
+        # The source first, then what went wrong: a fix the error names stays at the end of the line.
+        no_data(f"{slo.target}: no {key} over a {slo.window} window (source: {slo.sources.get(key, slo.source)}): "
+                f"{slo.errors.get(key) or 'the source returned nothing'}")
     if (key in RATES and not 0 <= value <= 1) or value < 0:
         fail(f"{slo.target}: unit: {key} {value:g} {_where(slo, key)} cannot be right "
              f"({'a share must lie in 0..1' if key in RATES else 'a count or duration cannot be negative'})")

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from acgs_checks.environment import Service
 from acgs_checks.maths import metrics
-from acgs_checks.probes.slo import DEFAULT_QUERIES, render
+from acgs_checks.probes.slo import render, service_queries
 
 INF = math.inf
 
@@ -90,9 +91,30 @@ def test_parse_text_rejects_garbage() -> None:
 
 
 def test_default_queries_render_the_selector_and_window() -> None:
-    rendered = render(DEFAULT_QUERIES["error_rate"], selector='job="auth"', window="5m")
+    service = Service(name="auth", url="http://a:1", prometheus_selector='job="auth"')
+    rendered = service_queries(service, None, "5m")["error_rate"]
     assert rendered == ('(sum(rate(http_requests_total{job="auth",status=~"5.."}[5m])) or vector(0)) '
                         '/ sum(rate(http_requests_total{job="auth"}[5m]))')
+    template = render("sum(rate(x_total{selector,code=~\"5..\"}[{window}]))", selector='job="auth"', window="5m")
+    assert template == 'sum(rate(x_total{job="auth",code=~"5.."}[5m]))'
+
+
+def test_a_dialect_names_every_query() -> None:
+    # ACGS-2's auth: prometheus_client with a prefix, the histogram without labels; the selector is the target's.
+    service = Service(name="auth", url="http://a:1", prometheus_selector='job="acgs-auth",instance="h:8000"',
+                      metrics={"histogram": "auth_service_request_duration_seconds",
+                               "counter": "auth_service_requests_total", "status_label": "status", "in_flight": ""})
+    queries = service_queries(service, None, "5m")
+    assert queries["p95"] == ('histogram_quantile(0.95, sum by (le) (rate(auth_service_request_duration_seconds_bucket'
+                              '{job="acgs-auth",instance="h:8000"}[5m])))')
+    assert 'auth_service_requests_total{job="acgs-auth",instance="h:8000",status=~"5.."}' in queries["error_rate"]
+    assert "active_connections" not in queries  # no in-flight gauge: evidence the dialect cannot give
+    # A histogram-only dialect counts requests with the histogram's _count; no status label: no error rate at all.
+    only = Service(name="gs", url="http://a:1", metrics={"histogram": "h_seconds", "counter": "histogram_count",
+                                                         "status_label": ""})
+    queries = service_queries(only, None, "1m")
+    assert queries["request_rate"] == "sum(rate(h_seconds_count{service=\"gs\"}[1m]))"
+    assert "error_rate" not in queries
 
 
 PROMTOOL = shutil.which("promtool")

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from acgs_checks.sandbox.services import BUSINESS_NAMES
 from acgs_checks.sandbox.stack import render_toml
 from conftest import RunSuite, label
 from servers import free_port
@@ -78,7 +79,7 @@ def prometheus_env(env_file: Path, url: str, **extra: Any) -> Path:
     data = tomllib.loads(env_file.read_text())
     for key in ("databases", "poolers", "caches", "business", "security", "backups"):
         data.pop(key, None)  # business metrics then come from the default PromQL queries
-    data["prometheus"] = {"url": url}
+    data["prometheus"] = {"url": url, "metrics": dict(BUSINESS_NAMES)}
     data["slo"] = {"source": "prometheus", "window": WINDOW}
     data.update(extra)
     out = env_file.with_name("prometheus-" + env_file.name)
@@ -124,7 +125,7 @@ def test_faults_through_prometheus(run_suite: RunSuite, standalone_sandbox: Call
     results = run.results()
     p95 = results["test_p95_latency[auth]"]["statusDetails"]["message"]
     assert re.search(r"auth: P95 latency \d\.\d+ s over a 15s window; source: histogram_quantile\(0\.95, sum by \(le\) "
-                     r'\(rate\(http_request_duration_seconds_bucket\{service="auth",path="/api/v1/auth/validate"\}'
+                     r'\(rate\(auth_service_request_duration_seconds_bucket\{instance="127\.0\.0\.1:\d+"\}'
                      r"\[15s\]\)\)\) \(expected < 2 s\)", p95), p95
     measured = float(re.search(r"P95 latency (\d+\.\d+) s", p95).group(1))  # type: ignore[union-attr]
     # histogram_quantile over the buckets around the truth (2.5, 3.0, 3.5): latencies are uniform on
@@ -132,15 +133,16 @@ def test_faults_through_prometheus(run_suite: RunSuite, standalone_sandbox: Call
     assert 2.5 < measured <= 3.5, p95
     errors = results["test_error_rate_critical[constitutional-ai]"]["statusDetails"]["message"]
     assert "5xx error rate" in errors
-    assert 'status=~"5.."' in errors
+    assert 'acgs_http_requests_total{instance="127.0.0.1:' in errors  # Constitutional AI's dialect
+    assert 'status_code=~"5.."' in errors
     assert "over a 15s window" in errors
     assert label(results["test_error_rate_critical[constitutional-ai]"], "severity") == ["critical"]
     compliance = results["test_constitutional_compliance"]["statusDetails"]["message"]
-    assert "constitutional compliance score 90.00 % (source: PromQL avg(acgs_constitutional_compliance_score))" \
+    assert "constitutional compliance score 90.00 % (source: PromQL avg(constitutional_compliance_score))" \
         in compliance
     policy = results["test_policy_evaluation_success"]["statusDetails"]["message"]
     assert "policy evaluation success rate 9" in policy
-    assert "acgs_policy_evaluations_total" in policy
+    assert "policy_evaluations_successful_total" in policy
 
 
 def test_empty_result_is_a_failure_not_a_pass(run_suite: RunSuite, standalone_sandbox: Callable[..., Path],

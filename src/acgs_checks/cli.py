@@ -34,7 +34,7 @@ from acgs_checks.environment import load
 from acgs_checks.environment.loader import environment_model
 from acgs_checks.environment.model import NAME_RE
 from acgs_checks.errors import ConfigError
-from acgs_checks.onboarding import starter
+from acgs_checks.onboarding import starter, writing
 from acgs_checks.policy import runbook
 from acgs_checks.reporting import access, catalog
 
@@ -193,7 +193,7 @@ def _init(args: argparse.Namespace) -> int:
     sources += ["Prometheus targets"] if found.services or found.hosts else []
     sources += ["--service"] if args.service else []
     text = starter.render(found, name=args.name, sources=sources, output=str(output))
-    problem = starter.write(output, text, force=args.force, schema=json.dumps(schema(), indent=2) + "\n")
+    problem = writing.write(output, text, force=args.force, schema=json.dumps(schema(), indent=2) + "\n")
     if problem:
         sys.stderr.write(f"acgs-checks init: {problem}\n")
         return 4

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from acgs_checks.environment import Environment
+from acgs_checks.environment import Environment, Service, dialect
 from acgs_checks.policy.runbook import Requirement
 from acgs_checks.policy.severity import Severity
 from acgs_checks.policy.thresholds import Thresholds
@@ -94,15 +94,15 @@ BUSINESS_ALERTS = (
               Severity.P1, "policy_success", "<=", "policy_success_min_percent", 0.01, "15m", "percent-of-ratio",
               "policy evaluation success rate at or below the minimum"),
 )
-# The health check's PromQL form is blackbox_exporter's probe of the same URL (module http_2xx): the rule needs
-# a blackbox job probing each health URL, and never fires without one (docs/reports-and-alerting.md says so).
+# The health check's PromQL form is the service dialect's service_down: blackbox_exporter's probe of the same URL
+# (module http_2xx; the rule needs a blackbox job probing each health URL), or Prometheus's own up of the service's
+# selector (init chooses from what Prometheus has; docs/reports-and-alerting.md says so).
 SERVICE_DOWN = AlertSpec("ServiceDown", "test_service_health", "alerts.critical.service-down", Severity.P0,
-                         "probe_success", "==", "", 1.0, "1m", "", "the health endpoint does not answer")
+                         "service_down", "==", "", 1.0, "1m", "", "the health endpoint does not answer")
 ALL = (SERVICE_DOWN, *SERVICE_ALERTS, SATISFACTION, CACHE_HIT_RATE, *HOST_ALERTS, *BUSINESS_ALERTS)
-# The Apdex rule reads the latency histogram at T and 4T; PromQL cannot interpolate inside a bucket, so the rule
-# needs T and 4T to be bucket bounds (the check interpolates, and says so). Bounds are written "2" by Go clients
-# and "2.0" by Python ones: the matchers accept both.
-APDEX_BUCKETS = "http_request_duration_seconds_bucket"
+# The Apdex rule reads the service dialect's latency histogram at T and 4T; PromQL cannot interpolate inside a
+# bucket, so the rule needs T and 4T to be bucket bounds (the check interpolates, and says so). Bounds are written
+# "2" by Go clients and "2.0" by Python ones: the matchers accept both.
 
 # The checks with no PromQL form in the suite, and why (the file's comment block says so).
 NOT_ALERTABLE = {
@@ -178,18 +178,18 @@ def service_rules(source: Source) -> list[dict[str, Any]]:
     rules = []
     for service in env.services:
         queries = service_queries(service, env.prometheus, env.slo.window)
-        health = service.health_url.replace("\\", "\\\\").replace('"', '\\"')
-        rules.append(_rule(SERVICE_DOWN, f'probe_success{{instance="{health}"}} == 0', source,
+        speaks = dialect.resolve(service, env.prometheus)
+        rules.append(_rule(SERVICE_DOWN, f"{down_signal(service, speaks)} == 0", source,
                            target_label="service", target=service.name, limit_text=""))
         for spec in SERVICE_ALERTS:
             limit, shown = _limit(spec, env.thresholds)
-            if spec.key == "request_rate" and limit <= 0:
-                continue  # no floor configured: the check only reports the rate
+            if (spec.key == "request_rate" and limit <= 0) or spec.key not in queries:
+                continue  # no floor configured (the check only reports the rate), or the dialect has no status
             rules.append(_rule(spec, _compare(spec, queries[spec.key], limit), source,
                                target_label="service", target=service.name, limit_text=shown))
-        if "p95" not in dict(service.queries.items()):  # the default histogram: Apdex has a PromQL form
+        if "p95" not in dict(service.queries.items()):  # the dialect's histogram: Apdex has a PromQL form
             limit, shown = _limit(SATISFACTION, env.thresholds)
-            rules.append(_rule(SATISFACTION, _compare(SATISFACTION, _apdex(service.selector, env), limit), source,
+            rules.append(_rule(SATISFACTION, _compare(SATISFACTION, _apdex(speaks, env), limit), source,
                                target_label="service", target=service.name, limit_text=shown))
     for cache in env.caches:
         if cache.prometheus_selector:
@@ -207,12 +207,20 @@ def _bound(value: float) -> str:
     return f'le=~"{value:g}|{value:g}[.]0+"' if value == int(value) else f'le="{value:g}"'
 
 
-def _apdex(selector: str, env: Environment) -> str:
+def down_signal(service: Service, speaks: dialect.Dialect) -> str:
+    """The series that says a service is up (1) or down (0), as its dialect chooses."""
+    if speaks.service_down == "up":
+        return f"up{{{speaks.selector}}}"
+    health = service.health_url.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{speaks.service_down}{{instance="{health}"}}'  # blackbox_exporter's series of the health URL
+
+
+def _apdex(speaks: dialect.Dialect, env: Environment) -> str:
     t = env.thresholds.apdex_t_seconds
     window = env.slo.window
 
     def within(bound: str) -> str:
-        return f"sum(rate({APDEX_BUCKETS}{{{selector},{bound}}}[{window}]))"
+        return f"sum(rate({speaks.buckets}{{{speaks.selector},{bound}}}[{window}]))"
 
     total = within('le="+Inf"')
     return f"({within(_bound(t))} + {within(_bound(4 * t))}) / 2 / {total}"

@@ -13,8 +13,9 @@ import re
 from typing import Any
 
 from acgs_checks.alerting.drift import seconds, split
-from acgs_checks.alerting.rules import PREFIX, Source, rule_groups
-from acgs_checks.probes.business import DEFAULT_BUSINESS_QUERIES
+from acgs_checks.alerting.rules import PREFIX, Source, down_signal, rule_groups
+from acgs_checks.environment import dialect
+from acgs_checks.probes.prometheus import equality_matchers
 
 _VALUE = re.compile(r"\{\{[^}]*\$value[^}]*\}\}")
 
@@ -70,15 +71,18 @@ def tests_for(source: Source, rules_file: str) -> dict[str, Any]:
             by_name[(rule["alert"], labels.get("service") or labels.get("metric") or labels.get("host") or "")] = rule
     for service in env.services:
         own = {**(dict(env.prometheus.queries.items()) if env.prometheus else {}), **dict(service.queries.items())}
+        speaks = dialect.resolve(service, env.prometheus)
         down = by_name.get((PREFIX + "ServiceDown", service.name))
         if down is not None:
-            probe = f'probe_success{{instance="{service.health_url}"}}'
+            probe = down_signal(service, speaks)
+            extra = (equality_matchers(speaks.selector) if speaks.service_down == "up"
+                     else {"instance": service.health_url})
             cases.append(_case(down, [{"series": probe, "values": f"1x{steps}"}], 1, "", fires=False,
                                interval=interval))
             cases.append(_case(down, [{"series": probe, "values": f"0x{steps}"}], 0, "", fires=True,
-                               interval=interval, extra_labels={"instance": service.health_url}))
-        if "error_rate" in own:
-            continue  # a query of the team's own: its inputs are unknown here
+                               interval=interval, extra_labels=extra))
+        if "error_rate" in own or not speaks.status_label:
+            continue  # a query of the team's own (its inputs are unknown here), or no status label: no error rule
         for name in ("ErrorRateWarning", "ErrorRateCritical"):
             rule = by_name.get((PREFIX + name, service.name))
             if rule is None:
@@ -86,16 +90,17 @@ def tests_for(source: Source, rules_file: str) -> dict[str, Any]:
             limit = _threshold(rule["expr"])
             for share, fires in ((limit * 0.5, False), (min(1.0, limit * 2), True)):
                 errors, total = round(share * 1000), 1000
-                series = [{"series": f'http_requests_total{{{service.selector},status="500"}}',
+                series = [{"series": f'{speaks.requests}{{{speaks.selector},{speaks.status_label}="500"}}',
                            "values": _counter(errors, steps)},
-                          {"series": f'http_requests_total{{{service.selector},status="200"}}',
+                          {"series": f'{speaks.requests}{{{speaks.selector},{speaks.status_label}="200"}}',
                            "values": _counter(total - errors, steps)}]
                 cases.append(_case(rule, series, errors / total, "percent-of-ratio", fires=fires, interval=interval))
     compliance = by_name.get((PREFIX + "ComplianceScoreLow", "compliance"))
-    if compliance is not None and DEFAULT_BUSINESS_QUERIES["compliance"] in compliance["expr"]:
+    names = dialect.business(env.prometheus.metrics if env.prometheus else None)
+    if compliance is not None and names.queries()["compliance"] in compliance["expr"]:
         limit = _threshold(compliance["expr"])
         for score, fires in ((min(1.0, limit + 0.01), False), (limit - 0.05, True)):
-            series = [{"series": "acgs_constitutional_compliance_score", "values": f"{score:g}x{steps}"}]
+            series = [{"series": names.compliance_score, "values": f"{score:g}x{steps}"}]
             cases.append(_case(compliance, series, score, "percent-of-ratio", fires=fires, interval=interval))
     for host in [h for h in env.section("hosts") if h.prometheus_selector]:
         memory = by_name.get((PREFIX + "HostMemoryHigh", host.name))

@@ -15,12 +15,9 @@ as commented defaults. It is validated as a run would load it before it is writt
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import socket
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +25,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from acgs_checks import redaction
-from acgs_checks.environment import load
 from acgs_checks.environment.model import NAME_RE, Prometheus
-from acgs_checks.errors import ConfigError
+from acgs_checks.onboarding import learn
 from acgs_checks.policy.thresholds import SPECS, Thresholds
 from acgs_checks.probes import aio
 from acgs_checks.probes import prometheus as prom
@@ -45,6 +41,8 @@ CORE_SERVICES: dict[str, tuple[str, frozenset[str]]] = {
                           frozenset({"policy-governance", "policy-governance-compiler", "pgc", "pg"})),
     "governance-synthesis": ("Governance Synthesis Service", frozenset({"governance-synthesis", "gs"})),
 }
+# The runbook's own ports (its morning health check curls them), for Prometheus jobs whose names say nothing.
+RUNBOOK_PORTS = {8000: "auth", 8001: "constitutional-ai", 8005: "policy-governance", 8004: "governance-synthesis"}
 NODE_JOBS = frozenset({"node", "node-exporter", "nodeexporter", "node-exporters", "nodes"})
 # What each ACGS-2 variable is, when its name says so.
 KNOWN_VARIABLES = ("DATABASE_URL", "PGBOUNCER_URL", "REDIS_URL", "PROMETHEUS_URL")
@@ -80,12 +78,13 @@ def core_service(*names: str) -> str:
 class Found:
     """What init found, and what it says about it."""
 
-    services: list[dict[str, str]] = field(default_factory=list)  # name, title, url, selector, source
+    services: list[dict[str, Any]] = field(default_factory=list)  # name, title, url, selector, source, metrics
     databases: list[dict[str, str]] = field(default_factory=list)  # name, dsn, source
     poolers: list[dict[str, str]] = field(default_factory=list)
     caches: list[dict[str, str]] = field(default_factory=list)
     hosts: list[dict[str, str]] = field(default_factory=list)      # name, spec, selector, source
     prometheus: str = ""                                          # the url as written (a ${VAR} reference)
+    business: dict[str, str] = field(default_factory=dict)        # [prometheus.metrics]: the business names
     notes: list[str] = field(default_factory=list)               # one line each, for the terminal
 
 
@@ -176,6 +175,8 @@ def from_targets(targets: list[dict[str, Any]], found: Found,
         service = core_service(job, str(labels.get("service", "")), str(labels.get("app", "")),
                                str(labels.get("app_kubernetes_io_name", "")),
                                str(discovered.get("__meta_kubernetes_service_name", "")))
+        if not service and normalised(job) not in NODE_JOBS:
+            service = RUNBOOK_PORTS.get(parts.port or 0, "")  # a generic job name: the runbook's port decides
         selector = f'job="{_escape(job)}",instance="{_escape(instance)}"'
         if service in given:
             found.notes.append(f"Prometheus target job={job!r} instance={instance!r} is {service}, already given")
@@ -213,19 +214,17 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-async def prometheus_targets(url: str, timeout: float) -> tuple[list[dict[str, Any]], str]:
-    """Prometheus's active targets (one bounded GET, the suite's own caps), or [] and what went wrong."""
-    target = Prometheus.model_validate({"url": url, "timeout_seconds": timeout})
-    result, document, why = await prom.api_document(target, "/api/v1/targets?state=active")
-    if not result.answered:
-        return [], result.detail
-    if not isinstance(document, dict) or document.get("status") != "success":
-        return [], why or f"HTTP {result.status}: not a Prometheus targets answer"
-    data = document.get("data")
-    active = data.get("activeTargets") if isinstance(data, dict) else None
-    if not isinstance(active, list):
-        return [], "the answer has no data.activeTargets list"
-    return [t for t in active if isinstance(t, dict)], ""
+def _prometheus(url: str, timeout: float) -> Prometheus:
+    return Prometheus.model_validate({"url": url, "timeout_seconds": timeout})
+
+
+async def _learn(found: Found, url: str, targets: list[dict[str, Any]], timeout: float) -> list[str]:
+    """Each service's selector and metric dialect, and the business metrics' names, from Prometheus."""
+    prometheus, said = _prometheus(url, timeout), []
+    for service in found.services[:TARGET_LIMIT]:
+        said += await learn.learn_service(prometheus, service, targets, timeout)
+    found.business, more = await learn.business_names(prometheus)
+    return said + more
 
 
 def discover(environ: dict[str, str], *, extra: list[str], services: list[str], prometheus: str,
@@ -260,13 +259,18 @@ def discover(environ: dict[str, str], *, extra: list[str], services: list[str], 
     if found.prometheus and url:
         read = [environ.get(var, "") for var in (*KNOWN_VARIABLES, *extra)] + [url]
         redact = redaction.Redactor(set().union(*(redaction.secrets_in(value) for value in read)))
-        targets, error = aio.run(lambda: prometheus_targets(url, timeout))
+        targets, error = aio.run(lambda: prom.scrape_targets(_prometheus(url, timeout)))
         if error:
             found.notes.append(redact(f"Prometheus {redaction.display(url)}: {error}; no target was read from it "
                                       "(the file still names it: doctor will say what is wrong)"))
         else:
             from_targets(targets, found, redact)
+            found.notes += [redact(line) for line in aio.run(lambda: _learn(found, url, targets, timeout))]
     found.services.sort(key=_runbook_order)
+    missing = [CORE_SERVICES[s][0] for s in CORE_SERVICES if all(x["name"] != s for x in found.services)]
+    if missing:
+        found.notes.append(f"not found: {', '.join(missing)}: the morning health check does not cover them until "
+                           "each is a [[services]] entry (init --service NAME=URL, or by hand)")
     return found, problems
 
 
@@ -281,6 +285,11 @@ def _q(value: str) -> str:
     """A TOML basic string: JSON's escapes are TOML's, control characters included (a target's labels are
     untrusted: nothing they hold can end the string or the line)."""
     return json.dumps(value, ensure_ascii=False)
+
+
+def _comment(text: str) -> str:
+    """Untrusted text as one comment line: no line break or control character, clipped."""
+    return redaction.clip("".join(c if c.isprintable() else " " for c in text), 400)
 
 
 def _literal(value: str) -> str:
@@ -307,12 +316,19 @@ def render(found: Found, *, name: str, sources: list[str], output: str) -> str:
     ]
     if found.prometheus:
         lines += ["[prometheus]", f"url = {_q(found.prometheus)}",
-                  "# review: a bearer token or basic auth comes from a variable: bearer_token = \"${PROM_TOKEN}\"", ""]
+                  "# review: a bearer token or basic auth comes from a variable: bearer_token = \"${PROM_TOKEN}\""]
+        if found.business:
+            lines += ["# the business metrics' names, learned from Prometheus's metadata",
+                      "metrics = { " + ", ".join(f"{k} = {_q(v)}" for k, v in found.business.items()) + " }"]
+        lines.append("")
     for service in found.services:
         lines += ["[[services]]", f"name = {_q(service['name'])}", f"title = {_q(service['title'])}",
                   f"url = {_q(service['url'])}  # from {service['source']}"]
         if service["selector"]:
             lines.append(f"prometheus_selector = {_literal(service['selector'])}")
+        if service.get("metrics"):
+            lines += [f"# metric dialect, learned from Prometheus: {_comment(service.get('dialect', ''))}",
+                      "metrics = { " + ", ".join(f"{k} = {_q(v)}" for k, v in service["metrics"].items()) + " }"]
         lines += ['health_path = "/health"  # review: the path that answers 200 when the service is healthy', ""]
     missing = [CORE_SERVICES[s][0] for s in CORE_SERVICES if all(x["name"] != s for x in found.services)]
     if missing:
@@ -338,38 +354,6 @@ def render(found: Found, *, name: str, sources: list[str], output: str) -> str:
     for spec in SPECS:
         lines.append(f"# {spec.key} = {getattr(t, spec.key):g}  # {spec.unit}: {spec.meaning}")
     return "\n".join(lines) + "\n"
-
-
-def write(output: Path, text: str, *, force: bool, schema: str) -> str:
-    """Validate ``text`` as a run would load it, then put it at ``output`` whole (and the schema beside it when
-    absent); returns the problem that stopped it, or ""."""
-    if output.exists() and not force:
-        return f"{output}: already exists; fix: choose another --output, or pass --force to replace it"
-    folder = output.resolve().parent
-    if not folder.is_dir():
-        return f"{output}: the folder {folder} does not exist; fix: create it or choose another --output"
-    try:
-        fd, staged = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".toml", dir=folder)
-    except OSError as exc:
-        return f"{output}: cannot be written ({exc.strerror}); fix: choose a writable --output"
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        try:
-            load(staged, rootdir=folder)
-        except ConfigError as exc:  # a bug here, never the user's: say it in one line all the same
-            return f"{output}: the generated file does not validate ({exc}); nothing was written"
-        os.chmod(staged, 0o644)  # nothing secret in it: ${VAR} references only
-        os.replace(staged, output)
-    except OSError as exc:
-        return f"{output}: cannot be written ({exc.strerror}); fix: choose a writable --output"
-    finally:
-        Path(staged).unlink(missing_ok=True)
-    beside = folder / "env.schema.json"
-    if not beside.exists():
-        with contextlib.suppress(OSError):  # an editor's help, not the file's meaning
-            beside.write_text(schema, encoding="utf-8")
-    return ""
 
 
 def summary(found: Found, output: Path) -> list[str]:

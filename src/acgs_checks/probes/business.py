@@ -11,16 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from acgs_checks import kinds, redaction
-from acgs_checks.environment import BusinessMetric, Environment, Prometheus, display_url
+from acgs_checks.environment import BusinessMetric, Environment, Prometheus, dialect, display_url
 from acgs_checks.probes import http
 from acgs_checks.probes.prometheus import DENIED_STATUSES, blocked_by_source, query, reachable_once
 from acgs_checks.records import JsonRecord
-
-DEFAULT_BUSINESS_QUERIES = {
-    "compliance": "avg(acgs_constitutional_compliance_score)",
-    "policy_success": '(sum(rate(acgs_policy_evaluations_total{result="success"}[{window}])) or vector(0)) '
-                      "/ sum(rate(acgs_policy_evaluations_total[{window}]))",
-}
 
 
 @dataclass(frozen=True)
@@ -47,10 +41,12 @@ def _field(document: Any, path: str) -> Any:
 
 
 def business_metrics(business: tuple[BusinessMetric, ...], prometheus: Prometheus | None) -> tuple[BusinessMetric, ...]:
-    """The configured business metrics; with none configured but a Prometheus, the default queries."""
+    """The configured business metrics; with none configured but a Prometheus, the queries of its metric dialect
+    (``[prometheus.metrics]``: the compliance gauge and the policy evaluation counters)."""
     if business or prometheus is None:
         return business
-    return tuple(BusinessMetric(name=name, query=text) for name, text in DEFAULT_BUSINESS_QUERIES.items())
+    return tuple(BusinessMetric(name=name, query=text)
+                 for name, text in dialect.business(prometheus.metrics).queries().items())
 
 
 async def business_metric(metric: BusinessMetric, prometheus: Prometheus | None, window: str) -> BusinessSnapshot:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -206,3 +207,58 @@ def blocked_by_source(target: str, error: str) -> kinds.Blocked:
     return kinds.Blocked("metrics_source", "prometheus", f"has no data ({error})", subject=target)
 
 
+
+
+# --- Prometheus's own view of its targets ------------------------------------------------------
+
+_EQUALS = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*')
+# Prometheus's targets are read up to this many (a fleet's worth); the answer is capped as every other.
+TARGETS_LIMIT = 20_000
+
+
+def equality_matchers(selector: str) -> dict[str, str]:
+    """The ``name="value"`` matchers of a selector (others are left out: they cannot name one target)."""
+    found = {}
+    for part in selector.split(","):
+        match = _EQUALS.fullmatch(part)
+        if match is not None:
+            found[match.group(1)] = match.group(2).replace('\\"', '"').replace("\\\\", "\\")
+    return found
+
+
+async def scrape_targets(prometheus: Prometheus) -> tuple[list[dict[str, Any]], str]:
+    """Prometheus's active targets (one bounded GET), or [] and what went wrong."""
+    result, document, why = await api_document(prometheus, "/api/v1/targets?state=active")
+    if not result.answered:
+        return [], result.detail
+    if not isinstance(document, dict) or document.get("status") != "success":
+        return [], why or f"HTTP {result.status}: not a Prometheus targets answer"
+    data = document.get("data")
+    active = data.get("activeTargets") if isinstance(data, dict) else None
+    if not isinstance(active, list):
+        return [], "the answer has no data.activeTargets list"
+    return [t for t in active[:TARGETS_LIMIT] if isinstance(t, dict)], ""
+
+
+def down_reason(targets: list[dict[str, Any]], selector: str) -> str:
+    """``Prometheus cannot scrape <instance>: <lastError>`` for the targets the selector names that are down, or ""
+    (none named, or all up). Only the selector's job/instance matchers name a target."""
+    wanted = {k: v for k, v in equality_matchers(selector).items() if k in ("job", "instance")}
+    if not wanted:
+        return ""
+    down = []
+    for target in targets:
+        labels = target.get("labels")
+        if not isinstance(labels, dict) or any(str(labels.get(k)) != v for k, v in wanted.items()):
+            continue
+        if target.get("health") != "up":
+            instance = redaction.clip(str(labels.get("instance", "?")), 120)
+            error = redaction.clip(str(target.get("lastError") or f"health {target.get('health')!s}"), ERROR_LIMIT)
+            down.append(f"Prometheus cannot scrape {instance}: {redaction.mask_text(error)}")
+    return "; ".join(down[:3])
+
+
+async def scrape_health(job: kinds.Job, prometheus: Prometheus, selector: str) -> str:
+    """Why Prometheus holds nothing for ``selector``, when its own targets say so (read once per run), or ""."""
+    targets, _error = await job.once("prometheus-targets", lambda: scrape_targets(prometheus))
+    return down_reason(targets, selector)

@@ -20,25 +20,12 @@ import time
 from dataclasses import dataclass, field
 
 from acgs_checks import kinds, verdict
-from acgs_checks.environment import Environment, Prometheus, Service, SloSettings, display_url
+from acgs_checks.environment import Environment, Prometheus, Service, SloSettings, dialect, display_url
 from acgs_checks.maths import metrics
-from acgs_checks.probes import http
-from acgs_checks.probes.prometheus import blocked_by_source, buckets, query, reachable_once
+from acgs_checks.probes import dialects, http
+from acgs_checks.probes.prometheus import blocked_by_source, buckets, query, reachable_once, scrape_health
 from acgs_checks.records import JsonRecord
 
-DEFAULT_QUERIES = {
-    "p50": 'histogram_quantile(0.5, sum by (le) (rate(http_request_duration_seconds_bucket{selector}[{window}])))',
-    "p95": 'histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{selector}[{window}])))',
-    "p99": 'histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{selector}[{window}])))',
-    # "or vector(0)": a service that never failed has no 5xx series at all, which is 0 %, not "no data";
-    # with no requests at all the denominator stays empty and the result is no data, as it should.
-    "error_rate": '(sum(rate(http_requests_total{selector,status=~"5.."}[{window}])) or vector(0)) '
-                  '/ sum(rate(http_requests_total{selector}[{window}]))',
-    "client_error_rate": '(sum(rate(http_requests_total{selector,status=~"4.."}[{window}])) or vector(0)) '
-                         '/ sum(rate(http_requests_total{selector}[{window}]))',
-    "request_rate": "sum(rate(http_requests_total{selector}[{window}]))",
-    "active_connections": "sum(http_requests_in_flight{selector})",
-}
 QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 
 
@@ -63,6 +50,7 @@ class SloSnapshot(JsonRecord):
     note: str = ""
     connections: int = 0  # synthetic: connections the sampler opened (keep-alive reuses them)
     denied: str = ""  # the target refused the suite: the credential or grant to check
+    dialect: str = ""  # the metric names read (Prometheus and scrape sources)
 
 
 def render(template: str, *, selector: str, window: str) -> str:
@@ -76,36 +64,71 @@ def render(template: str, *, selector: str, window: str) -> str:
 
 
 def service_queries(service: Service, prometheus: Prometheus | None, window: str) -> dict[str, str]:
-    """The PromQL of each SLO number of one service: the defaults, the [prometheus] queries, the service's own.
-    The checks evaluate these, and the generated alert rules (acgs_checks.alerting) compare the same text."""
+    """The PromQL of each SLO number of one service: its metric dialect's, then the [prometheus] queries, then the
+    service's own. The checks evaluate these, and the generated alert rules (acgs_checks.alerting) compare the same
+    text. A number the dialect cannot express (no status label: no error rate) is absent."""
     configured = dict(prometheus.queries.items()) if prometheus is not None else {}
-    templates = {**DEFAULT_QUERIES, **configured, **dict(service.queries.items())}
-    return {key: render(text, selector=service.selector, window=window) for key, text in templates.items()}
+    templates = {**configured, **dict(service.queries.items())}
+    found = dialect.resolve(service, prometheus).promql(window)
+    found.update({key: render(text, selector=service.selector, window=window) for key, text in templates.items()})
+    return found
 
 
-BUCKETS_QUERY = "sum by (le) (rate(http_request_duration_seconds_bucket{selector}[{window}]))"
+SLO_KEYS = ("p50", "p95", "p99", "error_rate", "client_error_rate", "request_rate", "active_connections")
 
 
 async def from_prometheus(service: Service, prometheus: Prometheus, settings: SloSettings, *,
-                          apdex_t: float) -> SloSnapshot:
+                          apdex_t: float, job: kinds.Job | None = None) -> SloSnapshot:
+    speaks = dialect.resolve(service, prometheus)
     queries = service_queries(service, prometheus, settings.window)
     answers = await asyncio.gather(*(query(prometheus, text) for text in queries.values()))
-    values = {key: value for key, (value, _) in zip(queries, answers, strict=True)}
+    values: dict[str, float | None] = {key: None for key in SLO_KEYS}
+    values.update({key: value for key, (value, _) in zip(queries, answers, strict=True)})
     errors = {key: error for key, (_, error) in zip(queries, answers, strict=True) if error}
+    errors.update({key: speaks.missing(key) for key in SLO_KEYS if key not in queries})
     sources = dict(queries)
     # The buckets tell whether a default quantile hit the top bucket, and give Apdex.
     defaults = {key for key in QUANTILES
                 if dict(service.queries.items()).get(key, dict(prometheus.queries.items()).get(key)) is None}
     ceilings: dict[str, list[float]] = {}
-    bucket_query = render(BUCKETS_QUERY, selector=service.selector, window=settings.window)
-    found = await buckets(prometheus, bucket_query)
+    bucket_query = speaks.buckets_promql(settings.window)
+    found = await buckets(prometheus, bucket_query) if speaks.histogram else []
     for key in defaults:
         capped = metrics.beyond_top_bucket(QUANTILES[key], found)
         if capped is not None:
             ceilings[key] = list(capped)
     _apdex(values, sources, errors, metrics.apdex_from_buckets(found, apdex_t), bucket_query)
+    if not speaks.histogram:
+        errors["apdex"] = speaks.missing("apdex")
+    note = ""
+    if any(values[key] is None for key in ("p95", "error_rate", "request_rate")) and job is not None:
+        # Nothing for a target Prometheus cannot scrape: its own view says why, and that is the message.
+        scraped = await scrape_health(job, prometheus, service.selector)
+        if scraped:
+            errors = {key: scraped if values.get(key) is None else why for key, why in errors.items()}
+            note = scraped
+        elif any(why.startswith("no data for") for why in errors.values()):
+            hint = await _hint(prometheus, service, speaks)
+            errors = {key: f"{why}; {hint}" if why.startswith("no data for") else why for key, why in errors.items()}
     return SloSnapshot(target=service.name, source=f"Prometheus {display_url(prometheus.url)}",
-                       window=settings.window, values=values, sources=sources, errors=errors, ceilings=ceilings)
+                       window=settings.window, values=values, sources=sources, errors=errors, ceilings=ceilings,
+                       note=note, dialect=speaks.summary())
+
+
+async def _hint(prometheus: Prometheus, service: Service, speaks: dialect.Dialect) -> str:
+    """The fix for series that are not there: what the target does expose that looks like request metrics (by shape,
+    :mod:`acgs_checks.probes.dialects`), as the line to paste; or that it exposes nothing of that shape."""
+    found = await dialects.learn(prometheus, service.selector)
+    if not found.seen:
+        return (f"fix: Prometheus holds no series at all for {{{service.selector}}}: check the service's "
+                "prometheus_selector against the target's job and instance labels")
+    differs = any(found.table.get(key, value) != value for key, value in (("histogram", speaks.histogram),
+                                                                           ("counter", speaks.counter)))
+    if found.usable and differs:
+        return (f"fix: the target exposes {found.evidence}; in the [[services]] entry {service.name!r} write "
+                f"{found.paste()}")
+    return (f"fix: nothing {{{service.selector}}} exposes looks like request metrics (it has: "
+            f"{', '.join(found.seen[:12])}); write its metrics table by hand (docs/metric-dialects.md)")
 
 
 def _apdex(values: dict[str, float | None], sources: dict[str, str], errors: dict[str, str], found: metrics.Apdex,
@@ -200,7 +223,8 @@ def _selector_labels(selector: str) -> dict[str, str]:
     return labels
 
 
-async def from_scrapes(service: Service, settings: SloSettings, *, apdex_t: float) -> SloSnapshot:
+async def from_scrapes(service: Service, settings: SloSettings, *, apdex_t: float,
+                       job: kinds.Job | None = None) -> SloSnapshot:
     """Two scrapes ``scrape_window_seconds`` apart; the increases between them decide."""
     source = f"GET {display_url(service.metrics_url)} twice, {settings.scrape_window_seconds:g} s apart"
     window = f"{settings.scrape_window_seconds:g} s"
@@ -221,36 +245,68 @@ async def from_scrapes(service: Service, settings: SloSettings, *, apdex_t: floa
             return SloSnapshot(target=service.name, source=source, window=window, answered=False,
                                error=f"GET {result.url} → not the Prometheus text format ({exc})")
     before, after = samples
-    # A service's own /metrics is all its own: no selector unless prometheus_selector narrows it.
+    speaks = dialect.resolve(service, None if job is None else job.env.prometheus)
+    # A service's own /metrics is all its own: the selector's target labels (job, instance: Prometheus attaches
+    # them) are not in it; any other matcher of prometheus_selector narrows the series.
     try:
-        selector = _selector_labels(service.prometheus_selector) if service.prometheus_selector else {}
+        selector = {k: v for k, v in (_selector_labels(service.prometheus_selector) if service.prometheus_selector
+                                      else {}).items() if k not in dialect.TARGET_LABELS}
     except ValueError as exc:
         return SloSnapshot(target=service.name, source=source, window=window, answered=False, error=str(exc))
-    buckets = metrics.bucket_deltas(before, after, "http_request_duration_seconds_bucket", selector)
-    total = metrics.counter_delta(before, after, "http_requests_total", selector)
-    values: dict[str, float | None] = {}
+    return _from_two(service.name, before, after, speaks, selector, source=source, window=window,
+                     seconds=settings.scrape_window_seconds, apdex_t=apdex_t)
+
+
+def _from_two(target: str, before: list[metrics.Sample], after: list[metrics.Sample], speaks: dialect.Dialect,
+              selector: dict[str, str], *, source: str, window: str, seconds: float, apdex_t: float) -> SloSnapshot:
+    """The SLO numbers from two scrapes, read with the service's dialect; a series that is not there is no data."""
+    names = {s.name for s in after if metrics.matches(s.labels, selector)}
+    seen = ", ".join(sorted(names)[:8]) or "no series"
+    absent: dict[str, str] = {}
+    values: dict[str, float | None] = {key: None for key in SLO_KEYS}
     ceilings: dict[str, list[float]] = {}
-    for key, q in QUANTILES.items():
-        quantile = metrics.histogram_quantile(q, buckets)
-        values[key] = None if math.isnan(quantile) else quantile
-        capped = metrics.beyond_top_bucket(q, buckets)
-        if capped is not None:
-            ceilings[key] = list(capped)
-    errors = metrics.counter_delta(before, after, "http_requests_total", selector, where="status", pattern="5..")
-    client = metrics.counter_delta(before, after, "http_requests_total", selector, where="status", pattern="4..")
-    values["error_rate"] = errors / total if total else None
-    values["client_error_rate"] = client / total if total else None
-    values["request_rate"] = total / settings.scrape_window_seconds if settings.scrape_window_seconds else None
-    in_flight = [s.value for s in after if s.name == "http_requests_in_flight" and metrics.matches(s.labels, selector)]
-    values["active_connections"] = sum(in_flight) if in_flight else None
-    missing = {key: f"no data in {source}" for key, value in values.items() if value is None}
+    if speaks.buckets in names:
+        buckets = metrics.bucket_deltas(before, after, speaks.buckets, selector)
+        for key, q in QUANTILES.items():
+            quantile = metrics.histogram_quantile(q, buckets)
+            values[key] = None if math.isnan(quantile) else quantile
+            capped = metrics.beyond_top_bucket(q, buckets)
+            if capped is not None:
+                ceilings[key] = list(capped)
+    else:
+        buckets = []
+        absent.update({key: f"no {speaks.buckets} series in {source} (it has: {seen})" for key in QUANTILES})
+    if speaks.requests in names:
+        total = metrics.counter_delta(before, after, speaks.requests, selector)
+        if speaks.status_label:
+            errors = metrics.counter_delta(before, after, speaks.requests, selector, where=speaks.status_label,
+                                           pattern="5..")
+            client = metrics.counter_delta(before, after, speaks.requests, selector, where=speaks.status_label,
+                                           pattern="4..")
+            values["error_rate"] = errors / total if total else None
+            values["client_error_rate"] = client / total if total else None
+        values["request_rate"] = total / seconds if seconds else None
+    else:
+        total = 0.0
+        absent.update({key: f"no {speaks.requests} series in {source} (it has: {seen})"
+                       for key in ("error_rate", "client_error_rate", "request_rate")})
+    if speaks.in_flight:
+        in_flight = [s.value for s in after if s.name == speaks.in_flight and metrics.matches(s.labels, selector)]
+        values["active_connections"] = sum(in_flight) if in_flight else None
+    missing = {key: absent.get(key) or _gap(speaks, key) or f"no data in {source}"
+               for key, value in values.items() if value is None}
     sources = {key: source for key in values}
-    _apdex(values, sources, missing, metrics.apdex_from_buckets(buckets, apdex_t),
-           "http_request_duration_seconds_bucket increases")
-    return SloSnapshot(target=service.name, source=source, window=window, values=values,
-                       sources=sources, errors=missing, samples=int(total), ceilings=ceilings)
+    _apdex(values, sources, missing, metrics.apdex_from_buckets(buckets, apdex_t), f"{speaks.buckets} increases")
+    return SloSnapshot(target=target, source=source, window=window, values=values, sources=sources,
+                       errors=missing, samples=int(total), ceilings=ceilings, dialect=speaks.summary())
 
 
+def _gap(speaks: dialect.Dialect, key: str) -> str:
+    """Why a number is absent because of the dialect itself (no status label, no in-flight gauge), or ""."""
+    if (key in ("error_rate", "client_error_rate") and not speaks.status_label) or (
+            key == "active_connections" and not speaks.in_flight):
+        return speaks.missing(key)
+    return ""
 
 
 # --- the kind -----------------------------------------------------------------------------------
@@ -273,13 +329,14 @@ async def probe(service: Service, job: kinds.Job) -> SloSnapshot:
         if down:
             return SloSnapshot(target=service.name, source=f"Prometheus {display_url(env.prometheus.url)}",
                                window=settings.window, answered=False, error=down)
-        return await from_prometheus(service, env.prometheus, settings, apdex_t=env.thresholds.apdex_t_seconds)
+        return await from_prometheus(service, env.prometheus, settings, apdex_t=env.thresholds.apdex_t_seconds,
+                                     job=job)
     health = job.before
     if isinstance(health, http.HttpResult) and not health.answered:
         return SloSnapshot(target=service.name, source=settings.source, window="-", answered=False,
                            error=f"{NOT_MEASURED} {health.detail}")
     if settings.source == "scrape":
-        return await from_scrapes(service, settings, apdex_t=env.thresholds.apdex_t_seconds)
+        return await from_scrapes(service, settings, apdex_t=env.thresholds.apdex_t_seconds, job=job)
     return await from_samples(service, settings, apdex_t=env.thresholds.apdex_t_seconds)
 
 

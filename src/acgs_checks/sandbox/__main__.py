@@ -17,6 +17,7 @@ from pathlib import Path
 from acgs_checks.errors import ConfigError
 from acgs_checks.sandbox.faults import describe, parse_all
 from acgs_checks.sandbox.servers import SandboxError
+from acgs_checks.sandbox.services import DEFAULT_DIALECTS, DIALECTS
 from acgs_checks.sandbox.stack import Sandbox
 
 
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="acgs-sandbox", description=__doc__)
     parser.add_argument("--fault", action="append", default=[], metavar="TARGET:FAULT[=ARG]",
                         help=f"inject a fault; repeatable. {describe()}")
+    parser.add_argument("--dialect", action="append", default=[], metavar="SERVICE=NAME",
+                        help=f"the metric dialect a service's /metrics speaks ({', '.join(DIALECTS)}; default: its "
+                        "ACGS-2 counterpart's); repeatable")
     parser.add_argument("--write", metavar="PATH", help="also write the environment file to PATH")
     parser.add_argument("--no-backends", action="store_true", help="do not start PostgreSQL and Redis")
     args = parser.parse_args(argv)
@@ -44,10 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 4
+    dialects = dict(spec.partition("=")[::2] for spec in args.dialect)
+    for service, name in dialects.items():
+        if service not in DEFAULT_DIALECTS or name not in DIALECTS:
+            print(f"error: --dialect {service}={name}: expected SERVICE=NAME with SERVICE one of "
+                  f"{', '.join(DEFAULT_DIALECTS)} and NAME one of {', '.join(DIALECTS)}", file=sys.stderr)
+            return 4
     stop = threading.Event()
     for each in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(each, lambda *_: stop.set())
-    sandbox = Sandbox(faults)
+    sandbox = Sandbox(faults, dialects=dialects)
     try:
         sandbox.start()
         if not args.no_backends:

@@ -75,6 +75,8 @@ SERVICE_FAULTS: dict[str, FaultSpec] = {
         FaultSpec("degraded", "the health endpoint answers 200 with status warn"),
         FaultSpec("latency", "the SLO endpoint's latency is spread so that its P95 is SECONDS", _seconds),
         FaultSpec("errors", "this SHARE of the SLO endpoint's responses are 500", _share),
+        FaultSpec("info-type", "(constitutional-ai) /metrics declares # TYPE acgs_service_info info, as ACGS-2's "
+                  "middleware writes it: Prometheus refuses the whole scrape"),
         FaultSpec("failed-logins", "(auth only) N failed logins hit the stack's Redis and PostgreSQL", _count),
     )
 }

@@ -15,6 +15,7 @@ import socket
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from acgs_checks.sandbox.faults import Fault
 
@@ -30,6 +31,34 @@ SLO_PATHS = {
     "policy-governance": "/api/v1/policies/evaluate",
     "governance-synthesis": "/api/v1/synthesize",
 }
+# The metric dialects the sandbox speaks (docs/metric-dialects.md): each service by default speaks its ACGS-2
+# counterpart's; ``acgs-sandbox --dialect SERVICE=NAME`` changes one.
+DIALECTS = ("prefix", "acgs-http", "otel", "generic")
+DEFAULT_DIALECTS = {"auth": "prefix", "constitutional-ai": "acgs-http", "policy-governance": "prefix",
+                    "governance-synthesis": "prefix"}
+PREFIXES = {"auth": "auth_service_", "constitutional-ai": "ac_service_", "policy-governance": "pgc_service_",
+            "governance-synthesis": "gs_service_"}
+
+
+def dialect_table(service: str, dialect: str) -> dict[str, str]:
+    """The ``metrics`` table of a sandbox service's environment entry: the names its /metrics speaks."""
+    if dialect == "prefix":
+        prefix = PREFIXES[service]
+        return {"histogram": f"{prefix}request_duration_seconds", "counter": f"{prefix}requests_total",
+                "status_label": "status", "in_flight": ""}
+    if dialect == "acgs-http":
+        return {"histogram": "acgs_http_request_duration_seconds", "counter": "acgs_http_requests_total",
+                "status_label": "status_code", "in_flight": ""}
+    if dialect == "otel":
+        return {"histogram": "http_server_request_duration_seconds", "counter": "histogram_count",
+                "status_label": "http_response_status_code", "in_flight": ""}
+    return {}  # generic: the suite's defaults
+
+
+# What [prometheus.metrics] says of the sandbox's business metrics (ACGS-2's own rule names; init finds the same).
+BUSINESS_NAMES = {"compliance_score": "constitutional_compliance_score",
+                  "policy_successful": "policy_evaluations_successful_total",
+                  "policy_failed": "policy_evaluations_failed_total"}
 COMPLIANCE_PATH = "/api/v1/compliance"      # on constitutional-ai
 POLICY_STATS_PATH = "/api/v1/policies/stats"  # on policy-governance
 
@@ -58,15 +87,90 @@ class Metrics:
     counts: Counter[str] = field(default_factory=Counter)
     in_flight: Counter[str] = field(default_factory=Counter)
 
+    by_status: Counter[tuple[str, int]] = field(default_factory=Counter)
+    status_buckets: Counter[tuple[tuple[str, int], float]] = field(default_factory=Counter)
+    status_sums: defaultdict[tuple[str, int], float] = field(default_factory=lambda: defaultdict(float))
+
     def observe(self, method: str, path: str, status: int, seconds: float) -> None:
         self.requests[(method, path, status)] += 1
         self.sums[path] += seconds
         self.counts[path] += 1
+        self.by_status[(path, status)] += 1
+        self.status_sums[(path, status)] += seconds
         for bound in BUCKETS:
             if seconds <= bound:
                 self.buckets[(path, bound)] += 1
+                self.status_buckets[((path, status), bound)] += 1
 
-    def render(self, service: str, business: Business | None) -> str:
+    def render(self, service: str, business: Business | None, dialect: str = "", *, info_type: bool = False) -> str:
+        """The service's /metrics in its metric dialect (:data:`DIALECTS`; default: its ACGS-2 counterpart's)."""
+        dialect = dialect or DEFAULT_DIALECTS[service]
+        lines: list[str] = []
+        if dialect == "generic":
+            lines += self._generic(service)
+        elif dialect == "prefix":
+            # prometheus_client as ACGS-2's auth, gs and pgc services use it: a counter by method, endpoint and
+            # status, and a latency histogram with no labels at all (one per process).
+            prefix = PREFIXES[service]
+            lines += [f"# HELP {prefix}requests_total Total requests", f"# TYPE {prefix}requests_total counter"]
+            lines += [f'{prefix}requests_total{{method="{m}",endpoint="{p}",status="{st}"}} {n}.0'
+                      for (m, p, st), n in sorted(self.requests.items())]
+            lines += self._histogram(f"{prefix}request_duration_seconds", {"": ""}, "Request duration")
+        elif dialect == "acgs-http":
+            # ACGS-2's shared metrics module (Constitutional AI): status_code, and an Info family.
+            if info_type:  # as ACGS-2's own middleware writes it: a type the 0.0.4 text format does not have
+                lines += ["# HELP acgs_service_info Service information", "# TYPE acgs_service_info info",
+                          f'acgs_service_info{{service="{service}",version="3.0.0"}} 1']
+            else:  # as prometheus_client renders an Info in the text format
+                lines += ["# HELP acgs_service_info Service information", "# TYPE acgs_service_info gauge",
+                          f'acgs_service_info{{service="{service}",version="3.0.0"}} 1.0']
+            lines += ["# HELP acgs_http_requests_total Total HTTP requests", "# TYPE acgs_http_requests_total counter"]
+            lines += [f'acgs_http_requests_total{{service="{service}",method="{m}",endpoint="{p}",'
+                      f'status_code="{st}"}} {n}.0' for (m, p, st), n in sorted(self.requests.items())]
+            lines += self._histogram("acgs_http_request_duration_seconds",
+                                     {p: f'service="{service}",method="GET",endpoint="{p}"' for p in self.counts},
+                                     "HTTP request duration in seconds")
+        else:  # "otel": OpenTelemetry's HTTP server histogram only; requests are its _count, the status a label
+            lines += self._histogram("http_server_request_duration_seconds",
+                                     {key: f'http_request_method="GET",http_route="{key[0]}",'
+                                           f'http_response_status_code="{key[1]}"' for key in self.by_status},
+                                     "Duration of HTTP server requests.", by_status=True)
+        if business is not None and service == "constitutional-ai":
+            name = "acgs_constitutional_compliance_score" if dialect == "generic" else "constitutional_compliance_score"
+            lines += [f"# TYPE {name} gauge", f"{name} {business.compliance_score}"]
+        if business is not None and service == "policy-governance":
+            if dialect == "generic":
+                lines.append("# TYPE acgs_policy_evaluations_total counter")
+                lines += [f'acgs_policy_evaluations_total{{result="{result}"}} {business.evaluations[result]}'
+                          for result in ("success", "failure")]
+            else:  # the names ACGS-2's own alert rules and dashboards read
+                for result, name in (("success", "successful"), ("failure", "failed")):
+                    lines += [f"# TYPE policy_evaluations_{name}_total counter",
+                              f"policy_evaluations_{name}_total {business.evaluations[result]}"]
+        return "\n".join(lines) + "\n"
+
+    def _histogram(self, name: str, series: dict[Any, str], help_text: str, *, by_status: bool = False) -> list[str]:
+        """One histogram family; ``series`` maps a path (or ``""`` for everything, or a (path, status) key) to its
+        labels."""
+        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+        for key, labels in sorted(series.items()):
+            counts, total, whole = self._counts(key, by_status)
+            sep = "," if labels else ""
+            for bound in BUCKETS:
+                lines.append(f'{name}_bucket{{{labels}{sep}le="{float(bound)}"}} {counts.get(bound, 0)}.0')
+            lines += [f'{name}_bucket{{{labels}{sep}le="+Inf"}} {whole}.0',
+                      f"{name}_sum{{{labels}}} {total:.6f}" if labels else f"{name}_sum {total:.6f}",
+                      f"{name}_count{{{labels}}} {whole}.0" if labels else f"{name}_count {whole}.0"]
+        return lines
+
+    def _counts(self, key: Any, by_status: bool) -> tuple[dict[float, int], float, int]:
+        if by_status:
+            return ({b: self.status_buckets[(key, b)] for b in BUCKETS}, self.status_sums[key], self.by_status[key])
+        paths = list(self.counts) if key == "" else [key]
+        counts = {b: sum(self.buckets[(p, b)] for p in paths) for b in BUCKETS}
+        return counts, sum(self.sums[p] for p in paths), sum(self.counts[p] for p in paths)
+
+    def _generic(self, service: str) -> list[str]:
         lines = ["# HELP http_requests_total Requests handled, by method, path and status.",
                  "# TYPE http_requests_total counter"]
         for (method, path, status), count in sorted(self.requests.items()):
@@ -76,31 +180,18 @@ class Metrics:
                   "# TYPE http_requests_in_flight gauge"]
         for path in sorted(set(self.counts) | set(self.in_flight)):
             lines.append(f'http_requests_in_flight{{service="{service}",path="{path}"}} {self.in_flight[path]}')
-        lines += ["# HELP http_request_duration_seconds Time to answer a request.",
-                  "# TYPE http_request_duration_seconds histogram"]
-        for path in sorted(self.counts):
-            labels = f'service="{service}",path="{path}"'
-            for bound in BUCKETS:
-                lines.append(f'http_request_duration_seconds_bucket{{{labels},le="{bound:g}"}} '
-                             f"{self.buckets[(path, bound)]}")
-            lines += [f'http_request_duration_seconds_bucket{{{labels},le="+Inf"}} {self.counts[path]}',
-                      f"http_request_duration_seconds_sum{{{labels}}} {self.sums[path]:.6f}",
-                      f"http_request_duration_seconds_count{{{labels}}} {self.counts[path]}"]
-        if business is not None and service == "constitutional-ai":
-            lines += ["# TYPE acgs_constitutional_compliance_score gauge",
-                      f"acgs_constitutional_compliance_score {business.compliance_score}"]
-        if business is not None and service == "policy-governance":
-            lines.append("# TYPE acgs_policy_evaluations_total counter")
-            lines += [f'acgs_policy_evaluations_total{{result="{result}"}} {business.evaluations[result]}'
-                      for result in ("success", "failure")]
-        return "\n".join(lines) + "\n"
+        return lines + self._histogram("http_request_duration_seconds",
+                                       {p: f'service="{service}",path="{p}"' for p in self.counts},
+                                       "Time to answer a request.")
 
 
 class SandboxService:
     """One service on a free loopback port; ``fault`` changes how it behaves."""
 
-    def __init__(self, name: str, title: str, fault: Fault | None = None, business: Business | None = None) -> None:
+    def __init__(self, name: str, title: str, fault: Fault | None = None, business: Business | None = None,
+                 dialect: str = "") -> None:
         self.name = name
+        self.dialect = dialect or DEFAULT_DIALECTS[name]
         self.title = title
         self.fault = fault
         self.business = business
@@ -186,7 +277,9 @@ class SandboxService:
         if method not in ("GET", "HEAD"):
             return 405, "text/plain", b"method not allowed\n"
         if path == "/metrics":
-            return 200, "text/plain; version=0.0.4", self.metrics.render(self.name, self.business).encode()
+            info_type = self.fault is not None and self.fault.name == "info-type"
+            return 200, "text/plain; version=0.0.4", self.metrics.render(self.name, self.business, self.dialect,
+                                                                         info_type=info_type).encode()
         if path == "/health":
             return await self._health()
         if path == self.slo_path:
@@ -234,6 +327,8 @@ class SandboxService:
             await asyncio.Event().wait()  # until the sandbox stops and cancels us
         if fault == "slow" and self.fault is not None and self.fault.arg:
             await asyncio.sleep(self.fault.arg)
+        if self.name == "constitutional-ai":
+            return self._rich_health(fault)
         document: dict[str, object] = {"status": "pass", "service": self.title, "version": "sandbox"}
         status = 200
         if fault == "503":
@@ -242,6 +337,16 @@ class SandboxService:
             document["status"] = "warn"
             document["notes"] = ["dependency latency above normal"]
         return status, "application/health+json", json.dumps(document).encode()
+
+    def _rich_health(self, fault: str | None) -> tuple[int, str, bytes]:
+        """Constitutional AI's health body as ACGS-2 gives it: its dependencies and performance beside the status;
+        "degraded" with HTTP 200 is its degraded state."""
+        status, word = (503, "unhealthy") if fault == "503" else (200, "degraded" if fault == "degraded" else "healthy")
+        document = {"status": word, "service": "ac_service", "version": "3.0.0",
+                    "services": {"database": "healthy" if word != "unhealthy" else "unhealthy", "redis": "healthy",
+                                 "policy_engine": "degraded" if word == "degraded" else "healthy"},
+                    "performance": {"avg_response_time_ms": 12.5, "requests_per_second": 10.0}}
+        return status, "application/json", json.dumps(document).encode()
 
 
 LATENCY_PERIOD = 50

@@ -7,7 +7,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ from acgs_checks.sandbox.services import (
     Business,
     SandboxService,
     background_traffic,
+    dialect_table,
 )
 from acgs_checks.sandbox.weekly import SandboxWeekly, postgres_has_tls
 from acgs_checks.scratch import postgres_bindir
@@ -60,7 +61,8 @@ class Sandbox:
     Their ports are chosen up front, so the environment is complete before they run.
     """
 
-    def __init__(self, faults: Sequence[Fault] = (), *, traffic_per_second: float = 10.0) -> None:
+    def __init__(self, faults: Sequence[Fault] = (), *, traffic_per_second: float = 10.0,
+                 dialects: Mapping[str, str] | None = None) -> None:
         by_target = {f.target or f.name: f for f in faults}
         self.faults = tuple(faults)
         self.business = Business()
@@ -68,7 +70,8 @@ class Sandbox:
             self.business.compliance_score = by_target["compliance"].arg
         if "policy-success" in by_target and by_target["policy-success"].arg is not None:
             self.business.policy_success_rate = by_target["policy-success"].arg
-        self.services = [SandboxService(n, TITLES[n], by_target.get(n), self.business) for n in SERVICE_NAMES]
+        self.services = [SandboxService(n, TITLES[n], by_target.get(n), self.business, (dialects or {}).get(n, ""))
+                         for n in SERVICE_NAMES]
         self.traffic_per_second = traffic_per_second
         self._traffic_stop: asyncio.Event | None = None
         self._traffic: asyncio.Future[None] | None = None
@@ -240,7 +243,8 @@ class Sandbox:
                     "request_timeout_seconds": 15.0},
             "services": [
                 {"name": s.name, "title": s.title, "url": f"http://127.0.0.1:{s.port}", "health_path": "/health",
-                 "slo_path": s.slo_path, "prometheus_selector": f'service="{s.name}",path="{s.slo_path}"'}
+                 "slo_path": s.slo_path, "prometheus_selector": f'instance="127.0.0.1:{s.port}"',
+                 **({"metrics": dialect_table(s.name, s.dialect)} if dialect_table(s.name, s.dialect) else {})}
                 for s in self.services
             ],
             "databases": [{"name": "primary", "title": "ACGS production database", "dsn": self.postgres.dsn,

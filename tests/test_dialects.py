@@ -1,0 +1,217 @@
+"""Metric dialects: the sandbox speaks ACGS-2's (prometheus_client with a prefix and an unlabelled histogram,
+``acgs_http_*`` with ``status_code``) and OpenTelemetry's histogram-only one; init learns each from a real Prometheus
+by the shapes of its series; the file it writes, unedited, judges every latency, error, rate and Apdex case; the
+alert rules made from it fire where the checks fail; a target Prometheus cannot scrape fails naming the scrape error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import servers
+from acgs_checks.onboarding.starter import Found, from_targets
+from acgs_checks.sandbox.servers import free_port
+from conftest import ROOT, RunSuite
+from test_onboarding import _cli
+
+# ACGS-2's own scrape jobs (config/monitoring/prometheus.yml).
+JOBS = {"auth": "acgs-auth-service", "constitutional-ai": "acgs-constitutional-ai",
+        "policy-governance": "acgs-policy-governance", "governance-synthesis": "acgs-governance-synthesis"}
+# What init must learn for each service of a sandbox whose governance-synthesis speaks OpenTelemetry's dialect.
+LEARNED = {
+    "auth": {"histogram": "auth_service_request_duration_seconds", "counter": "auth_service_requests_total",
+             "status_label": "status"},
+    "constitutional-ai": {"histogram": "acgs_http_request_duration_seconds", "counter": "acgs_http_requests_total",
+                          "status_label": "status_code"},
+    "policy-governance": {"histogram": "pgc_service_request_duration_seconds", "counter": "pgc_service_requests_total",
+                          "status_label": "status"},
+    "governance-synthesis": {"histogram": "http_server_request_duration_seconds", "counter": "histogram_count",
+                             "status_label": "http_response_status_code"},
+}
+JUDGED = ("test_p95_latency", "test_p99_latency_target", "test_p99_latency_critical", "test_error_rate_warning",
+          "test_error_rate_critical", "test_client_error_share", "test_request_rate_floor",
+          "test_user_satisfaction_apdex")
+pytestmark = pytest.mark.skipif(servers.PROMETHEUS is None, reason="needs prometheus (.ci/run installs it)")
+
+
+def _ask(base: str, path: str) -> Any:
+    with urllib.request.urlopen(base + path, timeout=5) as answer:
+        return json.loads(answer.read())
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Callable[..., dict[str, Any]]]:
+    """``acgs-sandbox`` with faults and dialects, without its databases; returns its environment file's data."""
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> dict[str, Any]:
+        env_file = tmp_path / f"sandbox-{len(processes)}.toml"
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "acgs_checks.sandbox", "--no-backends", "--write", str(env_file), *args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        deadline = time.monotonic() + 60
+        while not env_file.exists() and time.monotonic() < deadline and processes[-1].poll() is None:
+            time.sleep(0.05)
+        assert env_file.exists(), processes[-1].stderr.read() if processes[-1].stderr else ""
+        return tomllib.loads(env_file.read_text())
+
+    yield start
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """A real Prometheus scraping a sandbox's services under ACGS-2's job names, every 500 ms; ``rules`` is a rule
+    file it reads (rewritten later, then reloaded with SIGHUP)."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(data: dict[str, Any], *, rules: Path, up: int = 4) -> str:
+        assert servers.PROMETHEUS is not None
+        rules.write_text("groups: []\n")
+        jobs = "".join(f"  - job_name: {JOBS[s['name']]}\n    static_configs:\n      - targets: "
+                       f"['{urllib.parse.urlsplit(s['url']).netloc}']\n" for s in data["services"])
+        config = tmp_path / "prometheus.yml"
+        config.write_text("global:\n  scrape_interval: 500ms\n  evaluation_interval: 500ms\n"
+                          f"rule_files: [{json.dumps(str(rules))}]\nscrape_configs:\n" + jobs)
+        port = free_port()
+        processes.append(subprocess.Popen(
+            [servers.PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        query = "/api/v1/query?query=" + urllib.parse.quote("count(up == 1)")
+        while time.monotonic() < deadline:
+            try:
+                result = _ask(base, query)["data"]["result"]
+                if result and float(result[0]["value"][1]) == up:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.2)
+        time.sleep(6)  # a few seconds of traffic, so rate() over the window has samples
+        return base
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def _init(tmp_path: Path, base: str) -> tuple[Path, dict[str, Any], str]:
+    out = tmp_path / "production.toml"
+    done = _cli("init", "--name", "production", "--output", str(out), environ={"PROMETHEUS_URL": base})
+    assert done.returncode == 0, done.stderr + done.stdout
+    text = out.read_text()
+    # A 15 s window: this Prometheus is seconds old (the file is otherwise init's, unedited).
+    window = tmp_path / "window.toml"
+    window.write_text(text.replace("[defaults]", '[slo]\nwindow = "15s"\n\n[defaults]', 1))
+    return window, tomllib.loads(text), done.stdout
+
+
+def test_init_learns_each_dialect_and_its_file_judges_every_slo_case(
+        run_suite: RunSuite, sandbox: Callable[..., dict[str, Any]], prometheus: Callable[..., str],
+        tmp_path: Path) -> None:
+    # An 8 % error share on one service of each dialect; policy-governance is healthy.
+    data = sandbox("--dialect", "governance-synthesis=otel", "--fault", "auth:errors=0.08",
+                   "--fault", "constitutional-ai:errors=0.08", "--fault", "governance-synthesis:errors=0.08")
+    rules = tmp_path / "rules.yml"
+    base = prometheus(data, rules=rules)
+    env_file, written, said = _init(tmp_path, base)
+    by_name = {s["name"]: s for s in written["services"]}
+    assert set(by_name) == set(LEARNED), said
+    for name, expected in LEARNED.items():
+        learned = by_name[name]["metrics"]
+        assert {k: learned[k] for k in expected} == expected, (name, learned)
+        assert learned["service_down"] == "up"  # no blackbox probe of the health URL in this Prometheus
+        assert by_name[name]["prometheus_selector"].startswith(f'job="{JOBS[name]}",instance="127.0.0.1:')
+    assert written["prometheus"]["metrics"] == {"compliance_score": "constitutional_compliance_score",
+                                                "policy_successful": "policy_evaluations_successful_total",
+                                                "policy_failed": "policy_evaluations_failed_total"}
+
+    run = run_suite("-m", "daily and (slo or business)", "--env", str(env_file), environ={"PROMETHEUS_URL": base})
+    results = run.results()
+    assert len(results) == len(JUDGED) * 4 + 3, run.output  # and the metrics source, the two business metrics
+    for case in JUDGED:
+        for name in LEARNED:
+            message = str(results[f"{case}[{name}]"].get("statusDetails", {}).get("message", ""))
+            assert "no data" not in message, (case, name, message)
+    failing = {f"{c}[{s}]" for c in ("test_error_rate_warning", "test_error_rate_critical")
+               for s in ("auth", "constitutional-ai", "governance-synthesis")}
+    assert run.failed() == failing, run.output
+    for name, series in (("auth", "auth_service_requests_total"), ("constitutional-ai", "acgs_http_requests_total"),
+                         ("governance-synthesis", "http_server_request_duration_seconds_count")):
+        message = results[f"test_error_rate_critical[{name}]"]["statusDetails"]["message"]
+        assert re.search(rf"{name}: 5xx error rate [5-9]\.\d\d % over a 15s window; source: .*{series}\{{job=", message), \
+            message
+    assert "passed" == results["test_constitutional_compliance"]["status"]
+
+    # The alert rules made from init's file load into Prometheus and fire exactly where the checks fail.
+    generated = subprocess.run([sys.executable, "-m", "acgs_checks.cli", "alert-rules", "--env",
+                                str(env_file), "--output", str(rules)], cwd=ROOT, capture_output=True, text=True,
+                               timeout=120, check=False, env={**os.environ, "PROMETHEUS_URL": base})
+    assert generated.returncode == 0, generated.stderr
+    firing: set[tuple[str, str]] = set()
+    deadline = time.monotonic() + 60
+    expected = {(f"AcgsErrorRate{level}", s) for level in ("Warning", "Critical")
+                for s in ("auth", "constitutional-ai", "governance-synthesis")}
+    assert servers.PROMETHEUS is not None
+    reloaded = False
+    while time.monotonic() < deadline and firing != expected:
+        if not reloaded:
+            for process in subprocess.run(["pgrep", "-f", str(tmp_path / "prometheus.yml")], capture_output=True,
+                                          text=True, check=False).stdout.split():
+                subprocess.run(["kill", "-HUP", process], check=False)
+            reloaded = True
+        time.sleep(1)
+        alerts = _ask(base, "/api/v1/alerts")["data"]["alerts"]
+        firing = {(a["labels"]["alertname"], a["labels"].get("service", "")) for a in alerts
+                  if a["state"] in ("pending", "firing") and a["labels"].get("generator") == "acgs_checks"}
+    assert firing == expected
+
+
+def test_a_target_prometheus_cannot_scrape_fails_naming_the_scrape_error(
+        run_suite: RunSuite, sandbox: Callable[..., dict[str, Any]], prometheus: Callable[..., str],
+        tmp_path: Path) -> None:
+    # Constitutional AI's /metrics declares "# TYPE acgs_service_info info" as ACGS-2's middleware writes it.
+    data = sandbox("--fault", "constitutional-ai:info-type")
+    base = prometheus(data, rules=tmp_path / "rules.yml", up=3)
+    env_file, written, said = _init(tmp_path, base)
+    assert "constitutional-ai: Prometheus cannot scrape 127.0.0.1:" in said, said
+    cai = next(s for s in written["services"] if s["name"] == "constitutional-ai")
+    # Learned from the target's own /metrics all the same, so the file is right once the scrape is fixed.
+    assert cai["metrics"]["counter"] == "acgs_http_requests_total"
+    run = run_suite("-m", "daily and slo", "--env", str(env_file), environ={"PROMETHEUS_URL": base})
+    message = run.results()["test_error_rate_critical[constitutional-ai]"]["statusDetails"]["message"]
+    assert re.search(r"no data: constitutional-ai: .*Prometheus cannot scrape 127\.0\.0\.1:\d+: .*info", message), \
+        message
+    assert {n for n in run.failed() if not n.endswith("[constitutional-ai]")} == set(), run.output
+
+
+def test_services_on_the_runbook_ports_under_one_generic_job_are_found() -> None:
+    # One job, "acgs", scraping the runbook's own ports: the port names the service.
+    targets = [{"labels": {"job": "acgs", "instance": f"10.0.0.5:{port}"}, "scrapeUrl": f"http://10.0.0.5:{port}/metrics"}
+               for port in (8000, 8001, 8005, 8004, 8002)]
+    found = Found()
+    from_targets(targets, found)
+    assert {s["name"]: s["selector"] for s in found.services} == {
+        "auth": 'job="acgs",instance="10.0.0.5:8000"', "constitutional-ai": 'job="acgs",instance="10.0.0.5:8001"',
+        "policy-governance": 'job="acgs",instance="10.0.0.5:8005"',
+        "governance-synthesis": 'job="acgs",instance="10.0.0.5:8004"'}
+    assert any("job='acgs' (1)" in note for note in found.notes), found.notes  # 8002 is no core service
