@@ -14,7 +14,7 @@ import pytest
 from acgs_checks.alerting import drift, rules
 from acgs_checks.environment import Environment
 from acgs_checks.policy import runbook
-from acgs_checks.verdict import judge, require_read
+from acgs_checks.verdict import NOT_SET_UP, breached, judge, require_read
 
 if TYPE_CHECKING:
     from acgs_checks.probes.deployed_rules import DeployedRules
@@ -33,6 +33,12 @@ def test_alert_rules_match_the_runbook(deployed_rules_probe: DeployedRules, acgs
     requirements = runbook.load(runbook.map_path(pytestconfig.rootpath))
     wanted = drift.expected(rules.rule_groups(rules.Source(acgs_environment, requirements)))
     found = drift.differences(wanted, seen.rules)
+    if wanted and len(found) == len(wanted) and all(line.endswith(": missing in Prometheus") for line in found):
+        # None deployed at all: a setup step never taken (doctor names it too), not a drift of one rule.
+        breached(f"{NOT_SET_UP} none of the {len(wanted)} alert rules generated for this environment is in "
+                 f"{seen.source}; fix: acgs-checks alert-rules --env {acgs_environment.source or '<file>'} --output "
+                 "acgs-rules.yml, add it to Prometheus's rule_files and reload it",
+                 "the rules as `acgs-checks alert-rules` makes them", value=float(len(found)), threshold=0)
     judge(bool(found), (f"{len(found)} difference(s) in {seen.source}: " + "; ".join(found[:12])) if found else
           f"{len(wanted)} generated rule(s) deployed as generated in {seen.source}",
           "the rules as `acgs-checks alert-rules` makes them", value=float(len(found)), threshold=0)

@@ -6,6 +6,8 @@ below 400 passes. Here a JSON body that reports its own status must also say hea
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import pytest
 
 from acgs_checks.probes.http import REDIRECTS, HttpResult, summary
@@ -33,6 +35,12 @@ def test_service_health(health: HttpResult) -> None:
         unreachable(summary(health))
     if health.status in (401, 403):
         unreachable(summary(health), denied=health.denied)
+    if health.status == 400 and "invalid host header" in health.body_excerpt.lower():
+        # Starlette's TrustedHostMiddleware (ACGS-2's services): the name in the URL is not one the service allows.
+        host = urlsplit(health.url).netloc.rsplit("@", 1)[-1]
+        breached(f"{summary(health)}: the service refused the Host header {host!r} (\"Invalid host header\"); fix: "
+                 "add that name to the service's allowed hosts (ACGS-2: ALLOWED_HOSTS, TrustedHostMiddleware) or set "
+                 "the service's url to a name it allows", "status < 400", value=health.status, threshold=400)
     if health.status is not None and health.status >= 400:
         breached(summary(health), "status < 400", value=health.status, threshold=400)
     if health.health == UNREAD:

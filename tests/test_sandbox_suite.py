@@ -41,8 +41,10 @@ def test_healthy_sandbox_passes_every_case(run_suite: RunSuite) -> None:
         ("governance-synthesis:hang", HEALTH.format("governance-synthesis"), "critical",
          "connected, but no complete response within 2 s (target unreachable)"),
         ("auth:degraded", DEGRADED.format("auth"), "normal", "body status='warn'"),
+        # Constitutional AI's richer body (its dependencies and performance beside the status), as ACGS-2 gives it.
+        ("constitutional-ai:degraded", DEGRADED.format("constitutional-ai"), "normal", "body status='degraded'"),
     ],
-    ids=["down", "503", "slow", "hang", "degraded"],
+    ids=["down", "503", "slow", "hang", "degraded", "degraded-rich-body"],
 )
 def test_each_fault_fails_exactly_its_case(run_suite: RunSuite, fault: str, failing: str,
                                            severity: str, message: str) -> None:

@@ -168,9 +168,14 @@ def _doctor_run(args: argparse.Namespace) -> int:
                 lines[-1] if lines else f"exit {done.returncode}")
             sys.stderr.write(f"acgs-checks doctor: {said.removeprefix('ERROR: ')}\n")
             return 4
-        found = access.from_json(findings.read_text(encoding="utf-8"))
-    sys.stdout.write(access.as_json(found) if args.json else "\n".join(access.table(found)) + "\n")
-    return 0 if all(t.ok for t in found) else 1
+        text = findings.read_text(encoding="utf-8")
+        found, coverage = access.from_json(text), access.coverage_of(text)
+    lines = [*access.table(found), *coverage.get("lines", [])]
+    gaps = int(coverage.get("gaps") or 0)
+    if gaps:
+        lines.append(f"doctor: {gaps} daily runbook line(s) have no target in this environment (exit 1)")
+    sys.stdout.write(access.as_json(found, coverage) if args.json else "\n".join(lines) + "\n")
+    return 0 if all(t.ok for t in found) and not gaps else 1
 
 
 def _init(args: argparse.Namespace) -> int:

@@ -28,6 +28,8 @@ ACCESS_DENIED_KIND = "access denied"
 UNREACHABLE_KIND = "target unreachable"
 NO_DATA_KIND = "no data"
 PRIVILEGE_KIND = "insufficient privilege"
+# A setup step never taken (the alert rules never deployed): a failure the doctor names, with its fix.
+NOT_SET_UP = "not set up:"
 PROBE_ERROR_KIND = "probe error"
 BREACH_KIND = "threshold breached"
 

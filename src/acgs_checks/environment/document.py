@@ -232,6 +232,9 @@ class EnvironmentFile(Strict):
     alertmanager: Alertmanager | None = None
     history: History = Field(default_factory=History)
     dr: DrDocs = Field(default_factory=DrDocs)
+    absent: dict[str, str] = Field(default_factory=dict, description="sections this environment has none of, each "
+                                   "with its reason (caches = \"no Redis here\"): doctor and the run's runbook "
+                                   "coverage name their lines as declared absent, not as gaps")
     threshold_overrides: Annotated[dict[str, Any], WithJsonSchema(_THRESHOLDS_SCHEMA)] = Field(
         default_factory=dict, alias="thresholds")
 
@@ -247,6 +250,15 @@ class EnvironmentFile(Strict):
         if isinstance(slo, dict) and "source" not in slo:
             data = {**data, "slo": {**slo, "source": "prometheus" if has_prometheus else "synthetic"}}
         return data
+
+    @field_validator("absent")
+    @classmethod
+    def _reasons(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, reason in value.items():
+            if not reason.strip():
+                raise problem(f"{key!r} has no reason", f'write {key} = "why this environment has none"',
+                              at=f"absent.{key}")
+        return value
 
     @model_validator(mode="after")
     def _slo_needs_prometheus(self) -> EnvironmentFile:

@@ -205,8 +205,8 @@ class ServiceMetrics(Strict):
     defaults in :mod:`acgs_checks.environment.dialect`). ``acgs-checks init`` writes it from what Prometheus holds."""
 
     histogram: OptionalMetric = Field(None, description="the request-duration histogram, without _bucket "
-                                      "(e.g. auth_service_request_duration_seconds); \"\": the service has none")
-    counter: OptionalMetric = Field(None, description="the request counter (e.g. auth_service_requests_total), or "
+                                      "(the name before _bucket); \"\": the service has none")
+    counter: OptionalMetric = Field(None, description="the request counter (e.g. <prefix>_requests_total), or "
                                 "\"histogram_count\": the histogram's _count")
     status_label: LabelName = Field(None, description="the label holding the HTTP status (status, code, "
                                     "status_code, ...); \"\": the metrics carry none (no error rate can be read)")

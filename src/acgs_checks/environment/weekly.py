@@ -67,7 +67,7 @@ class Security(Strict):
     access_query: str = Field("", description="PromQL giving requests per status class over the 24 h before its "
                               "evaluation time (it is evaluated at now and at each of the 7 days before), labelled "
                               "'class' (2xx, 4xx, 5xx), e.g. sum by (class) (label_replace(increase("
-                              "http_requests_total[24h]), \"class\", \"${1}xx\", \"status\", \"(.)..\"))")
+                              "<request counter>[24h]), \"class\", \"${1}xx\", \"<status label>\", \"(.)..\"))")
     access_clients_query: str = Field("", description="optional PromQL: requests per client over the same 24 h, "
                                       "labelled 'client' (for new top clients)")
     access_logs: tuple[AccessLog, ...] = Field((), description="or read access logs on hosts")

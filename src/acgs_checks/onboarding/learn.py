@@ -125,11 +125,11 @@ async def business_names(prometheus: Prometheus) -> tuple[dict[str, str], list[s
             names.update(policy_evaluations=counter, policy_result_label=label, policy_success_value=value)
     if "compliance_score" not in names:
         said.append("business: no gauge named like a compliance score in Prometheus (ACGS-2's rules expect "
-                    "constitutional_compliance_score): test_constitutional_compliance has no data until one is "
-                    "exported, or [business.compliance] names a JSON endpoint")
+                    "constitutional_compliance_score): test_constitutional_compliance has no data until "  # prose
+                    "one is exported, or [business.compliance] names a JSON endpoint")
     if not any(key.startswith("policy") for key in names):
         said.append("business: no policy evaluation counters in Prometheus (ACGS-2's rules expect "
-                    "policy_evaluations_successful_total and policy_evaluations_failed_total): "
+                    "policy_evaluations_successful_total and policy_evaluations_failed_total): "  # prose
                     "test_policy_evaluation_success has no data until they are exported")
     return names, said
 

@@ -68,7 +68,7 @@ class Found:
 
 
 def _prefix(name: str) -> str:
-    """What precedes the word ``request``/``http`` in a name (``auth_service_`` of ``auth_service_requests_total``)."""
+    """What precedes the word ``request``/``http`` in a name (``auth_service_`` of ``auth_service_requests...``)."""
     found = re.search(r"(?:requests?|http)", name)
     return name[:found.start()] if found else ""
 

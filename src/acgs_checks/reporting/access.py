@@ -14,6 +14,7 @@ import re
 import textwrap
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from acgs_checks import verdict
@@ -24,14 +25,23 @@ from acgs_checks.reporting.outputs import CheckRecord
 BLIND = (verdict.ACCESS_DENIED_KIND, verdict.UNREACHABLE_KIND, verdict.PRIVILEGE_KIND, verdict.NO_DATA_KIND,
          verdict.PROBE_ERROR_KIND, "other")
 _FIX = re.compile(r";\s*(fix: .*|check .*)$")
+# A statement a message names inside it (GRANT pg_monitor TO acgs_plain, CREATE ROLE ..., ALTER ROLE ...).
+_STATEMENT = re.compile(r"\b((?:GRANT|CREATE ROLE|ALTER ROLE|ALTER SYSTEM) [^;)]*)")
+# What a doctor line shows of a case's own message.
+MESSAGE_LIMIT = 400
 _PARAM = re.compile(r"\[(.+)\]$")
 # What to do when the message names no fix, by kind.
 _DEFAULT_FIX = {
     verdict.UNREACHABLE_KIND: "make the target reachable from this machine (address, DNS, firewall, TLS: the "
                               "message says which)",
     verdict.ACCESS_DENIED_KIND: "check the credential and the grants the message names",
-    verdict.PROBE_ERROR_KIND: "the probe raised: read the case's evidence in the report",
-    verdict.NO_DATA_KIND: "the message says what could not be read",
+    verdict.PROBE_ERROR_KIND: "the probe raised on an answer it could not handle: run the case alone with "
+                              "--tb=short and report it, with the case's evidence attachment",
+    verdict.NO_DATA_KIND: "make the source named above answer this read (its address, its account's grants, "
+                          "the names the environment file gives it), then run doctor again",
+    verdict.PRIVILEGE_KIND: "grant the account named above the read the message names (docs/security.md lists "
+                            "each monitoring account's grants)",
+    "other": "run the case alone with --tb=short: it failed without a verdict the doctor knows",
 }
 
 
@@ -62,10 +72,18 @@ def target_of(record: CheckRecord) -> str:
 
 
 def fix_of(message: str, kind: str) -> str:
+    """The fix a message names (its ``fix:`` clause, a statement inside it, or a closing ``check ...``), else the
+    kind's own concrete step."""
     found = _FIX.search(message)
     if found:
         return found.group(1).removeprefix("fix: ").strip()
-    return _DEFAULT_FIX.get(kind, "see the message")
+    at = message.rfind("fix: ")
+    if at >= 0:
+        return message[at + 5:].split("; source:", 1)[0].rstrip(" )")
+    statement = _STATEMENT.search(message)
+    if statement:
+        return f"run {statement.group(1).strip()}"
+    return _DEFAULT_FIX.get(kind, _DEFAULT_FIX["other"])
 
 
 def accounts(env: Environment) -> dict[str, str]:
@@ -95,7 +113,7 @@ def access(records: Iterable[CheckRecord], named: Mapping[str, str] | None = Non
     for record in records:
         target = target_of(record)
         seen = by_target.setdefault(target, TargetAccess(target))
-        if record.outcome == "failed" and record.kind in BLIND:
+        if record.outcome == "failed" and (record.kind in BLIND or verdict.NOT_SET_UP in record.message):
             fix = fix_of(record.message, record.kind)
             account = (named or {}).get(target)
             if account:
@@ -122,6 +140,10 @@ def table(found: list[TargetAccess], *, width: int = 110) -> list[str]:
         for gap in seen.missing:
             lines.append(f"{'':<8}{'':<{name_width}}  {gap.severity or '--'} {gap.check}: {gap.kind}")
             indent = " " * (8 + name_width + 7)
+            said = gap.message.removeprefix("Failed: ")
+            said = said if len(said) <= MESSAGE_LIMIT else said[:MESSAGE_LIMIT - 1] + "…"
+            lines += textwrap.wrap(said, width=max(width, len(indent) + 40), initial_indent=indent[:-5] + "saw: ",
+                                   subsequent_indent=indent, break_long_words=True, break_on_hyphens=False)
             lines += textwrap.wrap(gap.fix, width=max(width, len(indent) + 40), initial_indent=indent[:-5] + "fix: ",
                                    subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)
     blind = sum(len(t.missing) for t in found)
@@ -130,9 +152,19 @@ def table(found: list[TargetAccess], *, width: int = 110) -> list[str]:
     return lines
 
 
-def as_json(found: list[TargetAccess]) -> str:
-    return json.dumps({"ok": all(t.ok for t in found),
-                       "targets": [{**asdict(t), "ok": t.ok} for t in found]}, indent=2) + "\n"
+def as_json(found: list[TargetAccess], coverage: Mapping[str, object] | None = None) -> str:
+    """The findings, and the environment's runbook coverage (``lines`` to print, ``gaps``: daily lines with no
+    target) when given."""
+    cover = dict(coverage or {})
+    return json.dumps({"ok": all(t.ok for t in found) and not cover.get("gaps"),
+                       "targets": [{**asdict(t), "ok": t.ok} for t in found], "runbook_coverage": cover},
+                      indent=2) + "\n"
+
+
+def coverage_of(text: str) -> dict[str, Any]:
+    """The runbook coverage :func:`as_json` wrote."""
+    found = json.loads(text).get("runbook_coverage")
+    return found if isinstance(found, dict) else {}
 
 
 def from_json(text: str) -> list[TargetAccess]:

@@ -67,6 +67,7 @@ class RunSummary:
     finished: float
     exit_status: int
     checks: list[CheckRecord]
+    coverage: dict[str, object] = field(default_factory=dict)  # the runbook lines with a target here, and not
 
     def counts(self) -> dict[str, dict[str, int]]:
         table: dict[str, Counter[str]] = {s.name: Counter() for s in Severity}
@@ -91,6 +92,7 @@ class RunSummary:
             "acgs_checks_version": __version__, "counts": self.counts(),
             "failure_kinds": self.kinds(),
             "checks": [asdict(c) for c in self.checks],
+            "runbook_coverage": self.coverage,
         }
 
 

@@ -177,8 +177,18 @@ def collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> N
             items[:] = keep
 
 
+def _absent_sections_exist(state: RunState) -> None:
+    """Each key of [absent] names a section of the environment file (a misspelt one would hide nothing silently)."""
+    known = {kind.section for kind in kinds.REGISTRY.values()} | {"waivers"}
+    for key in state.environment.absent:
+        if key not in known:
+            raise pytest.UsageError(f"{state.environment.source}: absent.{key}: not a section of the environment "
+                                    f"file; fix: use one of {', '.join(sorted(known))}")
+
+
 def _missing_sections(state: RunState) -> dict[str, str]:
     """Fixture (or target argument) -> the environment section whose absence leaves its checks out."""
+    _absent_sections_exist(state)
     found = {param: kind.section for param, kind in kinds.params().items() if not kind.targets(state.environment)}
     if not state.environment.waivers:
         found[WAIVER_ARG] = "waivers"

@@ -16,7 +16,7 @@ from acgs_checks.environment import SANDBOX, maintenance
 from acgs_checks.policy import runbook
 from acgs_checks.policy.severity import Severity
 from acgs_checks.reporting import access, allure_files, outputs
-from acgs_checks.run import reports
+from acgs_checks.run import env_coverage, reports
 from acgs_checks.run.selection import why_nothing_selected
 from acgs_checks.run.state import STATE, RunState, is_worker, is_xdist_controller
 
@@ -135,7 +135,24 @@ def _summary(state: RunState, exit_status: int) -> outputs.RunSummary:
         status=_status(exit_status),
         environment=state.environment.name, review=state.settings.review_label,
         fail_on=state.settings.fail_on.name, started=state.started_ms / 1000, finished=time.time(),
-        exit_status=exit_status, checks=sorted(state.records.values(), key=lambda r: r.id))
+        exit_status=exit_status, checks=sorted(state.records.values(), key=lambda r: r.id),
+        coverage=env_coverage.of(state).to_json())
+
+
+def _finish_doctor(session: pytest.Session, state: RunState) -> None:
+    settings = state.settings
+    if not state.records:
+        return  # nothing selected: pytest's own exit status (5) and the terminal's line say so
+    state.doctor = access.access(state.records.values(), access.accounts(state.environment))
+    coverage = env_coverage.of(state)
+    ok = all(t.ok for t in state.doctor) and not coverage.gaps
+    session.exitstatus = pytest.ExitCode.OK if ok else pytest.ExitCode.TESTS_FAILED
+    if settings.doctor_json is not None:
+        cover = {**coverage.to_json(), "lines": coverage.lines(), "gaps": len(coverage.gaps)}
+        try:
+            settings.doctor_json.write_text(access.as_json(state.doctor, cover), encoding="utf-8")
+        except OSError as exc:
+            reports.CURRENT.failed("doctor JSON", settings.doctor_json, exc)
 
 
 def sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -148,15 +165,7 @@ def sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.OK
         return
     if settings.doctor:  # what each case could read; no report, history or metric is written
-        if not state.records:
-            return  # nothing selected: pytest's own exit status (5) and the terminal's line say so
-        state.doctor = access.access(state.records.values(), access.accounts(state.environment))
-        session.exitstatus = pytest.ExitCode.OK if all(t.ok for t in state.doctor) else pytest.ExitCode.TESTS_FAILED
-        if settings.doctor_json is not None:
-            try:
-                settings.doctor_json.write_text(access.as_json(state.doctor), encoding="utf-8")
-            except OSError as exc:
-                reports.CURRENT.failed("doctor JSON", settings.doctor_json, exc)
+        _finish_doctor(session, state)
         return
     failures = [r for r in state.records.values() if r.outcome == "failed"]
     # A failure of a test that carries no severity is never waived.
@@ -239,6 +248,12 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
         tr.section("acgs-checks doctor")
         for line in access.table(state.doctor):
             tr.write_line(line)
+        coverage = env_coverage.of(state)
+        for line in coverage.lines():
+            tr.write_line(line, red=bool(coverage.gaps))
+        if coverage.gaps:
+            tr.write_line(f"doctor: {len(coverage.gaps)} daily runbook line(s) have no target in this environment "
+                          "(exit 1)", red=True)
         return
     if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
 
@@ -289,6 +304,8 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
         if not any(waiver.matches(name) for name in names):
             tr.write_line(f"warning: waiver {waiver.check!r} (owner {waiver.owner}) matches no case in this run",
                           yellow=True)
+    for line in env_coverage.of(state).lines():
+        tr.write_line(line)
     _print_outputs(tr, state, config, exitstatus)
     if state.settings.env_spec == SANDBOX:
         tr.write_line("next: point the suite at your own ACGS-2: acgs-checks init (a first production.toml from "
