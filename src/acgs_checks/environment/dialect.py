@@ -39,6 +39,21 @@ BUSINESS_DEFAULTS: dict[str, str] = {
 }
 # Where each field of a dialect comes from, as a reader of a message sees it.
 FIELDS = ("histogram", "counter", "status_label", "in_flight", "service_down")
+# Which fields of the dialect each check reads (the check catalog prints it; a self-test holds it to the checks).
+READS: dict[str, tuple[str, ...]] = {
+    "test_p95_latency": ("histogram", "selector"),
+    "test_p99_latency_target": ("histogram", "selector"),
+    "test_p99_latency_critical": ("histogram", "selector"),
+    "test_user_satisfaction_apdex": ("histogram", "selector"),
+    "test_error_rate_warning": ("counter", "status_label", "selector"),
+    "test_error_rate_critical": ("counter", "status_label", "selector"),
+    "test_client_error_share": ("counter", "status_label", "selector"),
+    "test_request_rate_floor": ("counter", "in_flight", "selector"),
+    "test_constitutional_compliance": ("compliance_score",),
+    "test_policy_evaluation_success": ("policy_evaluations", "policy_result_label", "policy_success_value",
+                                       "policy_successful", "policy_failed"),
+    "test_alert_rules_match_the_runbook": ("histogram", "counter", "status_label", "service_down", "selector"),
+}
 # Labels Prometheus attaches to every series of a target: a service's own /metrics never carries them.
 TARGET_LABELS = frozenset({"job", "instance"})
 

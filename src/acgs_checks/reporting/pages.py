@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from acgs_checks.environment import dialect
 from acgs_checks.policy import runbook
 from acgs_checks.policy.thresholds import SPECS, Thresholds
 from acgs_checks.reporting.catalog import Entry
@@ -167,6 +168,10 @@ def check_catalog(entries: list[Entry], *, requirements: Mapping[str, runbook.Re
         read = "; ".join(reads[k] for k in entry.kinds if reads.get(k))
         if read:
             out.append(f"| reads | {_cell(read)} |")
+        fields = dialect.READS.get(entry.check)
+        if fields:
+            out.append("| metric dialect | " + ", ".join(f"`{f}`" for f in fields)
+                       + " (with the Prometheus or scrape source; [metric dialects](metric-dialects.md)) |")
         grant = "; ".join(dict.fromkeys([*(grants[k] for k in entry.kinds if grants.get(k)), *entry.grants]))
         out.append(f"| minimum access | {_cell(grant) or 'none beyond reading the file or URL it names'} |")
         faults = proofs.get(entry.name, [])
