@@ -19,9 +19,12 @@ def test_without_ci_the_default_is_the_sandbox(run_suite: RunSuite) -> None:
 
 
 def test_ci_with_an_explicit_environment_runs(run_suite: RunSuite) -> None:
-    assert run_suite("-m", "daily", "--env", "sandbox", environ={"CI": "true"}).returncode == 0
-    assert run_suite("-m", "daily", environ={"CI": "true", "ACGS_ENV": "sandbox"}).returncode == 0
+    run = run_suite("-m", "daily", "--env", "sandbox", environ={"CI": "true"})
+    assert run.returncode == 0, run.output
+    run = run_suite("-m", "daily", environ={"CI": "true", "ACGS_ENV": "sandbox"})
+    assert run.returncode == 0, run.output
 
 
 def test_ci_false_is_not_ci(run_suite: RunSuite) -> None:
-    assert run_suite("-m", "daily", environ={"CI": "false"}).returncode == 0
+    run = run_suite("-m", "daily", environ={"CI": "false"})
+    assert run.returncode == 0, run.output

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from acgs_checks.sandbox.services import BUSINESS_NAMES
+from acgs_checks.sandbox.dialects import BUSINESS_NAMES
 from acgs_checks.sandbox.stack import render_toml
 from conftest import RunSuite, label
 from servers import free_port
@@ -156,8 +156,12 @@ def test_empty_result_is_a_failure_not_a_pass(run_suite: RunSuite, standalone_sa
     run = run_suite("-m", "daily and slo", "-k", "p95", "--env", str(prometheus_env(path, base)))
     assert run.returncode == 1
     message = run.results()["test_p95_latency[auth]"]["statusDetails"]["message"]
-    assert message.startswith("Failed: no data: auth: no p95 over a 15s window (no data for histogram_quantile(0.95")
+    assert message.startswith("Failed: no data: auth: no p95 over a 15s window (source: histogram_quantile(0.95"), \
+        message
     assert 'service="nobody"' in message
+    # The fix: the selector names no series at all.
+    assert message.endswith('fix: Prometheus holds no series at all for {service="nobody"}: check the service\'s '
+                            "prometheus_selector against the target's job and instance labels"), message
 
 
 def test_prometheus_down_is_one_p0_and_blocked_dependents(run_suite: RunSuite,

@@ -30,8 +30,9 @@ def test_standalone_serves_a_real_stack(standalone: Path) -> None:
         assert json.loads(response.read())["status"] == "pass"
     with urllib.request.urlopen(env.service("auth").url + "/metrics", timeout=5) as response:
         metrics = response.read().decode()
-    assert 'http_requests_total{service="auth",method="GET",path="/health",status="200"} 1' in metrics
-    assert "http_request_duration_seconds_bucket" in metrics
+    # ACGS-2's auth dialect: prometheus_client with a prefix, and a latency histogram with no labels.
+    assert 'auth_service_requests_total{method="GET",endpoint="/health",status="200"} 1.0' in metrics
+    assert 'auth_service_request_duration_seconds_bucket{le="+Inf"}' in metrics
 
     # The environment's accounts are the least-privilege monitoring ones.
     with psycopg.connect(env.databases[0].dsn, connect_timeout=5) as conn:
@@ -53,11 +54,10 @@ def test_one_probe_per_service_per_run_even_under_xdist(standalone: Path, run_su
     for svc in env.services:
         with urllib.request.urlopen(svc.url + "/metrics", timeout=5) as response:
             metrics = response.read().decode()
-        health_lines = [line for line in metrics.splitlines()
-                        if line.startswith("http_requests_total") and 'path="/health"' in line]
-        assert health_lines == [
-            f'http_requests_total{{service="{svc.name}",method="GET",path="/health",status="200"}} 1'
-        ], metrics
+        counter = svc.metrics.counter  # each service's own dialect (the sandbox's file names it)
+        health_lines = [line.rsplit(" ", 1)[1] for line in metrics.splitlines()
+                        if line.startswith(f"{counter}{{") and 'endpoint="/health"' in line]
+        assert health_lines == ["1.0"], metrics
 
 
 def test_unknown_fault_is_one_line() -> None:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from acgs_checks.environment.model import Prometheus, PrometheusMetrics, Service
+from acgs_checks.environment.metric_names import PrometheusMetrics
+from acgs_checks.environment.model import Prometheus, Service
 
 # The request-count sentinel: "count requests with the histogram's own _count series".
 HISTOGRAM_COUNT = "histogram_count"

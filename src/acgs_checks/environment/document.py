@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from acgs_checks import redaction
+from acgs_checks.environment.base import Strict, problem
 from acgs_checks.environment.maintenance import Maintenance
 from acgs_checks.environment.model import (
     DEFAULT_TIMEOUT,
@@ -36,14 +37,12 @@ from acgs_checks.environment.model import (
     Prometheus,
     Seconds,
     Service,
-    Strict,
     Target,
     TlsKeys,
     checked_url,
     context_of,
     glob_pattern,
     number_or_variable,
-    problem,
 )
 from acgs_checks.environment.weekly import Alertmanager, DrDocs, History, Security
 from acgs_checks.policy.runbook import AREAS

@@ -14,7 +14,8 @@ from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
-from acgs_checks.environment.model import Strict, glob_pattern, problem
+from acgs_checks.environment.base import Strict, problem
+from acgs_checks.environment.model import glob_pattern
 
 UTC = datetime.UTC
 MINUTE = datetime.timedelta(minutes=1)

@@ -13,12 +13,10 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationInfo,
@@ -26,9 +24,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
 from acgs_checks import redaction
+from acgs_checks.environment.base import Strict, problem
+from acgs_checks.environment.metric_names import PrometheusMetrics, ServiceMetrics
 from acgs_checks.environment.tls import Tls
 
 MAX_TIMEOUT = 60.0
@@ -40,11 +39,6 @@ DURATION = re.compile(r"^\d+(ms|s|m|h|d)$")
 PERCENT_ENCODING = ("percent-encode a URL password's reserved characters "
                     "(/ as %2F, ? as %3F, # as %23, @ as %40, : as %3A, % as %25)")
 VARIABLE = {"type": "string", "pattern": r"\$\{", "description": "a ${VAR} or ${VAR:-default} reference"}
-
-
-def problem(text: str, fix: str, *, at: str = "") -> PydanticCustomError:
-    """An error the loader prints as ``file: key: text; fix: fix`` (``at`` replaces the key when set)."""
-    return PydanticCustomError("acgs", "{problem}", {"problem": text, "fix": fix, "at": at})
 
 
 def number_or_variable(kind: str) -> WithJsonSchema:
@@ -59,10 +53,6 @@ Flag = Annotated[bool, number_or_variable("boolean")]
 def glob_pattern(glob: str) -> re.Pattern[str]:
     """A case or target pattern: ``*`` and ``?`` are wildcards, anything else (``[ ]`` too) is literal."""
     return re.compile(re.escape(glob).replace(r"\*", ".*").replace(r"\?", "."))
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 def context_of(info: ValidationInfo) -> dict[str, Any]:
@@ -191,51 +181,6 @@ class SloQueries(Strict):
 
     def items(self) -> tuple[tuple[str, str], ...]:
         return tuple((k, v) for k, v in self.model_dump().items() if v is not None)
-
-
-METRIC_NAME = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
-LABEL_NAME = r"^(|[a-zA-Z_][a-zA-Z0-9_]*)$"
-MetricName = Annotated[str | None, Field(pattern=METRIC_NAME)]
-OptionalMetric = Annotated[str | None, Field(pattern=r"^(|[a-zA-Z_:][a-zA-Z0-9_:]*)$")]  # "": none
-LabelName = Annotated[str | None, Field(pattern=LABEL_NAME)]
-
-
-class ServiceMetrics(Strict):
-    """A service's metric dialect: what its request metrics are called (unset: [prometheus.metrics], then the
-    defaults in :mod:`acgs_checks.environment.dialect`). ``acgs-checks init`` writes it from what Prometheus holds."""
-
-    histogram: OptionalMetric = Field(None, description="the request-duration histogram, without _bucket "
-                                      "(the name before _bucket); \"\": the service has none")
-    counter: OptionalMetric = Field(None, description="the request counter (e.g. <prefix>_requests_total), or "
-                                "\"histogram_count\": the histogram's _count")
-    status_label: LabelName = Field(None, description="the label holding the HTTP status (status, code, "
-                                    "status_code, ...); \"\": the metrics carry none (no error rate can be read)")
-    in_flight: OptionalMetric = Field(None, description="a gauge of requests being served (evidence "
-                                              "beside the request rate); \"\": none")
-    service_down: Literal["probe_success", "up"] | None = Field(
-        None, description="what the generated AcgsServiceDown reads: blackbox_exporter's probe_success of the "
-        "health URL, or Prometheus's own up of the service's selector")
-
-    def given(self) -> dict[str, str]:
-        return {k: v for k, v in self.model_dump().items() if v is not None}
-
-
-class PrometheusMetrics(ServiceMetrics):
-    """[prometheus.metrics]: the services' dialect defaults, and the business metrics' names."""
-
-    compliance_score: MetricName = Field(None, description="the constitutional compliance score gauge")
-    policy_evaluations: MetricName = Field(None, description="a policy evaluation counter with a result label")
-    policy_result_label: LabelName = Field(None, description="with policy_evaluations: the label saying success")
-    policy_success_value: str | None = Field(None, description="with policy_evaluations: the value of a success")
-    policy_successful: MetricName = Field(None, description="or a counter of successful evaluations ...")
-    policy_failed: MetricName = Field(None, description="... with a counter of failed ones")
-
-    @model_validator(mode="after")
-    def _pair(self) -> PrometheusMetrics:
-        if bool(self.policy_successful) != bool(self.policy_failed):
-            raise problem("policy_successful and policy_failed go together",
-                          "set both counters, or policy_evaluations with its result label", at="policy_successful")
-        return self
 
 
 class Service(Target):

@@ -10,16 +10,15 @@ from typing import Annotated
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from acgs_checks.environment.base import Strict, problem
 from acgs_checks.environment.model import (
     NAME_PATTERN,
     Headers,
     Seconds,
-    Strict,
     Target,
     checked_url,
     context_of,
     number_or_variable,
-    problem,
 )
 
 Count = Annotated[float, Field(ge=0), number_or_variable("number")]

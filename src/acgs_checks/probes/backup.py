@@ -31,7 +31,7 @@ from pydantic import Field, model_validator
 
 from acgs_checks import kinds
 from acgs_checks.environment import Environment, Target, display_url
-from acgs_checks.environment.model import problem
+from acgs_checks.environment.base import problem
 from acgs_checks.probes import aio, http
 from acgs_checks.probes.host import run_on_host, why_failed
 from acgs_checks.probes.postgres import connect_budget, connect_error, jsonable, read_only_session, run_query

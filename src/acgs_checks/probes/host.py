@@ -26,7 +26,8 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from acgs_checks import kinds, redaction, verdict
 from acgs_checks.environment import Environment, Target
-from acgs_checks.environment.model import context_of, problem
+from acgs_checks.environment.base import problem
+from acgs_checks.environment.model import context_of
 from acgs_checks.probes import aio
 from acgs_checks.probes import prometheus as prom
 from acgs_checks.records import JsonRecord

@@ -28,7 +28,7 @@ from pydantic import Field, field_validator
 
 from acgs_checks import kinds
 from acgs_checks.environment import Environment, Target
-from acgs_checks.environment.model import problem
+from acgs_checks.environment.base import problem
 from acgs_checks.probes import aio
 from acgs_checks.records import JsonRecord
 

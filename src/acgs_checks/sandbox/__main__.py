@@ -15,9 +15,9 @@ import threading
 from pathlib import Path
 
 from acgs_checks.errors import ConfigError
+from acgs_checks.sandbox.dialects import DEFAULT_DIALECTS, DIALECTS
 from acgs_checks.sandbox.faults import describe, parse_all
 from acgs_checks.sandbox.servers import SandboxError
-from acgs_checks.sandbox.services import DEFAULT_DIALECTS, DIALECTS
 from acgs_checks.sandbox.stack import Sandbox
 
 

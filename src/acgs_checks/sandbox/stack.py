@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from acgs_checks import environment, kinds
 from acgs_checks.environment import Environment
+from acgs_checks.sandbox.dialects import dialect_table
 from acgs_checks.sandbox.faults import CACHE, DATABASE, POOLER, SERVICE_NAMES, Fault
 from acgs_checks.sandbox.host import NAME as HOST_NAME
 from acgs_checks.sandbox.host import SandboxHost
@@ -31,7 +32,6 @@ from acgs_checks.sandbox.services import (
     Business,
     SandboxService,
     background_traffic,
-    dialect_table,
 )
 from acgs_checks.sandbox.weekly import SandboxWeekly, postgres_has_tls
 from acgs_checks.scratch import postgres_bindir
@@ -264,6 +264,8 @@ class Sandbox:
             "hosts": [self.host.entry()] if self.host.workdir is not None else [],
             **self.weekly.mapping(host=HOST_NAME if self.host.workdir is not None else None, database="primary",
                                   cache="main"),
+            # The embedded sandbox runs no Prometheus (the self-tests start a real one beside it).
+            "absent": {"prometheus": "the embedded sandbox runs no Prometheus; its SLO numbers are sampled"},
             "thresholds": {
                 "long_query_seconds": AGE_THRESHOLD_SECONDS,
                 "idle_in_transaction_seconds": AGE_THRESHOLD_SECONDS,
