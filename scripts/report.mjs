@@ -77,6 +77,11 @@ if (!firstTime) {
   if (existsSync(history)) copyFileSync(history, historyFile);
 }
 
+// A fresh clone has no node_modules: say the one step that fixes it, not "generate failed (exit null)".
+if (!existsSync(join(root, "node_modules", ".bin", "allure"))) {
+  console.error("report: the Allure 3 CLI is not installed in this clone; fix: npm ci (once), then npm run report");
+  process.exit(4);
+}
 const stage = mkdtempSync(join(tmpdir(), "acgs-report-"));
 let launch;
 try {

@@ -26,7 +26,9 @@ import pytest
 import servers
 from acgs_checks.environment.dialect import BUSINESS_DEFAULTS, DEFAULTS
 from acgs_checks.onboarding.starter import Found, from_targets
+from acgs_checks.probes.dialects import Family, decide
 from acgs_checks.sandbox.servers import free_port
+from acgs_checks.sandbox.stack import render_toml
 from conftest import ROOT, RunSuite
 from test_onboarding import _cli
 
@@ -287,3 +289,56 @@ def test_doctor_names_the_runbook_lines_an_environment_leaves_uncovered(tmp_path
     refused = _cli("doctor", "--env", str(bad), "-m", "daily", "-k", "connectivity")
     assert refused.returncode == 4
     assert "absent.service: not a section of the environment file" in refused.stderr, refused.stderr
+
+
+def test_each_dialect_through_the_scrape_source(run_suite: RunSuite, sandbox: Callable[..., dict[str, Any]],
+                                                tmp_path: Path) -> None:
+    # The same three dialects read from each service's own /metrics, two scrapes apart (no Prometheus at all).
+    data = sandbox("--dialect", "governance-synthesis=otel", "--fault", "auth:errors=0.1",
+                   "--fault", "constitutional-ai:errors=0.1", "--fault", "governance-synthesis:errors=0.1")
+    for key in ("databases", "poolers", "caches", "security", "backups", "business", "hosts", "tls_endpoints"):
+        data.pop(key, None)
+    data["slo"] = {"source": "scrape", "scrape_window_seconds": 4.0}
+    env_file = tmp_path / "scrape.toml"
+    env_file.write_text(render_toml(data))
+    run = run_suite("-m", "daily and slo", "--env", str(env_file))
+    failing = {f"{c}[{s}]" for c in ("test_error_rate_warning", "test_error_rate_critical")
+               for s in ("auth", "constitutional-ai", "governance-synthesis")}
+    assert run.failed() == failing, run.output
+    results = run.results()
+    for name, series in (("auth", 'auth_service_requests_total{status=~"5.."}'),
+                         ("constitutional-ai", 'acgs_http_requests_total{status_code=~"5.."}'),
+                         ("governance-synthesis", 'http_server_request_duration_seconds_count'
+                                                  '{http_response_status_code=~"5.."}')):
+        message = results[f"test_error_rate_critical[{name}]"]["statusDetails"]["message"]
+        assert re.search(rf"{name}: 5xx error rate \d+\.\d\d % over a 4 s window; source: GET .*/metrics twice",
+                         message), message
+        assert series in message, message
+        p95 = results[f"test_p95_latency[{name}]"]
+        assert p95["status"] == "passed", p95
+
+
+def test_the_shape_rules_pick_request_metrics_and_refuse_the_rest() -> None:
+    def family(name: str, kind: str, **labels: set[str]) -> tuple[str, Family]:
+        return name, Family(name, kind, dict(labels))
+
+    # A service that also times its database and its outgoing calls, with a "code" label holding statuses.
+    families = dict([
+        family("app_db_query_duration_seconds", "histogram"),
+        family("http_client_request_duration_seconds", "histogram", code={"200"}),
+        family("app_request_latency_seconds", "histogram", route={"/a"}),
+        family("app_requests_total", "counter", route={"/a"}, code={"200", "503", "404"}),
+        family("app_request_errors_total", "counter", code={"500"}),
+        family("app_requests_in_progress", "gauge"),
+    ])
+    found = decide(families)
+    assert found.table == {"histogram": "app_request_latency_seconds", "counter": "app_requests_total",
+                           "status_label": "code", "in_flight": "app_requests_in_progress"}, found
+    # A latency histogram in milliseconds is named and refused: the thresholds are seconds.
+    refused = decide(dict([family("http_request_duration_milliseconds", "histogram")]))
+    assert not refused.usable
+    assert "not in seconds" in refused.evidence
+    # A label whose values are not all statuses is not the status label, whatever it is called.
+    odd = decide(dict([family("x_request_duration_seconds", "histogram", status={"ok", "error"})]))
+    assert odd.table["counter"] == "histogram_count"
+    assert odd.table["status_label"] == ""

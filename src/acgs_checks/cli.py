@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     rules_command = commands.add_parser(
         "alert-rules", help="write Prometheus alert rules from an environment's thresholds and queries")
     rules_command.add_argument("--env", type=Path, required=True, help="the environment file")
-    rules_command.add_argument("--output", type=Path, help="write here instead of standard output")
+    rules_command.add_argument("--output", type=Path, help="write here instead of standard output (- is standard "
+                               "output)")
     rules_command.add_argument("--format", choices=("rules", "prometheusrule"), default="rules",
                                help="rules: a Prometheus rule file (default); prometheusrule: the same groups in a "
                                "Prometheus Operator PrometheusRule resource")
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                                "alert's runbook_url is URL#<requirement id> (default: runbook.toml#<id>)")
     am_command = commands.add_parser(
         "alertmanager-config", help="write the Alertmanager configuration of the runbook's escalation timeline")
-    am_command.add_argument("--output", type=Path, help="write here instead of standard output")
+    am_command.add_argument("--output", type=Path, help="write here instead of standard output (- is standard output)")
     am_command.add_argument("--timezone", default="UTC", help="the business hours' time zone (IANA name)")
     am_command.add_argument("--business-hours", default="09:00-17:00", help="HH:MM-HH:MM, Monday to Friday")
     init = commands.add_parser("init", help="write a first environment file from ACGS-2's variables and "
@@ -184,7 +185,8 @@ def _init(args: argparse.Namespace) -> int:
                          "--name production\n")
         return 4
     output = args.output or Path(f"{args.name}.toml")
-    if output.exists() and not args.force:  # before any network read
+    to_stdout = str(output) == "-"  # the file on standard output (validated all the same), what init says on stderr
+    if not to_stdout and output.exists() and not args.force:  # before any network read
         sys.stderr.write(f"acgs-checks init: {output}: already exists; fix: choose another --output, or pass --force "
                          "to replace it\n")
         return 4
@@ -197,19 +199,22 @@ def _init(args: argparse.Namespace) -> int:
     sources = [v for v in (*starter.KNOWN_VARIABLES, *args.from_env) if os.environ.get(v)]
     sources += ["Prometheus targets"] if found.services or found.hosts else []
     sources += ["--service"] if args.service else []
-    text = starter.render(found, name=args.name, sources=sources, output=str(output))
-    problem = writing.write(output, text, force=args.force, schema=json.dumps(schema(), indent=2) + "\n")
+    text = starter.render(found, name=args.name, sources=sources, output="FILE" if to_stdout else str(output))
+    problem = writing.check(text) if to_stdout else writing.write(output, text, force=args.force,
+                                                                   schema=json.dumps(schema(), indent=2) + "\n")
     if problem:
         sys.stderr.write(f"acgs-checks init: {problem}\n")
         return 4
-    sys.stdout.write("\n".join(starter.summary(found, output)) + "\n")
+    if to_stdout:
+        sys.stdout.write(text)
+    (sys.stderr if to_stdout else sys.stdout).write("\n".join(starter.summary(found, output)) + "\n")
     return 0
 
 
 def _alert_rules(env_file: Path, output: Path | None, runbook_url: str, tests: Path | None = None,
                  form: str = "rules") -> int:
     try:
-        env = load(str(env_file.resolve()), rootdir=Path.cwd())
+        env = load(str(env_file), rootdir=Path.cwd(), sandbox=False)  # a name or a path, as a run's --env
         requirements = runbook.load(runbook.map_path(Path.cwd()))
     except ConfigError as exc:
         sys.stderr.write(f"{exc}\n")
@@ -227,9 +232,9 @@ def _alert_rules(env_file: Path, output: Path | None, runbook_url: str, tests: P
                          "write the rule file and its tests first, then the PrometheusRule\n")
         return 4
     if tests is not None:
-        if output is None:
-            sys.stderr.write("acgs-checks alert-rules: --tests needs --output (the tests name the rule file); fix: "
-                             "add --output FILE\n")
+        if output is None or str(output) == "-":
+            sys.stderr.write("acgs-checks alert-rules: --tests needs --output FILE (the tests name the rule file); "
+                             "fix: add --output FILE\n")
             return 4
         reference = output.name if output.resolve().parent == tests.resolve().parent else str(output.resolve())
         done = _emit("alert-rules", tests, yaml_text.dump(unit_tests.tests_for(source, reference)),
@@ -251,7 +256,7 @@ def _alertmanager_config(output: Path | None, timezone: str, hours: str) -> int:
 
 
 def _emit(command: str, output: Path | None, text: str, what: str) -> int:
-    if output is None:
+    if output is None or str(output) == "-":  # "-" is standard output, as for any Unix tool
         sys.stdout.write(text)
         return 0
     try:

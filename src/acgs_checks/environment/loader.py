@@ -51,15 +51,19 @@ def known_names(rootdir: Path) -> list[str]:
     return [SANDBOX, *names]
 
 
-def load(spec: str, *, rootdir: Path, environ: Mapping[str, str] | None = None) -> Environment:
-    """Load and validate the environment named or pointed to by ``spec``."""
+def load(spec: str, *, rootdir: Path, environ: Mapping[str, str] | None = None,
+         sandbox: bool = True) -> Environment:
+    """Load and validate the environment named or pointed to by ``spec``; ``sandbox``: whether the command that
+    asks also accepts the name ``sandbox`` (a run does; the file commands do not), so the fix names only what works."""
     path = resolve_path(spec, rootdir=rootdir)
     shown = _shown_path(path, rootdir)
     if not path.is_file():
-        raise ConfigError(
-            source=shown, key="", problem="environment file not found",
-            fix="pass --env with one of " + ", ".join(known_names(rootdir)) + " or a path to a .toml file",
-        )
+        names = [n for n in known_names(rootdir) if sandbox or n != SANDBOX]
+        fix = ("pass --env with one of " + ", ".join(names) + " or a path to a .toml file" if names else
+               "pass --env with the path of a .toml file")
+        if spec == SANDBOX and not sandbox:
+            fix = "the embedded sandbox has no file here (acgs-sandbox --write sandbox.toml writes one); or " + fix
+        raise ConfigError(source=shown, key="", problem="environment file not found", fix=fix)
     try:
         size = path.stat().st_size
         if size > FILE_LIMIT:

@@ -358,7 +358,8 @@ def render(found: Found, *, name: str, sources: list[str], output: str) -> str:
 
 def summary(found: Found, output: Path) -> list[str]:
     """What init says it found, one line each (no secret: variables are shown redacted)."""
-    lines = [f"{output}: written"]
+    piped = str(output) == "-"
+    lines = ["standard output: written" if piped else f"{output}: written"]
     for what, items in (("service", found.services), ("database", found.databases), ("pooler", found.poolers),
                         ("cache", found.caches), ("host", found.hosts)):
         for item in items:
@@ -366,5 +367,7 @@ def summary(found: Found, output: Path) -> list[str]:
     if found.prometheus:
         lines.append(f"  prometheus: {redaction.display(found.prometheus)}")
     lines += [f"  note: {note}" for note in found.notes]
-    lines.append(f"next: review the lines marked `review:`, then acgs-checks doctor --env {output}")
+    then = "save it to a file, review" if piped else "review"
+    named = "FILE" if piped else output
+    lines.append(f"next: {then} the lines marked `review:`, then acgs-checks doctor --env {named}")
     return lines

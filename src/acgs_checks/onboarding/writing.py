@@ -41,3 +41,15 @@ def write(output: Path, text: str, *, force: bool, schema: str) -> str:
         with contextlib.suppress(OSError):  # an editor's help, not the file's meaning
             beside.write_text(schema, encoding="utf-8")
     return ""
+
+
+def check(text: str) -> str:
+    """Validate ``text`` as a run would load it, without putting it anywhere (``--output -``); the problem, or ""."""
+    with tempfile.TemporaryDirectory(prefix="acgs-init-") as folder:
+        staged = Path(folder) / "environment.toml"
+        staged.write_text(text, encoding="utf-8")
+        try:
+            load(str(staged), rootdir=Path(folder))
+        except ConfigError as exc:  # a bug here, never the user's: say it in one line all the same
+            return f"the generated file does not validate ({exc}); nothing was written"
+    return ""

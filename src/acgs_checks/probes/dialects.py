@@ -141,6 +141,8 @@ def decide(families: dict[str, Family]) -> Found:
     else:
         status = ""
     if table:
+        # A counter without a histogram: say so, or the defaults would fill the gap with a name nobody exposes.
+        table = {"histogram": table.get("histogram", ""), **table}
         table["status_label"] = status
         notes.append(f'status label "{status}" (values {", ".join(sorted(_values(counter or histogram, status)))})'
                      if status else "no label holds HTTP statuses: no error rate can be read")

@@ -295,7 +295,12 @@ def _from_two(target: str, before: list[metrics.Sample], after: list[metrics.Sam
         values["active_connections"] = sum(in_flight) if in_flight else None
     missing = {key: absent.get(key) or _gap(speaks, key) or f"no data in {source}"
                for key, value in values.items() if value is None}
-    sources = {key: source for key in values}
+    # Each number names the series of the dialect it was read from.
+    status = f'{{{speaks.status_label}=~"5.."}}' if speaks.status_label else ""
+    series = {**dict.fromkeys(QUANTILES, speaks.buckets), "error_rate": f"{speaks.requests}{status}",
+              "client_error_rate": f"{speaks.requests}{status.replace('5..', '4..')}",
+              "request_rate": speaks.requests, "active_connections": speaks.in_flight}
+    sources = {key: f"{source} ({series[key]})" if series.get(key) else source for key in values}
     _apdex(values, sources, missing, metrics.apdex_from_buckets(buckets, apdex_t), f"{speaks.buckets} increases")
     return SloSnapshot(target=target, source=source, window=window, values=values, sources=sources,
                        errors=missing, samples=int(total), ceilings=ceilings, dialect=speaks.summary())
