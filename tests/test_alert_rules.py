@@ -285,7 +285,7 @@ def test_generated_promtool_unit_tests_pass_and_catch_an_edited_threshold(
     alone = subprocess.run([sys.executable, "-m", "acgs_checks.cli", "alert-rules", "--env", str(env), "--tests",
                             str(tests)], capture_output=True, text=True, check=False, timeout=60, cwd=ROOT)
     assert alone.returncode == 4
-    assert alone.stderr == ("acgs-checks alert-rules: --tests needs --output (the tests name the rule file); "
+    assert alone.stderr == ("acgs-checks alert-rules: --tests needs --output FILE (the tests name the rule file); "
                             "fix: add --output FILE\n")
 
 
@@ -326,3 +326,17 @@ def test_a_hostile_rules_answer_is_a_difference_never_a_crash() -> None:
     assert said[0] == "AcgsErrorRateCritical[auth]: threshold none in Prometheus, 0.05 in the runbook"
     assert any("expression differs" in line for line in said)
     assert "AcgsErrorRateCritical[auth]: for -1s in Prometheus, 2m in the runbook" in said
+
+
+def test_output_dash_is_standard_output_and_env_errors_name_what_works() -> None:
+    done = subprocess.run([sys.executable, "-m", "acgs_checks.cli", "alert-rules", "--env", "local", "--output", "-"],
+                          capture_output=True, text=True, check=False, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("# Prometheus alert rules for environment 'local'")
+    assert not (ROOT / "-").exists()  # a file named "-" was the old behaviour
+    sandbox = subprocess.run([sys.executable, "-m", "acgs_checks.cli", "alert-rules", "--env", "sandbox"],
+                             capture_output=True, text=True, check=False, timeout=60, cwd=ROOT)
+    assert sandbox.returncode == 4
+    assert sandbox.stderr.count("\n") == 1, sandbox.stderr
+    assert "acgs-sandbox --write sandbox.toml" in sandbox.stderr
+    assert "one of local, production.example or a path" in sandbox.stderr  # not "sandbox": this command cannot

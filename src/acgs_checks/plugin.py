@@ -114,6 +114,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """Under xdist the controller collects nothing itself: the ids its workers collected are the run's plan."""
+    state = node.config.stash.get(STATE, None)
+    if state is not None:
+        for nodeid in ids:
+            state.planned.setdefault(nodeid, "?")
+
+
 def pytest_runtestloop(session: pytest.Session) -> bool | None:
     return ordering.runtestloop(session)
 

@@ -68,6 +68,7 @@ class RunSummary:
     exit_status: int
     checks: list[CheckRecord]
     coverage: dict[str, object] = field(default_factory=dict)  # the runbook lines with a target here, and not
+    not_run: dict[str, str] = field(default_factory=dict)  # interrupted: the selected cases that never ran, by level
 
     def counts(self) -> dict[str, dict[str, int]]:
         table: dict[str, Counter[str]] = {s.name: Counter() for s in Severity}
@@ -93,6 +94,7 @@ class RunSummary:
             "failure_kinds": self.kinds(),
             "checks": [asdict(c) for c in self.checks],
             "runbook_coverage": self.coverage,
+            "not_run": [{"id": nodeid, "severity": level} for nodeid, level in sorted(self.not_run.items())],
         }
 
 

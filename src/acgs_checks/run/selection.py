@@ -166,9 +166,13 @@ def collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> N
         if len(chosen) != len(items):
             config.hook.pytest_deselected(items=[i for i in items if i not in chosen])
             items[:] = chosen
-    # Checks of a kind the environment has none of (say, no poolers) do not apply: leave them out
-    # rather than report pytest's "empty parameter set" skip for each.
-    missing = set(missing_sections)
+    _leave_out(config, items, set(missing_sections))
+    state.selection_done = True
+
+
+def _leave_out(config: pytest.Config, items: list[pytest.Item], missing: set[str]) -> None:
+    """Checks of a kind the environment has none of (say, no poolers) do not apply: leave them out rather than
+    report pytest's "empty parameter set" skip for each (the run's runbook coverage names what that leaves)."""
     if missing:
         keep = [i for i in items if not missing & set(getattr(i, "fixturenames", ()))]
         dropped = [i for i in items if missing & set(getattr(i, "fixturenames", ()))]
@@ -274,6 +278,9 @@ def collection_finish(session: pytest.Session) -> None:
     if state is None:
         return
     verdict.set_selected({item.name for item in session.items})
+    if state.selection_done:  # pytest calls this hook after an interrupted collection too: then nothing was planned
+        state.planned.update({item.nodeid: str(dict(item.user_properties).get("severity", ""))
+                              for item in session.items})
     probe_fixtures = kinds.by_fixture()
     for item in session.items:
         params = getattr(getattr(item, "callspec", None), "params", {})

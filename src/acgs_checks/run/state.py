@@ -50,6 +50,10 @@ class RunState:
     # (kind, target) -> the selected case marked ``reachability`` that reports whether that target answered:
     # what a blocked case names (kinds.Blocked), found by marker, never by a name written in a probe.
     reachability: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Every selected case and its level, so an interrupted run can say which never ran ("?" under xdist: the
+    # controller learns only the ids its workers collected).
+    planned: dict[str, str] = field(default_factory=dict)
+    selection_done: bool = False  # the selection hook finished (an interrupted collection plans nothing)
 
 
 STATE = pytest.StashKey[RunState]()

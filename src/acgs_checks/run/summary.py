@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,11 @@ def runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Genera
     return report
 
 
+def not_run(state: RunState) -> dict[str, str]:
+    """The selected cases that have no record: they never ran (the run was interrupted), by id, with their level."""
+    return {nodeid: level for nodeid, level in state.planned.items() if nodeid not in state.records}
+
+
 def _status(exit_status: int) -> str:
     return "interrupted" if exit_status == pytest.ExitCode.INTERRUPTED else "finished"
 
@@ -136,7 +142,8 @@ def _summary(state: RunState, exit_status: int) -> outputs.RunSummary:
         environment=state.environment.name, review=state.settings.review_label,
         fail_on=state.settings.fail_on.name, started=state.started_ms / 1000, finished=time.time(),
         exit_status=exit_status, checks=sorted(state.records.values(), key=lambda r: r.id),
-        coverage=env_coverage.of(state).to_json())
+        coverage=env_coverage.of(state).to_json(),
+        not_run=not_run(state) if exit_status == pytest.ExitCode.INTERRUPTED else {})
 
 
 def _finish_doctor(session: pytest.Session, state: RunState) -> None:
@@ -245,24 +252,18 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
         _print_coverage(tr, state)
         return
     if state.settings.doctor and state.doctor:
-        tr.section("acgs-checks doctor")
-        for line in access.table(state.doctor):
-            tr.write_line(line)
-        coverage = env_coverage.of(state)
-        for line in coverage.lines():
-            tr.write_line(line, red=bool(coverage.gaps))
-        if coverage.gaps:
-            tr.write_line(f"doctor: {len(coverage.gaps)} daily runbook line(s) have no target in this environment "
-                          "(exit 1)", red=True)
+        _print_doctor(tr, state)
         return
     if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
 
         tr.write_line(why_nothing_selected(state, (config.getoption("markexpr", "") or "").strip()), yellow=True)
         return
-    if not state.records:
+    if not state.records and exitstatus != pytest.ExitCode.INTERRUPTED:
         return
     summary = _summary(state, exitstatus)
     tr.section("acgs-checks summary")
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        _print_not_run(tr, state)
     for severity, row in summary.counts().items():
         if any(row.values()):
             tr.write_line(f"{severity}: {row['failed']} failed, {row['passed']} passed, {row['skipped']} skipped")
@@ -312,6 +313,27 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
                       "DATABASE_URL, REDIS_URL and PROMETHEUS_URL), then acgs-checks doctor --env production.toml")
     for problem in state.delivery_problems:
         tr.write_line(f"could not deliver: {problem}", yellow=True)
+
+
+def _print_doctor(tr: Any, state: RunState) -> None:
+    tr.section("acgs-checks doctor")
+    for line in access.table(state.doctor):
+        tr.write_line(line)
+    coverage = env_coverage.of(state)
+    for line in coverage.lines():
+        tr.write_line(line, red=bool(coverage.gaps))
+    if coverage.gaps:
+        tr.write_line(f"doctor: {len(coverage.gaps)} daily runbook line(s) have no target in this environment "
+                      "(exit 1)", red=True)
+
+
+def _print_not_run(tr: Any, state: RunState) -> None:
+    never = not_run(state)
+    if never:
+        levels = Counter(level or "--" for level in never.values())
+        tr.write_line(f"interrupted: {len(never)} selected case(s) never ran ("
+                      + ", ".join(f"{level}: {n}" for level, n in sorted(levels.items())) + "); "
+                      "summary.json lists them under not_run. Nothing about them is known: run them again", red=True)
 
 
 def _print_outputs(tr: Any, state: RunState, config: pytest.Config, exitstatus: int) -> None:
