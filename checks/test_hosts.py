@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING
 import pytest
 
 from acgs_checks.environment import Environment
-from acgs_checks.verdict import breached, fail, judge, measure, no_data, not_applicable, require_answer
+from acgs_checks.verdict import (
+    blocked_by,
+    breached,
+    fail,
+    judge,
+    measure,
+    no_data,
+    not_applicable,
+    require_answer,
+)
 
 if TYPE_CHECKING:  # the probe module loads only when such checks run
     from acgs_checks.probes.host import HostSnapshot
@@ -24,9 +33,16 @@ pytestmark = [pytest.mark.daily, pytest.mark.infra]
 MIB = 1024 * 1024
 
 
+def _source_down(seen: HostSnapshot) -> None:
+    """A host read through Prometheus while Prometheus did not answer: blocked by the metrics source's own case."""
+    if "prometheus" in seen.errors:
+        blocked_by("metrics_source", "prometheus", f"has no data ({seen.errors['prometheus']})", subject=seen.target)
+
+
 def _value(seen: HostSnapshot, key: str, label: str) -> float:
     value = getattr(seen, key)
     if value is None:
+        _source_down(seen)
         no_data(f"{seen.target}: no {label} ({seen.errors.get(key) or 'the source gave none'}; source: {seen.source})")
     if not 0 <= value <= 100:
         fail(f"{seen.target}: unit: {label} {value:g} % cannot be right (a share lies in 0..100; "
@@ -39,6 +55,8 @@ def _disks(seen: HostSnapshot, mounts: tuple[str, ...], field: str) -> list[tupl
     of every disk filesystem (pseudo ones such as tmpfs and overlay left out); missing ones are no data."""
     found = {d["mount"]: d.get(field) for d in seen.disks}
     wanted = list(mounts) or sorted(d["mount"] for d in seen.disks if not d.get("pseudo"))
+    if not seen.disks:
+        _source_down(seen)
     if not wanted:
         no_data(f"{seen.target}: no disk filesystem listed ({seen.errors.get('disk') or 'df gave none'}; "
                 f"source: {seen.source})")
@@ -125,6 +143,8 @@ def test_host_inodes(host_facts: HostSnapshot, acgs_environment: Environment) ->
 def test_host_network_errors(host_facts: HostSnapshot) -> None:
     """No interface counted errors or drops in the window (throughput is evidence)."""
     seen = host_facts
+    if not seen.network:
+        _source_down(seen)
     if "network" in seen.errors and not seen.network:
         no_data(f"{seen.target}: no network counters ({seen.errors['network']}; source: {seen.source})")
     bad = [n for n in seen.network if (n.get("errors") or 0) > 0 or (n.get("drops") or 0) > 0]

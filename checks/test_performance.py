@@ -118,6 +118,9 @@ def _capacity(seen: HistorySnapshot, limit: float) -> None:
     now = time.time()
     found, too_short = review.project_capacity(_history(seen), weeks=seen.weeks, now=now)
     found += [review.Projection(p["resource"], p["what"], p["days"], p["fit"]) for p in seen.projections]
+    waiting = review.projection_waiting(seen.projection_waiting)
+    if not found and waiting and not seen.projection_error:
+        warming_up(waiting)  # Prometheus's own history is younger than a projection needs: honest, not a page
     if not found:
         if not seen.projection_error:  # Prometheus was asked and failed: no data, whatever the store's age
             _warming_up(seen, review.CAPACITY_WARM_UP, now)
@@ -126,7 +129,8 @@ def _capacity(seen: HistorySnapshot, limit: float) -> None:
                                                                    if seen.projection_error else ""))
     short = [p for p in found if p.days is not None and p.days < limit]
     worst = min((p.days for p in found if p.days is not None), default=None)
-    note = f"; too little history for {', '.join(too_short)}" if too_short else ""
+    note = (f"; too little history for {', '.join(too_short)}" if too_short else "") + (
+        f"; {waiting}" if waiting else "")
     judge(bool(short), f"{len(found)} resource(s) projected: " + "; ".join(p.line() for p in (short or found)[:6])
           + note, f"more than {limit:g} days of headroom", value=worst, threshold=limit)
 

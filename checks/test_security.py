@@ -141,6 +141,10 @@ def _alerts(seen: FiringAlerts, severities: tuple[str, ...]) -> list[dict[str, o
     return [a for a in seen.alerts if a["severity"] in severities]
 
 
+def _others(seen: FiringAlerts) -> str:
+    return f"; {seen.others} of other environments, not judged" if seen.others else ""
+
+
 def _shown(found: list[dict[str, object]]) -> str:
     def one(a: dict[str, object]) -> str:
         labels = {k: v for k, v in dict(a["labels"]).items() if k not in ("alertname", "severity")}  # type: ignore[call-overload]
@@ -162,7 +166,9 @@ def test_no_critical_alerts_firing(alerts_probe: FiringAlerts) -> None:
     """No alert labelled severity=critical (or page, P0) is firing (unsilenced)."""
     found = _alerts(alerts_probe, CRITICAL_LABELS)
     judge(bool(found), f"{len(found)} critical alert(s) firing ({alerts_probe.source}; {len(alerts_probe.alerts)} "
-          f"firing in all)" + (f": {_shown(found)}" if found else ""), "none", value=len(found), threshold=0)
+          f"firing in all for {{{alerts_probe.matchers}}}{_others(alerts_probe)})" + (f": {_shown(found)}" if found
+                                                                                    else ""),
+          "none", value=len(found), threshold=0)
 
 
 @pytest.mark.p2
@@ -170,5 +176,6 @@ def test_no_critical_alerts_firing(alerts_probe: FiringAlerts) -> None:
 def test_no_warning_alerts_firing(alerts_probe: FiringAlerts) -> None:
     """No alert labelled severity=warning (or P1, P2) is firing (unsilenced)."""
     found = _alerts(alerts_probe, WARNING_LABELS)
-    judge(bool(found), f"{len(found)} warning alert(s) firing ({alerts_probe.source})"
-          + (f": {_shown(found)}" if found else ""), "none", value=len(found), threshold=0)
+    judge(bool(found), f"{len(found)} warning alert(s) firing ({alerts_probe.source}, for "
+          f"{{{alerts_probe.matchers}}}{_others(alerts_probe)})" + (f": {_shown(found)}" if found else ""), "none",
+          value=len(found), threshold=0)

@@ -97,3 +97,34 @@ def test_the_monday_review_lists_what_a_real_alertmanager_has_firing(
     assert "Silenced" not in critical
     warning = str(firing.results()["test_no_warning_alerts_firing"]["statusDetails"]["message"])
     assert "DiskFilling {'mountpoint': '/var'}" in warning
+
+
+def test_another_environments_alerts_are_counted_never_judged(
+        run_suite: RunSuite, alertmanager: str, tmp_path: Path) -> None:
+    # One Alertmanager serving two environments: the sandbox's P0 alert must not page production.
+    _post(alertmanager, [{"labels": {"alertname": "OtherEnvDown", "severity": "critical", "env": "sandbox"}},
+                         {"labels": {"alertname": "OtherEnvSlow", "severity": "warning", "env": "sandbox"}}])
+    env_file = tmp_path / "env.toml"
+    env_file.write_text(f'name = "production"\n[alertmanager]\nurl = "{alertmanager}"\n')
+    run = run_suite("-m", "monday", "--env", str(env_file))
+    assert run.returncode == 0, run.output
+    checks = json.loads(Path(f"{run.allure_dir}-summary.json").read_text())["checks"]
+    passed = next(c for c in checks if c["name"] == "test_no_critical_alerts_firing")
+    assert passed["outcome"] == "passed"
+    assert passed["measurement"].startswith("0 critical alert(s) firing"), passed
+    assert 'for {env="production"}; 2 of other environments, not judged' in passed["measurement"], passed
+    # Its own critical alert fails it, and the other environment's are still only counted.
+    _post(alertmanager, [{"labels": {"alertname": "ProdDown", "severity": "critical", "env": "production"}}])
+    own = run_suite("-m", "monday", "--env", str(env_file))
+    assert own.failed() == {"test_no_critical_alerts_firing"}, own.output
+    message = str(own.results()["test_no_critical_alerts_firing"]["statusDetails"]["message"])
+    assert "1 critical alert(s) firing" in message
+    assert "ProdDown" in message
+    assert 'for {env="production"}; 2 of other environments, not judged' in message, message
+    # A team whose rules label the environment otherwise says so with a matcher.
+    other = tmp_path / "matchers.toml"
+    other.write_text(f'name = "production"\n[alertmanager]\nurl = "{alertmanager}"\n'
+                     '[security]\nalert_matchers = [\'env=~"sand.*"\']\n')
+    theirs = run_suite("-m", "monday", "--env", str(other))
+    assert theirs.failed() == {"test_no_critical_alerts_firing", "test_no_warning_alerts_firing"}, theirs.output
+    assert "OtherEnvDown" in str(theirs.results()["test_no_critical_alerts_firing"]["statusDetails"]["message"])

@@ -276,3 +276,20 @@ def test_the_sandbox_host_is_healthy_and_leaves_nothing_mounted(run_suite: RunSu
     parts = Path(mount).parts
     folder = Path(*parts[: next(i for i, p in enumerate(parts) if p.startswith("acgs-sandbox-host-")) + 1])
     assert not folder.exists(), folder
+
+
+def test_a_host_read_through_an_unreachable_prometheus_is_blocked_never_relabelled(
+        run_suite: RunSuite, write_env: Callable[[str], Path], log_dir: tuple[Path, Path]) -> None:
+    """The metrics source is down: CPU, memory, disk, inodes and network are blocked by its failing case, never read
+    from /proc under the PromQL label (no silent fallback); the host's own checks (logs, services) still run."""
+    env = write_env(f'name = "hosts"\n[prometheus]\nurl = "http://127.0.0.1:{free_port()}"\n'
+                    + host("exporter", "local://", *log_dir, 'mounts = ["/"]\nprometheus_selector = '
+                           "'instance=\"127.0.0.1:9100\"'\n") + THRESHOLDS)
+    run = run_suite("-m", "daily and (infra or slo)", "--env", str(env))
+    assert run.failed() == {"test_metrics_source_reachable"}, run.output
+    results = run.results()
+    for case in ("test_host_cpu", "test_host_memory", "test_host_disk_usage", "test_host_disk_critical",
+                 "test_host_inodes", "test_host_network_errors"):
+        result = results[f"{case}[exporter]"]
+        assert result["status"] == "skipped", (case, result)
+        assert "see test_metrics_source_reachable" in result["statusDetails"]["message"], result

@@ -149,6 +149,7 @@ def test_prometheus_history_gives_capacity_and_trends_a_verdict_on_the_first_run
     assert re.search(r"disk / on db1: full in [45] days \(deriv\(node_filesystem_avail_bytes\[7d\]\) = -8\.\d+ "
                      r"GiB/day, 40\.\d+ GiB available", message), message
     assert "(expected more than 30 days of headroom)" in message, message
+    assert re.search(r"over [67]\.\d days of node_exporter data", message), message  # the span really read
     # Trends: node_exporter's two weeks say CPU went from 20 % to 50 % busy (a regression), memory held at 40 %.
     assert trends.statuses() == {"test_performance_trends": "failed"}, trends.output
     said = _message(trends, "test_performance_trends")

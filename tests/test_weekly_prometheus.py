@@ -8,6 +8,7 @@ minutes old, so the earlier days have nothing: no data), and disk projections fr
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -75,13 +76,16 @@ def test_weekly_reviews_through_prometheus(run_suite: RunSuite, write_env: Calla
         quiet
     assert "end it with `or vector(0)`" in quiet
     critical = _message(run, "test_no_critical_alerts_firing")
-    assert "/api/v1/alerts; 1 firing in all): AlwaysCritical {'team': 'platform'}" in critical, critical
+    expected = "/api/v1/alerts; 1 firing in all for {env=\"promql\"}): AlwaysCritical {'team': 'platform'}"
+    assert expected in critical, critical
     access = _message(run, "test_access_log_anomalies")
     assert access.startswith("no data: PromQL sum by (class)"), access
     assert "0 earlier day(s) with traffic; at least 3 are needed" in access
-    # The disks are projected from node_exporter (the history store is empty): whatever the other self-tests
-    # write meanwhile, the evidence names the host, the mount and the PromQL fit.
+    # This Prometheus holds seconds of node_exporter data: a slope fitted on it would page for a disk that a build
+    # filled for a minute. The projections warm up, naming the span and when their first verdict comes.
     for case in ("test_capacity_headroom_critical", "test_capacity_headroom"):
-        assert statuses[case] in ("passed", "failed")
-        assert "disk / on exporter: " in _message(run, case), _message(run, case)
-        assert "(PromQL, window 7 d)" in _message(run, case)
+        assert statuses[case] == "skipped", run.output
+        said = _message(run, case)
+        assert "warming up: " in said, said
+        assert re.search(r"disk / on exporter \(0\.\d hours of data\)", said), said
+        assert re.search(r"the first verdict comes at 20\d\d-\d\d-\d\d \d\d:\d\d UTC", said), said

@@ -6,6 +6,7 @@ kinds declare; these tables are settings the Monday, Wednesday and Friday checks
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -59,10 +60,16 @@ class AccessLog(Strict):
     path: str = Field("/var/log/nginx/access.log*", description="the log files to read (shell wildcards allowed)")
 
 
+MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*')
+
+
 class Security(Strict):
     """Monday security review: where failed logins and access statistics come from."""
 
     failed_logins: tuple[FailedLoginSource, ...] = Field((), description="sources of failed logins (one case each)")
+    alert_matchers: tuple[str, ...] = Field((), description="which firing alerts are this environment's, as "
+                                            "Alertmanager matchers (label=\"v\", !=, =~, !~); default: "
+                                            "env=\"<the environment's name>\". An alert without the label is judged")
     access_query: str = Field("", description="PromQL giving requests per status class over the 24 h before its "
                               "evaluation time (it is evaluated at now and at each of the 7 days before), labelled "
                               "'class' (2xx, 4xx, 5xx), e.g. sum by (class) (label_replace(increase("
@@ -75,6 +82,15 @@ class Security(Strict):
     anomaly_min_requests: Count = Field(100, description="days with fewer requests are too few to judge shares")
     top_clients: Annotated[int, Field(ge=1, le=100), number_or_variable("integer")] = Field(
         5, description="how many of the last day's top clients must be known from the previous 7 days")
+
+    @field_validator("alert_matchers")
+    @classmethod
+    def _matchers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            if not MATCHER.fullmatch(text):
+                raise problem(f"{text!r} is not a matcher", 'write label="value" (or !=, =~, !~)',
+                              at="security.alert_matchers")
+        return value
 
     @field_validator("failed_logins")
     @classmethod

@@ -134,8 +134,23 @@ class Projection:
     fit: str
 
     def line(self) -> str:
-        when = "not growing" if self.days is None else f"{self.what} in {self.days:.0f} days"
+        if self.days is None:
+            when = "not growing"
+        elif self.days < 2:  # "0 days" is how eight hours would round
+            when = f"{self.what} in {self.days * 24:.1f} hours"
+        else:
+            when = f"{self.what} in {self.days:.0f} days"
         return f"{self.resource}: {when} ({self.fit})"
+
+
+def projection_waiting(waiting: list[dict[str, Any]]) -> str:
+    """The warming-up line for projections whose Prometheus series spans less than a day, or ""."""
+    if not waiting:
+        return ""
+    first = min(float(w["first_verdict_at"]) for w in waiting)
+    shown = ", ".join(f"{w['resource']} ({w['span']} of data)" for w in waiting[:6])
+    return (f"warming up: {len(waiting)} projection(s) from Prometheus span less than a day of data: {shown}; "
+            f"the first verdict comes at {_utc(first)}")
 
 
 def project_capacity(series: Mapping[str, Mapping[str, Any]], *, weeks: int,

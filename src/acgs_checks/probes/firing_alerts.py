@@ -6,16 +6,44 @@ From Alertmanager's ``/api/v2/alerts`` (active, not silenced, not inhibited) or 
 from __future__ import annotations
 
 import datetime
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from acgs_checks import kinds
 from acgs_checks.environment import display_url
+from acgs_checks.environment.weekly import MATCHER
 from acgs_checks.kinds import Fixed
 from acgs_checks.probes import http
 from acgs_checks.probes import prometheus as prom
 from acgs_checks.records import JsonRecord
+
+
+def matchers(texts: tuple[str, ...], env_name: str) -> list[tuple[str, str, str]]:
+    """(label, operator, value) of the environment's alert matchers; default ``env="<name>"``."""
+    if not texts:
+        return [("env", "=", env_name)]
+    found = []
+    for text in texts:
+        match = MATCHER.fullmatch(text)
+        if match is not None:
+            found.append((match.group(1), match.group(2), match.group(3).replace('\\"', '"')))
+    return found
+
+
+def belongs(labels: dict[str, Any], wanted: list[tuple[str, str, str]]) -> bool:
+    """Whether an alert is this environment's: every matcher holds, or its label is absent (an alert nobody
+    labelled cannot be put elsewhere, so it is judged: hiding it would be a silent pass)."""
+    for label, op, value in wanted:
+        if label not in labels:
+            continue
+        seen = str(labels[label])
+        ok = {"=": seen == value, "!=": seen != value,
+              "=~": re.fullmatch(value, seen) is not None, "!~": re.fullmatch(value, seen) is None}[op]
+        if not ok:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -25,6 +53,8 @@ class FiringAlerts(JsonRecord):
     answered: bool
     error: str = ""
     alerts: list[dict[str, Any]] = field(default_factory=list)  # name, severity, labels, firing_seconds
+    others: int = 0   # firing alerts of other environments (counted, never judged)
+    matchers: str = ""  # what "this environment's" meant
     denied: str = ""  # the target refused the suite: the credential or grant to check
 
 
@@ -62,12 +92,17 @@ async def probe_alerts(target: Fixed, job: kinds.Job) -> FiringAlerts:
             return FiringAlerts("alerts", source, answered=False, error=result.detail or
                                 f"HTTP {result.status}, {unread or 'expected the alerts API JSON'}")
         raw = [(a.get("labels") or {}, a.get("activeAt")) for a in alerts if a.get("state") == "firing"]
-    found = []
+    wanted = matchers(env.security.alert_matchers, env.name)
+    found, others = [], 0
     for labels, started in raw:
+        if not belongs(labels, wanted):
+            others += 1
+            continue
         since = _started(started)
         found.append({"name": labels.get("alertname", "?"), "severity": str(labels.get("severity", "")).lower(),
                       "labels": labels, "firing_seconds": None if since is None else round(now - since, 1)})
-    return FiringAlerts("alerts", source, answered=True, alerts=found)
+    shown = ",".join(f'{label}{op}"{value}"' for label, op, value in wanted)
+    return FiringAlerts("alerts", source, answered=True, alerts=found, others=others, matchers=shown)
 
 
 ALERTS = kinds.register(kinds.ProbeKind(

@@ -42,6 +42,8 @@ class HistorySnapshot(JsonRecord):
     series: dict[str, dict[str, Any]] = field(default_factory=dict)  # case -> {points, threshold, worse, role}
     projections: list[dict[str, Any]] = field(default_factory=list)  # from Prometheus: resource, days, fit
     projection_error: str = ""
+    # Projections whose series spans too little yet: resource, span, first_verdict_at (Unix time)
+    projection_waiting: list[dict[str, Any]] = field(default_factory=list)
     # From Prometheus range queries: "<promql key>[<service>]" -> {"weekly": [this week, the week before, ...],
     # threshold, worse, query}
     weekly: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -51,34 +53,59 @@ class HistorySnapshot(JsonRecord):
     runs: int = 0                      # runs the store holds for the environment
 
 
-async def _disk_projections(job: kinds.Job) -> tuple[list[dict[str, Any]], str]:
+# A projection from Prometheus's history is judged only once the series it fits spans this much
+# (docs/weekly-reviews.md): a slope fitted over minutes (a pip install filling the disk for a while) says nothing
+# about the next weeks.
+MIN_PROJECTION_SPAN = DAY
+# The span is learned from the oldest sample in the window, found at this resolution (a bounded subquery).
+SPAN_RESOLUTION = "5m"
+
+
+def _span(seconds: float) -> str:
+    """A duration as a reader wants it: hours under two days, days above."""
+    return f"{seconds / 3600:.1f} hours" if seconds < 2 * DAY else f"{seconds / DAY:.1f} days"
+
+
+async def _disk_projections(job: kinds.Job) -> tuple[list[dict[str, Any]], str, list[dict[str, Any]]]:
+    """The disks' projections, the error, and the disks still warming up (too short a span of node_exporter data to
+    fit a slope on), each with when its first verdict comes."""
     env = job.env
     hosts = [h for h in env.section("hosts") if h.prometheus_selector]
     if env.prometheus is None or not hosts:
-        return [], ""
+        return [], "", []
     found: list[dict[str, Any]] = []
+    waiting: list[dict[str, Any]] = []
     pseudo = "|".join(PSEUDO_FS)
+    now = time.time()
     for host in hosts:
         sel = f'{host.prometheus_selector},fstype!~"{pseudo}"'
         avail, error = await prom.vector(env.prometheus, f"node_filesystem_avail_bytes{{{sel}}}")
         slope, slope_error = await prom.vector(env.prometheus, f"deriv(node_filesystem_avail_bytes{{{sel}}}[7d])")
-        if error or slope_error:
-            return found, error or slope_error
+        oldest, oldest_error = await prom.vector(
+            env.prometheus, f"min_over_time(timestamp(node_filesystem_avail_bytes{{{sel}}})[7d:{SPAN_RESOLUTION}])")
+        if error or slope_error or (oldest_error and not oldest_error.startswith("no data")):
+            return found, error or slope_error or oldest_error, waiting
         per_second = {labels.get("mountpoint"): value for labels, value in slope}
+        since = {labels.get("mountpoint"): value for labels, value in oldest}
         for labels, left in avail:
             mount = labels.get("mountpoint", "?")
-            rate = per_second.get(mount)
+            # No oldest sample at the subquery's resolution: the series is younger than one step of it.
+            rate, first = per_second.get(mount), since.get(mount, now)
             if rate is None:
                 continue
+            resource, span = f"disk {mount} on {host.name}", max(0.0, now - first)
+            if span < MIN_PROJECTION_SPAN:
+                waiting.append({"resource": resource, "span": _span(span), "first_verdict_at": first + DAY})
+                continue
             days = None if rate >= 0 else left / -rate / DAY
-            found.append({"resource": f"disk {mount} on {host.name}", "what": "full", "days": days,
+            found.append({"resource": resource, "what": "full", "days": days,
                           "fit": f"deriv(node_filesystem_avail_bytes[7d]) = {rate * DAY / 2**30:+.3f} GiB/day, "
-                                 f"{left / 2**30:.2f} GiB available (PromQL, window 7 d)"})
-        if not any(p["resource"].endswith(f" on {host.name}") for p in found):
+                                 f"{left / 2**30:.2f} GiB available, over {_span(span)} of node_exporter data"})
+        if not any(p["resource"].endswith(f" on {host.name}") for p in [*found, *waiting]):
             # Asked and not answered: no data for this host, never the store's youth.
             return found, (f"no filesystem of {host.name} has both a current node_filesystem_avail_bytes sample and "
-                           f"a 7-day slope ({sel})")
-    return found, ""
+                           f"a 7-day slope ({sel})"), waiting
+    return found, "", waiting
 
 
 # The SLO values trended from Prometheus: the query key (a check declares it with @pytest.mark.trended(promql=KEY),
@@ -129,20 +156,20 @@ async def probe_history(target: Fixed, job: kinds.Job) -> HistorySnapshot:
     env = job.env
     path = history.path_for(env.history.path)
     weeks = env.history.weeks
-    projections, projection_error = await _disk_projections(job)
+    projections, projection_error, projection_waiting = await _disk_projections(job)
     weekly, weekly_error = await _weekly_medians(job, weeks)
+    prometheus: dict[str, Any] = {"projections": projections, "projection_error": projection_error,
+                  "projection_waiting": projection_waiting, "weekly": weekly, "weekly_error": weekly_error}
     if path is None:
         return HistorySnapshot(target.name, "", answered=False, error="no history store configured", weeks=weeks,
-                               projections=projections, projection_error=projection_error, weekly=weekly,
-                               weekly_error=weekly_error)
+                               **prometheus)
     since = time.time() - (weeks + 1) * 7 * DAY
     try:
         first_run_at, runs = await aio.in_thread(history.first_run, path, env.name)
         rows = await aio.in_thread(history.read, path, env.name, since)
     except history.Error as exc:
         return HistorySnapshot(target.name, str(path), answered=False, error=f"reading {path} failed: {exc}",
-                               weeks=weeks, projections=projections, projection_error=projection_error,
-                               weekly=weekly, weekly_error=weekly_error)
+                               weeks=weeks, **prometheus)
     series: dict[str, dict[str, Any]] = {}
     for row in rows:
         entry = series.setdefault(row.case_name, {"points": [], "threshold": row.threshold, "worse": {}, "role": ""})
@@ -155,8 +182,7 @@ async def probe_history(target: Fixed, job: kinds.Job) -> HistorySnapshot:
         votes = entry.pop("worse")
         entry["worse"] = max(votes, key=votes.get) if votes else ""
     return HistorySnapshot(target.name, str(path), answered=True, weeks=weeks, series=series,
-                           projections=projections, projection_error=projection_error, weekly=weekly,
-                           weekly_error=weekly_error, first_run_at=first_run_at, runs=runs)
+                           first_run_at=first_run_at, runs=runs, **prometheus)
 
 
 HISTORY = kinds.register(kinds.ProbeKind(

@@ -373,6 +373,10 @@ async def probe_host(host: Host, job: kinds.Job) -> HostSnapshot:
     fields["source"] = f"the host ({host.spec.split('?')[0]}, testinfra)"
     fields["window_seconds"] = host.window_seconds
     if via_prometheus:
+        # No silent fallback: with a prometheus_selector, CPU, memory, disks and network come from PromQL or not at
+        # all (a value read from /proc under a "node_exporter via PromQL" label would say where it did not come from).
+        for key in ("cpu_percent", "memory_percent", "disks", "network"):
+            fields.pop(key, None)
         metrics = await _from_prometheus(host, env, job)
         errors = {**fields.pop("errors"), **metrics.pop("errors")}
         fields.update(metrics)
