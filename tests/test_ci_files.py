@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -63,6 +64,8 @@ def test_jenkinsfile_has_the_same_schedule_steps_and_gate() -> None:
     assert re.search(r"allure results: \[\[path: \"reports/\$\{ACGS_ENV\}/allure-results\"\]\]", text)
     assert "values 'staging', 'production'" in text
     assert text.count("{") == text.count("}")
+    assert ".venv-$ACGS_ENV" in text  # cells share a workspace: a virtual environment each
+    assert 'test -f "fixtures/environments/$ACGS_ENV.toml"' in text
 
 
 def test_dockerfile_runs_pytest_as_a_non_root_user() -> None:
@@ -86,7 +89,7 @@ def test_dockerfile_runs_pytest_as_a_non_root_user() -> None:
 def test_kubernetes_cronjob_is_valid(tmp_path: Path) -> None:
     documents = list(yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "cronjob.yaml").read_text()))
     kinds = {d["kind"]: d for d in documents}
-    assert set(kinds) == {"ConfigMap", "CronJob"}
+    assert set(kinds) == {"ConfigMap", "CronJob", "PersistentVolumeClaim"}
     cron = kinds["CronJob"]
     assert cron["apiVersion"] == "batch/v1"
     spec = cron["spec"]
@@ -103,6 +106,9 @@ def test_kubernetes_cronjob_is_valid(tmp_path: Path) -> None:
     assert container["resources"]["limits"]
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/etc/acgs", "/suite/reports"} <= mounts
+    # reports/ (the history store) outlives the pod: a claim, never an emptyDir.
+    reports = next(v for v in pod["volumes"] if v["name"] == "reports")
+    assert reports["persistentVolumeClaim"]["claimName"] == kinds["PersistentVolumeClaim"]["metadata"]["name"]
     # The environment file the CronJob mounts is one the suite accepts.
     text = kinds["ConfigMap"]["data"]["production.toml"]
     from acgs_checks import environment  # noqa: PLC0415
@@ -114,3 +120,21 @@ def test_kubernetes_cronjob_is_valid(tmp_path: Path) -> None:
     assert [s.name for s in loaded.services] == ["auth", "constitutional-ai", "governance-synthesis",
                                                  "policy-governance"]
     assert loaded.slo.source == "prometheus"
+
+
+def test_the_workflow_stops_in_one_line_when_an_environment_file_is_missing(tmp_path: Path) -> None:
+    # The step's own shell, from the workflow file, run with the matrix value filled in.
+    job = _workflow()["jobs"]["checks"]
+    step = next(s for s in job["steps"] if s.get("name") == "Check that the environment file exists")
+    script = step["run"].replace("${{ matrix.environment }}", "staging")
+    env = {"PATH": os.environ["PATH"], "ACGS_ENV": "fixtures/environments/staging.toml"}
+    missing = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             check=False, timeout=30)
+    assert missing.returncode == 4
+    assert missing.stdout.count("\n") == 1, missing.stdout
+    assert "fixtures/environments/staging.toml does not exist; fix: acgs-checks init --name staging" in missing.stdout
+    (tmp_path / "fixtures" / "environments").mkdir(parents=True)
+    (tmp_path / "fixtures" / "environments" / "staging.toml").write_text('name = "staging"\n')
+    present = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             check=False, timeout=30)
+    assert present.returncode == 0, present.stdout
