@@ -71,7 +71,7 @@ def test_two_environments_keep_two_histories(run_suite: RunSuite) -> None:
 def test_default_results_folder_is_reports(run_suite: RunSuite, suite_copy: Path) -> None:
     # Without --alluredir the results land in the suite's reports/allure-results (a copy's, here).
     run = run_suite("-m", "daily", "--env", "sandbox", alluredir=False, cwd=suite_copy)
-    assert run.returncode == 0
+    assert run.returncode == 0, run.output
     assert "allure results: " in run.stdout
     assert "reports/allure-results" in run.stdout
     assert list((suite_copy / "reports" / "allure-results").glob("*-result.json"))

@@ -126,7 +126,10 @@ class SandboxHost:
 
     def thresholds(self) -> dict[str, float]:
         cpu = 50.0 if self.host_fault is not None and self.host_fault.name == "cpu" else 100.0
-        return {"cpu_max_percent": cpu, "memory_max_percent": 100.0}
+        # The embedded sandbox's services run in the suite's own process, on the same cores: like its CPU and memory,
+        # their sub-second latency on a busy machine is the machine's, not theirs. Apdex's T is 2 s here (the runbook's
+        # 0.5 s elsewhere); the latency faults still fail it, by their fixed sequences (docs/sandbox.md).
+        return {"cpu_max_percent": cpu, "memory_max_percent": 100.0, "apdex_t_seconds": 2.0}
 
     def stop(self) -> None:
         for process in self._busy:
