@@ -144,6 +144,7 @@ def test_init_learns_each_dialect_and_its_file_judges_every_slo_case(
         learned = by_name[name]["metrics"]
         assert {k: learned[k] for k in expected} == expected, (name, learned)
         assert learned["service_down"] == "up"  # no blackbox probe of the health URL in this Prometheus
+        assert {0.5, 2.0} <= set(learned["buckets"]), learned  # the bounds, so the Apdex rule knows T and 4T are
         assert by_name[name]["prometheus_selector"].startswith(f'job="{JOBS[name]}",instance="127.0.0.1:')
     assert written["prometheus"]["metrics"] == {"compliance_score": "constitutional_compliance_score",
                                                 "policy_successful": "policy_evaluations_successful_total",
@@ -342,3 +343,26 @@ def test_the_shape_rules_pick_request_metrics_and_refuse_the_rest() -> None:
     odd = decide(dict([family("x_request_duration_seconds", "histogram", status={"ok", "error"})]))
     assert odd.table["counter"] == "histogram_count"
     assert odd.table["status_label"] == ""
+
+
+def test_no_apdex_rule_where_t_or_4t_is_no_bucket_bound() -> None:
+    # prometheus_client's default buckets have 0.5 but no 2.0: PromQL cannot count the tolerating users at 4T, so
+    # the rule would under-count them and page a healthy service. It is left out, and the file's header says why.
+    from acgs_checks.alerting import rules  # noqa: PLC0415
+    from acgs_checks.environment import from_mapping  # noqa: PLC0415
+    from acgs_checks.policy import runbook  # noqa: PLC0415
+
+    defaults = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
+    env = from_mapping({"name": "acgs", "prometheus": {"url": "http://127.0.0.1:9"}, "services": [
+        {"name": "auth", "url": "http://127.0.0.1:8000", "metrics": {
+            "histogram": "auth_service_request_duration_seconds", "counter": "auth_service_requests_total",
+            "status_label": "status", "buckets": defaults}},
+        {"name": "gs", "url": "http://127.0.0.1:8004", "metrics": {
+            "histogram": "gs_service_request_duration_seconds", "buckets": [*defaults, 2.0]}}]},
+        source="test", environ={})
+    source = rules.Source(env, runbook.load(runbook.map_path(ROOT)))
+    apdex = {r["labels"]["service"] for g in rules.rule_groups(source) for r in g["rules"]
+             if r["alert"] == "AcgsApdexLow"}
+    assert apdex == {"gs"}
+    assert ("AcgsApdexLow for auth: 2 s is no bucket bound of auth_service_request_duration_seconds"
+            in rules.header(env)), rules.header(env)

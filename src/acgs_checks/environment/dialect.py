@@ -13,6 +13,7 @@ A self-test (tests/test_dialects.py) fails when any other module of the package 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from acgs_checks.environment.metric_names import PrometheusMetrics
 from acgs_checks.environment.model import Prometheus, Service
@@ -70,6 +71,7 @@ class Dialect:
     service_down: str       # probe_success | up
     selector: str
     origin: dict[str, str]  # field -> where its value came from: "service", "[prometheus.metrics]" or "default"
+    bounds: tuple[float, ...] = ()  # the histogram's finite bucket bounds when known (init learns them); () unknown
 
     @property
     def buckets(self) -> str:
@@ -108,6 +110,10 @@ class Dialect:
             found["active_connections"] = f"sum({self.in_flight}{{{sel}}})"
         return found
 
+    def lacks_bounds(self, *bounds: float) -> list[float]:
+        """Of ``bounds``, those that are no bucket bound of the histogram (when its bounds are known)."""
+        return [b for b in bounds if self.bounds and not any(abs(b - x) <= 1e-9 * max(1.0, b) for x in self.bounds)]
+
     def buckets_promql(self, window: str) -> str:
         return f"sum by (le) (rate({self.buckets}{{{self.selector}}}[{window}]))"
 
@@ -131,7 +137,7 @@ def resolve(service: Service, prometheus: Prometheus | None) -> Dialect:
     """The dialect of ``service``: its own metrics table, then [prometheus.metrics], then the defaults."""
     own = service.metrics.given()
     shared = prometheus.metrics.given() if prometheus is not None else {}
-    values: dict[str, str] = {}
+    values: dict[str, Any] = {}
     origin: dict[str, str] = {}
     for key in FIELDS:
         if key in own:
@@ -140,7 +146,8 @@ def resolve(service: Service, prometheus: Prometheus | None) -> Dialect:
             values[key], origin[key] = shared[key], "[prometheus.metrics]"
         else:
             values[key], origin[key] = DEFAULTS[key], "default"
-    return Dialect(selector=service.selector, origin=origin, **values)
+    bounds = own.get("buckets") if "histogram" in own or "buckets" in own else shared.get("buckets")
+    return Dialect(selector=service.selector, origin=origin, bounds=tuple(bounds or ()), **values)
 
 
 @dataclass(frozen=True)

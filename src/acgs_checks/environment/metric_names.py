@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -28,11 +28,13 @@ class ServiceMetrics(Strict):
                                     "status_code, ...); \"\": the metrics carry none (no error rate can be read)")
     in_flight: OptionalMetric = Field(None, description="a gauge of requests being served (evidence "
                                               "beside the request rate); \"\": none")
+    buckets: tuple[float, ...] | None = Field(None, description="the histogram's finite bucket bounds, in seconds "
+                                              "(init learns them): the Apdex alert rule needs T and 4T among them")
     service_down: Literal["probe_success", "up"] | None = Field(
         None, description="what the generated AcgsServiceDown reads: blackbox_exporter's probe_success of the "
         "health URL, or Prometheus's own up of the service's selector")
 
-    def given(self) -> dict[str, str]:
+    def given(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 

@@ -105,6 +105,8 @@ async def business_names(prometheus: Prometheus) -> tuple[dict[str, str], list[s
     data = document.get("data") if result.answered and isinstance(document, dict) else None
     kinds: dict[str, str] = {}
     for name, entries in (data.items() if isinstance(data, dict) else []):
+        if not dialects.METRIC_NAME.fullmatch(str(name)):
+            continue  # untrusted: only names Prometheus's grammar allows are ever written into the file
         if isinstance(entries, list) and entries and isinstance(entries[0], dict):
             kinds[str(name)] = str(entries[0].get("type", ""))
     names: dict[str, str] = {}
@@ -140,12 +142,12 @@ async def _result_label(prometheus: Prometheus, counter: str) -> tuple[str, str]
     result, document, _why = await prom.api_document(prometheus, f"/api/v1/labels?match[]={inner}")
     labels = document.get("data") if result.answered and isinstance(document, dict) else None
     for label in (labels if isinstance(labels, list) else [])[:dialects.LABELS_PER_FAMILY + 3]:
-        if not isinstance(label, str) or label in dialects.NOT_LABELS:
+        if not isinstance(label, str) or label in dialects.NOT_LABELS or not dialects.LABEL_NAME.fullmatch(label):
             continue
         result, document, _why = await prom.api_document(
             prometheus, f"/api/v1/label/{quote(label, safe='')}/values?match[]={inner}")
         values = document.get("data") if result.answered and isinstance(document, dict) else None
         for value in values if isinstance(values, list) else []:
-            if isinstance(value, str) and _SUCCESS.search(value.lower()):
+            if isinstance(value, str) and value.isprintable() and len(value) <= 100 and _SUCCESS.search(value.lower()):
                 return label, value
     return "", ""

@@ -28,7 +28,7 @@ from acgs_checks import redaction
 from acgs_checks.environment.model import NAME_RE, Prometheus
 from acgs_checks.onboarding import learn
 from acgs_checks.policy.thresholds import SPECS, Thresholds
-from acgs_checks.probes import aio
+from acgs_checks.probes import aio, dialects
 from acgs_checks.probes import prometheus as prom
 
 # The runbook's four core services: their names here, titles, and the names deployments give them (job names,
@@ -319,7 +319,7 @@ def render(found: Found, *, name: str, sources: list[str], output: str) -> str:
                   "# review: a bearer token or basic auth comes from a variable: bearer_token = \"${PROM_TOKEN}\""]
         if found.business:
             lines += ["# the business metrics' names, learned from Prometheus's metadata",
-                      "metrics = { " + ", ".join(f"{k} = {_q(v)}" for k, v in found.business.items()) + " }"]
+                      f"metrics = {dialects.inline(found.business)}"]
         lines.append("")
     for service in found.services:
         lines += ["[[services]]", f"name = {_q(service['name'])}", f"title = {_q(service['title'])}",
@@ -328,7 +328,7 @@ def render(found: Found, *, name: str, sources: list[str], output: str) -> str:
             lines.append(f"prometheus_selector = {_literal(service['selector'])}")
         if service.get("metrics"):
             lines += [f"# metric dialect, learned from Prometheus: {_comment(service.get('dialect', ''))}",
-                      "metrics = { " + ", ".join(f"{k} = {_q(v)}" for k, v in service["metrics"].items()) + " }"]
+                      f"metrics = {dialects.inline(service['metrics'])}"]
         lines += ['health_path = "/health"  # review: the path that answers 200 when the service is healthy', ""]
     missing = [CORE_SERVICES[s][0] for s in CORE_SERVICES if all(x["name"] != s for x in found.services)]
     if missing:

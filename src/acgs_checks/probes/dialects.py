@@ -18,6 +18,8 @@ Every read is one bounded GET of the Prometheus API (the suite's own client and 
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,7 @@ from acgs_checks.probes.prometheus import api_document
 STATUS_VALUE = re.compile(r"[1-5](?:\d\d|xx|XX)")
 LABELS_PER_FAMILY = 6
 VALUES_KEPT = 20
+BOUNDS_KEPT = 64  # a histogram's bucket bounds (prometheus_client has 15, the sandbox 24)
 _TIMES = re.compile(r"duration|latency|response_time|request_time|_time_seconds")
 _REQUESTS = re.compile(r"request|http|server|rpc")
 _ELSEWHERE = re.compile(r"(?:^|_)(?:db|database|sql|query|queries|cache|redis|llm|model|inference|gc|client|"
@@ -38,6 +41,9 @@ _NOT_REQUESTS = re.compile(r"error|fail|exception|retry|retries|dropped|rejected
 _IN_FLIGHT = re.compile(r"in_?flight|in_?progress|active_requests|requests_active|concurrent_requests|"
                         r"requests_in_progress|inprogress")
 NOT_LABELS = frozenset({"__name__", "le", "quantile", *dialect.TARGET_LABELS})
+# What a target sends is untrusted: only names Prometheus's own grammar allows are ever written into a file.
+METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]{0,199}")
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]{0,99}")
 
 
 @dataclass
@@ -53,7 +59,7 @@ class Family:
 class Found:
     """A dialect learned from one target, and what it was learned from (for the file's comment and messages)."""
 
-    table: dict[str, str]         # the service's metrics table: histogram, counter, status_label, in_flight
+    table: dict[str, Any]         # the service's metrics table: histogram, counter, status_label, in_flight, buckets
     evidence: str                 # the series it used, in words
     seen: tuple[str, ...] = ()    # the families the target exposes (for "nothing fits")
 
@@ -63,8 +69,12 @@ class Found:
 
     def paste(self) -> str:
         """The environment-file line that declares this dialect."""
-        inner = ", ".join(f'{key} = "{value}"' for key, value in self.table.items())
-        return f"metrics = {{ {inner} }}"
+        return f"metrics = {inline(self.table)}"
+
+
+def inline(table: dict[str, Any]) -> str:
+    """A TOML inline table of strings and lists of numbers (JSON's escapes and arrays are TOML's)."""
+    return "{ " + ", ".join(f"{key} = {json.dumps(value, ensure_ascii=False)}" for key, value in table.items()) + " }"
 
 
 def _prefix(name: str) -> str:
@@ -125,10 +135,13 @@ def decide(families: dict[str, Family]) -> Found:
     """The dialect of one target's families, by their shapes (the module's rules)."""
     histogram, why = _histogram(families)
     counter = _counter(families, histogram)
-    table: dict[str, str] = {}
+    table: dict[str, Any] = {}
     notes = []
     if histogram is not None:
         table["histogram"] = histogram.name
+        bounds = _bounds(histogram)
+        if bounds:
+            table["buckets"] = bounds
         notes.append(f"{histogram.name} (histogram, labels: {_labels(histogram)})")
     if counter is not None:
         table["counter"] = counter.name
@@ -154,6 +167,19 @@ def decide(families: dict[str, Family]) -> Found:
         notes.append(why)
     seen = tuple(sorted(families)[:40])
     return Found(table, "; ".join(notes), seen)
+
+
+def _bounds(family: Family) -> list[float]:
+    """The finite bucket bounds of a histogram, when its ``le`` values were read."""
+    found = set()
+    for text in family.labels.get("le", set()):
+        try:
+            value = float(text)
+        except ValueError:
+            continue
+        if math.isfinite(value) and value > 0:
+            found.add(value)
+    return sorted(found)
 
 
 def _labels(family: Family) -> str:
@@ -187,11 +213,15 @@ def from_exposition(text: str) -> dict[str, Family]:
         kind = parsed_family.type if parsed_family.type in ("counter", "gauge", "histogram") else "untyped"
         name = parsed_family.name + ("_total" if kind == "counter" and not parsed_family.name.endswith("_total")
                                      else "")
+        if not METRIC_NAME.fullmatch(name):
+            continue
         family = families.setdefault(name, Family(name, kind))
         for sample in parsed_family.samples:
             for label, value in sample.labels.items():
+                if not LABEL_NAME.fullmatch(label):
+                    continue
                 values = family.labels.setdefault(label, set())
-                if len(values) < VALUES_KEPT:
+                if len(values) < (BOUNDS_KEPT if label == "le" else VALUES_KEPT):
                     values.add(str(value))
     return families
 
@@ -215,7 +245,7 @@ async def from_prometheus(prometheus: Prometheus, selector: str) -> dict[str, Fa
     names = await _get(prometheus, f"/api/v1/label/__name__/values?match[]={match}")
     families: dict[str, Family] = {}
     for sample_name in names if isinstance(names, list) else []:
-        if not isinstance(sample_name, str):
+        if not isinstance(sample_name, str) or not METRIC_NAME.fullmatch(sample_name):
             continue
         kind = types.get(sample_name) or next(
             (types[_base(sample_name, "histogram")] for suffix in ("_bucket", "_count", "_sum")
@@ -232,9 +262,13 @@ async def from_prometheus(prometheus: Prometheus, selector: str) -> dict[str, Fa
         family = families[name]
         series = f"{name}_bucket" if family.type == "histogram" else name
         inner = quote(f"{series}{{{selector}}}", safe="")
-        labels = await _get(prometheus, f"/api/v1/labels?match[]={inner}")
-        for label in [x for x in labels if isinstance(x, str) and x not in NOT_LABELS][:LABELS_PER_FAMILY] \
-                if isinstance(labels, list) else []:
+        listed = await _get(prometheus, f"/api/v1/labels?match[]={inner}")
+        labels = [x for x in (listed if isinstance(listed, list) else [])
+                  if isinstance(x, str) and LABEL_NAME.fullmatch(x) and x not in NOT_LABELS]
+        if family.type == "histogram":
+            bounds = await _get(prometheus, f"/api/v1/label/le/values?match[]={inner}")
+            family.labels["le"] = {str(v) for v in bounds[:BOUNDS_KEPT]} if isinstance(bounds, list) else set()
+        for label in labels[:LABELS_PER_FAMILY]:
             values = await _get(prometheus, f"/api/v1/label/{quote(label, safe='')}/values?match[]={inner}")
             family.labels[label] = {str(v) for v in values[:VALUES_KEPT]} if isinstance(values, list) else set()
     return families
