@@ -129,6 +129,7 @@ def _init(tmp_path: Path, base: str) -> tuple[Path, dict[str, Any], str]:
     return window, tomllib.loads(text), done.stdout
 
 
+@pytest.mark.early
 def test_init_learns_each_dialect_and_its_file_judges_every_slo_case(
         run_suite: RunSuite, sandbox: Callable[..., dict[str, Any]], prometheus: Callable[..., str],
         tmp_path: Path) -> None:
@@ -191,6 +192,7 @@ def test_init_learns_each_dialect_and_its_file_judges_every_slo_case(
     assert firing == expected
 
 
+@pytest.mark.early
 def test_a_target_prometheus_cannot_scrape_fails_naming_the_scrape_error(
         run_suite: RunSuite, sandbox: Callable[..., dict[str, Any]], prometheus: Callable[..., str],
         tmp_path: Path) -> None:
@@ -263,6 +265,7 @@ def test_a_host_the_service_does_not_allow_is_named_with_its_setting(run_suite: 
     assert "ALLOWED_HOSTS" in message
 
 
+@pytest.mark.early
 def test_doctor_names_the_runbook_lines_an_environment_leaves_uncovered(tmp_path: Path) -> None:
     dsn = os.environ.get("ACGS_TEST_PG_DSN")
     if not dsn:
@@ -292,6 +295,7 @@ def test_doctor_names_the_runbook_lines_an_environment_leaves_uncovered(tmp_path
     assert "absent.service: not a section of the environment file" in refused.stderr, refused.stderr
 
 
+@pytest.mark.early
 def test_each_dialect_through_the_scrape_source(run_suite: RunSuite, sandbox: Callable[..., dict[str, Any]],
                                                 tmp_path: Path) -> None:
     # The same three dialects read from each service's own /metrics, two scrapes apart (no Prometheus at all).
