@@ -370,3 +370,17 @@ def test_no_apdex_rule_where_t_or_4t_is_no_bucket_bound() -> None:
     assert apdex == {"gs"}
     assert ("AcgsApdexLow for auth: 2 s is no bucket bound of auth_service_request_duration_seconds"
             in rules.header(env)), rules.header(env)
+
+
+def test_doctor_never_sends_a_reader_back_to_the_message() -> None:
+    from acgs_checks.reporting import access  # noqa: PLC0415
+
+    for kind in access.BLIND:
+        fix = access.fix_of("a message that names no fix", kind)
+        assert fix
+        assert "the message says" not in fix
+        assert "see the message" not in fix
+    # A statement inside a message is its fix, with the account named.
+    said = ("primary: role acgs_plain cannot see other sessions' state (grant pg_monitor: GRANT pg_monitor TO "
+            "acgs_plain)")
+    assert access.fix_of(said, "insufficient privilege") == "run GRANT pg_monitor TO acgs_plain"

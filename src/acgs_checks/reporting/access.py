@@ -32,9 +32,9 @@ MESSAGE_LIMIT = 400
 _PARAM = re.compile(r"\[(.+)\]$")
 # What to do when the message names no fix, by kind.
 _DEFAULT_FIX = {
-    verdict.UNREACHABLE_KIND: "make the target reachable from this machine (address, DNS, firewall, TLS: the "
-                              "message says which)",
-    verdict.ACCESS_DENIED_KIND: "check the credential and the grants the message names",
+    verdict.UNREACHABLE_KIND: "make the target reachable from this machine: the address, DNS, firewall or TLS "
+                              "the line above names",
+    verdict.ACCESS_DENIED_KIND: "check the credential the line above names, and its grants",
     verdict.PROBE_ERROR_KIND: "the probe raised on an answer it could not handle: run the case alone with "
                               "--tb=short and report it, with the case's evidence attachment",
     verdict.NO_DATA_KIND: "make the source named above answer this read (its address, its account's grants, "
