@@ -257,10 +257,11 @@ def standalone_sandbox(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     """Start ``python -m acgs_checks.sandbox`` with faults; returns the environment file it wrote."""
     processes: list[subprocess.Popen[str]] = []
 
-    def start(*faults: str, backends: bool = True) -> Path:
+    def start(*faults: str, backends: bool = True, dialects: dict[str, str] | None = None) -> Path:
         env_file = tmp_path / f"sandbox-{len(processes)}.toml"
         args = [sys.executable, "-m", "acgs_checks.sandbox", "--write", str(env_file)]
         args += [a for fault in faults for a in ("--fault", fault)]
+        args += [a for service, name in (dialects or {}).items() for a in ("--dialect", f"{service}={name}")]
         if not backends:
             args.append("--no-backends")
         process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

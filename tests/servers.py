@@ -243,37 +243,56 @@ def node_exporter_in_prometheus(folder: Path, *, config: str = "", scrapes: int 
     """
     assert NODE_EXPORTER is not None
     assert PROMETHEUS is not None
-    exporter_port, prometheus_port = free_port(), free_port()
+    exporter_port = free_port()
     instance = f"127.0.0.1:{exporter_port}"
     exporter = subprocess.Popen([NODE_EXPORTER, f"--web.listen-address={instance}", "--log.level=warn"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    settings = folder / "prometheus.yml"
-    settings.write_text("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n" + config
-                        + "scrape_configs:\n  - job_name: node\n    static_configs:\n"
-                        f"      - targets: ['{instance}']\n")
-    prometheus = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={settings}", f"--storage.tsdb.path={folder / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{prometheus_port}", "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{prometheus_port}"
-    try:
-        deadline = time.monotonic() + 60
-        query = base + "/api/v1/query?query=" + urllib.parse.quote("count_over_time(up[1m])")
-        while time.monotonic() < deadline:  # rate() and deriv() want several scrapes
-            with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
-                with urllib.request.urlopen(query, timeout=2) as answer_:
-                    result = json.loads(answer_.read())["data"]["result"]
-                if result and float(result[0]["value"][1]) >= scrapes and ready(base):
-                    break
-            time.sleep(0.5)
-        yield base, instance
+    config = ("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n" + config
+              + "scrape_configs:\n  - job_name: node\n    static_configs:\n"
+              f"      - targets: ['{instance}']\n")
+    try:  # rate() and deriv() want several scrapes
+        with prometheus(folder, config, until="count_over_time(up[1m])", at_least=scrapes, ready=ready) as base:
+            yield base, instance
     finally:
-        for process in (prometheus, exporter):
-            process.terminate()
-            process.wait(timeout=20)
+        exporter.terminate()
+        exporter.wait(timeout=20)
 
 
 PROMTOOL = shutil.which("promtool")
+
+
+@contextlib.contextmanager
+def prometheus(folder: Path, config: str, *, until: str, equals: float | None = None, at_least: float = 0.0,
+               ready: Callable[[str], bool] = lambda base: True, settle: float = 0.0) -> Iterator[str]:
+    """A real Prometheus running ``config`` (YAML text, written to ``folder/prometheus.yml``) on a free loopback
+    port: its URL once the PromQL ``until`` gives ``equals`` (or at least ``at_least``) and ``ready(url)`` holds,
+    or after 60 s, and ``settle`` more seconds have passed (traffic for rate()); stopped on exit."""
+    assert PROMETHEUS is not None
+    settings = folder / "prometheus.yml"
+    settings.write_text(config)
+    port = free_port()
+    process = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={settings}", f"--storage.tsdb.path={folder / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        query = base + "/api/v1/query?query=" + urllib.parse.quote(until)
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+                with urllib.request.urlopen(query, timeout=2) as answer_:
+                    result = json.loads(answer_.read())["data"]["result"]
+                value = float(result[0]["value"][1]) if result else None
+                if value is not None and (value == equals if equals is not None else value >= at_least) and ready(
+                        base):
+                    break
+            time.sleep(0.2)
+        time.sleep(settle)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
 
 
 @contextlib.contextmanager

@@ -6,11 +6,11 @@ alert rules made from it fire where the checks fail; a target Prometheus cannot 
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +27,6 @@ import servers
 from acgs_checks.environment.dialect import BUSINESS_DEFAULTS, DEFAULTS
 from acgs_checks.onboarding.starter import Found, from_targets
 from acgs_checks.probes.dialects import Family, decide
-from acgs_checks.sandbox.servers import free_port
 from acgs_checks.sandbox.stack import render_toml
 from conftest import ROOT, RunSuite
 from test_onboarding import _cli
@@ -58,64 +57,32 @@ def _ask(base: str, path: str) -> Any:
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[Callable[..., dict[str, Any]]]:
+def sandbox(standalone_sandbox: Callable[..., Path]) -> Callable[..., dict[str, Any]]:
     """``acgs-sandbox`` with faults and dialects, without its databases; returns its environment file's data."""
-    processes: list[subprocess.Popen[str]] = []
 
-    def start(*args: str) -> dict[str, Any]:
-        env_file = tmp_path / f"sandbox-{len(processes)}.toml"
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "acgs_checks.sandbox", "--no-backends", "--write", str(env_file), *args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
-        deadline = time.monotonic() + 60
-        while not env_file.exists() and time.monotonic() < deadline and processes[-1].poll() is None:
-            time.sleep(0.05)
-        assert env_file.exists(), processes[-1].stderr.read() if processes[-1].stderr else ""
-        return tomllib.loads(env_file.read_text())
+    def start(*faults: str, dialects: dict[str, str] | None = None) -> dict[str, Any]:
+        return tomllib.loads(standalone_sandbox(*faults, backends=False, dialects=dialects).read_text())
 
-    yield start
-    for process in processes:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+    return start
 
 
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[Callable[..., str]]:
     """A real Prometheus scraping a sandbox's services under ACGS-2's job names, every 500 ms; ``rules`` is a rule
     file it reads (rewritten later, then reloaded with SIGHUP)."""
-    processes: list[subprocess.Popen[bytes]] = []
+    with contextlib.ExitStack() as running:
 
-    def start(data: dict[str, Any], *, rules: Path, up: int = 4) -> str:
-        assert servers.PROMETHEUS is not None
-        rules.write_text("groups: []\n")
-        jobs = "".join(f"  - job_name: {JOBS[s['name']]}\n    static_configs:\n      - targets: "
-                       f"['{urllib.parse.urlsplit(s['url']).netloc}']\n" for s in data["services"])
-        config = tmp_path / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 500ms\n  evaluation_interval: 500ms\n"
-                          f"rule_files: [{json.dumps(str(rules))}]\nscrape_configs:\n" + jobs)
-        port = free_port()
-        processes.append(subprocess.Popen(
-            [servers.PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        query = "/api/v1/query?query=" + urllib.parse.quote("count(up == 1)")
-        while time.monotonic() < deadline:
-            try:
-                result = _ask(base, query)["data"]["result"]
-                if result and float(result[0]["value"][1]) == up:
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.2)
-        time.sleep(6)  # a few seconds of traffic, so rate() over the window has samples
-        return base
+        def start(data: dict[str, Any], *, rules: Path, up: int = 4) -> str:
+            rules.write_text("groups: []\n")
+            jobs = "".join(f"  - job_name: {JOBS[s['name']]}\n    static_configs:\n      - targets: "
+                           f"['{urllib.parse.urlsplit(s['url']).netloc}']\n" for s in data["services"])
+            config = ("global:\n  scrape_interval: 500ms\n  evaluation_interval: 500ms\n"
+                      f"rule_files: [{json.dumps(str(rules))}]\nscrape_configs:\n" + jobs)
+            # a few seconds of traffic, so rate() over the window has samples
+            return running.enter_context(servers.prometheus(tmp_path, config, until="count(up == 1)", equals=up,
+                                                            settle=6))
 
-    yield start
-    for process in processes:
-        process.terminate()
-        process.wait(timeout=20)
+        yield start
 
 
 def _init(tmp_path: Path, base: str) -> tuple[Path, dict[str, Any], str]:
@@ -134,8 +101,8 @@ def test_init_learns_each_dialect_and_its_file_judges_every_slo_case(
         run_suite: RunSuite, sandbox: Callable[..., dict[str, Any]], prometheus: Callable[..., str],
         tmp_path: Path) -> None:
     # An 8 % error share on one service of each dialect; policy-governance is healthy.
-    data = sandbox("--dialect", "governance-synthesis=otel", "--fault", "auth:errors=0.08",
-                   "--fault", "constitutional-ai:errors=0.08", "--fault", "governance-synthesis:errors=0.08")
+    data = sandbox("auth:errors=0.08", "constitutional-ai:errors=0.08", "governance-synthesis:errors=0.08",
+                   dialects={"governance-synthesis": "otel"})
     rules = tmp_path / "rules.yml"
     base = prometheus(data, rules=rules)
     env_file, written, said = _init(tmp_path, base)
@@ -197,7 +164,7 @@ def test_a_target_prometheus_cannot_scrape_fails_naming_the_scrape_error(
         run_suite: RunSuite, sandbox: Callable[..., dict[str, Any]], prometheus: Callable[..., str],
         tmp_path: Path) -> None:
     # Constitutional AI's /metrics declares "# TYPE acgs_service_info info" as ACGS-2's middleware writes it.
-    data = sandbox("--fault", "constitutional-ai:info-type")
+    data = sandbox("constitutional-ai:info-type")
     base = prometheus(data, rules=tmp_path / "rules.yml", up=3)
     env_file, written, said = _init(tmp_path, base)
     assert "constitutional-ai: Prometheus cannot scrape 127.0.0.1:" in said, said
@@ -299,8 +266,8 @@ def test_doctor_names_the_runbook_lines_an_environment_leaves_uncovered(tmp_path
 def test_each_dialect_through_the_scrape_source(run_suite: RunSuite, sandbox: Callable[..., dict[str, Any]],
                                                 tmp_path: Path) -> None:
     # The same three dialects read from each service's own /metrics, two scrapes apart (no Prometheus at all).
-    data = sandbox("--dialect", "governance-synthesis=otel", "--fault", "auth:errors=0.1",
-                   "--fault", "constitutional-ai:errors=0.1", "--fault", "governance-synthesis:errors=0.1")
+    data = sandbox("auth:errors=0.1", "constitutional-ai:errors=0.1", "governance-synthesis:errors=0.1",
+                   dialects={"governance-synthesis": "otel"})
     for key in ("databases", "poolers", "caches", "security", "backups", "business", "hosts", "tls_endpoints"):
         data.pop(key, None)
     data["slo"] = {"source": "scrape", "scrape_window_seconds": 4.0}

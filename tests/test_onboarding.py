@@ -5,12 +5,12 @@ Prometheus's targets; ``acgs-checks doctor`` names, per target, each grant the s
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import json
 import os
 import subprocess
 import sys
-import time
 import tomllib
 import urllib.parse
 import urllib.request
@@ -40,41 +40,22 @@ def _cli(*args: str, environ: dict[str, str] | None = None, cwd: Path = ROOT) ->
 @pytest.fixture
 def scraping(tmp_path: Path) -> Iterator[Callable[[dict[str, object]], str]]:
     """A real Prometheus scraping the sandbox's services under ACGS-2's job names, plus a job it cannot use."""
-    processes: list[subprocess.Popen[bytes]] = []
+    with contextlib.ExitStack() as running:
 
-    def start(data: dict[str, object]) -> str:
-        if servers.PROMETHEUS is None:
-            pytest.skip("needs prometheus (.ci/run installs it)")
-        jobs = "".join(f"  - job_name: {JOBS[s['name']]}\n    static_configs:\n      - targets: "
-                       f"['{urllib.parse.urlsplit(s['url']).netloc}']\n" for s in data["services"])  # type: ignore[attr-defined]
-        config = tmp_path / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 500ms\nscrape_configs:\n" + jobs
-                          + f"  - job_name: postgres_exporter\n    static_configs:\n      - targets: "
-                          f"['127.0.0.1:{free_port()}']\n")
-        port = free_port()
-        processes.append(subprocess.Popen(
-            [servers.PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        query = base + "/api/v1/query?query=" + urllib.parse.quote('count(up{job=~".+_service"} == 1)')
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(query, timeout=2) as answer:
-                    result = json.loads(answer.read())["data"]["result"]
-                if result and float(result[0]["value"][1]) == 4:
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.2)
-        time.sleep(3)  # a few scrapes, so rate() has samples
-        return base
+        def start(data: dict[str, object]) -> str:
+            if servers.PROMETHEUS is None:
+                pytest.skip("needs prometheus (.ci/run installs it)")
+            jobs = "".join(f"  - job_name: {JOBS[s['name']]}\n    static_configs:\n      - targets: "
+                           f"['{urllib.parse.urlsplit(s['url']).netloc}']\n"
+                           for s in data["services"])  # type: ignore[attr-defined]
+            config = ("global:\n  scrape_interval: 500ms\nscrape_configs:\n" + jobs
+                      + f"  - job_name: postgres_exporter\n    static_configs:\n      - targets: "
+                      f"['127.0.0.1:{free_port()}']\n")
+            # a few scrapes, so rate() has samples
+            return running.enter_context(servers.prometheus(tmp_path, config, until='count(up{job=~".+_service"} == 1)',
+                                                            equals=4, settle=3))
 
-    yield start
-    for process in processes:
-        process.terminate()
-        process.wait(timeout=20)
+        yield start
 
 
 def _outcomes(run_summary: Path) -> dict[str, str]:

@@ -5,11 +5,10 @@ Needs the ``prometheus`` binary (Debian package; .ci/run installs it); skips oth
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
-import subprocess
-import time
 import tomllib
 import urllib.parse
 import urllib.request
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import servers
 from acgs_checks.sandbox.dialects import BUSINESS_NAMES
 from acgs_checks.sandbox.stack import render_toml
 from conftest import RunSuite, label
@@ -37,42 +37,20 @@ def _ask(base: str, path: str) -> Any:
 @pytest.fixture
 def prometheus_for(tmp_path: Path) -> Iterator[Callable[..., str]]:
     """Start a Prometheus scraping every service of a sandbox environment file every 500 ms."""
-    processes: list[subprocess.Popen[bytes]] = []
+    with contextlib.ExitStack() as running:
 
-    def start(env_file: Path, rules: Path | None = None) -> str:
-        data = tomllib.loads(env_file.read_text())
-        targets = [urllib.parse.urlsplit(s["url"]).netloc for s in data["services"]]
-        port = free_port()
-        config = tmp_path / "prometheus.yml"
-        config.write_text(
-            "global:\n  scrape_interval: 500ms\n  evaluation_interval: 1s\n"
-            + (f"rule_files: [{json.dumps(str(rules))}]\n" if rules is not None else "")
-            + "scrape_configs:\n  - job_name: sandbox\n    static_configs:\n"
-            f"      - targets: {json.dumps(targets)}\n")
-        assert PROMETHEUS is not None
-        process = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        processes.append(process)
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                targets_up = _ask(base, "/api/v1/query?query=" + urllib.parse.quote("sum(up)"))
-                results = targets_up["data"]["result"]
-                if results and float(results[0]["value"][1]) == len(targets):
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        time.sleep(6)  # a few seconds of traffic, so rate() over the window has samples
-        return base
+        def start(env_file: Path, rules: Path | None = None) -> str:
+            data = tomllib.loads(env_file.read_text())
+            targets = [urllib.parse.urlsplit(s["url"]).netloc for s in data["services"]]
+            config = ("global:\n  scrape_interval: 500ms\n  evaluation_interval: 1s\n"
+                      + (f"rule_files: [{json.dumps(str(rules))}]\n" if rules is not None else "")
+                      + "scrape_configs:\n  - job_name: sandbox\n    static_configs:\n"
+                      f"      - targets: {json.dumps(targets)}\n")
+            # a few seconds of traffic, so rate() over the window has samples
+            return running.enter_context(servers.prometheus(tmp_path, config, until="sum(up)", equals=len(targets),
+                                                            settle=6))
 
-    yield start
-    for process in processes:
-        process.terminate()
-        process.wait(timeout=20)
+        yield start
 
 
 def prometheus_env(env_file: Path, url: str, **extra: Any) -> Path:
