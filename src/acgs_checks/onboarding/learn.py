@@ -24,10 +24,6 @@ _SUCCESS = re.compile(r"success|succeeded|passed|allow|ok$")
 _FAILURE = re.compile(r"fail|error|denied|reject")
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 def target_for(targets: list[dict[str, Any]], url: str) -> dict[str, Any] | None:
     """The active target Prometheus scrapes at ``url``'s host and port (a --service URL), if any."""
     want = urlsplit(url)
@@ -41,8 +37,8 @@ def target_for(targets: list[dict[str, Any]], url: str) -> dict[str, Any] | None
 def selector_of(target: dict[str, Any]) -> str:
     labels = target.get("labels") if isinstance(target.get("labels"), dict) else {}
     assert isinstance(labels, dict)
-    return (f'job="{_escape(str(labels.get("job", ""))[:200])}",'
-            f'instance="{_escape(str(labels.get("instance", ""))[:200])}"')
+    return (f'job="{prom.label_value(str(labels.get("job", ""))[:200])}",'
+            f'instance="{prom.label_value(str(labels.get("instance", ""))[:200])}"')
 
 
 async def _direct(target: dict[str, Any], timeout: float) -> dict[str, dialects.Family]:
@@ -94,7 +90,7 @@ async def learn_service(prometheus: Prometheus, service: dict[str, Any], targets
                     f"{', '.join(found.seen[:12]) or 'no series'}); written without SLO metrics: write its metrics "
                     "table by hand (docs/metric-dialects.md)")
     health = service["url"].rstrip("/") + "/health"
-    value, _error = await prom.query(prometheus, f'count(probe_success{{instance="{_escape(health)}"}})')
+    value, _error = await prom.query(prometheus, f'count(probe_success{{instance="{prom.label_value(health)}"}})')
     service["metrics"]["service_down"] = "probe_success" if value else "up"
     return said
 

@@ -177,7 +177,7 @@ def from_targets(targets: list[dict[str, Any]], found: Found,
                                str(discovered.get("__meta_kubernetes_service_name", "")))
         if not service and normalised(job) not in NODE_JOBS:
             service = RUNBOOK_PORTS.get(parts.port or 0, "")  # a generic job name: the runbook's port decides
-        selector = f'job="{_escape(job)}",instance="{_escape(instance)}"'
+        selector = f'job="{prom.label_value(job)}",instance="{prom.label_value(instance)}"'
         if service in given:
             found.notes.append(f"Prometheus target job={job!r} instance={instance!r} is {service}, already given")
         elif service:
@@ -191,7 +191,7 @@ def from_targets(targets: list[dict[str, Any]], found: Found,
             found.hosts.append({
                 "name": _host_name("localhost" if local else host, hosts_taken),
                 "spec": "local://" if local else f"ssh://acgs-monitor@{host}",
-                "selector": f'instance="{_escape(instance)}"', "local": "yes" if local else "",
+                "selector": f'instance="{prom.label_value(instance)}"', "local": "yes" if local else "",
                 "source": f"Prometheus target job={job!r} instance={instance!r}"})
         else:
             unused[job] = unused.get(job, 0) + 1
@@ -207,11 +207,6 @@ def from_targets(targets: list[dict[str, Any]], found: Found,
 
 def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def _escape(value: str) -> str:
-    """A PromQL label value inside double quotes."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _prometheus(url: str, timeout: float) -> Prometheus:
@@ -267,11 +262,16 @@ def discover(environ: dict[str, str], *, extra: list[str], services: list[str], 
             from_targets(targets, found, redact)
             found.notes += [redact(line) for line in aio.run(lambda: _learn(found, url, targets, timeout))]
     found.services.sort(key=_runbook_order)
-    missing = [CORE_SERVICES[s][0] for s in CORE_SERVICES if all(x["name"] != s for x in found.services)]
+    missing = _missing_core(found)
     if missing:
         found.notes.append(f"not found: {', '.join(missing)}: the morning health check does not cover them until "
                            "each is a [[services]] entry (init --service NAME=URL, or by hand)")
     return found, problems
+
+
+def _missing_core(found: Found) -> list[str]:
+    """The titles of the runbook's core services init found no entry for."""
+    return [CORE_SERVICES[s][0] for s in CORE_SERVICES if all(x["name"] != s for x in found.services)]
 
 
 def _runbook_order(service: dict[str, str]) -> tuple[int, str]:
@@ -330,7 +330,7 @@ def render(found: Found, *, name: str, sources: list[str], output: str) -> str:
             lines += [f"# metric dialect, learned from Prometheus: {_comment(service.get('dialect', ''))}",
                       f"metrics = {dialects.inline(service['metrics'])}"]
         lines += ['health_path = "/health"  # review: the path that answers 200 when the service is healthy', ""]
-    missing = [CORE_SERVICES[s][0] for s in CORE_SERVICES if all(x["name"] != s for x in found.services)]
+    missing = _missing_core(found)
     if missing:
         lines += [f"# review: not found: {', '.join(missing)}. Add each as a [[services]] entry (or run init again",
                   "# with --service NAME=URL).", ""]

@@ -216,6 +216,11 @@ _EQUALS = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*'
 TARGETS_LIMIT = 20_000
 
 
+def label_value(value: str) -> str:
+    """A PromQL label value inside double quotes (what :func:`equality_matchers` reads back)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def equality_matchers(selector: str) -> dict[str, str]:
     """The ``name="value"`` matchers of a selector (others are left out: they cannot name one target)."""
     found = {}
